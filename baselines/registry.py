@@ -1,0 +1,80 @@
+"""Registry of named policies (heuristics and oracles) per environment id.
+
+A policy is built for one environment instance by a factory ``factory(env) -> Policy``; it
+gets ``reset(obs, info)`` at the start of each episode and ``act(obs, info)`` every step.
+Oracles may read the unwrapped environment's true state (``env.unwrapped``); heuristics use
+only the observation and ``info``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import gymnasium as gym
+
+
+class Policy(Protocol):
+    def reset(self, obs: Any, info: dict[str, Any]) -> None: ...
+
+    def act(self, obs: Any, info: dict[str, Any]) -> Any: ...
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    env_id: str
+    name: str
+    kind: str  # "heuristic" | "oracle"
+    description: str
+    factory: Callable[..., Policy]
+
+
+_REGISTRY: dict[str, dict[str, PolicySpec]] = {}
+_KINDS = ("heuristic", "oracle")
+
+
+def register_policy(
+    env_id: str, name: str, factory: Callable[..., Policy], *, kind: str, description: str
+) -> None:
+    """Register ``factory(env, **params) -> Policy`` under ``(env_id, name)`` (idempotent)."""
+    if kind not in _KINDS:
+        raise ValueError(f"register_policy: kind={kind!r} must be one of {list(_KINDS)}")
+    _REGISTRY.setdefault(env_id, {})[name] = PolicySpec(env_id, name, kind, description, factory)
+
+
+def list_policies(env_id: str | None = None) -> dict[str, list[PolicySpec]]:
+    """Policies per env id (all envs when ``env_id`` is None)."""
+    _load_all()
+    if env_id is not None:
+        _check_env(env_id)
+        return {env_id: list(_REGISTRY.get(env_id, {}).values())}
+    return {k: list(v.values()) for k, v in sorted(_REGISTRY.items())}
+
+
+def get_policy_spec(env_id: str, name: str) -> PolicySpec:
+    _load_all()
+    _check_env(env_id)
+    specs = _REGISTRY.get(env_id, {})
+    if name not in specs:
+        raise KeyError(
+            f"unknown policy {name!r} for {env_id}; available: {sorted(specs) or 'none'}"
+        )
+    return specs[name]
+
+
+def make_policy(env_id: str, name: str, env: gym.Env, **params: Any) -> Policy:
+    """Build the named policy for ``env`` (an instance of ``env_id``)."""
+    return get_policy_spec(env_id, name).factory(env, **params)
+
+
+def _check_env(env_id: str) -> None:
+    import mei_envs
+
+    if env_id not in mei_envs.ENV_IDS:
+        raise KeyError(f"unknown env id {env_id!r}; registered: {list(mei_envs.ENV_IDS)}")
+
+
+def _load_all() -> None:
+    # Importing the modules runs their register_policy calls.
+    import baselines.early_exit  # noqa: F401

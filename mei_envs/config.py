@@ -1,0 +1,161 @@
+"""Frozen, flat, validated configuration dataclasses shared by every environment.
+
+Each environment has one ``@dataclass(frozen=True)`` config subclassing :class:`EnvConfig`.
+Values are plain numbers, strings, booleans or lists of those, so a config round-trips
+through YAML, JSON, ``gym.make(id, **kwargs)``, ``gym.make(id, config={...})`` and the CLI's
+``--set key=value``. Unknown keys are an error that names them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
+
+C = TypeVar("C", bound="EnvConfig")
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid; the message names the field."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvConfig:
+    """Base class: subclasses add fields and override :meth:`validate`."""
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls: type[C], values: Mapping[str, Any] | None = None, **overrides: Any) -> C:
+        """Build a validated config from a mapping plus keyword overrides.
+
+        Raises:
+            ConfigError: for unknown keys (named, with the allowed ones) or invalid values.
+        """
+        merged = dict(values or {})
+        merged.update(overrides)
+        known = set(cls.field_names())
+        unknown = sorted(set(merged) - known)
+        if unknown:
+            raise ConfigError(
+                f"{cls.__name__}: unknown key(s) {unknown}; allowed keys are {sorted(known)}"
+            )
+        hints = typing.get_type_hints(cls)
+        coerced = {k: _coerce(cls.__name__, k, v, hints[k]) for k, v in merged.items()}
+        cfg = cls(**coerced)
+        cfg.validate()
+        return cfg
+
+    def replace(self: C, **changes: Any) -> C:
+        return type(self).from_dict(self.to_dict(), **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    def validate(self) -> None:  # pragma: no cover - overridden
+        """Check every field; raise :class:`ConfigError` naming the first bad one."""
+
+    # ---- helpers for subclasses' validate() -------------------------------------------
+    def _check_range(
+        self,
+        name: str,
+        lo: float | None = None,
+        hi: float | None = None,
+        *,
+        lo_open: bool = False,
+        hi_open: bool = False,
+        integer: bool = False,
+    ) -> None:
+        v = getattr(self, name)
+        bad_type = isinstance(v, bool) or not isinstance(v, (int, float))
+        if integer and not bad_type and float(v) != int(v):
+            bad_type = True
+        if bad_type or (isinstance(v, float) and not math.isfinite(v)):
+            kind = "an integer" if integer else "a finite number"
+            raise ConfigError(f"{type(self).__name__}.{name}={v!r}: must be {kind}")
+        too_low = lo is not None and (v <= lo if lo_open else v < lo)
+        too_high = hi is not None and (v >= hi if hi_open else v > hi)
+        if too_low or too_high:
+            left = "(" if lo_open else "["
+            right = ")" if hi_open else "]"
+            lo_s = "-inf" if lo is None else f"{lo:g}"
+            hi_s = "inf" if hi is None else f"{hi:g}"
+            raise ConfigError(
+                f"{type(self).__name__}.{name}={v!r}: must be in {left}{lo_s}, {hi_s}{right}"
+            )
+
+    def _check_choice(self, name: str, allowed: Iterable[str]) -> None:
+        v = getattr(self, name)
+        allowed = list(allowed)
+        if v not in allowed:
+            raise ConfigError(f"{type(self).__name__}.{name}={v!r}: must be one of {allowed}")
+
+
+def parse_set_options(items: Iterable[str]) -> dict[str, Any]:
+    """Parse CLI ``key=value`` strings; values are JSON when they parse, else strings."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"--set {item!r}: empty key")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def _coerce(owner: str, name: str, value: Any, hint: Any) -> Any:
+    """Coerce YAML/CLI values to the field's declared type (int, float, bool, str, tuple)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        hint = args[0]
+        origin = typing.get_origin(hint)
+    if origin in (tuple, list):
+        if isinstance(value, str):
+            raise ConfigError(f"{owner}.{name}={value!r}: must be a list")
+        try:
+            items = list(value)
+        except TypeError as exc:
+            raise ConfigError(f"{owner}.{name}={value!r}: must be a list") from exc
+        (item_hint, *_) = typing.get_args(hint) or (Any,)
+        return tuple(_coerce(owner, name, v, item_hint) for v in items)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ConfigError(f"{owner}.{name}={value!r}: must be true or false")
+    if hint is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{owner}.{name}={value!r}: must be an integer")
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, int):
+            return value
+        raise ConfigError(f"{owner}.{name}={value!r}: must be an integer")
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{owner}.{name}={value!r}: must be a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{owner}.{name}={value!r}: must be a string")
+        return value
+    return value
