@@ -1,0 +1,802 @@
+"""Wireless link models shared by environments, baselines and DP oracles (numpy only).
+
+Everything here follows REFERENCE.md section 5 (3GPP-style defaults used across the MEI4LLM
+papers):
+
+* unit conversions (dB, dBm, W);
+* large-scale path loss (3GPP TR 36.814 macro, 3GPP TR 38.901 UMi-Street-Canyon LOS, free
+  space), log-normal shadowing, Doppler shift, thermal noise, mean SNR;
+* Shannon rates and bandwidth splits (equal / OFDMA fractions);
+* small-scale fading: Jakes time correlation ``rho = J0(2 pi f_D T)`` (with our own Bessel
+  J0), a first-order Gauss-Markov Rayleigh/Rician fading process, and a finite-state Markov
+  channel (FSMC) whose transition matrix can be computed exactly from the Gauss-Markov
+  Rayleigh process, approximated by Wang & Moayeri (1995), fitted to data, or given.
+
+All random functions take the caller's ``np.random.Generator``. Bad inputs raise
+``ValueError`` naming the argument, its value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = [
+    "SPEED_OF_LIGHT_MPS",
+    "PATH_LOSS_MODELS",
+    "db_to_linear",
+    "linear_to_db",
+    "dbm_to_watt",
+    "watt_to_dbm",
+    "path_loss_db",
+    "shadowing_db",
+    "doppler_hz",
+    "noise_power_w",
+    "mean_snr_linear",
+    "shannon_rate_bps",
+    "shannon_rate_from_power_bps",
+    "equal_split_hz",
+    "ofdma_split_hz",
+    "bessel_j0",
+    "jakes_correlation",
+    "GaussMarkovFading",
+    "FiniteStateMarkovChannel",
+    "FSMC",
+]
+
+SPEED_OF_LIGHT_MPS = 299_792_458.0  # [m/s], exact by SI definition
+PATH_LOSS_MODELS = ("3gpp_macro", "3gpp_umi_los", "free_space")
+
+# Defaults from REFERENCE.md section 5.
+DEFAULT_NOISE_DENSITY_DBM_PER_HZ = -174.0  # [dBm/Hz] thermal noise at ~290 K
+DEFAULT_NOISE_FIGURE_DB = 9.0  # [dB] receiver noise figure (REFERENCE: 7-9 dB typical)
+DEFAULT_SHADOWING_STD_DB = 8.0  # [dB] log-normal shadowing, 3GPP TR 36.814 macro
+DEFAULT_CARRIER_HZ = 2.0e9  # [Hz] 3GPP TR 36.814 evaluation carrier (macro formula is at 2 GHz)
+
+FloatOrArray = float | NDArray[np.float64]
+
+
+# --------------------------------------------------------------------------------------------
+# validation helpers
+# --------------------------------------------------------------------------------------------
+def _as_float_array(name: str, value: ArrayLike) -> NDArray[np.float64]:
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name}={value!r}: must be a number or an array of numbers") from exc
+    if np.isnan(arr).any():
+        raise ValueError(f"{name}={value!r}: must not contain NaN")
+    return arr
+
+
+def _check(
+    name: str,
+    value: ArrayLike,
+    *,
+    lo: float | None = None,
+    lo_open: bool = False,
+    hi: float | None = None,
+    hi_open: bool = False,
+    finite: bool = True,
+) -> NDArray[np.float64]:
+    """Return ``value`` as a float array after checking every element lies in the range."""
+    arr = _as_float_array(name, value)
+    if finite and not np.isfinite(arr).all():
+        raise ValueError(f"{name}={value!r}: must be finite")
+    bad = np.zeros(arr.shape, dtype=bool)
+    if lo is not None:
+        bad |= arr <= lo if lo_open else arr < lo
+    if hi is not None:
+        bad |= arr >= hi if hi_open else arr > hi
+    if bad.any():
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        lo_s = "-inf" if lo is None else f"{lo:g}"
+        hi_s = "inf" if hi is None else f"{hi:g}"
+        first_bad = arr[bad].ravel()[0]
+        raise ValueError(
+            f"{name}={value!r}: every value must be in {left}{lo_s}, {hi_s}{right} "
+            f"(got {first_bad:g})"
+        )
+    return arr
+
+
+def _out(arr: NDArray[np.float64]) -> FloatOrArray:
+    """0-d results become Python floats, everything else stays an array."""
+    return float(arr) if arr.ndim == 0 else arr
+
+
+def _check_int(name: str, value: Any, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+        raise ValueError(f"{name}={value!r}: must be an integer >= {lo}")
+    return int(value)
+
+
+# --------------------------------------------------------------------------------------------
+# unit conversions
+# --------------------------------------------------------------------------------------------
+def db_to_linear(x_db: ArrayLike) -> FloatOrArray:
+    """``10**(x/10)``; -inf dB gives 0."""
+    return _out(10.0 ** (_as_float_array("x_db", x_db) / 10.0))
+
+
+def linear_to_db(x: ArrayLike) -> FloatOrArray:
+    """``10*log10(x)`` for ``x >= 0`` (0 gives -inf)."""
+    arr = _check("x", x, lo=0.0, finite=False)
+    with np.errstate(divide="ignore"):
+        return _out(10.0 * np.log10(arr))
+
+
+def dbm_to_watt(x_dbm: ArrayLike) -> FloatOrArray:
+    """Power in dBm to watts: ``10**((x-30)/10)``."""
+    return _out(10.0 ** ((_as_float_array("x_dbm", x_dbm) - 30.0) / 10.0))
+
+
+def watt_to_dbm(p_w: ArrayLike) -> FloatOrArray:
+    """Power in watts (``>= 0``) to dBm (0 W gives -inf)."""
+    arr = _check("p_w", p_w, lo=0.0, finite=False)
+    with np.errstate(divide="ignore"):
+        return _out(10.0 * np.log10(arr) + 30.0)
+
+
+# --------------------------------------------------------------------------------------------
+# large-scale propagation
+# --------------------------------------------------------------------------------------------
+def path_loss_db(
+    distance_m: ArrayLike,
+    model: str = "3gpp_macro",
+    *,
+    carrier_hz: float = DEFAULT_CARRIER_HZ,
+    h_bs_m: float = 10.0,
+    h_ut_m: float = 1.5,
+) -> FloatOrArray:
+    """Distance-dependent path loss in dB (positive = loss).
+
+    Models:
+        * ``"3gpp_macro"``: ``128.1 + 37.6 log10(d[km])``, 3GPP TR 36.814 Table A.2.1.1.2-3
+          (macro cell, 2 GHz; REFERENCE.md section 5). ``carrier_hz`` is ignored.
+        * ``"3gpp_umi_los"``: 3GPP TR 38.901 Table 7.4.1-1, UMi-Street Canyon LOS, dual slope:
+          ``PL1 = 32.4 + 21 log10(d3D) + 20 log10(fc[GHz])`` up to the breakpoint
+          ``d'BP = 4 h'BS h'UT fc / c`` (``h' = h - 1 m``), then
+          ``PL2 = 32.4 + 40 log10(d3D) + 20 log10(fc) - 9.5 log10(d'BP^2 + (hBS-hUT)^2)``.
+          ``distance_m`` is the 2-D distance; defaults hBS = 10 m, hUT = 1.5 m (38.901 UMi).
+          The table's validity range (10 m - 5 km) is not enforced.
+        * ``"free_space"``: Friis, ``20 log10(4 pi d fc / c)``.
+
+    Args:
+        distance_m: transmitter-receiver distance [m], every value > 0.
+        model: one of :data:`PATH_LOSS_MODELS`.
+        carrier_hz: carrier frequency [Hz] for ``3gpp_umi_los`` and ``free_space``.
+        h_bs_m, h_ut_m: antenna heights [m] for ``3gpp_umi_los``.
+    """
+    d = _check("distance_m", distance_m, lo=0.0, lo_open=True)
+    if model == "3gpp_macro":
+        return _out(128.1 + 37.6 * np.log10(d / 1000.0))
+    fc = float(_check("carrier_hz", carrier_hz, lo=0.0, lo_open=True))
+    if model == "free_space":
+        return _out(20.0 * np.log10(4.0 * math.pi * d * fc / SPEED_OF_LIGHT_MPS))
+    if model == "3gpp_umi_los":
+        hb = float(_check("h_bs_m", h_bs_m, lo=1.0, lo_open=True))
+        hu = float(_check("h_ut_m", h_ut_m, lo=1.0, lo_open=True))
+        fc_ghz = fc / 1e9
+        d3 = np.sqrt(d**2 + (hb - hu) ** 2)
+        d_bp = 4.0 * (hb - 1.0) * (hu - 1.0) * fc / SPEED_OF_LIGHT_MPS  # [m]
+        pl1 = 32.4 + 21.0 * np.log10(d3) + 20.0 * np.log10(fc_ghz)
+        pl2 = (
+            32.4
+            + 40.0 * np.log10(d3)
+            + 20.0 * np.log10(fc_ghz)
+            - 9.5 * np.log10(d_bp**2 + (hb - hu) ** 2)
+        )
+        return _out(np.where(d <= d_bp, pl1, pl2))
+    raise ValueError(f"model={model!r}: must be one of {list(PATH_LOSS_MODELS)}")
+
+
+def shadowing_db(
+    rng: np.random.Generator,
+    std_db: float = DEFAULT_SHADOWING_STD_DB,
+    size: int | tuple[int, ...] | None = None,
+) -> FloatOrArray:
+    """Log-normal shadowing sample(s) in dB: ``N(0, std_db^2)`` (8 dB, 3GPP TR 36.814 macro)."""
+    std = float(_check("std_db", std_db, lo=0.0))
+    return _out(np.asarray(rng.normal(0.0, std, size=size), dtype=float))
+
+
+def doppler_hz(speed_mps: ArrayLike, carrier_hz: float) -> FloatOrArray:
+    """Maximum Doppler shift ``f_D = v f_c / c`` [Hz]."""
+    v = _check("speed_mps", speed_mps, lo=0.0)
+    fc = float(_check("carrier_hz", carrier_hz, lo=0.0, lo_open=True))
+    return _out(v * fc / SPEED_OF_LIGHT_MPS)
+
+
+def noise_power_w(
+    bandwidth_hz: ArrayLike,
+    noise_density_dbm_per_hz: float = DEFAULT_NOISE_DENSITY_DBM_PER_HZ,
+    noise_figure_db: float = DEFAULT_NOISE_FIGURE_DB,
+) -> FloatOrArray:
+    """Receiver noise power ``B * N0 * NF`` [W] (N0 in dBm/Hz, NF in dB)."""
+    b = _check("bandwidth_hz", bandwidth_hz, lo=0.0)
+    n0 = float(_check("noise_density_dbm_per_hz", noise_density_dbm_per_hz))
+    nf = float(_check("noise_figure_db", noise_figure_db))
+    return _out(b * 10.0 ** ((n0 + nf - 30.0) / 10.0))
+
+
+def mean_snr_linear(
+    tx_power_w: ArrayLike,
+    distance_m: ArrayLike,
+    bandwidth_hz: ArrayLike,
+    *,
+    noise_density_dbm_per_hz: float = DEFAULT_NOISE_DENSITY_DBM_PER_HZ,
+    noise_figure_db: float = DEFAULT_NOISE_FIGURE_DB,
+    path_loss_model: str = "3gpp_macro",
+    shadowing_db: ArrayLike = 0.0,
+    carrier_hz: float = DEFAULT_CARRIER_HZ,
+) -> FloatOrArray:
+    """Mean (fading-averaged) SNR ``p * 10^(-(PL + X)/10) / (B N0 NF)``, linear.
+
+    ``shadowing_db`` is an extra loss X in dB added to the path loss (a draw of
+    :func:`shadowing_db` is zero-mean, so the sign convention only matters for fixed values).
+    """
+    p = _check("tx_power_w", tx_power_w, lo=0.0)
+    b = _check("bandwidth_hz", bandwidth_hz, lo=0.0, lo_open=True)
+    x = _check("shadowing_db", shadowing_db)
+    pl = np.asarray(path_loss_db(distance_m, path_loss_model, carrier_hz=carrier_hz))
+    noise = np.asarray(noise_power_w(b, noise_density_dbm_per_hz, noise_figure_db))
+    return _out(p * 10.0 ** (-(pl + x) / 10.0) / noise)
+
+
+# --------------------------------------------------------------------------------------------
+# rates and bandwidth
+# --------------------------------------------------------------------------------------------
+def shannon_rate_bps(bandwidth_hz: ArrayLike, snr_linear: ArrayLike) -> FloatOrArray:
+    """``B log2(1 + snr)`` [bit/s]; broadcasts."""
+    b = _check("bandwidth_hz", bandwidth_hz, lo=0.0)
+    s = _check("snr_linear", snr_linear, lo=0.0)
+    return _out(b * np.log2(1.0 + s))
+
+
+def shannon_rate_from_power_bps(
+    bandwidth_hz: ArrayLike,
+    tx_power_w: ArrayLike,
+    channel_gain: ArrayLike,
+    noise_density_w_per_hz: ArrayLike,
+) -> FloatOrArray:
+    """``r = B log2(1 + p g / (B N0))`` [bit/s] (REFERENCE.md section 5); broadcasts.
+
+    Concave and increasing in B; ``B = 0`` gives rate 0 (the limit as B -> 0).
+    """
+    b = _check("bandwidth_hz", bandwidth_hz, lo=0.0)
+    p = _check("tx_power_w", tx_power_w, lo=0.0)
+    g = _check("channel_gain", channel_gain, lo=0.0)
+    n0 = _check("noise_density_w_per_hz", noise_density_w_per_hz, lo=0.0, lo_open=True)
+    b, p, g, n0 = np.broadcast_arrays(b, p, g, n0)
+    pos = b > 0
+    safe_b = np.where(pos, b, 1.0)
+    rate = np.where(pos, b * np.log2(1.0 + p * g / (safe_b * n0)), 0.0)
+    return _out(rate)
+
+
+def equal_split_hz(total_hz: float, n: int) -> NDArray[np.float64]:
+    """``n`` equal shares of ``total_hz``."""
+    total = float(_check("total_hz", total_hz, lo=0.0))
+    n = _check_int("n", n, 1)
+    return np.full(n, total / n)
+
+
+def ofdma_split_hz(total_hz: float, fractions: ArrayLike) -> NDArray[np.float64]:
+    """Bandwidth per user ``total_hz * fractions``; fractions >= 0 with sum <= 1 (+1e-9)."""
+    total = float(_check("total_hz", total_hz, lo=0.0))
+    f = _check("fractions", fractions, lo=0.0)
+    if f.ndim != 1:
+        raise ValueError(f"fractions={fractions!r}: must be a 1-D sequence")
+    if f.sum() > 1.0 + 1e-9:
+        raise ValueError(f"fractions={fractions!r}: must sum to <= 1 (sum is {f.sum():.12g})")
+    return total * f
+
+
+# --------------------------------------------------------------------------------------------
+# Bessel J0 and Jakes correlation
+# --------------------------------------------------------------------------------------------
+# J0(x) = (1/pi) int_0^pi cos(x sin t) dt. The integrand is pi-periodic and analytic, so the
+# N-point trapezoidal (= midpoint) rule is exact up to the aliasing terms
+# 2 * sum_{m>=1} J_{2mN}(x); with N = 256, J_512(x) < 1e-100 for |x| <= 200, so the error is
+# round-off only (~1e-15) there. Beyond |x| ~ 400 the rule degrades: we refuse |x| > 400.
+_J0_NODES = 256
+_J0_SIN = np.sin(np.pi * (np.arange(_J0_NODES) + 0.5) / _J0_NODES)
+_J0_MAX_ABS_X = 400.0
+
+
+def bessel_j0(x: ArrayLike) -> FloatOrArray:
+    """Bessel function of the first kind, order 0, for ``|x| <= 400`` (error ~1e-15).
+
+    Computed as the midpoint rule for ``(1/pi) int_0^pi cos(x sin t) dt`` on a fixed
+    256-node grid (spectrally accurate for this periodic integrand).
+    """
+    arr = _check("x", x, lo=-_J0_MAX_ABS_X, hi=_J0_MAX_ABS_X)
+    flat = arr.ravel()
+    out = np.empty_like(flat)
+    chunk = 4096  # bounds the temporary (chunk x 256) matrix
+    for start in range(0, flat.size, chunk):
+        part = flat[start : start + chunk]
+        out[start : start + chunk] = np.cos(np.multiply.outer(part, _J0_SIN)).mean(axis=-1)
+    return _out(out.reshape(arr.shape))
+
+
+def jakes_correlation(doppler_hz: ArrayLike, slot_s: ArrayLike) -> FloatOrArray:
+    """Clarke/Jakes slot-to-slot correlation of the complex gain: ``J0(2 pi f_D T)``.
+
+    Note it can be negative for ``f_D T > 0.38``; :class:`GaussMarkovFading` needs
+    ``rho >= 0`` (choose shorter slots).
+    """
+    fd = _check("doppler_hz", doppler_hz, lo=0.0)
+    t = _check("slot_s", slot_s, lo=0.0)
+    return bessel_j0(2.0 * math.pi * fd * t)
+
+
+# --------------------------------------------------------------------------------------------
+# Gauss-Markov (AR(1)) Rayleigh / Rician fading
+# --------------------------------------------------------------------------------------------
+class GaussMarkovFading:
+    """First-order Gauss-Markov small-scale fading for ``n_links`` independent links.
+
+    The scattered part follows the complex Gaussian AR(1) process
+    ``s_t = rho s_{t-1} + sqrt(1 - rho^2) w_t`` with ``s_0, w_t ~ CN(0, 1)`` i.i.d. (so the
+    process is stationary from the first slot), and the gain is
+    ``h_t = sqrt(K/(K+1)) + sqrt(1/(K+1)) s_t`` with a fixed line-of-sight phase 0. Hence
+    ``E|h|^2 = 1``; ``K = 0`` is Rayleigh (``|h|^2 ~ Exp(1)``), ``K > 0`` Rician. For Rayleigh,
+    ``corr(h_t, h_{t+1}) = rho`` and ``corr(|h_t|^2, |h_{t+1}|^2) = rho^2``.
+
+    Args:
+        rho: slot-to-slot correlation in [0, 1], scalar or one per link (e.g.
+            :func:`jakes_correlation`).
+        k_factor: Rician K factor (linear, >= 0), scalar or one per link.
+        n_links: number of independent links (>= 1).
+    """
+
+    def __init__(self, rho: ArrayLike, k_factor: ArrayLike = 0.0, n_links: int = 1) -> None:
+        self.n_links = _check_int("n_links", n_links, 1)
+        rho_arr = _check("rho", rho, lo=0.0, hi=1.0)
+        k_arr = _check("k_factor", k_factor, lo=0.0)
+        for name, arr in (("rho", rho_arr), ("k_factor", k_arr)):
+            if arr.ndim > 1 or (arr.ndim == 1 and arr.size not in (1, self.n_links)):
+                raise ValueError(
+                    f"{name} has shape {arr.shape}: must be a scalar or have n_links="
+                    f"{self.n_links} entries"
+                )
+        self.rho = np.broadcast_to(rho_arr, (self.n_links,)).astype(float)
+        self.k_factor = np.broadcast_to(k_arr, (self.n_links,)).astype(float)
+        self._innov = np.sqrt(1.0 - self.rho**2)
+        self._los = np.sqrt(self.k_factor / (self.k_factor + 1.0))
+        self._scat = np.sqrt(1.0 / (self.k_factor + 1.0))
+        self._s: NDArray[np.complex128] | None = None
+
+    @classmethod
+    def from_doppler(
+        cls, doppler_hz: float, slot_s: float, k_factor: ArrayLike = 0.0, n_links: int = 1
+    ) -> GaussMarkovFading:
+        """Build with ``rho = J0(2 pi f_D T)`` (REFERENCE.md section 5)."""
+        rho = jakes_correlation(doppler_hz, slot_s)
+        if np.any(np.asarray(rho) < 0):
+            raise ValueError(
+                f"doppler_hz*slot_s={doppler_hz * slot_s!r}: gives J0 < 0; needs f_D T <= 0.38"
+            )
+        return cls(rho, k_factor, n_links)
+
+    @staticmethod
+    def _cn(rng: np.random.Generator, n: int) -> NDArray[np.complex128]:
+        z = rng.standard_normal((2, n))
+        return (z[0] + 1j * z[1]) * math.sqrt(0.5)
+
+    @property
+    def h(self) -> NDArray[np.complex128]:
+        """Current complex gains, shape ``(n_links,)``."""
+        if self._s is None:
+            raise RuntimeError("GaussMarkovFading: call reset(rng) before reading h")
+        return self._los + self._scat * self._s
+
+    def reset(self, rng: np.random.Generator) -> NDArray[np.float64]:
+        """Draw a stationary initial state; return power gains ``|h|^2``, shape (n_links,)."""
+        self._s = self._cn(rng, self.n_links)
+        return np.abs(self.h) ** 2
+
+    def step(self, rng: np.random.Generator) -> NDArray[np.float64]:
+        """Advance one slot; return power gains ``|h|^2``, shape (n_links,)."""
+        if self._s is None:
+            raise RuntimeError("GaussMarkovFading: call reset(rng) before step(rng)")
+        self._s = self.rho * self._s + self._innov * self._cn(rng, self.n_links)
+        return np.abs(self.h) ** 2
+
+    def simulate(self, rng: np.random.Generator, n_steps: int) -> NDArray[np.float64]:
+        """Power gains of ``n_steps`` slots starting from a reset: shape (n_steps, n_links)."""
+        n_steps = _check_int("n_steps", n_steps, 1)
+        out = np.empty((n_steps, self.n_links))
+        out[0] = self.reset(rng)
+        for t in range(1, n_steps):
+            out[t] = self.step(rng)
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Finite-state Markov channel
+# --------------------------------------------------------------------------------------------
+_KIBBLE_TOL = 1e-13  # bound on the truncated tail of each joint probability
+_KIBBLE_MAX_TERMS = 2_000_000
+_EXP_CLIP = 600.0  # e^{-600} ~ 1e-261: treat normalised thresholds beyond as infinity
+
+
+def _normalised_edges(
+    n_states: int, edges: str | ArrayLike, mean_snr: float
+) -> NDArray[np.float64]:
+    """Bin edges of ``x = snr / mean_snr``: ``[0, x_1, ..., x_{n-1}, inf]``."""
+    if isinstance(edges, str):
+        if edges != "equiprobable":
+            raise ValueError(
+                f"edges={edges!r}: must be 'equiprobable' or an array of thresholds in dB"
+            )
+        k = np.arange(1, n_states)
+        inner = -np.log1p(-k / n_states)  # P(x < x_k) = k/n for x ~ Exp(1)
+    else:
+        inner_snr = _interior_thresholds_snr(edges)
+        if inner_snr.size + 1 != n_states:
+            raise ValueError(
+                f"edges={edges!r}: {inner_snr.size} interior thresholds give "
+                f"{inner_snr.size + 1} states, but n_states={n_states}"
+            )
+        inner = inner_snr / mean_snr
+    return np.concatenate([[0.0], inner, [np.inf]])
+
+
+def _interior_thresholds_snr(edges_db: ArrayLike) -> NDArray[np.float64]:
+    """Linear interior thresholds from dB edges; optional leading -inf / trailing +inf."""
+    arr = _as_float_array("edges", edges_db)
+    if arr.ndim != 1:
+        raise ValueError(f"edges={edges_db!r}: must be a 1-D array of thresholds in dB")
+    if arr.size and arr[0] == -np.inf:
+        arr = arr[1:]
+    if arr.size and arr[-1] == np.inf:
+        arr = arr[:-1]
+    if not np.isfinite(arr).all() or np.any(np.diff(arr) <= 0):
+        raise ValueError(
+            f"edges={edges_db!r}: interior thresholds [dB] must be finite and strictly increasing"
+        )
+    return 10.0 ** (arr / 10.0)
+
+
+def _exp_bin_stats(x: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """For x ~ Exp(1) and edges ``x``: bin probabilities and conditional means."""
+    lo, hi = x[:-1], x[1:]
+    prob = np.exp(-lo) - np.exp(-hi)
+    d = hi - lo
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        # E[x | lo <= x < hi] = lo + 1 - d / (e^d - 1)  (-> lo + 1 for d = inf)
+        corr = np.where(np.isinf(d), 0.0, d / np.expm1(d))
+    return prob, lo + 1.0 - corr
+
+
+def _rayleigh_joint(x: NDArray[np.float64], rho: float) -> NDArray[np.float64]:
+    """Joint bin probabilities ``P(x_t in i, x_{t+1} in j)`` for the Gauss-Markov Rayleigh power.
+
+    Kibble's bivariate-exponential expansion (Laguerre polynomials):
+    ``f(x, y) = e^{-x-y} sum_n rho^{2n} L_n(x) L_n(y)``, and
+    ``int_a^b e^{-x} L_n(x) dx = F_n(b) - F_n(a)`` with ``F_n(x) = e^{-x} (L_{n-1}(x) - L_n(x))``
+    (``L_{-1} = 0``), so ``P(i, j) = sum_n rho^{2n} I_n(i) I_n(j)`` with
+    ``I_n(i) = F_n(x_{i+1}) - F_n(x_i)``. Since ``|e^{-x/2} L_n(x)| <= 1``,
+    ``|I_n(i)| <= c_i = 2 (e^{-x_i/2} - e^{-x_{i+1}/2})``; the series is summed until the tail
+    bound ``max(c)^2 rho^{2n} / (1 - rho^2)`` is below ``1e-13``.
+    """
+    xs = np.minimum(x, _EXP_CLIP)  # finite stand-in for inf / huge edges
+    w = np.exp(-xs)
+    w[np.isinf(x) | (x > _EXP_CLIP)] = 0.0
+    prob = w[:-1] - w[1:]
+    joint = np.outer(prob, prob)  # n = 0 term
+    if rho == 0.0:
+        return joint
+    if rho == 1.0:
+        return np.diag(prob)
+    r2 = rho * rho
+    c = 2.0 * (np.exp(-xs[:-1] / 2.0) - np.exp(-xs[1:] / 2.0))
+    cmax2 = float(np.max(c)) ** 2
+    n_terms = int(math.ceil(math.log(_KIBBLE_TOL * (1.0 - r2) / cmax2) / math.log(r2)))
+    n_terms = max(n_terms, 1)
+    if n_terms > _KIBBLE_MAX_TERMS:
+        raise ValueError(
+            f"rho={rho!r}: too close to 1 for the exact series ({n_terms} terms); "
+            "use rho <= 0.99999 or rho = 1"
+        )
+    l_prev = np.zeros_like(xs)  # L_{n-1}
+    l_cur = np.ones_like(xs)  # L_n, n = 0
+    scale = 1.0
+    for n in range(1, n_terms + 1):
+        # Laguerre recurrence: (n) L_n = (2n - 1 - x) L_{n-1} - (n - 1) L_{n-2}
+        l_next = ((2 * n - 1 - xs) * l_cur - (n - 1) * l_prev) / n
+        l_prev, l_cur = l_cur, l_next
+        f = w * (l_prev - l_cur)  # w = 0 at infinite / clipped edges
+        inc = f[1:] - f[:-1]
+        scale *= r2
+        joint += scale * np.outer(inc, inc)
+    return joint
+
+
+class FiniteStateMarkovChannel:
+    """Finite-state Markov channel (FSMC) over SNR bins.
+
+    State ``i`` means the SNR lies in ``[thresholds_snr[i], thresholds_snr[i+1])``.
+
+    Attributes:
+        thresholds_snr: bin edges (linear SNR), length ``n_states + 1``, first 0, last inf.
+        snr_linear: representative SNR of each state (conditional mean of the SNR in the bin
+            for the Rayleigh constructors; empirical bin mean for :meth:`fit`).
+        transition: ``(n, n)`` row-stochastic matrix, ``transition[i, j] = P(j | i)``.
+        stationary: stationary distribution ``pi = pi @ transition``.
+        n_states: number of states.
+
+    Build with :meth:`rayleigh` (exact), :meth:`wang_moayeri` (level-crossing approximation),
+    :meth:`fit` (from an SNR trajectory) or :meth:`from_matrix`.
+    """
+
+    def __init__(
+        self,
+        snr_linear: ArrayLike,
+        transition: ArrayLike,
+        thresholds_snr: ArrayLike,
+        stationary: ArrayLike | None = None,
+    ) -> None:
+        snr = _check("snr_linear", snr_linear, lo=0.0)
+        p = _check("transition", transition, lo=0.0)
+        th = _check("thresholds_snr", thresholds_snr, lo=0.0, finite=False)
+        if p.ndim != 2 or p.shape[0] != p.shape[1] or p.shape[0] < 1:
+            raise ValueError(f"transition has shape {p.shape}: must be square (n, n), n >= 1")
+        n = p.shape[0]
+        if snr.shape != (n,):
+            raise ValueError(
+                f"snr_linear has shape {snr.shape}: must be ({n},) to match transition {p.shape}"
+            )
+        row_sums = p.sum(axis=1)
+        if np.max(np.abs(row_sums - 1.0)) > 1e-9:
+            raise ValueError(
+                f"transition row sums {row_sums.tolist()}: every row must sum to 1 (tol 1e-9)"
+            )
+        if th.shape != (n + 1,) or th[0] != 0.0 or th[-1] != np.inf or np.any(np.diff(th) <= 0):
+            raise ValueError(
+                f"thresholds_snr={th.tolist()}: must be strictly increasing, length {n + 1}, "
+                "start at 0 and end at inf"
+            )
+        self.n_states = n
+        self.snr_linear = snr
+        self.transition = p / row_sums[:, None]
+        self.thresholds_snr = th
+        if stationary is None:
+            self.stationary = self._solve_stationary(self.transition)
+        else:
+            pi = _check("stationary", stationary, lo=0.0)
+            if pi.shape != (n,) or abs(pi.sum() - 1.0) > 1e-9:
+                raise ValueError(
+                    f"stationary={pi.tolist()}: must have {n} entries summing to 1 (tol 1e-9)"
+                )
+            self.stationary = pi / pi.sum()
+        self._cum = np.cumsum(self.transition, axis=1)
+        self._cum[:, -1] = 1.0  # guard against round-off so searchsorted never returns n
+        self._cum_pi = np.cumsum(self.stationary)
+        self._cum_pi[-1] = 1.0
+
+    # ---- constructors -----------------------------------------------------------------------
+    @classmethod
+    def rayleigh(
+        cls,
+        mean_snr_linear: float,
+        n_states: int,
+        rho: float,
+        edges: str | ArrayLike = "equiprobable",
+    ) -> FiniteStateMarkovChannel:
+        """Exact FSMC of Rayleigh SNR ``mean_snr * |h_t|^2`` with Gauss-Markov ``h`` (corr ``rho``).
+
+        The joint law of consecutive powers is Kibble's bivariate exponential (given ``x_t``,
+        ``2 x_{t+1} / (1 - rho^2)`` is noncentral chi-square with 2 dof and noncentrality
+        ``2 rho^2 x_t / (1 - rho^2)``); the bin-to-bin joint probabilities are summed exactly
+        from its Laguerre series (truncation error < 1e-13, see ``_rayleigh_joint``). The
+        stationary distribution equals the bin probabilities (``1/n`` for equiprobable edges).
+
+        Args:
+            mean_snr_linear: average SNR (linear, > 0).
+            n_states: number of SNR bins (>= 1).
+            rho: correlation of the complex gain between slots, in [0, 1].
+            edges: ``"equiprobable"`` or ``n_states - 1`` interior thresholds in dB
+                (a leading -inf and trailing +inf are accepted and ignored).
+        """
+        mean = float(_check("mean_snr_linear", mean_snr_linear, lo=0.0, lo_open=True))
+        n = _check_int("n_states", n_states, 1)
+        r = float(_check("rho", rho, lo=0.0, hi=1.0))
+        x = _normalised_edges(n, edges, mean)
+        prob, cond_mean = _exp_bin_stats(x)
+        if np.any(prob <= 0):
+            raise ValueError(
+                f"edges={edges!r}: some bins have probability 0 at mean_snr_linear={mean:g}"
+            )
+        joint = np.clip(_rayleigh_joint(x, r), 0.0, None)
+        joint = 0.5 * (joint + joint.T)  # symmetric in exact arithmetic (reversible chain)
+        transition = joint / joint.sum(axis=1, keepdims=True)
+        return cls(mean * cond_mean, transition, mean * x, stationary=prob / prob.sum())
+
+    @classmethod
+    def wang_moayeri(
+        cls,
+        mean_snr_linear: float,
+        n_states: int,
+        doppler_hz: float,
+        slot_s: float,
+        edges: str | ArrayLike = "equiprobable",
+    ) -> FiniteStateMarkovChannel:
+        """Wang & Moayeri (1995) FSMC: adjacent-state transitions from level-crossing rates.
+
+        For Rayleigh SNR with mean ``g``, the rate of crossing level ``G`` is
+        ``N(G) = sqrt(2 pi G / g) f_D exp(-G / g)``; with bin probability ``pi_k`` and
+        thresholds ``G_k < G_{k+1}``:
+        ``P(k, k+1) = N(G_{k+1}) T / pi_k``, ``P(k, k-1) = N(G_k) T / pi_k``,
+        ``P(k, k) = 1 - P(k, k+1) - P(k, k-1)``. Valid when ``f_D T`` is small (each state
+        lasts many slots); raises if a row would need a negative self-transition. By
+        detailed balance the stationary law equals the bin probabilities.
+        """
+        mean = float(_check("mean_snr_linear", mean_snr_linear, lo=0.0, lo_open=True))
+        n = _check_int("n_states", n_states, 1)
+        fd = float(_check("doppler_hz", doppler_hz, lo=0.0))
+        t = float(_check("slot_s", slot_s, lo=0.0, lo_open=True))
+        x = _normalised_edges(n, edges, mean)
+        prob, cond_mean = _exp_bin_stats(x)
+        if np.any(prob <= 0):
+            raise ValueError(
+                f"edges={edges!r}: some bins have probability 0 at mean_snr_linear={mean:g}"
+            )
+        inner = x[1:-1]
+        lcr = np.sqrt(2.0 * math.pi * inner) * fd * np.exp(-inner)  # crossings per second
+        up = np.zeros(n)
+        down = np.zeros(n)
+        up[:-1] = lcr * t / prob[:-1]
+        down[1:] = lcr * t / prob[1:]
+        stay = 1.0 - up - down
+        if np.any(stay < 0):
+            raise ValueError(
+                f"doppler_hz*slot_s={fd * t:g}: too large for the Wang-Moayeri approximation "
+                f"with {n} states (a self-transition would be {stay.min():.3g} < 0)"
+            )
+        p = np.diag(stay) + np.diag(up[:-1], 1) + np.diag(down[1:], -1)
+        return cls(mean * cond_mean, p, mean * x, stationary=prob / prob.sum())
+
+    @classmethod
+    def fit(
+        cls, snr_samples: ArrayLike, edges: ArrayLike, *, smoothing: float = 1.0
+    ) -> FiniteStateMarkovChannel:
+        """Estimate an FSMC from SNR trajectories by counting bin-to-bin transitions.
+
+        ``transition[i, j] = (C[i, j] + smoothing) / (sum_j C[i, j] + n * smoothing)``, where
+        ``C`` counts consecutive pairs; the default ``smoothing = 1`` is add-one (Laplace)
+        smoothing, which keeps every row a distribution even for unvisited states but biases
+        each entry by ``O(n / C_i)``. With ``smoothing = 0`` an unvisited state gets a
+        self-loop. ``snr_linear`` is the mean of the samples in each bin (the geometric
+        midpoint of the bin edges, or the lowest edge times 2 for the top bin and half the
+        first threshold for the bottom bin, when a bin has no sample).
+
+        Args:
+            snr_samples: linear SNR, shape ``(T,)`` or ``(T, n_links)`` (time first; links are
+                independent trajectories).
+            edges: interior thresholds in dB (leading -inf / trailing +inf accepted).
+            smoothing: pseudo-count added to every entry (>= 0).
+        """
+        s = _check("snr_samples", snr_samples, lo=0.0)
+        if s.ndim == 1:
+            s = s[:, None]
+        if s.ndim != 2 or s.shape[0] < 2:
+            raise ValueError(
+                f"snr_samples has shape {s.shape}: must be (T,) or (T, n_links) with T >= 2"
+            )
+        alpha = float(_check("smoothing", smoothing, lo=0.0))
+        inner = _interior_thresholds_snr(edges)
+        n = inner.size + 1
+        states = np.searchsorted(inner, s, side="right")
+        pair = states[:-1] * n + states[1:]
+        counts = np.bincount(pair.ravel(), minlength=n * n).reshape(n, n).astype(float)
+        counts += alpha
+        rows = counts.sum(axis=1)
+        empty = rows == 0
+        counts[empty, :] = 0.0
+        counts[empty, empty] = 1.0
+        transition = counts / counts.sum(axis=1, keepdims=True)
+        th = np.concatenate([[0.0], inner, [np.inf]])
+        sums = np.bincount(states.ravel(), weights=s.ravel(), minlength=n)
+        hits = np.bincount(states.ravel(), minlength=n)
+        fallback = np.empty(n)
+        if n > 1:
+            fallback[1:-1] = np.sqrt(th[1:-2] * th[2:-1])
+            fallback[0] = th[1] / 2.0
+            fallback[-1] = th[-2] * 2.0
+        else:
+            fallback[0] = 1.0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rep = np.where(hits > 0, sums / np.maximum(hits, 1), fallback)
+        return cls(rep, transition, th)
+
+    @classmethod
+    def from_matrix(
+        cls,
+        snr_linear: ArrayLike,
+        transition: ArrayLike,
+        thresholds_snr: ArrayLike | None = None,
+    ) -> FiniteStateMarkovChannel:
+        """FSMC from given per-state SNRs and transition matrix (validated).
+
+        Without ``thresholds_snr``, ``snr_linear`` must be strictly increasing and the edges
+        are placed at the geometric midpoints (midpoints in dB) of consecutive SNRs.
+        """
+        snr = _check("snr_linear", snr_linear, lo=0.0, lo_open=True)
+        if thresholds_snr is None:
+            if snr.ndim != 1 or np.any(np.diff(snr) <= 0):
+                raise ValueError(
+                    f"snr_linear={snr_linear!r}: must be strictly increasing and > 0 when "
+                    "thresholds_snr is not given"
+                )
+            thresholds_snr = np.concatenate([[0.0], np.sqrt(snr[:-1] * snr[1:]), [np.inf]])
+        return cls(snr, transition, thresholds_snr)
+
+    # ---- use ----------------------------------------------------------------------------------
+    @staticmethod
+    def _solve_stationary(p: NDArray[np.float64]) -> NDArray[np.float64]:
+        n = p.shape[0]
+        a = np.vstack([p.T - np.eye(n), np.ones((1, n))])
+        b = np.zeros(n + 1)
+        b[-1] = 1.0
+        pi, *_ = np.linalg.lstsq(a, b, rcond=None)
+        pi = np.clip(pi, 0.0, None)
+        return pi / pi.sum()
+
+    def sample_initial(self, rng: np.random.Generator) -> int:
+        """Draw a state from the stationary distribution."""
+        return int(np.searchsorted(self._cum_pi, rng.random(), side="right"))
+
+    def step(self, state: int | ArrayLike, rng: np.random.Generator) -> int | NDArray[np.intp]:
+        """Next state(s) given ``state`` (an int, or an int array for many links)."""
+        if isinstance(state, (int, np.integer)) and not isinstance(state, bool):
+            if not 0 <= state < self.n_states:
+                raise ValueError(f"state={state!r}: must be in [0, {self.n_states - 1}]")
+            return int(np.searchsorted(self._cum[state], rng.random(), side="right"))
+        st = np.asarray(state)
+        if st.dtype.kind not in "iu" or st.size and (st.min() < 0 or st.max() >= self.n_states):
+            raise ValueError(f"state={state!r}: must be integers in [0, {self.n_states - 1}]")
+        u = rng.random(st.shape)
+        return (u[..., None] >= self._cum[st]).sum(axis=-1).astype(np.intp)
+
+    def sample_path(
+        self, rng: np.random.Generator, n_steps: int, state: int | None = None
+    ) -> NDArray[np.intp]:
+        """A trajectory of ``n_steps`` states (from ``state`` or a stationary draw)."""
+        n_steps = _check_int("n_steps", n_steps, 1)
+        s = self.sample_initial(rng) if state is None else state
+        if not 0 <= s < self.n_states:
+            raise ValueError(f"state={state!r}: must be in [0, {self.n_states - 1}]")
+        u = rng.random(n_steps - 1)
+        out = np.empty(n_steps, dtype=np.intp)
+        out[0] = s
+        cum = self._cum
+        for t in range(1, n_steps):
+            s = int(np.searchsorted(cum[s], u[t - 1], side="right"))
+            out[t] = s
+        return out
+
+    def state_of(self, snr_linear: ArrayLike) -> NDArray[np.intp]:
+        """Bin index of each SNR value (linear, >= 0)."""
+        s = _check("snr_linear", snr_linear, lo=0.0, finite=False)
+        return np.asarray(np.searchsorted(self.thresholds_snr[1:-1], s, side="right"))
+
+    def rates_bps(self, bandwidth_hz: float) -> NDArray[np.float64]:
+        """Shannon rate of each state's representative SNR over ``bandwidth_hz``."""
+        return np.asarray(shannon_rate_bps(bandwidth_hz, self.snr_linear), dtype=float)
+
+    def __repr__(self) -> str:
+        return (
+            f"FiniteStateMarkovChannel(n_states={self.n_states}, "
+            f"snr_db={np.round(10 * np.log10(self.snr_linear), 2).tolist()})"
+        )
+
+
+FSMC = FiniteStateMarkovChannel
