@@ -422,9 +422,9 @@ class GaussMarkovFading:
 # --------------------------------------------------------------------------------------------
 # Finite-state Markov channel
 # --------------------------------------------------------------------------------------------
-_KIBBLE_TOL = 1e-13  # bound on the truncated tail of each joint probability
-_KIBBLE_MAX_TERMS = 2_000_000
-_EXP_CLIP = 600.0  # e^{-600} ~ 1e-261: treat normalised thresholds beyond as infinity
+_JOINT_REL_TOL = 1e-15  # stop when a chunk adds < 1e-15 of every row's probability
+_JOINT_CHUNK = 4096  # mixture terms per vectorised chunk
+_JOINT_MAX_TERMS = 20_000_000
 
 
 def _normalised_edges(
@@ -479,45 +479,56 @@ def _exp_bin_stats(x: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray
 def _rayleigh_joint(x: NDArray[np.float64], rho: float) -> NDArray[np.float64]:
     """Joint bin probabilities ``P(x_t in i, x_{t+1} in j)`` for the Gauss-Markov Rayleigh power.
 
-    Kibble's bivariate-exponential expansion (Laguerre polynomials):
-    ``f(x, y) = e^{-x-y} sum_n rho^{2n} L_n(x) L_n(y)``, and
-    ``int_a^b e^{-x} L_n(x) dx = F_n(b) - F_n(a)`` with ``F_n(x) = e^{-x} (L_{n-1}(x) - L_n(x))``
-    (``L_{-1} = 0``), so ``P(i, j) = sum_n rho^{2n} I_n(i) I_n(j)`` with
-    ``I_n(i) = F_n(x_{i+1}) - F_n(x_i)``. Since ``|e^{-x/2} L_n(x)| <= 1``,
-    ``|I_n(i)| <= c_i = 2 (e^{-x_i/2} - e^{-x_{i+1}/2})``; the series is summed until the tail
-    bound ``max(c)^2 rho^{2n} / (1 - rho^2)`` is below ``1e-13``.
+    With ``q = 1 - rho^2``, the pair of consecutive normalised powers (Kibble's bivariate
+    exponential) is a geometric mixture of independent gamma pairs: with
+    ``K ~ Geometric``, ``P(K = k) = q rho^{2k}``, and given K, ``x_t / q`` and ``x_{t+1} / q``
+    are i.i.d. ``Gamma(k + 1, 1)``. (Equivalently: given ``x_t``, ``2 x_{t+1} / q`` is
+    noncentral chi-square with 2 dof and noncentrality ``2 rho^2 x_t / q``, whose Poisson
+    mixture integrates in closed form over a bin of ``x_t``.) Hence
+
+    ``P(i, j) = sum_k q rho^{2k} D_k(i) D_k(j)``,
+    ``D_k(i) = P(Gamma(k+1) in [x_i/q, x_{i+1}/q)) = F_k(x_i/q) - F_k(x_{i+1}/q)``,
+
+    where ``F_k(A) = P(Poisson(A) <= k)``. Every term is non-negative (no cancellation), so
+    each row is accurate relative to its own probability, also for far-tail bins. Terms are
+    summed in vectorised chunks until past every edge and a chunk adds less than 1e-15 of
+    every row's probability.
     """
-    xs = np.minimum(x, _EXP_CLIP)  # finite stand-in for inf / huge edges
-    w = np.exp(-xs)
-    w[np.isinf(x) | (x > _EXP_CLIP)] = 0.0
-    prob = w[:-1] - w[1:]
-    joint = np.outer(prob, prob)  # n = 0 term
+    w_edges = np.exp(-x)
+    prob = w_edges[:-1] - w_edges[1:]
     if rho == 0.0:
-        return joint
+        return np.outer(prob, prob)
     if rho == 1.0:
         return np.diag(prob)
     r2 = rho * rho
-    c = 2.0 * (np.exp(-xs[:-1] / 2.0) - np.exp(-xs[1:] / 2.0))
-    cmax2 = float(np.max(c)) ** 2
-    n_terms = int(math.ceil(math.log(_KIBBLE_TOL * (1.0 - r2) / cmax2) / math.log(r2)))
-    n_terms = max(n_terms, 1)
-    if n_terms > _KIBBLE_MAX_TERMS:
-        raise ValueError(
-            f"rho={rho!r}: too close to 1 for the exact series ({n_terms} terms); "
-            "use rho <= 0.99999 or rho = 1"
-        )
-    l_prev = np.zeros_like(xs)  # L_{n-1}
-    l_cur = np.ones_like(xs)  # L_n, n = 0
-    scale = 1.0
-    for n in range(1, n_terms + 1):
-        # Laguerre recurrence: (n) L_n = (2n - 1 - x) L_{n-1} - (n - 1) L_{n-2}
-        l_next = ((2 * n - 1 - xs) * l_cur - (n - 1) * l_prev) / n
-        l_prev, l_cur = l_cur, l_next
-        f = w * (l_prev - l_cur)  # w = 0 at infinite / clipped edges
-        inc = f[1:] - f[:-1]
-        scale *= r2
-        joint += scale * np.outer(inc, inc)
-    return joint
+    q = 1.0 - r2
+    a_inner = x[1:-1] / q  # interior edges in Gamma units (finite, > 0)
+    log_a = np.log(a_inner)[:, None]
+    a_max = float(a_inner.max()) if a_inner.size else 0.0
+    k_past_edges = a_max + 40.0 * math.sqrt(a_max) + 50.0
+    n = prob.size
+    joint = np.zeros((n, n))
+    cdf_run = np.zeros((a_inner.size, 1))  # F_{k0-1}(A) carried between chunks
+    k0 = 0
+    while True:
+        ks = np.arange(k0, k0 + _JOINT_CHUNK)
+        lgam = np.array([math.lgamma(k + 1.0) for k in range(k0, k0 + _JOINT_CHUNK)])
+        pmf = np.exp(-a_inner[:, None] + ks[None, :] * log_a - lgam[None, :])
+        cdf_inner = cdf_run + np.cumsum(pmf, axis=1)
+        cdf_run = cdf_inner[:, -1:]
+        cdf = np.vstack([np.ones((1, ks.size)), cdf_inner, np.zeros((1, ks.size))])
+        d = np.clip(cdf[:-1] - cdf[1:], 0.0, None)  # (n, chunk)
+        wk = q * np.exp(ks * math.log(r2))
+        dw = d * wk[None, :]
+        joint += dw @ d.T
+        k0 += _JOINT_CHUNK
+        if k0 > k_past_edges and np.all(dw.sum(axis=1) <= _JOINT_REL_TOL * prob):
+            return joint
+        if k0 > _JOINT_MAX_TERMS:
+            raise ValueError(
+                f"rho={rho!r}: too close to 1 for the exact series (> {_JOINT_MAX_TERMS} "
+                "terms); use rho <= 0.99999 or rho = 1"
+            )
 
 
 class FiniteStateMarkovChannel:
