@@ -1,0 +1,683 @@
+"""Hidden-state upload in split LLM inference with an on-device early exit.
+
+The domain model (:class:`EarlyExitUploadModel`: cost tables, the per-token cost function
+and the exogenous exit/channel processes) is separate from the Gymnasium interface
+(:class:`EarlyExitUploadEnv`), so the dynamic-programming oracle in ``baselines`` calls the
+same cost function as the environment instead of a copy of its formulas.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from mei_envs import hardware, wireless
+from mei_envs.config import ConfigError, EnvConfig
+from mei_envs.llm import catalog, costs
+
+CHANNEL_MODES = ("fsmc", "gauss_markov")
+INITIAL_RADIO = ("idle", "connected")
+
+# Huang et al., "A Close Examination of Performance and Power Characteristics of 4G LTE
+# Networks", MobiSys 2012: uplink power P = alpha_u * throughput + beta (REFERENCE.md 7 [S]).
+HUANG_ALPHA_U_W_PER_MBPS = 0.43839  # [W/Mbps]
+HUANG_BETA_W = 1.288  # [W]
+HUANG_TAIL_POWER_W = 1.060  # [W] high-power tail after a burst (REFERENCE.md 7 [U])
+HUANG_PROMOTION_POWER_W = 1.2107  # [W] during promotion (REFERENCE.md 7 [U])
+
+
+@dataclasses.dataclass(frozen=True)
+class EarlyExitUploadConfig(EnvConfig):
+    """Configuration of :class:`EarlyExitUploadEnv`; every default names its source."""
+
+    # --- split LLM (cost tables: mei_envs.llm) ---
+    model: str = "tinyllama-1.1b"  # Llama-class 22-layer model (REFERENCE.md 3)
+    cut_layer: int = 6  # device runs blocks [0, 6): ~1/4 depth, as LayerSkip's exit at 8/32
+    device: str = "snapdragon_8_gen3"  # phone SoC (mei_envs/data/hardware.csv)
+    server: str = "l4"  # edge GPU (mei_envs/data/hardware.csv)
+    device_weight_precision: str = "fp16"  # fp16 GPU engines (e.g. Transformer-Lite, MLC)
+    server_weight_precision: str = "fp16"
+    hidden_precision: str = "fp16"  # precision of an uploaded hidden state
+    kv_precision: str = "fp16"
+    tokens: int = 64  # tokens generated per episode
+    prompt_tokens: int = 128  # context already in both KV caches at the start
+    # --- early-exit process (calibration: see the class docstring) ---
+    exit_prob: float = 0.79  # LayerSkip Llama-2-7B exit at layer 8, CNN/DM greedy: 79%
+    exit_correlation: float = 0.8  # lag-1 correlation of exit indicators: ASSUMPTION
+    exit_threshold: float = 0.8  # confidence threshold (CE-CoLLM uses 0.8/0.9/1.0)
+    backlog_limit: int = 16  # hidden states the device may hold before a forced upload
+    # --- uplink channel (mei_envs.wireless) ---
+    channel: str = "fsmc"
+    fsmc_states: int = 8  # SNR bins of the FSMC (equiprobable, exact transitions)
+    dp_channel_states: int = 8  # bins of the FSMC fitted for the DP in gauss_markov mode
+    snr_history: int = 4  # SNRs observed: this token step and the previous ones
+    bandwidth_hz: float = 1.0e6  # ~5 LTE/NR PRBs at 15 kHz SCS (5 x 180 kHz)
+    tx_power_w: float = 0.2  # 23 dBm, 3GPP UE power class 3
+    # A cell-edge user of a 3GPP urban-macro cell (TR 36.814 case 3, ISD 1732 m): mean SNR
+    # ~8 dB over 1 MHz. At REFERENCE.md 5's U(50, 200) m (SNR ~26 dB) uploads are nearly
+    # free and eager upload is within ~1% of optimal.
+    distance_m: float = 600.0
+    noise_density_dbm_per_hz: float = -174.0  # thermal noise (REFERENCE.md 5)
+    noise_figure_db: float = 9.0  # REFERENCE.md 5: 7-9 dB
+    speed_mps: float = 0.8333  # 3 km/h pedestrian (3GPP TR 38.901 indoor/pedestrian UE)
+    carrier_hz: float = 3.5e9  # NR band n78
+    k_factor: float = 0.0  # Rician K (0 = Rayleigh), gauss_markov mode only
+    # --- UE radio power (Huang et al. MobiSys 2012; 3GPP TS 38.321 DRX) ---
+    alpha_u_w_per_mbps: float = HUANG_ALPHA_U_W_PER_MBPS
+    beta_w: float = HUANG_BETA_W
+    tail_s: float = 0.1  # drx-InactivityTimer: high-power tail after a burst [U: Huang T_i]
+    tail_power_w: float = HUANG_TAIL_POWER_W
+    sleep_power_w: float = 0.212  # DRX sleep: tail x 20/100 (TR 38.840 light sleep/PDCCH)
+    wake_s: float = 0.01  # scheduling request + grant to leave DRX sleep [U]
+    wake_power_w: float = HUANG_PROMOTION_POWER_W
+    initial_radio: str = "idle"  # radio state at reset: "idle" (sleeping) or "connected"
+    # --- decision and reward ---
+    upload_fractions: tuple[float, ...] = (0.0, 1.0)  # action i uploads this share of backlog
+    lambda_energy: float = 1.0  # weight of energy against latency in the reward
+    flush_at_end: bool = True  # upload the final backlog after the last token (energy only)
+
+    def validate(self) -> None:
+        name = type(self).__name__
+        if self.model not in catalog.list_models():
+            raise ConfigError(
+                f"{name}.model={self.model!r}: unknown; known models: {catalog.list_models()}"
+            )
+        n_layers = catalog.get_architecture(self.model).n_layers
+        self._check_range("cut_layer", 1, n_layers - 1, integer=True)
+        for field in ("device", "server"):
+            if getattr(self, field) not in hardware.list_hardware():
+                raise ConfigError(
+                    f"{name}.{field}={getattr(self, field)!r}: unknown; "
+                    f"known hardware: {hardware.list_hardware()}"
+                )
+        for field in (
+            "device_weight_precision",
+            "server_weight_precision",
+            "hidden_precision",
+            "kv_precision",
+        ):
+            self._check_choice(field, costs.PRECISION_BITS)
+        self._check_range("tokens", 1, 4096, integer=True)
+        self._check_range("prompt_tokens", 0, 32768, integer=True)
+        self._check_range("exit_prob", 0.0, 1.0, lo_open=True, hi_open=True)
+        self._check_range("exit_correlation", 0.0, 1.0, hi_open=True)
+        self._check_range("exit_threshold", 0.0, 1.0, lo_open=True, hi_open=True)
+        self._check_range("backlog_limit", 1, 1024, integer=True)
+        self._check_choice("channel", CHANNEL_MODES)
+        self._check_range("fsmc_states", 1, 64, integer=True)
+        self._check_range("dp_channel_states", 1, 64, integer=True)
+        self._check_range("snr_history", 1, 64, integer=True)
+        for field in ("bandwidth_hz", "tx_power_w", "distance_m", "carrier_hz"):
+            self._check_range(field, 0.0, lo_open=True)
+        self._check_range("noise_density_dbm_per_hz", -220.0, -100.0)
+        self._check_range("noise_figure_db", 0.0, 30.0)
+        self._check_range("speed_mps", 0.0, 150.0)
+        self._check_range("k_factor", 0.0, 1000.0)
+        for field in (
+            "alpha_u_w_per_mbps",
+            "beta_w",
+            "tail_s",
+            "tail_power_w",
+            "sleep_power_w",
+            "wake_s",
+            "wake_power_w",
+            "lambda_energy",
+        ):
+            self._check_range(field, 0.0)
+        self._check_choice("initial_radio", INITIAL_RADIO)
+        fr = self.upload_fractions
+        if len(fr) < 2 or any(not (0.0 <= f <= 1.0) for f in fr) or len(set(fr)) != len(fr):
+            raise ConfigError(
+                f"{name}.upload_fractions={list(fr)!r}: must be >= 2 distinct values in [0, 1]"
+            )
+        if 0.0 not in fr or 1.0 not in fr:
+            raise ConfigError(
+                f"{name}.upload_fractions={list(fr)!r}: must contain 0.0 (wait) and 1.0 "
+                "(upload the whole backlog)"
+            )
+        if self.exit_correlation > 0 and min(self.exit_prob, 1 - self.exit_prob) == 0:
+            raise ConfigError(f"{name}.exit_prob={self.exit_prob!r}: must be in (0, 1)")
+
+
+def exit_transition_matrix(exit_prob: float, correlation: float) -> np.ndarray:
+    """Two-state Markov chain of exit indicators with stationary P(exit) and lag-1 correlation.
+
+    ``P[e, e']``: state 1 = the token exits. For a stationary binary chain the lag-1
+    correlation equals ``P[1,1] - P[0,1]``, so ``P[1,1] = p + (1-p) rho`` and
+    ``P[0,1] = p (1 - rho)``.
+    """
+    p, rho = float(exit_prob), float(correlation)
+    p11 = p + (1.0 - p) * rho
+    p01 = p * (1.0 - rho)
+    return np.array([[1.0 - p01, p01], [1.0 - p11, p11]])
+
+
+class EarlyExitUploadModel:
+    """Cost tables and per-token cost of one scenario (no Gymnasium, no randomness).
+
+    ``token_cost`` is written with arithmetic only, so it evaluates Python scalars in the
+    environment's step and broadcast numpy arrays in the dynamic program alike.
+    """
+
+    def __init__(self, cfg: EarlyExitUploadConfig) -> None:
+        self.cfg = cfg
+        arch = catalog.get_architecture(cfg.model)
+        self.arch = arch
+        dev = hardware.get_hardware(cfg.device)
+        srv = hardware.get_hardware(cfg.server)
+        K, P, c, L = cfg.tokens, cfg.prompt_tokens, cfg.cut_layer, arch.n_layers
+        self.K, self.limit = K, cfg.backlog_limit
+
+        # Device: blocks [0, c) + the exit head (an LM head on the layer-c hidden state) for
+        # one token at context P + k (KV cache of the previous tokens).
+        cached = P + np.arange(K)
+        dev_flops = costs.forward_flops(arch, 1, cached, layers=(0, c), lm_head_tokens=1)
+        dev_bytes = costs.forward_bytes(
+            arch,
+            1,
+            cached,
+            layers=(0, c),
+            lm_head_tokens=1,
+            weight_precision=cfg.device_weight_precision,
+            kv_precision=cfg.kv_precision,
+        )
+        dev_dtype = hardware.compute_dtype_for(cfg.device_weight_precision)
+        self.t_dev_s = np.asarray(
+            hardware.roofline_latency_s(dev, dev_flops, dev_bytes, dtype=dev_dtype), float
+        )
+        self.device_energy_j = np.asarray(hardware.energy_j(dev, self.t_dev_s), float)
+
+        # Server catch-up when token k does not exit and n hidden states (backlog + its
+        # own) arrive: blocks [c, L) for n new tokens after P + k + 1 - n cached ones, plus
+        # the LM head for the token itself.
+        n = np.arange(self.limit + 2)[None, :]
+        k = np.arange(K)[:, None]
+        cached_srv = np.maximum(P + k + 1 - n, 0)
+        n_eff = np.maximum(n, 1)
+        srv_flops = costs.forward_flops(arch, n_eff, cached_srv, layers=(c, L), lm_head_tokens=1)
+        srv_bytes = costs.forward_bytes(
+            arch,
+            n_eff,
+            cached_srv,
+            layers=(c, L),
+            lm_head_tokens=1,
+            weight_precision=cfg.server_weight_precision,
+            kv_precision=cfg.kv_precision,
+        )
+        srv_dtype = hardware.compute_dtype_for(cfg.server_weight_precision)
+        self.t_srv_s = np.asarray(
+            hardware.roofline_latency_s(srv, srv_flops, srv_bytes, dtype=srv_dtype), float
+        )
+        self.state_bits = 8.0 * float(costs.hidden_state_bytes(arch, 1, cfg.hidden_precision))
+
+        # Radio tail counted in token steps of the nominal (first-token) device time.
+        self.t_nominal_s = float(self.t_dev_s[0])
+        self.tail_steps = max(1, math.ceil(cfg.tail_s / self.t_nominal_s - 1e-12))
+
+        # Channel.
+        self.mean_snr = float(
+            wireless.mean_snr_linear(
+                cfg.tx_power_w,
+                cfg.distance_m,
+                cfg.bandwidth_hz,
+                noise_density_dbm_per_hz=cfg.noise_density_dbm_per_hz,
+                noise_figure_db=cfg.noise_figure_db,
+            )
+        )
+        f_d = wireless.doppler_hz(cfg.speed_mps, cfg.carrier_hz)
+        self.rho = float(wireless.jakes_correlation(f_d, self.t_nominal_s))
+        if cfg.channel == "fsmc":
+            self.fsmc = wireless.FSMC.rayleigh(self.mean_snr, cfg.fsmc_states, self.rho)
+        else:
+            self.fsmc = self._fit_fsmc(cfg.dp_channel_states)
+        self.state_rate_bps = np.asarray(self.fsmc.rates_bps(cfg.bandwidth_hz), float)
+        self.exit_P = exit_transition_matrix(cfg.exit_prob, cfg.exit_correlation)
+        self.exit_stationary = np.array([1.0 - cfg.exit_prob, cfg.exit_prob])
+
+        # Normalisers of the reward: the nominal token time, and the tail energy of one
+        # nominal token step (the energy a burst keeps spending per token afterwards).
+        self.latency_ref_s = self.t_nominal_s
+        self.energy_ref_j = cfg.tail_power_w * self.t_nominal_s if cfg.tail_power_w > 0 else 1.0
+
+    def _fit_fsmc(self, n_states: int) -> wireless.FSMC:
+        if self.cfg.k_factor == 0.0:
+            return wireless.FSMC.rayleigh(self.mean_snr, n_states, self.rho)
+        # Rician: fit bins and transitions on a long simulated trace (fixed seed, so the
+        # fitted chain is a deterministic function of the config).
+        rng = np.random.default_rng(0)
+        fad = wireless.GaussMarkovFading(self.rho, k_factor=self.cfg.k_factor)
+        gains = np.empty(200_000)
+        gains[0] = fad.reset(rng)[0]
+        for i in range(1, gains.size):
+            gains[i] = fad.step(rng)[0]
+        snr = self.mean_snr * gains
+        edges = np.quantile(snr, np.linspace(0, 1, n_states + 1)[1:-1])
+        return wireless.FSMC.fit(snr, 10 * np.log10(edges))
+
+    # ---- exogenous processes -----------------------------------------------------------
+    def sample_exits(self, rng: np.random.Generator) -> np.ndarray:
+        """Exit indicators of the K tokens (stationary start)."""
+        K, P = self.K, self.exit_P
+        u = rng.random(K)
+        out = np.empty(K, dtype=np.int8)
+        e = int(u[0] < self.cfg.exit_prob)
+        out[0] = e
+        for k in range(1, K):
+            e = int(u[k] < P[e, 1])
+            out[k] = e
+        return out
+
+    def sample_channel(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """SNRs (linear) of the H-1 slots before the episode and the K token steps, and the
+        FSMC state of each (the true state in fsmc mode; the fitted bin in gauss_markov)."""
+        n = self.K + self.cfg.snr_history - 1
+        if self.cfg.channel == "fsmc":
+            states = np.empty(n, dtype=np.int64)
+            s = self.fsmc.sample_initial(rng)
+            states[0] = s
+            for i in range(1, n):
+                s = self.fsmc.step(s, rng)
+                states[i] = s
+            return self.fsmc.snr_linear[states], states
+        fad = wireless.GaussMarkovFading(self.rho, k_factor=self.cfg.k_factor)
+        gains = np.empty(n)
+        gains[0] = fad.reset(rng)[0]
+        for i in range(1, n):
+            gains[i] = fad.step(rng)[0]
+        snr = self.mean_snr * gains
+        return snr, np.asarray(self.fsmc.state_of(snr), dtype=np.int64)
+
+    def rate_bps(self, snr_linear: Any) -> Any:
+        return self.cfg.bandwidth_hz * np.log2(1.0 + snr_linear)
+
+    # ---- the cost of one token ---------------------------------------------------------
+    def token_cost(
+        self, k: int, backlog: Any, n_up: Any, rate_bps: Any, timer: Any, exited: Any
+    ) -> tuple[Any, Any, Any, Any, Any]:
+        """Latency [s], radio energy [J], stall [s], airtime [s] and wake flag of token ``k``.
+
+        Args:
+            k: token index in the episode.
+            backlog: hidden states held before token ``k``.
+            n_up: states uploaded at this token (``backlog + 1`` when it does not exit).
+            rate_bps: uplink rate during this token step.
+            timer: token steps since the last burst, capped at ``tail_steps`` (= asleep).
+            exited: 1 if the token exits on the device, else 0 (forced upload).
+        """
+        cfg = self.cfg
+        m = self.tail_steps
+        t_dev = self.t_dev_s[k]
+        sending = n_up > 0
+        asleep = timer >= m
+        wake = sending * asleep
+        airtime = n_up * self.state_bits / rate_bps
+        tx_energy = (cfg.alpha_u_w_per_mbps * rate_bps * 1e-6 + cfg.beta_w) * airtime
+        background = asleep * cfg.sleep_power_w + (1 - asleep) * cfg.tail_power_w
+        t_wake = wake * cfg.wake_s
+        energy = background * t_dev + wake * cfg.wake_s * cfg.wake_power_w + tx_energy
+        if k + 1 < self.K:
+            # A voluntary upload overlaps the next token's compute; only the excess stalls.
+            over = t_wake + airtime - self.t_dev_s[k + 1]
+            stall = (over + abs(over)) * 0.5
+        else:
+            stall = 0.0 * airtime  # nothing waits for an upload after the last token
+        t_srv = self.t_srv_s[k, np.minimum(backlog + 1, self.limit + 1)]
+        forced_latency = t_dev + t_wake + airtime + t_srv
+        latency = exited * (t_dev + stall) + (1 - exited) * forced_latency
+        energy = energy + (1 - exited) * cfg.tail_power_w * t_srv
+        stall = exited * stall + (1 - exited) * (t_wake + airtime + t_srv)
+        return latency, energy, stall, airtime, wake
+
+    def flush_energy(self, backlog: Any, rate_bps: Any, timer: Any) -> Any:
+        """Energy [J] of uploading the final backlog after the last token (no latency)."""
+        cfg = self.cfg
+        sending = backlog > 0
+        wake = sending * (timer >= self.tail_steps)
+        airtime = backlog * self.state_bits / rate_bps
+        return (
+            wake * cfg.wake_s * cfg.wake_power_w
+            + (cfg.alpha_u_w_per_mbps * rate_bps * 1e-6 + cfg.beta_w) * airtime
+        )
+
+    def cost(self, latency_s: Any, energy_j: Any) -> Any:
+        """Per-step cost (the negative reward)."""
+        lam = self.cfg.lambda_energy
+        return latency_s / self.latency_ref_s + lam * energy_j / self.energy_ref_j
+
+    def n_upload(self, action: int, backlog: int) -> int:
+        """States uploaded when action ``action`` is taken at an exited token."""
+        f = self.cfg.upload_fractions[action]
+        return int(round(f * (backlog + 1)))
+
+
+class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
+    """
+    ## Description
+
+    A phone runs the bottom ``cut_layer`` blocks of a decoder LLM and an early-exit head; an
+    edge server runs the remaining blocks. Tokens are generated one at a time. For each
+    token the phone computes its blocks (decode FLOPs and bytes at the current context, from
+    `mei_envs.llm.costs`, timed by the roofline model of the phone's hardware profile). If
+    the exit head is confident the token **exits**: it is emitted at once, but the server
+    will later need its layer-``cut_layer`` hidden state to complete its KV cache, so the
+    state joins a backlog. If the token does **not exit**, the backlog plus the token's own
+    hidden state must be uploaded, the server runs its blocks on all of them (catch-up on the
+    server's roofline) and returns the token; the user waits for all of it.
+
+    The agent decides, at each exited token, whether to upload the backlog now (cheap on a
+    good channel, less to send later) or to wait. Uploads use a Rayleigh-faded uplink
+    (Shannon rate over `bandwidth_hz`), either a finite-state Markov channel (`fsmc`, exact
+    transitions of the Gauss-Markov Rayleigh process) or the Gauss-Markov process itself
+    (`gauss_markov`), correlated over token steps by Jakes' ``rho = J0(2 pi f_D T)``.
+    Radio energy follows Huang et al. (MobiSys 2012): ``P = alpha_u * rate + beta`` while
+    sending; after each burst the modem stays in a high-power tail (``tail_power_w``) for
+    ``tail_s`` (counted in token steps) before falling back to DRX sleep
+    (``sleep_power_w``); leaving sleep costs ``wake_s`` at ``wake_power_w``. That tail is
+    why batching uploads saves energy, and the forced upload of a long backlog on a faded
+    channel is why waiting costs latency.
+
+    Exit model (an ASSUMPTION calibrated on published shares): exit indicators follow a
+    two-state Markov chain with stationary exit probability ``exit_prob`` (LayerSkip,
+    arXiv 2404.16710: 63-79% of tokens exit at layer 8 of 32 on Llama-2-7B) and lag-1
+    correlation ``exit_correlation`` (no published measurement; an assumption). The exit
+    head's confidence is uniform on ``[exit_threshold, 1)`` for an exit and on
+    ``[0, exit_threshold)`` otherwise (CE-CoLLM uses thresholds 0.8-1.0).
+
+    Every random draw (exit indicators, channel) for the whole episode is made at `reset`
+    from `np_random`, so the same seed gives every policy the same exit and channel path.
+
+    ## Action Space
+
+    `Discrete(len(upload_fractions))`, default `Discrete(2)`: action `i` uploads
+    ``round(upload_fractions[i] * (backlog + 1))`` hidden states (the oldest first) at the
+    current exited token; with the default fractions ``(0.0, 1.0)``, 0 = wait and 1 = upload
+    the whole backlog with the current state. The env only asks at exited tokens whose
+    backlog is below `backlog_limit`; non-exited tokens and full backlogs force an upload
+    inside `step`, reported in `info`. `action_masks()` returns the (all-true) mask.
+
+    ## Observation Space
+
+    `Box(-1, 1, (snr_history + 7,), float32)`:
+
+    | index | observation | min | max |
+    |---|---|---|---|
+    | 0..H-1 | SNR [dB] / 40 of this token step and the H-1 before it, clipped | -1 | 1 |
+    | H | backlog / backlog_limit | 0 | 1 |
+    | H+1 | tokens left / tokens | 0 | 1 |
+    | H+2 | context length / (prompt_tokens + tokens) | 0 | 1 |
+    | H+3 | the current token exited (always 1 at a decision; 0 on the last observation) | 0 | 1 |
+    | H+4 | exit-head confidence | 0 | 1 |
+    | H+5 | radio tail left: 1 - timer / tail_steps (0 = asleep) | 0 | 1 |
+    | H+6 | uplink rate now / mean rate of the channel model, clipped to 1 | 0 | 1 |
+
+    ## Rewards
+
+    Per step, summed over the tokens the step processes (the decision token and the forced
+    tokens up to the next decision): ``-(latency_s / latency_ref + lambda_energy * energy_J
+    / energy_ref)``. ``latency_ref`` is the phone's time for the first token; ``energy_ref``
+    is the tail energy of one such token step. ``energy_J`` is the radio's energy (tail,
+    sleep, wake-up and transmission); the phone's compute energy is the same for every policy
+    and is reported separately in ``info["compute_energy_J"]``. `info` carries
+    ``latency_s``, ``energy_J``, ``stall_s`` (user-visible waiting beyond compute),
+    ``bytes_sent``, ``forced_uploads``, ``voluntary_uploads``, ``wakeups``, ``backlog``,
+    ``snr_db`` and the two cost components.
+
+    ## Starting State
+
+    Backlog 0, context ``prompt_tokens``, radio asleep (``initial_radio="idle"``) or in its
+    tail (``"connected"``); exit indicator and channel drawn from their stationary
+    distributions. `reset` advances through forced tokens to the first decision; their cost
+    is charged in the first `step`'s reward.
+
+    ## Episode End
+
+    Terminates when all ``tokens`` tokens are generated. With ``flush_at_end=True``
+    (default) the remaining backlog is uploaded after the last token on the last token
+    step's channel; its energy (not latency: no token waits for it) is charged. With
+    ``flush_at_end=False`` the final backlog is free. No truncation.
+
+    ## Arguments
+
+    ``gym.make("mei_envs/EarlyExitUpload-v0", config={...})`` or keyword arguments; keys and
+    defaults are the fields of :class:`EarlyExitUploadConfig`. `reset(options=...)` accepts
+    ``exit_sequence`` (K ints) and, in fsmc mode, ``channel_states`` (K + snr_history - 1
+    state indices) to replay a given path.
+
+    ## Version History
+
+    * v0: initial version.
+    """
+
+    metadata = {
+        "render_modes": [],
+        "info_metrics": {
+            "latency_s": "sum",
+            "energy_J": "sum",
+            "stall_s": "sum",
+            "bytes_sent": "sum",
+            "forced_uploads": "sum",
+            "voluntary_uploads": "sum",
+            "wakeups": "sum",
+            "compute_energy_J": "sum",
+        },
+    }
+
+    def __init__(
+        self,
+        config: EarlyExitUploadConfig | Mapping[str, Any] | None = None,
+        render_mode: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if render_mode is not None:
+            raise ValueError(f"render_mode={render_mode!r}: this env has no render modes")
+        if isinstance(config, EarlyExitUploadConfig):
+            cfg = config.replace(**kwargs) if kwargs else config
+        else:
+            cfg = EarlyExitUploadConfig.from_dict(config, **kwargs)
+        self.config = cfg
+        self.model = EarlyExitUploadModel(cfg)
+        H = cfg.snr_history
+        self._H = H
+        self.action_space = spaces.Discrete(len(cfg.upload_fractions))
+        self.observation_space = spaces.Box(-1.0, 1.0, shape=(H + 7,), dtype=np.float32)
+        self._t_dev = self.model.t_dev_s.tolist()
+        self._dev_energy = self.model.device_energy_j.tolist()
+        self._mean_rate = float(np.dot(self.model.fsmc.stationary, self.model.state_rate_bps))
+        self._exits: np.ndarray | None = None
+
+    # ---- Gymnasium API -----------------------------------------------------------------
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        m = self.model
+        rng = self.np_random
+        exits = m.sample_exits(rng)
+        snr, states = m.sample_channel(rng)
+        if options:
+            exits, snr, states = self._apply_options(options, exits, snr, states)
+        self._exits = exits
+        self._snr = snr
+        self._snr_db = (10.0 * np.log10(np.maximum(snr, 1e-30))).tolist()
+        self._states = states
+        if self.config.channel == "fsmc":
+            rates = m.state_rate_bps[states]
+        else:
+            rates = m.rate_bps(snr)
+        self._rates = rates.tolist()
+        lo, hi = self.config.exit_threshold, 1.0
+        u = rng.random(m.K)
+        self._conf = np.where(exits == 1, lo + u * (hi - lo), u * lo).tolist()
+        self._k = 0
+        self._backlog = 0
+        self._timer = m.tail_steps if self.config.initial_radio == "idle" else 0
+        self._done = False
+        self._acc = _zero_info()
+        self._advance_forced()
+        return self._obs(), self._info(self._acc)
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._exits is None:
+            raise RuntimeError("EarlyExitUploadEnv.step called before reset()")
+        if self._done:
+            raise RuntimeError("EarlyExitUploadEnv.step called after the episode ended; reset()")
+        a = _check_action(action, self.action_space.n)
+        acc = self._acc
+        n_up = self.model.n_upload(a, self._backlog)
+        self._process_token(n_up, exited=1, acc=acc)
+        self._advance_forced()
+        info = self._info(acc)
+        reward = -float(self.model.cost(acc["latency_s"], acc["energy_J"]))
+        info["latency_cost"] = acc["latency_s"] / self.model.latency_ref_s
+        info["energy_cost"] = self.config.lambda_energy * acc["energy_J"] / self.model.energy_ref_j
+        self._acc = _zero_info()
+        return self._obs(), reward, self._done, False, info
+
+    def action_masks(self) -> np.ndarray:
+        """Legal actions (all of them at every decision the env asks for)."""
+        return np.ones(self.action_space.n, dtype=bool)
+
+    # ---- internals ---------------------------------------------------------------------
+    def _process_token(self, n_up: int, exited: int, acc: dict[str, float]) -> None:
+        m, k = self.model, self._k
+        rate = self._rates[k + self._H - 1]
+        b, timer = self._backlog, self._timer
+        latency, energy, stall, airtime, wake = m.token_cost(k, b, n_up, rate, timer, exited)
+        acc["latency_s"] += float(latency)
+        acc["energy_J"] += float(energy)
+        acc["stall_s"] += float(stall)
+        acc["airtime_s"] += float(airtime)
+        acc["bytes_sent"] += n_up * m.state_bits / 8.0
+        acc["wakeups"] += float(wake)
+        acc["compute_energy_J"] += self._dev_energy[k]
+        acc["tokens"] += 1
+        if exited:
+            acc["voluntary_uploads"] += float(n_up > 0)
+        else:
+            acc["forced_uploads"] += 1.0
+        self._backlog = b + 1 - n_up
+        self._timer = 0 if n_up > 0 else min(timer + 1, m.tail_steps)
+        self._k = k + 1
+        if self._k == m.K:
+            self._done = True
+            if self.config.flush_at_end and self._backlog > 0:
+                e = float(m.flush_energy(self._backlog, rate, self._timer))
+                acc["energy_J"] += e
+                acc["flush_energy_J"] += e
+                acc["bytes_sent"] += self._backlog * m.state_bits / 8.0
+                acc["wakeups"] += float(self._timer >= m.tail_steps)
+                self._backlog = 0
+
+    def _advance_forced(self) -> None:
+        """Process tokens with no choice until a decision token or the end."""
+        m, acc = self.model, self._acc
+        while not self._done:
+            k = self._k
+            if self._exits[k] == 0:
+                self._process_token(self._backlog + 1, exited=0, acc=acc)
+            elif self._backlog >= m.limit:
+                acc["limit_uploads"] += 1.0
+                self._process_token(self._backlog + 1, exited=1, acc=acc)
+            else:
+                return
+
+    def _obs(self) -> np.ndarray:
+        m, H, k = self.model, self._H, min(self._k, self.model.K - 1)
+        cfg = self.config
+        snr_db = self._snr_db[k : k + H][::-1]
+        obs = np.empty(H + 7, dtype=np.float32)
+        obs[:H] = np.clip(np.asarray(snr_db) / 40.0, -1.0, 1.0)
+        obs[H] = self._backlog / m.limit
+        obs[H + 1] = (m.K - self._k) / m.K
+        obs[H + 2] = (cfg.prompt_tokens + self._k) / (cfg.prompt_tokens + m.K)
+        live = not self._done
+        obs[H + 3] = float(live and self._exits[k] == 1)
+        obs[H + 4] = self._conf[k] if live else 0.0
+        obs[H + 5] = 1.0 - min(self._timer, m.tail_steps) / m.tail_steps
+        obs[H + 6] = min(self._rates[k + H - 1] / self._mean_rate, 1.0)
+        return obs
+
+    def _info(self, acc: dict[str, float]) -> dict[str, Any]:
+        k = min(self._k, self.model.K - 1)
+        info = dict(acc)
+        info.update(
+            token_index=self._k,
+            backlog=self._backlog,
+            snr_db=self._snr_db[k + self._H - 1],
+            channel_state=int(self._states[k + self._H - 1]),
+            radio_timer=self._timer,
+            action_mask=self.action_masks(),
+        )
+        return info
+
+    def _apply_options(
+        self, options: dict[str, Any], exits: np.ndarray, snr: np.ndarray, states: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        allowed = {"exit_sequence", "channel_states"}
+        unknown = sorted(set(options) - allowed)
+        if unknown:
+            raise ValueError(f"reset options {unknown}: unknown; allowed: {sorted(allowed)}")
+        m = self.model
+        if "exit_sequence" in options:
+            seq = np.asarray(options["exit_sequence"])
+            if seq.shape != (m.K,) or not np.isin(seq, (0, 1)).all():
+                raise ValueError(
+                    f"reset option exit_sequence={options['exit_sequence']!r}: must be "
+                    f"{m.K} values in {{0, 1}}"
+                )
+            exits = seq.astype(np.int8)
+        if "channel_states" in options:
+            if self.config.channel != "fsmc":
+                raise ValueError("reset option channel_states: only with channel='fsmc'")
+            seq = np.asarray(options["channel_states"])
+            n = m.K + self._H - 1
+            if (
+                seq.shape != (n,)
+                or not np.issubdtype(seq.dtype, np.integer)
+                or seq.min() < 0
+                or seq.max() >= m.fsmc.n_states
+            ):
+                raise ValueError(
+                    f"reset option channel_states={options['channel_states']!r}: must be "
+                    f"{n} integers in [0, {m.fsmc.n_states - 1}]"
+                )
+            states = seq.astype(np.int64)
+            snr = m.fsmc.snr_linear[states]
+        return exits, snr, states
+
+
+def _zero_info() -> dict[str, float]:
+    keys = (
+        "latency_s",
+        "energy_J",
+        "stall_s",
+        "airtime_s",
+        "bytes_sent",
+        "wakeups",
+        "compute_energy_J",
+        "tokens",
+        "voluntary_uploads",
+        "forced_uploads",
+        "limit_uploads",
+        "flush_energy_J",
+    )
+    return dict.fromkeys(keys, 0.0)
+
+
+def _check_action(action: Any, n: int) -> int:
+    try:
+        arr = np.asarray(action)
+    except Exception as exc:  # pragma: no cover - numpy accepts nearly anything
+        raise ValueError(f"action={action!r}: must be an integer in [0, {n - 1}]") from exc
+    if arr.size != 1 or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"action={action!r}: must be an integer in [0, {n - 1}]")
+    a = int(arr.reshape(()))
+    if not 0 <= a < n:
+        raise ValueError(f"action={action!r}: must be an integer in [0, {n - 1}]")
+    return a
