@@ -1,0 +1,271 @@
+"""Figures from finished run folders: learning curves and final comparisons.
+
+Figures are built with :class:`matplotlib.figure.Figure` directly (no pyplot, no global
+backend state; rendering uses Agg) and written atomically as PNG and PDF.
+
+* :func:`plot_run` re-plots a compare run folder (``experiments.compare``); it refuses a
+  folder without its ``COMPLETE`` marker or with outputs missing.
+* :func:`plot_zoo` plots learning curves from an rl-baselines3-zoo log folder
+  (``logs/<algo>/<env>_<n>/evaluations.npz``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from experiments.io import check_run_complete, read_csv, save_figure_atomic
+from experiments.stats import bootstrap_ci
+
+FIGURE_FORMATS = ("png", "pdf")
+_KIND_STYLE = {"heuristic": "--", "oracle": ":", "agent": "-"}
+_KIND_COLOR = {"heuristic": "tab:gray", "oracle": "black", "agent": "tab:blue"}
+
+
+@dataclass
+class Curve:
+    """Evaluation returns of one algorithm over training seeds on a common step grid."""
+
+    label: str
+    timesteps: np.ndarray  # (n_evals,) env steps
+    returns: np.ndarray  # (n_seeds, n_evals) mean eval return per seed
+
+
+def read_evaluations(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(timesteps, mean return per evaluation)`` from an SB3 ``evaluations.npz``."""
+    with np.load(path) as data:
+        if "timesteps" not in data or "results" not in data:
+            raise ValueError(f"{str(path)!r}: not an SB3 evaluations.npz (timesteps, results)")
+        t = np.asarray(data["timesteps"], dtype=np.float64).ravel()
+        res = np.asarray(data["results"], dtype=np.float64)
+    if res.ndim == 1:
+        res = res[:, None]
+    if t.size != res.shape[0]:
+        raise ValueError(f"{str(path)!r}: {t.size} timesteps but {res.shape[0]} result rows")
+    return t, res.mean(axis=1)
+
+
+def build_curve(label: str, runs: Sequence[tuple[np.ndarray, np.ndarray]]) -> Curve:
+    """Put several seeds' ``(timesteps, returns)`` on the grid of the shortest run."""
+    runs = [(t, r) for t, r in runs if t.size > 0]
+    if not runs:
+        raise ValueError(f"{label}: no evaluations")
+    grid = min((t for t, _ in runs), key=lambda t: t[-1])
+    stacked = np.stack([np.interp(grid, t, r) for t, r in runs])
+    return Curve(label, grid, stacked)
+
+
+def _figure(n_panels: int, width: float = 5.0, height: float = 3.6) -> tuple[Any, list[Any]]:
+    from matplotlib.figure import Figure
+
+    cols = min(n_panels, 3)
+    rows = -(-n_panels // cols)
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    return fig, axes[:n_panels]
+
+
+def _save(fig: Any, stem: Path) -> list[Path]:
+    return [save_figure_atomic(fig, stem.with_suffix(f".{fmt}"), dpi=150) for fmt in FIGURE_FORMATS]
+
+
+def _draw_curves(ax: Any, curves: Sequence[Curve], rng: np.random.Generator) -> None:
+    for i, c in enumerate(curves):
+        color = f"C{i}"
+        mean = c.returns.mean(axis=0)
+        n = c.returns.shape[0]
+        ax.plot(c.timesteps, mean, color=color, label=f"{c.label} (n={n} seed{'s' * (n > 1)})")
+        if n > 1:
+            lo, hi = bootstrap_ci(c.returns, rng, axis=0)
+            ax.fill_between(c.timesteps, lo, hi, color=color, alpha=0.25, linewidth=0)
+
+
+def plot_learning_curves(
+    curves: Sequence[Curve],
+    stem: str | Path,
+    rng: np.random.Generator,
+    *,
+    reference_lines: Mapping[str, tuple[float, str]] | None = None,
+    title: str = "",
+) -> list[Path]:
+    """Mean eval return against env steps with a 95 % bootstrap band over seeds.
+
+    Args:
+        curves: one per algorithm.
+        stem: output path without suffix (``.png`` and ``.pdf`` are written).
+        rng: caller's generator for the bootstrap band.
+        reference_lines: ``{name: (held-out mean return, kind)}`` drawn horizontally
+            (baselines dashed, oracles dotted).
+        title: figure title.
+    """
+    fig, (ax,) = _figure(1, width=7.0, height=4.5)
+    _draw_curves(ax, curves, rng)
+    for j, (name, (value, kind)) in enumerate((reference_lines or {}).items()):
+        ax.axhline(
+            value,
+            linestyle=_KIND_STYLE.get(kind, "--"),
+            color="black" if kind == "oracle" else f"C{(len(curves) + j) % 10}",
+            linewidth=1.2,
+            label=f"{name} ({kind})",
+        )
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("mean evaluation return")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="best")
+    if title:
+        ax.set_title(title)
+    return _save(fig, Path(stem))
+
+
+def plot_final_comparison(
+    summary_rows: Sequence[Mapping[str, Any]],
+    metrics: Sequence[str],
+    stem: str | Path,
+    *,
+    title: str = "",
+) -> list[Path]:
+    """Bar chart of each policy's held-out mean with its 95 % CI, one panel per metric.
+
+    Uses the pooled rows of ``summary_rows`` (``seed`` empty or ``"all"``).
+    """
+    if not metrics:
+        raise ValueError("plot_final_comparison: no metrics")
+    fig, axes = _figure(len(metrics), width=max(4.5, 0.9 * _n_policies(summary_rows) + 2.0))
+    for ax, metric in zip(axes, metrics, strict=True):
+        rows = [r for r in summary_rows if r["metric"] == metric and str(r["seed"]) in ("", "all")]
+        if not rows:
+            raise ValueError(f"plot_final_comparison: no summary rows for metric {metric!r}")
+        names = [str(r["policy"]) for r in rows]
+        mean = np.array([float(r["mean"]) for r in rows])
+        low = np.array([float(r["ci_low"]) for r in rows])
+        high = np.array([float(r["ci_high"]) for r in rows])
+        yerr = np.vstack([np.maximum(mean - low, 0.0), np.maximum(high - mean, 0.0)])
+        colors = [_KIND_COLOR.get(str(r.get("kind", "")), "tab:blue") for r in rows]
+        x = np.arange(len(rows))
+        ax.bar(x, mean, yerr=yerr, color=colors, capsize=4, edgecolor="black", linewidth=0.5)
+        ax.set_xticks(x, names, rotation=30, ha="right")
+        ax.set_ylabel(f"{metric} (mean, 95% CI)")
+        ax.grid(axis="y", alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, Path(stem))
+
+
+def _n_policies(rows: Sequence[Mapping[str, Any]]) -> int:
+    return len({r["policy"] for r in rows})
+
+
+# ---- compare run folders -----------------------------------------------------------------
+def load_train_curves(train_dir: str | Path) -> list[Curve]:
+    """Curves per algorithm from ``train/<algo>__<seed>/evaluations.npz`` folders."""
+    runs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for sub in sorted(Path(train_dir).glob("*__*")):
+        npz = sub / "evaluations.npz"
+        if not npz.is_file():
+            continue
+        algo = sub.name.rsplit("__", 1)[0]
+        runs.setdefault(algo, []).append(read_evaluations(npz))
+    return [build_curve(algo, r) for algo, r in runs.items()]
+
+
+def render_run_plots(run_dir: str | Path, rng: np.random.Generator) -> list[Path]:
+    """Draw ``learning_curves`` and ``final_comparison`` (PNG + PDF) of a compare run folder.
+
+    Does not check completeness (``run_compare`` calls it before writing ``COMPLETE``); use
+    :func:`plot_run` for finished folders.
+    """
+    run_dir = Path(run_dir)
+    summary = read_csv(run_dir / "summary.csv")
+    title = _run_title(run_dir)
+    refs = {
+        r["policy"]: (float(r["mean"]), r["kind"])
+        for r in summary
+        if r["metric"] == "return" and r["kind"] in ("heuristic", "oracle")
+    }
+    curves = load_train_curves(run_dir / "train")
+    metrics = list(dict.fromkeys(r["metric"] for r in summary))
+    paths = plot_learning_curves(
+        curves, run_dir / "learning_curves", rng, reference_lines=refs, title=title
+    )
+    paths += plot_final_comparison(summary, metrics, run_dir / "final_comparison", title=title)
+    return paths
+
+
+def _run_title(run_dir: Path) -> str:
+    cfg_path = run_dir / "config.yml"
+    if not cfg_path.is_file():
+        return run_dir.name
+    import yaml
+
+    cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
+    return f"{cfg.get('env_id', '')}  (held-out: {cfg.get('eval_episodes', '?')} episodes)"
+
+
+def plot_run(run_dir: str | Path) -> list[Path]:
+    """Re-plot a finished compare run folder in place; returns the figure paths.
+
+    Raises:
+        IncompleteRunError: the folder has no ``COMPLETE`` marker or misses outputs.
+    """
+    run_dir = check_run_complete(run_dir)
+    import yaml
+
+    cfg = yaml.safe_load((run_dir / "config.yml").read_text(encoding="utf-8")) or {}
+    rng = np.random.default_rng(int(cfg.get("stats_seed", 0)))
+    return render_run_plots(run_dir, rng)
+
+
+# ---- rl-baselines3-zoo log folders -------------------------------------------------------
+_ZOO_RUN = re.compile(r"^(?P<env>.+)_(?P<n>\d+)(?:_[0-9a-fA-F-]{8,})?$")
+
+
+def find_zoo_runs(log_folder: str | Path) -> dict[str, dict[str, list[Path]]]:
+    """``{env: {algo: [evaluations.npz, ...]}}`` under ``<log_folder>/<algo>/<env>_<n>/``."""
+    found: dict[str, dict[str, list[Path]]] = {}
+    for npz in sorted(Path(log_folder).glob("*/*/evaluations.npz")):
+        run, algo = npz.parent.name, npz.parent.parent.name
+        m = _ZOO_RUN.match(run)
+        if m is None:
+            continue
+        found.setdefault(m["env"], {}).setdefault(algo, []).append(npz)
+    return found
+
+
+def plot_zoo(log_folder: str | Path, out: str | Path | None = None, *, seed: int = 0) -> list[Path]:
+    """Learning curves (mean and 95 % band over runs) per env and algo of a zoo log folder.
+
+    Args:
+        log_folder: the zoo's ``-f`` folder (``logs/``).
+        out: output stem (default ``<log_folder>/learning_curves``).
+        seed: seed of the bootstrap band's generator.
+
+    Raises:
+        FileNotFoundError: no ``<algo>/<env>_<n>/evaluations.npz`` below ``log_folder``.
+    """
+    runs = find_zoo_runs(log_folder)
+    if not runs:
+        raise FileNotFoundError(
+            f"no rl-zoo runs (<algo>/<env>_<n>/evaluations.npz) under {str(log_folder)!r}"
+        )
+    rng = np.random.default_rng(seed)
+    fig, axes = _figure(len(runs), width=6.0, height=4.2)
+    for ax, (env, by_algo) in zip(axes, sorted(runs.items()), strict=True):
+        curves = [
+            build_curve(algo, [read_evaluations(p) for p in paths])
+            for algo, paths in sorted(by_algo.items())
+        ]
+        _draw_curves(ax, curves, rng)
+        ax.set_title(env)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("mean evaluation return")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    stem = Path(out) if out is not None else Path(log_folder) / "learning_curves"
+    return _save(fig, stem.with_suffix("") if stem.suffix in (".png", ".pdf") else stem)

@@ -1,0 +1,392 @@
+"""Tests for experiments/: statistics, atomic IO, run manifests, plots, sweep and compare."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments import io as xio
+from experiments.stats import bootstrap_ci, describe, grouped_bootstrap_ci, iqm, summarize
+
+
+# ---- stats --------------------------------------------------------------------------------
+def test_iqm_known_values():
+    assert iqm(np.arange(1, 101)) == pytest.approx(50.5)  # mean of 26..75
+    # Outliers in the outer quartiles do not move the IQM; they move the mean.
+    x = np.array([1, 2, 3, 4, 5, 6, 7, 1000.0])
+    assert iqm(x) == pytest.approx(4.5)
+    assert np.mean(x) > 100
+    np.testing.assert_allclose(iqm(np.arange(8.0).reshape(2, 4), axis=1), [1.5, 5.5])
+
+
+def test_bootstrap_ci_contains_point_and_is_seeded():
+    x = np.random.default_rng(3).normal(10.0, 2.0, size=200)
+    lo, hi = bootstrap_ci(x, np.random.default_rng(0))
+    assert lo < x.mean() < hi
+    assert 0.3 < hi - lo < 1.0  # ~ 2 * 1.96 * 2 / sqrt(200) = 0.55
+    assert (lo, hi) == bootstrap_ci(x, np.random.default_rng(0))
+    ilo, ihi = bootstrap_ci(x, np.random.default_rng(0), statistic="iqm")
+    assert ilo < iqm(x) < ihi
+    # A constant sample or a single value collapses to the point.
+    assert bootstrap_ci([4.0, 4.0, 4.0], np.random.default_rng(0)) == (4.0, 4.0)
+    assert bootstrap_ci([7.0], np.random.default_rng(0)) == (7.0, 7.0)
+    with pytest.raises(ValueError, match="statistic"):
+        bootstrap_ci(x, np.random.default_rng(0), statistic="median")
+
+
+def test_bootstrap_ci_vectorised_over_axis():
+    x = np.vstack([np.zeros(5), np.arange(5.0), np.arange(5.0) + 10]).T  # samples on axis 0
+    lo, hi = bootstrap_ci(x, np.random.default_rng(1), axis=0)
+    assert lo.shape == hi.shape == (3,)
+    assert lo[0] == hi[0] == 0.0
+    assert lo[1] < 2.0 < hi[1] and lo[2] < 12.0 < hi[2]
+    np.testing.assert_allclose(hi[2] - lo[2], hi[1] - lo[1])  # shift-invariant
+
+
+def test_grouped_bootstrap_includes_between_seed_spread():
+    rng = np.random.default_rng(5)
+    # Three seeds far apart, tiny within-seed noise: the interval must span the seeds,
+    # which a plain bootstrap over pooled episodes would not.
+    groups = [m + rng.normal(0, 0.01, 50) for m in (0.0, 5.0, 10.0)]
+    lo, hi = grouped_bootstrap_ci(groups, np.random.default_rng(0))
+    plo, phi = bootstrap_ci(np.concatenate(groups), np.random.default_rng(0))
+    assert lo < 5.0 < hi
+    assert hi - lo > 3 * (phi - plo)
+    # Unequal group sizes take the looped path and still contain the pooled mean.
+    ragged = [np.arange(10.0), np.arange(13.0) + 3]
+    lo, hi = grouped_bootstrap_ci(ragged, np.random.default_rng(0), n_resamples=300)
+    assert lo < np.concatenate(ragged).mean() < hi
+
+
+def test_summarize_rows_per_policy_seed_and_metric():
+    recs = [
+        {"policy": "ppo", "kind": "agent", "train_seed": s, "return": float(s + i), "lat": 1.0}
+        for s in (0, 1)
+        for i in range(4)
+    ] + [{"policy": "eager", "kind": "heuristic", "train_seed": "", "return": 2.0, "lat": 3.0}] * 4
+    rows = summarize(recs, ["return", "lat"], np.random.default_rng(0), n_resamples=200)
+    keyed = {(r["policy"], r["seed"], r["metric"]): r for r in rows}
+    assert set(keyed) == {
+        ("ppo", "all", "return"),
+        ("ppo", 0, "return"),
+        ("ppo", 1, "return"),
+        ("ppo", "all", "lat"),
+        ("ppo", 0, "lat"),
+        ("ppo", 1, "lat"),
+        ("eager", "", "return"),
+        ("eager", "", "lat"),
+    }
+    assert keyed["ppo", "all", "return"]["mean"] == pytest.approx(2.0)  # (1.5 + 2.5) / 2
+    assert keyed["ppo", "all", "return"]["n"] == 8
+    assert keyed["ppo", "all", "return"]["n_groups"] == 2
+    assert keyed["ppo", 1, "return"]["mean"] == pytest.approx(2.5)
+    assert keyed["eager", "", "return"]["ci_low"] == keyed["eager", "", "return"]["ci_high"] == 2.0
+    d = describe([np.arange(1, 101)], np.random.default_rng(0), n_resamples=500)
+    assert d["iqm"] == pytest.approx(50.5)
+    assert d["ci_low"] < 50.5 < d["ci_high"]
+    assert d["std"] == pytest.approx(np.std(np.arange(1, 101), ddof=1))
+
+
+# ---- atomic IO and manifests ----------------------------------------------------------------
+def test_atomic_write_leaves_no_partial_file(tmp_path: Path):
+    target = tmp_path / "out.csv"
+    xio.write_text_atomic(target, "old\n")
+
+    def _boom(handle):
+        handle.write("half a fi")
+        raise RuntimeError("writer crashed")
+
+    with pytest.raises(RuntimeError, match="writer crashed"):
+        xio.write_with_atomic(target, _boom)
+    assert target.read_text() == "old\n"  # previous content intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]  # no temp file left
+
+    fresh = tmp_path / "never.txt"
+    with pytest.raises(RuntimeError):
+        xio.write_with_atomic(fresh, _boom)
+    assert not fresh.exists()
+
+    class _BadRow(dict):
+        def keys(self):  # csv.DictWriter fails half-way through the rows
+            raise RuntimeError("bad row")
+
+    with pytest.raises(RuntimeError):
+        xio.write_csv_atomic(target, [{"a": 1}, _BadRow(a=2)], fieldnames=["a"])
+    assert target.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]
+
+
+def test_csv_and_yaml_round_trip(tmp_path: Path):
+    rows = [{"policy": "a", "return": 1.5}, {"policy": "b", "extra": 3}]
+    xio.write_csv_atomic(tmp_path / "r.csv", rows)
+    back = xio.read_csv(tmp_path / "r.csv")
+    assert back == [
+        {"policy": "a", "return": "1.5", "extra": ""},
+        {"policy": "b", "return": "", "extra": "3"},
+    ]
+    import yaml
+
+    xio.write_yaml_atomic(tmp_path / "c.yml", {"b": [1, 2], "a": None})
+    assert yaml.safe_load((tmp_path / "c.yml").read_text()) == {"b": [1, 2], "a": None}
+
+
+def test_manifest_and_complete_marker(tmp_path: Path):
+    run = tmp_path / "run"
+    xio.write_manifest(run, ["a.txt", "sub/b.txt"])
+    with pytest.raises(xio.IncompleteRunError) as err:
+        xio.check_run_complete(run)
+    assert set(err.value.missing) == {"a.txt", "sub/b.txt", "COMPLETE"}
+    xio.write_text_atomic(run / "a.txt", "x")
+    with pytest.raises(xio.IncompleteRunError, match="sub/b.txt"):
+        xio.mark_complete(run)
+    assert not (run / "COMPLETE").exists()
+    xio.write_text_atomic(run / "sub" / "b.txt", "y")
+    xio.mark_complete(run)
+    assert xio.check_run_complete(run) == run
+    (run / "a.txt").unlink()  # deleted after completion
+    with pytest.raises(xio.IncompleteRunError, match=r"a\.txt"):
+        xio.check_run_complete(run)
+    with pytest.raises(xio.IncompleteRunError, match="MANIFEST"):
+        xio.check_run_complete(tmp_path)  # no manifest at all
+    with pytest.raises(ValueError, match="relative"):
+        xio.write_manifest(run, ["../escape.txt"])
+
+
+# ---- plots ----------------------------------------------------------------------------------
+def _png_shape(path: Path) -> tuple[int, ...]:
+    from matplotlib import image
+
+    return image.imread(str(path)).shape
+
+
+def _synthetic_run(root: Path, complete: bool = True) -> Path:
+    """A compare run folder as run_compare writes it, with made-up numbers."""
+    from experiments.compare import CompareConfig, _expected_outputs, summary_markdown
+
+    cfg = CompareConfig(seeds=[0, 1], eval_episodes=5)
+    run = root / "run"
+    xio.write_manifest(run, _expected_outputs(cfg))
+    xio.write_yaml_atomic(run / "config.yml", cfg.to_dict())
+    rng = np.random.default_rng(0)
+    for seed in cfg.seeds:
+        d = run / "train" / f"ppo__{seed}"
+        d.mkdir(parents=True)
+        t = np.arange(1, 11) * 1000
+        res = (t / 1000.0)[:, None] + rng.normal(0, 0.5, (10, 4)) + seed
+        np.savez(d / "evaluations.npz", timesteps=t, results=res, ep_lengths=np.ones((10, 4)))
+        (d / "model.zip").write_bytes(b"zip")
+    episodes = [
+        {"policy": "ppo", "kind": "agent", "train_seed": s, "return": 9.0 + s + i, "lat": 0.1}
+        for s in cfg.seeds
+        for i in range(5)
+    ]
+    episodes += [
+        {"policy": name, "kind": kind, "train_seed": "", "return": r + i, "lat": 0.2}
+        for name, kind, r in (("eager", "heuristic", 4.0), ("dp_oracle", "oracle", 12.0))
+        for i in range(5)
+    ]
+    xio.write_csv_atomic(run / "episodes.csv", episodes)
+    summary = summarize(episodes, ["return", "lat"], np.random.default_rng(0), n_resamples=200)
+    xio.write_csv_atomic(run / "summary.csv", summary)
+    xio.write_text_atomic(run / "summary.md", summary_markdown(cfg, summary))
+    if complete:
+        from experiments.plot import render_run_plots
+
+        render_run_plots(run, np.random.default_rng(0))
+        xio.mark_complete(run)
+    return run
+
+
+def test_plot_run_refuses_incomplete_folder(tmp_path: Path):
+    from experiments.plot import plot_run
+
+    run = _synthetic_run(tmp_path, complete=False)
+    with pytest.raises(xio.IncompleteRunError) as err:
+        plot_run(run)
+    assert "COMPLETE" in err.value.missing
+    assert "learning_curves.png" in err.value.missing
+    assert not (run / "learning_curves.png").exists()
+
+
+def test_plot_run_writes_nonempty_figures(tmp_path: Path):
+    from experiments.plot import plot_run
+
+    run = _synthetic_run(tmp_path)
+    for name in ("learning_curves.png", "final_comparison.png"):
+        (run / name).unlink()
+    (run / "COMPLETE").unlink()
+    with pytest.raises(xio.IncompleteRunError):
+        plot_run(run)
+    from experiments.plot import render_run_plots
+
+    render_run_plots(run, np.random.default_rng(0))
+    xio.mark_complete(run)
+    before = (run / "learning_curves.png").stat().st_mtime_ns
+    paths = plot_run(run)
+    assert {p.name for p in paths} == {
+        "learning_curves.png",
+        "learning_curves.pdf",
+        "final_comparison.png",
+        "final_comparison.pdf",
+    }
+    assert (run / "learning_curves.png").stat().st_mtime_ns >= before
+    for p in paths:
+        assert p.stat().st_size > 10_000, p
+    h, w, channels = _png_shape(run / "learning_curves.png")
+    assert h > 300 and w > 500 and channels in (3, 4)
+    assert _png_shape(run / "final_comparison.png")[1] > 500  # two metric panels side by side
+    assert (run / "learning_curves.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_plot_zoo_log_folder(tmp_path: Path):
+    from experiments.plot import find_zoo_runs, plot_zoo
+
+    logs = tmp_path / "logs"
+    for algo, n in (("ppo", 1), ("ppo", 2), ("a2c", 1)):
+        d = logs / algo / f"mei_envs-EarlyExitUpload-v0_{n}"
+        d.mkdir(parents=True)
+        t = np.arange(1, 6) * 500
+        np.savez(d / "evaluations.npz", timesteps=t, results=np.outer(t, np.ones(3)) / 500 + n)
+    (logs / "ppo" / "not_a_run").mkdir()
+    runs = find_zoo_runs(logs)
+    assert list(runs) == ["mei_envs-EarlyExitUpload-v0"]
+    assert {a: len(p) for a, p in runs["mei_envs-EarlyExitUpload-v0"].items()} == {
+        "ppo": 2,
+        "a2c": 1,
+    }
+    paths = plot_zoo(logs)
+    assert [p.name for p in paths] == ["learning_curves.png", "learning_curves.pdf"]
+    assert paths[0].stat().st_size > 10_000 and _png_shape(paths[0])[0] > 300
+    with pytest.raises(FileNotFoundError, match="no rl-zoo runs"):
+        plot_zoo(tmp_path / "empty")
+
+
+# ---- compare config and CLI -----------------------------------------------------------------
+def test_compare_config_validation_names_bad_keys(tmp_path: Path):
+    from experiments.compare import CompareConfig, CompareConfigError
+
+    with pytest.raises(CompareConfigError, match=r"unknown key\(s\) \['sedes'\]"):
+        CompareConfig.from_dict({"sedes": [0]})
+    with pytest.raises(CompareConfigError, match="backend"):
+        CompareConfig.from_dict({"backend": "slurm"})
+    with pytest.raises(CompareConfigError, match="eval_seed"):
+        CompareConfig.from_dict({"eval_seed": 2, "seeds": [0]})
+    with pytest.raises(CompareConfigError, match="seeds"):
+        CompareConfig.from_dict({"seeds": [1, 1]})
+    with pytest.raises(CompareConfigError, match="env_id"):
+        CompareConfig.from_dict({"env_id": "CartPole-v1"})
+    with pytest.raises(CompareConfigError, match="hyperparams_override"):
+        CompareConfig.from_dict({"hyperparams_override": {"a2c": {"n_steps": 8}}})
+    cfg = CompareConfig.from_dict({"total_timesteps": 2e4})
+    assert cfg.total_timesteps == 20_000 and isinstance(cfg.total_timesteps, int)
+    path = tmp_path / "c.yml"
+    xio.write_yaml_atomic(path, cfg.to_dict())
+    assert CompareConfig.from_yaml(path) == cfg
+
+
+def test_cli_builds_config_from_default_yaml_and_overrides():
+    import argparse
+
+    from experiments.cli import add_compare_parser, add_plot_parser, add_sweep_parser
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="cmd")
+    add_compare_parser(sub)
+    add_plot_parser(sub)
+    add_sweep_parser(sub)
+    from experiments.cli import build_compare_config
+
+    args = parser.parse_args(
+        ["compare", "--set", "seeds=[4,5]", "--set", "run_name=x", "--backend", "ray"]
+        + ["--env-set", "foo=1.5"]
+    )
+    cfg = build_compare_config(args)
+    assert cfg.seeds == [4, 5] and cfg.run_name == "x" and cfg.backend == "ray"
+    assert cfg.env_config["foo"] == 1.5
+    assert cfg.env_id == "mei_envs/EarlyExitUpload-v0"  # from the packaged default YAML
+    bad = parser.parse_args(["compare", "--set", "nope=1"])
+    assert bad.func(bad) == 2
+    plot_args = parser.parse_args(["plot"])
+    assert plot_args.func(plot_args) == 2  # neither RUN_DIR nor --zoo
+
+
+def test_plot_cli_reports_incomplete_run(tmp_path: Path, capsys):
+    import argparse
+
+    from experiments.cli import add_plot_parser
+
+    run = _synthetic_run(tmp_path, complete=False)
+    parser = argparse.ArgumentParser()
+    add_plot_parser(parser.add_subparsers())
+    args = parser.parse_args(["plot", str(run)])
+    assert args.func(args) == 1
+    assert "incomplete" in capsys.readouterr().err
+
+
+# ---- sweep ----------------------------------------------------------------------------------
+def test_grid_builds_product_and_rejects_bad_input(tmp_path: Path):
+    from experiments.sweep import grid, run_sweep
+
+    jobs = grid(
+        ["mei_envs/EarlyExitUpload-v0"],
+        ["ppo", "a2c"],
+        [0, 1],
+        {"x": [1, 2]},
+        out_dir=tmp_path,
+        total_timesteps=100,
+    )
+    assert len(jobs) == 8
+    assert len({j.run_dir for j in jobs}) == 8
+    assert {j.env_config["x"] for j in jobs} == {1, 2}
+    assert all(j.total_timesteps == 100 for j in jobs)
+    assert Path(jobs[0].run_dir).name == "mei_envs-EarlyExitUpload-v0__ppo__x=1__s0"
+    with pytest.raises(ValueError, match="unknown job field"):
+        grid(["e"], ["ppo"], [0], total_steps=5)
+    with pytest.raises(ValueError, match="seeds"):
+        grid(["e"], ["ppo"], [])
+    with pytest.raises(ValueError, match=r"backend='slurm'.*\['local', 'ray'\]"):
+        run_sweep(jobs, backend="slurm")
+    with pytest.raises(ValueError, match="share run_dir"):
+        run_sweep([jobs[0], jobs[0]])
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def _fail_on_two(x: int) -> int:
+    if x == 2:
+        raise RuntimeError("two is bad")
+    return x
+
+
+def test_map_tasks_local_pool_runs_all_and_reports_failures():
+    from experiments.sweep import SweepError, map_tasks
+
+    assert map_tasks(_square, [1, 2, 3], workers=2) == [1, 4, 9]
+    with pytest.raises(SweepError, match="two is bad") as err:
+        map_tasks(_fail_on_two, [1, 2, 3], workers=2, labels=["a", "b", "c"])
+    assert list(err.value.failures) == ["b"]
+
+
+def test_limit_threads_pins_torch_to_one_thread():
+    import torch
+
+    from experiments.sweep import limit_threads
+
+    before = torch.get_num_threads()
+    saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    try:
+        limit_threads()
+        assert torch.get_num_threads() == 1
+        assert os.environ["OMP_NUM_THREADS"] == "1"
+    finally:
+        torch.set_num_threads(before)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
