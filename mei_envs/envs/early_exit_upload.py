@@ -490,6 +490,7 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
         self._dev_energy = self.model.device_energy_j.tolist()
         self._mean_rate = float(np.dot(self.model.fsmc.stationary, self.model.state_rate_bps))
         self._exits: np.ndarray | None = None
+        self._final_pending = False
 
     # ---- Gymnasium API -----------------------------------------------------------------
     def reset(
@@ -520,18 +521,24 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
         self._done = False
         self._acc = _zero_info()
         self._advance_forced()
+        # If no token left asks for a decision, one more step (whose action is ignored)
+        # delivers the cost of the forced tokens and terminates.
+        self._final_pending = self._done
         return self._obs(), self._info(self._acc)
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._exits is None:
             raise RuntimeError("EarlyExitUploadEnv.step called before reset()")
-        if self._done:
+        if self._done and not self._final_pending:
             raise RuntimeError("EarlyExitUploadEnv.step called after the episode ended; reset()")
         a = _check_action(action, self.action_space.n)
         acc = self._acc
-        n_up = self.model.n_upload(a, self._backlog)
-        self._process_token(n_up, exited=1, acc=acc)
-        self._advance_forced()
+        if self._final_pending:
+            self._final_pending = False
+        else:
+            n_up = self.model.n_upload(a, self._backlog)
+            self._process_token(n_up, exited=1, acc=acc)
+            self._advance_forced()
         info = self._info(acc)
         reward = -float(self.model.cost(acc["latency_s"], acc["energy_J"]))
         info["latency_cost"] = acc["latency_s"] / self.model.latency_ref_s

@@ -1,0 +1,300 @@
+"""EarlyExitUpload-v0: cost accounting, validation, DP oracle vs brute force and baselines."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from baselines.early_exit import solve_dp, tune_threshold
+from baselines.evaluation import run_episodes
+from mei_envs.config import ConfigError
+from mei_envs.envs.early_exit_upload import (
+    EarlyExitUploadConfig,
+    EarlyExitUploadEnv,
+    exit_transition_matrix,
+)
+
+ENV_ID = "mei_envs/EarlyExitUpload-v0"
+
+
+def _play(env: EarlyExitUploadEnv, actions_by_token, **reset_kw) -> tuple[float, list[dict]]:
+    obs, info = env.reset(**reset_kw)
+    total, infos, done = 0.0, [], False
+    while not done:
+        k = info["token_index"]
+        # After the last token (all remaining forced) the env ignores the action.
+        a = actions_by_token[k] if actions_by_token is not None and k < len(actions_by_token) else 0
+        obs, rew, term, trunc, info = env.step(a)
+        total += rew
+        infos.append(info)
+        done = term or trunc
+    return total, infos
+
+
+# ---- the exit process --------------------------------------------------------------------
+def test_exit_chain_has_requested_stationary_and_correlation() -> None:
+    P = exit_transition_matrix(0.79, 0.8)
+    pi = np.array([0.21, 0.79])
+    np.testing.assert_allclose(pi @ P, pi, atol=1e-12)
+    assert P[1, 1] - P[0, 1] == pytest.approx(0.8)
+    env = EarlyExitUploadEnv(tokens=4096)
+    exits = env.model.sample_exits(np.random.default_rng(0)).astype(float)
+    assert exits.mean() == pytest.approx(0.79, abs=0.04)
+    assert np.corrcoef(exits[:-1], exits[1:])[0, 1] == pytest.approx(0.8, abs=0.05)
+
+
+# ---- accounting ------------------------------------------------------------------------
+@pytest.mark.parametrize("policy", ["eager", "lazy", "dp_oracle"])
+def test_reward_is_the_sum_of_its_components(policy: str) -> None:
+    env = gym.make(ENV_ID)
+    res = run_episodes(ENV_ID, policy, episodes=5, seed=11)
+    m = env.unwrapped.model
+    cost = (
+        res.metrics["latency_s"] / m.latency_ref_s
+        + m.cfg.lambda_energy * res.metrics["energy_J"] / m.energy_ref_j
+    )
+    np.testing.assert_allclose(-res.returns, cost, rtol=1e-9)
+    # Every token's hidden state reaches the server (flush_at_end=True by default).
+    np.testing.assert_allclose(res.metrics["bytes_sent"], m.K * m.state_bits / 8)
+    # The user waits at least the device compute of every token.
+    assert np.all(res.metrics["latency_s"] >= m.t_dev_s.sum() - 1e-12)
+
+
+def test_flush_disabled_leaves_backlog_unsent() -> None:
+    env = EarlyExitUploadEnv(flush_at_end=False)
+    exits = np.ones(env.model.K, dtype=int)
+    _, infos = _play(env, [0] * env.model.K, seed=0, options={"exit_sequence": exits})
+    sent = sum(i["bytes_sent"] for i in infos)
+    # All tokens exit and we always wait: only backlog-limit uploads send anything.
+    per_state = env.model.state_bits / 8
+    assert sent == pytest.approx(per_state * (env.model.limit + 1) * (64 // 17))
+    assert infos[-1]["backlog"] == 64 - 17 * (64 // 17)
+
+
+def test_forced_upload_latency_matches_tables() -> None:
+    """Token 0 exits (wait), token 1 does not: it uploads 2 states and waits for the server."""
+    env = EarlyExitUploadEnv(tokens=2, snr_history=1, initial_radio="connected")
+    m = env.model
+    states = np.array([3, 3])
+    obs, info = env.reset(seed=0, options={"exit_sequence": [1, 0], "channel_states": states})
+    _, rew, term, _, info = env.step(0)
+    rate = m.state_rate_bps[3]
+    airtime = 2 * m.state_bits / rate
+    expect_latency = m.t_dev_s[0] + m.t_dev_s[1] + airtime + m.t_srv_s[1, 2]
+    assert term
+    assert info["latency_s"] == pytest.approx(expect_latency, rel=1e-12)
+    assert info["airtime_s"] == pytest.approx(airtime, rel=1e-12)
+    assert info["forced_uploads"] == 1 and info["voluntary_uploads"] == 0
+    tx = (m.cfg.alpha_u_w_per_mbps * rate * 1e-6 + m.cfg.beta_w) * airtime
+    tail = m.cfg.tail_power_w * (m.t_dev_s[0] + m.t_dev_s[1] + m.t_srv_s[1, 2])
+    assert info["energy_J"] == pytest.approx(tx + tail, rel=1e-12)
+
+
+def test_waking_from_sleep_costs_latency_and_energy() -> None:
+    kw = dict(tokens=2, snr_history=1)
+    exits, states = [0, 0], np.array([2, 2])
+    idle = EarlyExitUploadEnv(initial_radio="idle", **kw)
+    conn = EarlyExitUploadEnv(initial_radio="connected", **kw)
+    # Both tokens are forced: reset runs them; the first step delivers their cost.
+    opts = {"exit_sequence": exits, "channel_states": states}
+    idle.reset(seed=0, options=opts)
+    conn.reset(seed=0, options=opts)
+    *_, term_idle, _, i_idle = idle.step(0)
+    *_, term_conn, _, i_conn = conn.step(0)
+    assert term_idle and term_conn
+    cfg = idle.config
+    assert i_idle["wakeups"] == 1 and i_conn["wakeups"] == 0
+    assert i_idle["latency_s"] - i_conn["latency_s"] == pytest.approx(cfg.wake_s)
+    d_energy = i_idle["energy_J"] - i_conn["energy_J"]
+    t0 = idle.model.t_dev_s[0]
+    expect = cfg.wake_s * cfg.wake_power_w + (cfg.sleep_power_w - cfg.tail_power_w) * t0
+    assert d_energy == pytest.approx(expect, rel=1e-9)
+
+
+# ---- validation ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "key, value, fragment",
+    [
+        ("cut_layer", 0, "cut_layer"),
+        ("cut_layer", 22, "cut_layer"),
+        ("model", "gpt-5", "model"),
+        ("device", "pixel_99", "device"),
+        ("channel", "awgn", "channel"),
+        ("exit_prob", 1.0, "exit_prob"),
+        ("bandwidth_hz", -1.0, "bandwidth_hz"),
+        ("upload_fractions", [0.5, 1.0], "upload_fractions"),
+        ("hidden_precision", "fp8", "hidden_precision"),
+        ("tokens", 2.5, "tokens"),
+    ],
+)
+def test_bad_config_names_the_field(key: str, value, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        EarlyExitUploadConfig.from_dict({key: value})
+
+
+@pytest.mark.parametrize("action", [2, -1, 0.5, "1", [0, 1], None])
+def test_bad_action_raises_and_leaves_state_unchanged(action) -> None:
+    env = EarlyExitUploadEnv()
+    env.reset(seed=5)
+    before = copy.deepcopy(env.__dict__)
+    with pytest.raises(ValueError, match="action"):
+        env.step(action)
+    after = env.__dict__
+    for key in ("_k", "_backlog", "_timer", "_done"):
+        assert after[key] == before[key]
+    assert after["_acc"] == before["_acc"]
+
+
+def test_step_after_end_and_before_reset_raise() -> None:
+    env = EarlyExitUploadEnv(tokens=3)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(0)
+    _play(env, None, seed=0)
+    with pytest.raises(RuntimeError, match="ended"):
+        env.step(0)
+
+
+def test_bad_reset_options_are_named() -> None:
+    env = EarlyExitUploadEnv(tokens=4)
+    with pytest.raises(ValueError, match="exit_sequence"):
+        env.reset(seed=0, options={"exit_sequence": [1, 2, 0, 1]})
+    with pytest.raises(ValueError, match="channel_states"):
+        env.reset(seed=0, options={"channel_states": [0] * 3})
+    with pytest.raises(ValueError, match="bogus"):
+        env.reset(seed=0, options={"bogus": 1})
+
+
+# ---- the DP oracle ---------------------------------------------------------------------------
+TINY = dict(tokens=4, fsmc_states=2, snr_history=1, backlog_limit=2, prompt_tokens=16)
+
+
+def _brute_force_value(env: EarlyExitUploadEnv) -> float:
+    """Min over all history-dependent policies of the expected cost, by enumeration.
+
+    Every (exit, channel) path of the K tokens is enumerated with its probability; for each
+    path and every action sequence the episode's cost is obtained by *running the env* on
+    that path. The best policy may use everything observed up to each decision, so the
+    value is an expectimax over the tree of observed prefixes.
+    """
+    m = env.model
+    K, A = m.K, env.action_space.n
+    Pe, Pc = m.exit_P, np.asarray(m.fsmc.transition)
+    pe0, pc0 = m.exit_stationary, np.asarray(m.fsmc.stationary)
+    C = m.fsmc.n_states
+    outcomes = [(e, c) for e in (0, 1) for c in range(C)]
+    cache: dict = {}
+
+    def cost(path, actions) -> float:
+        key = (path, actions)
+        if key not in cache:
+            exits = [o[0] for o in path]
+            states = np.array([o[1] for o in path])
+            total, _ = _play(
+                env,
+                list(actions),
+                seed=0,
+                options={"exit_sequence": exits, "channel_states": states},
+            )
+            cache[key] = -total
+        return cache[key]
+
+    def best(prefix: tuple, actions: tuple) -> float:
+        k = len(prefix) - 1
+        e, c = prefix[-1]
+        values = []
+        for a in range(A):
+            acts = actions + (a,)
+            if k == K - 1:
+                values.append(cost(prefix, acts))
+            else:
+                values.append(
+                    sum(
+                        Pe[e, e2] * Pc[c, c2] * best(prefix + ((e2, c2),), acts)
+                        for e2, c2 in outcomes
+                    )
+                )
+        return min(values)
+
+    return sum(pe0[e] * pc0[c] * best(((e, c),), ()) for e, c in outcomes)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"initial_radio": "connected", "flush_at_end": False},
+        {"upload_fractions": [0.0, 0.5, 1.0], "lambda_energy": 3.0},
+        {"distance_m": 200.0, "tail_s": 0.03},
+    ],
+)
+def test_dp_equals_brute_force_on_tiny_instance(overrides: dict) -> None:
+    env = EarlyExitUploadEnv(config=dict(TINY, **overrides))
+    dp = solve_dp(env.model).initial_value
+    bf = _brute_force_value(env)
+    assert dp == pytest.approx(bf, abs=1e-9, rel=0)
+
+
+def test_dp_policy_value_matches_simulation() -> None:
+    env = EarlyExitUploadEnv()
+    expected = solve_dp(env.model).initial_value
+    res = run_episodes(ENV_ID, "dp_oracle", episodes=300, seed=500)
+    se = res.returns.std(ddof=1) / np.sqrt(res.returns.size)
+    assert abs(-res.returns.mean() - expected) < 4 * se
+
+
+def test_dp_oracle_beats_baselines_over_200_episodes() -> None:
+    """Paired by seed: the oracle's cost is no worse than any baseline's and strictly
+    better than eager's and lazy's (95% CI of the paired difference excludes 0)."""
+    dp = run_episodes(ENV_ID, "dp_oracle", episodes=200, seed=0).returns
+    for name in ("eager", "lazy", "snr_threshold", "backlog_threshold"):
+        other = run_episodes(ENV_ID, name, episodes=200, seed=0).returns
+        diff = dp - other  # returns: positive = oracle better
+        half = 1.96 * diff.std(ddof=1) / np.sqrt(diff.size)
+        assert diff.mean() + half > 0, f"dp_oracle worse than {name}"
+        if name in ("eager", "lazy"):
+            assert diff.mean() - half > 0, f"dp_oracle not strictly better than {name}"
+
+
+def test_decision_is_not_degenerate_on_defaults() -> None:
+    """The DP's action differs from eager's and from lazy's on a real share of states."""
+    env = EarlyExitUploadEnv()
+    sol = solve_dp(env.model)
+    q = sol.q[:, :, : env.model.limit]  # decision states: backlog below the limit
+    dp_upload = q[:, 1] < q[:, 0]
+    share_upload = dp_upload.mean()
+    assert 0.05 < share_upload < 0.95
+
+
+def test_tuner_picks_the_best_grid_point() -> None:
+    cfg = {"tokens": 16}
+    grid = [-100.0, 100.0]  # always upload vs never upload
+    thr = tune_threshold(cfg, "snr_threshold", grid, episodes=30)
+    eager = run_episodes(ENV_ID, "eager", episodes=30, seed=2_000_000, env_config=cfg)
+    lazy = run_episodes(ENV_ID, "lazy", episodes=30, seed=2_000_000, env_config=cfg)
+    expect = -100.0 if eager.returns.mean() > lazy.returns.mean() else 100.0
+    assert thr == expect
+
+
+def test_gauss_markov_mode_runs_with_near_oracle() -> None:
+    cfg = {"channel": "gauss_markov", "tokens": 32}
+    dp = run_episodes(ENV_ID, "dp_oracle", episodes=40, seed=0, env_config=cfg).returns
+    eager = run_episodes(ENV_ID, "eager", episodes=40, seed=0, env_config=cfg).returns
+    assert np.all(np.isfinite(dp))
+    assert dp.mean() > eager.mean()
+
+
+def test_all_action_sequences_are_reachable_on_tiny() -> None:
+    """Sanity for the brute force: different action sequences give different costs."""
+    env = EarlyExitUploadEnv(config=TINY)
+    exits, states = [1, 1, 1, 1], np.array([0, 1, 0, 1])
+    costs = {
+        acts: _play(
+            env, list(acts), seed=0, options={"exit_sequence": exits, "channel_states": states}
+        )[0]
+        for acts in itertools.product(range(2), repeat=4)
+    }
+    assert len({round(v, 12) for v in costs.values()}) > 4
