@@ -74,7 +74,8 @@ def check_algo_for_env(algo: str, env: gym.Env | spaces.Space) -> None:
             f"algo={algo!r} needs an action space of type {names}; "
             f"the env's action space is {space}"
         )
-    if algo == "maskable_ppo" and not isinstance(env, spaces.Space):
+    is_vec_env = hasattr(env, "env_method")  # VecEnv: masks are checked by sb3-contrib
+    if algo == "maskable_ppo" and not isinstance(env, spaces.Space) and not is_vec_env:
         base = getattr(env, "unwrapped", env)
         if not callable(getattr(base, "action_masks", None)):
             raise ValueError(

@@ -816,6 +816,13 @@ def train(args: TrainArgs) -> Path:
             the env's action space, or (resume) an unreadable checkpoint, naming the file.
         FileNotFoundError: (resume) no config.yml or no checkpoint in the run folder.
     """
+    if not args.resume:  # fail on a mismatched action space before reading any YAML
+        _check_args(args)
+        probe = make_env(args.env_id, args.env_config)
+        try:
+            check_algo_for_env(args.algo, probe)
+        finally:
+            probe.close()
     run_dir, args, hp = _prepare_run_dir(args)
     th.set_num_threads(args.torch_threads)
     if args.device == "cpu":
