@@ -156,6 +156,7 @@ def test_unknown_model_lists_known_names():
 def test_import_does_not_pull_torch():
     code = (
         "import sys, mei_envs.llm, mei_envs.llm.costs, mei_envs.llm.catalog; "
+        "import mei_envs.llm.profile, mei_envs.cli_profile; "
         "mei_envs.llm.total_params('gpt2'); "
         "bad = [m for m in ('torch', 'transformers', 'peft') if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
