@@ -93,6 +93,8 @@ def plot_learning_curves(
     rng: np.random.Generator,
     *,
     reference_lines: Mapping[str, tuple[float, str]] | None = None,
+    final_points: Mapping[str, tuple[float, float, float]] | None = None,
+    ylabel: str = "mean evaluation return",
     title: str = "",
 ) -> list[Path]:
     """Mean eval return against env steps with a 95 % bootstrap band over seeds.
@@ -103,10 +105,29 @@ def plot_learning_curves(
         rng: caller's generator for the bootstrap band.
         reference_lines: ``{name: (held-out mean return, kind)}`` drawn horizontally
             (baselines dashed, oracles dotted).
+        final_points: ``{curve label: (held-out mean, CI low, CI high)}`` drawn as a marker
+            with error bar at the curve's last step, so the agent's held-out score sits on
+            the same footing as the reference lines (the curve itself uses the trainer's
+            evaluation episodes, which are other seeds).
+        ylabel: y-axis label.
         title: figure title.
     """
     fig, (ax,) = _figure(1, width=7.0, height=4.5)
     _draw_curves(ax, curves, rng)
+    for i, c in enumerate(curves):
+        if final_points and c.label in final_points:
+            mean, low, high = final_points[c.label]
+            ax.errorbar(
+                [c.timesteps[-1]],
+                [mean],
+                yerr=[[max(mean - low, 0.0)], [max(high - mean, 0.0)]],
+                fmt="D",
+                color=f"C{i}",
+                markeredgecolor="black",
+                capsize=4,
+                zorder=5,
+                label=f"{c.label} held-out (95% CI)",
+            )
     for j, (name, (value, kind)) in enumerate((reference_lines or {}).items()):
         ax.axhline(
             value,
@@ -116,11 +137,11 @@ def plot_learning_curves(
             label=f"{name} ({kind})",
         )
     ax.set_xlabel("environment steps")
-    ax.set_ylabel("mean evaluation return")
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="best")
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize="medium")
     return _save(fig, Path(stem))
 
 
@@ -189,22 +210,46 @@ def render_run_plots(run_dir: str | Path, rng: np.random.Generator) -> list[Path
         for r in summary
         if r["metric"] == "return" and r["kind"] in ("heuristic", "oracle")
     }
+    finals = {
+        r["policy"]: (float(r["mean"]), float(r["ci_low"]), float(r["ci_high"]))
+        for r in summary
+        if r["metric"] == "return" and r["kind"] == "agent" and r["seed"] in ("", "all")
+    }
     curves = load_train_curves(run_dir / "train")
     metrics = list(dict.fromkeys(r["metric"] for r in summary))
+    cfg = _run_config(run_dir)
+    caption = (
+        f"{cfg.get('env_id', run_dir.name)}\ncurves: {cfg.get('train_eval_episodes', '?')} "
+        f"training-eval episodes per point; lines and markers: {cfg.get('eval_episodes', '?')} "
+        "held-out episodes"
+    )
     paths = plot_learning_curves(
-        curves, run_dir / "learning_curves", rng, reference_lines=refs, title=title
+        curves,
+        run_dir / "learning_curves",
+        rng,
+        reference_lines=refs,
+        final_points=finals,
+        ylabel="mean return",
+        title=caption,
     )
     paths += plot_final_comparison(summary, metrics, run_dir / "final_comparison", title=title)
     return paths
 
 
-def _run_title(run_dir: Path) -> str:
+def _run_config(run_dir: Path) -> dict[str, Any]:
     cfg_path = run_dir / "config.yml"
     if not cfg_path.is_file():
-        return run_dir.name
+        return {}
     import yaml
 
-    cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
+    data = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+    return data if isinstance(data, dict) else {}
+
+
+def _run_title(run_dir: Path) -> str:
+    cfg = _run_config(run_dir)
+    if not cfg:
+        return run_dir.name
     return f"{cfg.get('env_id', '')}  (held-out: {cfg.get('eval_episodes', '?')} episodes)"
 
 
@@ -215,10 +260,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         IncompleteRunError: the folder has no ``COMPLETE`` marker or misses outputs.
     """
     run_dir = check_run_complete(run_dir)
-    import yaml
-
-    cfg = yaml.safe_load((run_dir / "config.yml").read_text(encoding="utf-8")) or {}
-    rng = np.random.default_rng(int(cfg.get("stats_seed", 0)))
+    rng = np.random.default_rng(int(_run_config(run_dir).get("stats_seed", 0)))
     return render_run_plots(run_dir, rng)
 
 

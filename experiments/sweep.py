@@ -10,7 +10,10 @@ Backends:
   method (safe with torch), ``workers`` processes.
 * ``"ray"``: ``ray.init(address=ray_address)`` (``None`` starts a local instance; ``"auto"``
   joins a running cluster), one ``ray.remote`` task per job (1 CPU each), at most
-  ``workers`` in flight. Ray is imported only when this backend is chosen.
+  ``workers`` in flight. Ray is imported only when this backend is chosen. If the caller
+  already called ``ray.init`` (e.g. with a ``runtime_env``), that instance is used and left
+  running. On a multi-node cluster every node needs this package installed and ``run_dir``
+  on a shared file system.
 
 Each job pins torch (and OpenMP/MKL) to one thread so parallel jobs do not oversubscribe
 the cores.
@@ -33,10 +36,21 @@ _THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"
 
 
 class SweepError(RuntimeError):
-    """One or more jobs failed; ``failures`` maps each failed job's label to its error."""
+    """One or more jobs failed.
 
-    def __init__(self, failures: Mapping[str, BaseException], n_jobs: int) -> None:
+    Attributes:
+        failures: each failed job's label -> its exception.
+        results: every job's result in job order (``None`` for the failed ones).
+    """
+
+    def __init__(
+        self,
+        failures: Mapping[str, BaseException],
+        n_jobs: int,
+        results: Sequence[Any] | None = None,
+    ) -> None:
         self.failures = dict(failures)
+        self.results = list(results) if results is not None else [None] * n_jobs
         lines = [f"  {label}: {type(err).__name__}: {err}" for label, err in failures.items()]
         super().__init__(f"{len(failures)} of {n_jobs} job(s) failed:\n" + "\n".join(lines))
 
@@ -244,7 +258,7 @@ def _map_local(
             except Exception as exc:  # noqa: BLE001 - reported together below
                 failures[labels[i]] = exc
     if failures:
-        raise SweepError(failures, len(items))
+        raise SweepError(failures, len(items), results)
     return results
 
 
@@ -268,7 +282,10 @@ def _map_ray(
     ray = _import_ray()
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=ray_address, include_dashboard=False, log_to_driver=False)
+        if ray_address is None:  # a fresh local instance: no dashboard, quiet workers
+            ray.init(include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=ray_address)
     try:
         remote = ray.remote(num_cpus=1, max_retries=0)(_call_single_threaded)
         results: list[Any] = [None] * len(items)
@@ -293,7 +310,7 @@ def _map_ray(
                     failures[labels[i]] = getattr(exc, "cause", None) or exc
                 _submit_next()
         if failures:
-            raise SweepError(failures, len(items))
+            raise SweepError(failures, len(items), results)
         return results
     finally:
         if started_here:

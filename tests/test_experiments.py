@@ -353,10 +353,6 @@ def test_grid_builds_product_and_rejects_bad_input(tmp_path: Path):
         run_sweep([jobs[0], jobs[0]])
 
 
-def _square(x: int) -> int:
-    return x * x
-
-
 def _fail_on_two(x: int) -> int:
     if x == 2:
         raise RuntimeError("two is bad")
@@ -366,10 +362,10 @@ def _fail_on_two(x: int) -> int:
 def test_map_tasks_local_pool_runs_all_and_reports_failures():
     from experiments.sweep import SweepError, map_tasks
 
-    assert map_tasks(_square, [1, 2, 3], workers=2) == [1, 4, 9]
     with pytest.raises(SweepError, match="two is bad") as err:
         map_tasks(_fail_on_two, [1, 2, 3], workers=2, labels=["a", "b", "c"])
     assert list(err.value.failures) == ["b"]
+    assert err.value.results == [1, None, 3]  # the other tasks still ran
 
 
 def test_limit_threads_pins_torch_to_one_thread():
@@ -390,3 +386,128 @@ def test_limit_threads_pins_torch_to_one_thread():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def test_ray_backend_without_ray_gives_clear_error(monkeypatch):
+    import sys
+
+    from experiments.sweep import map_tasks
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` raise ImportError
+    with pytest.raises(ImportError, match=r"pip install 'ray\[default\]'"):
+        map_tasks(_fail_on_two, [1], backend="ray")
+
+
+# ---- end to end: tiny training budgets ------------------------------------------------------
+# PPO with 2 envs x 64 steps per rollout: 512 steps are 4 updates, a few seconds per run.
+_TINY_PPO = {"n_steps": 64, "batch_size": 64, "n_epochs": 1}
+
+
+def test_local_sweep_trains_two_jobs(tmp_path: Path):
+    import mei_envs
+    from experiments.sweep import grid, run_sweep
+
+    jobs = grid(
+        [mei_envs.ENV_IDS[0]],
+        ["ppo"],
+        [0, 1],
+        out_dir=tmp_path,
+        total_timesteps=256,
+        n_envs=2,
+        hyperparams_override=_TINY_PPO,
+        eval_freq=128,
+        eval_episodes=1,
+        checkpoint_freq=0,
+        tensorboard=False,
+    )
+    paths = run_sweep(jobs, backend="local", workers=2)
+    assert [p.resolve() for p in paths] == [Path(j.run_dir).resolve() for j in jobs]
+    for path in paths:
+        assert (path / "COMPLETE").is_file() and (path / "model.zip").is_file()
+        with np.load(path / "evaluations.npz") as ev:
+            assert list(ev["timesteps"]) == [128, 256]
+
+
+def test_tiny_compare_produces_every_output(tmp_path: Path):
+    import yaml
+
+    import mei_envs
+    from baselines.evaluation import run_episodes
+    from baselines.registry import list_policies
+    from experiments.compare import CompareConfig, run_compare
+    from experiments.plot import plot_run
+
+    env_id = mei_envs.ENV_IDS[0]
+    cfg = CompareConfig(
+        env_id=env_id,
+        algos=["ppo"],
+        seeds=[0, 1],
+        total_timesteps=512,
+        n_envs=2,
+        hyperparams_override={"ppo": _TINY_PPO},
+        eval_freq=256,
+        train_eval_episodes=2,
+        eval_episodes=3,
+        eval_seed=100_000,
+        out_dir=str(tmp_path),
+        run_name="tiny",
+        bootstrap_resamples=200,
+    )
+    run = run_compare(cfg, quiet=True)
+    assert run.parent == tmp_path.resolve()
+    assert run.name.startswith("mei_envs-EarlyExitUpload-v0__tiny__")
+    xio.check_run_complete(run)
+    for name in (
+        "config.yml",
+        "episodes.csv",
+        "summary.csv",
+        "summary.md",
+        "learning_curves.png",
+        "learning_curves.pdf",
+        "final_comparison.png",
+        "final_comparison.pdf",
+        "train/ppo__0/model.zip",
+        "train/ppo__1/evaluations.npz",
+    ):
+        assert (run / name).is_file() and (run / name).stat().st_size > 0, name
+    assert CompareConfig.from_dict(yaml.safe_load((run / "config.yml").read_text())) == cfg
+
+    episodes = xio.read_csv(run / "episodes.csv")
+    specs = list_policies(env_id)[env_id]
+    policies = {(r["policy"], r["train_seed"]) for r in episodes}
+    assert policies == {("ppo", "0"), ("ppo", "1")} | {(s.name, "") for s in specs}
+    assert len(episodes) == 3 * (2 + len(specs))
+    # Every policy saw exactly the same held-out episode seeds.
+    seeds_of = {}
+    for r in episodes:
+        seeds_of.setdefault((r["policy"], r["train_seed"]), []).append(int(r["episode_seed"]))
+    assert all(s == [100_000, 100_001, 100_002] for s in seeds_of.values())
+    info_metrics = list(mei_envs_metrics(env_id))
+    assert set(info_metrics) <= set(episodes[0])
+    # The stored returns are what an independent evaluation on those seeds gives.
+    oracle = run_episodes(env_id, "dp_oracle", episodes=3, seed=100_000)
+    got = [float(r["return"]) for r in episodes if r["policy"] == "dp_oracle"]
+    np.testing.assert_allclose(got, oracle.returns)
+    agent = run_episodes(env_id, str(run / "train/ppo__1/model.zip"), episodes=3, seed=100_000)
+    got = [float(r["return"]) for r in episodes if r["policy"] == "ppo" and r["train_seed"] == "1"]
+    np.testing.assert_allclose(got, agent.returns)
+
+    summary = xio.read_csv(run / "summary.csv")
+    keys = {(r["policy"], r["seed"], r["metric"]) for r in summary}
+    for metric in ["return", *info_metrics]:
+        assert {("ppo", "all", metric), ("ppo", "0", metric), ("ppo", "1", metric)} <= keys
+        assert all((s.name, "", metric) in keys for s in specs)
+    for r in summary:
+        assert float(r["ci_low"]) <= float(r["mean"]) <= float(r["ci_high"]), r
+    assert "| dp_oracle | oracle |" in (run / "summary.md").read_text()
+    assert len(plot_run(run)) == 4
+
+
+def mei_envs_metrics(env_id: str) -> dict[str, str]:
+    import gymnasium as gym
+
+    env = gym.make(env_id)
+    try:
+        return dict(env.unwrapped.metadata["info_metrics"])
+    finally:
+        env.close()
