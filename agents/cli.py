@@ -22,7 +22,9 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--env", required=True, dest="env_id", help="env id")
     p.add_argument(
-        "--algo", default="ppo", help="ppo | a2c | dqn | sac | td3 | maskable_ppo (default ppo)"
+        "--algo",
+        default=None,
+        help="ppo | a2c | dqn | sac | td3 | maskable_ppo (default ppo; with --resume: the run's)",
     )
     p.add_argument("--timesteps", type=int, default=None, help="total env steps (default: YAML)")
     p.add_argument("--seed", type=int, default=0)
@@ -61,11 +63,20 @@ def _run_train(ns: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    from agents.train import TrainArgs, train
+    from agents.train import TrainArgs, read_run_config, train
+
+    algo = ns.algo
+    if algo is None:
+        algo = "ppo"
+        if ns.resume and ns.run_dir is not None:
+            try:
+                algo = read_run_config(ns.run_dir)["args"]["algo"]
+            except (FileNotFoundError, KeyError, TypeError):
+                pass  # train() reports the missing config
 
     args = TrainArgs(
         env_id=ns.env_id,
-        algo=ns.algo,
+        algo=algo,
         total_timesteps=ns.timesteps,
         seed=ns.seed,
         n_envs=ns.n_envs,

@@ -412,6 +412,18 @@ def test_cli_train_prints_run_dir(tmp_path, capsys):
     assert "oops" in capsys.readouterr().err
 
 
+def test_cli_resume_takes_algo_from_run(tmp_path, capsys):
+    run_dir = tmp_path / "cli"
+    argv = ["train", "--env", "CartPole-v1", "--run-dir", str(run_dir), "--eval-freq", "0"]
+    hp = ["--hp", "n_envs=2", "--hp", "n_steps=8"]
+    assert _cli([*argv, "--algo", "a2c", "--timesteps", "64", *hp]) == 0
+    assert yaml.safe_load((run_dir / "COMPLETE").read_text())["num_timesteps"] == 64
+    assert _cli([*argv, "--resume", "--timesteps", "128"]) == 0  # no --algo: the run's a2c
+    assert yaml.safe_load((run_dir / "COMPLETE").read_text())["num_timesteps"] == 128
+    assert _cli([*argv, "--resume", "--algo", "ppo"]) == 2
+    assert "a2c" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("env_id", mei_envs.ENV_IDS)
 def test_cli_env_config_reaches_env(tmp_path, env_id):
     space, _ = _space(env_id)
