@@ -317,6 +317,18 @@ def _map_ray(
             ray.shutdown()
 
 
+def _check_env_configs(jobs: Sequence[SweepJob]) -> None:
+    """Build each distinct (env id, env config) once here, so a bad key fails before any job."""
+    from baselines.evaluation import make_env
+
+    seen: set[str] = set()
+    for job in jobs:
+        key = repr((job.env_id, sorted(job.env_config.items())))
+        if key not in seen:
+            seen.add(key)
+            make_env(job.env_id, job.env_config).close()
+
+
 def run_sweep(
     jobs: Iterable[SweepJob],
     backend: str = "local",
@@ -326,8 +338,9 @@ def run_sweep(
     """Train every job; return the run folders in job order.
 
     Raises:
-        ValueError: unknown backend (named with the allowed ones), bad ``workers`` or two
-            jobs writing to the same run folder.
+        ValueError: unknown backend (named with the allowed ones), bad ``workers``, two
+            jobs writing to the same run folder, or an invalid env config (``ConfigError``,
+            raised before any job starts).
         ImportError: ``backend="ray"`` without Ray installed.
         SweepError: after all jobs ran, if any failed (each failure named).
     """
@@ -336,6 +349,8 @@ def run_sweep(
     dupes = sorted({d for d in dirs if dirs.count(d) > 1})
     if dupes:
         raise ValueError(f"run_sweep: several jobs share run_dir {dupes}")
+    if backend in BACKENDS:
+        _check_env_configs(jobs)
     return map_tasks(
         train_job,
         jobs,
