@@ -7,7 +7,8 @@ cartesian product of environments, env-config overrides, algorithms and seeds;
 Backends:
 
 * ``"local"``: a :class:`concurrent.futures.ProcessPoolExecutor` with the ``spawn`` start
-  method (safe with torch), ``workers`` processes.
+  method (safe with torch), ``workers`` processes. As with any spawn pool, a script that
+  calls :func:`run_sweep` must do so under ``if __name__ == "__main__":``.
 * ``"ray"``: ``ray.init(address=ray_address)`` (``None`` starts a local instance; ``"auto"``
   joins a running cluster), one ``ray.remote`` task per job (1 CPU each), at most
   ``workers`` in flight. Ray is imported only when this backend is chosen. If the caller
