@@ -252,11 +252,7 @@ class EarlyExitUploadModel:
         # fitted chain is a deterministic function of the config).
         rng = np.random.default_rng(0)
         fad = wireless.GaussMarkovFading(self.rho, k_factor=self.cfg.k_factor)
-        gains = np.empty(200_000)
-        gains[0] = fad.reset(rng)[0]
-        for i in range(1, gains.size):
-            gains[i] = fad.step(rng)[0]
-        snr = self.mean_snr * gains
+        snr = self.mean_snr * fad.simulate(rng, 200_000)[:, 0]
         edges = np.quantile(snr, np.linspace(0, 1, n_states + 1)[1:-1])
         return wireless.FSMC.fit(snr, 10 * np.log10(edges))
 
@@ -286,11 +282,7 @@ class EarlyExitUploadModel:
                 states[i] = s
             return self.fsmc.snr_linear[states], states
         fad = wireless.GaussMarkovFading(self.rho, k_factor=self.cfg.k_factor)
-        gains = np.empty(n)
-        gains[0] = fad.reset(rng)[0]
-        for i in range(1, n):
-            gains[i] = fad.step(rng)[0]
-        snr = self.mean_snr * gains
+        snr = self.mean_snr * fad.simulate(rng, n)[:, 0]
         return snr, np.asarray(self.fsmc.state_of(snr), dtype=np.int64)
 
     def rate_bps(self, snr_linear: Any) -> Any:
