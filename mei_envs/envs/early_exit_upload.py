@@ -497,7 +497,9 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
             exits, snr, states = self._apply_options(options, exits, snr, states)
         self._exits = exits
         self._snr = snr
-        self._snr_db = (10.0 * np.log10(np.maximum(snr, 1e-30))).tolist()
+        snr_db = 10.0 * np.log10(np.maximum(snr, 1e-30))
+        self._snr_db = snr_db.tolist()
+        self._snr_obs = np.clip(snr_db / 40.0, -1.0, 1.0).astype(np.float32)
         self._states = states
         if self.config.channel == "fsmc":
             rates = m.state_rate_bps[states]
@@ -589,9 +591,8 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
     def _obs(self) -> np.ndarray:
         m, H, k = self.model, self._H, min(self._k, self.model.K - 1)
         cfg = self.config
-        snr_db = self._snr_db[k : k + H][::-1]
         obs = np.empty(H + 7, dtype=np.float32)
-        obs[:H] = np.clip(np.asarray(snr_db) / 40.0, -1.0, 1.0)
+        obs[:H] = self._snr_obs[k + H - 1 :: -1][:H] if k + H - 1 >= 0 else 0.0
         obs[H] = self._backlog / m.limit
         obs[H + 1] = (m.K - self._k) / m.K
         obs[H + 2] = (cfg.prompt_tokens + self._k) / (cfg.prompt_tokens + m.K)
@@ -670,6 +671,10 @@ def _zero_info() -> dict[str, float]:
 
 
 def _check_action(action: Any, n: int) -> int:
+    if type(action) is int or isinstance(action, np.integer):  # the common, fast path
+        if 0 <= action < n:
+            return int(action)
+        raise ValueError(f"action={action!r}: must be an integer in [0, {n - 1}]")
     try:
         arr = np.asarray(action)
     except Exception as exc:  # pragma: no cover - numpy accepts nearly anything
