@@ -58,7 +58,7 @@ class CompareConfig:
     n_envs: int | None = None  # None: each algo's YAML n_envs
     hyperparams_override: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     eval_freq: int = 10_000  # env steps between training-time evaluations
-    train_eval_episodes: int = 10  # episodes per training-time evaluation
+    train_eval_episodes: int = 30  # episodes per training-time evaluation
     train_eval_seed: int = 1_000_000  # seed of the training-time evaluation env
     eval_episodes: int = 100  # held-out episodes per policy (and per training seed)
     eval_seed: int = 100_000  # held-out episode i uses seed eval_seed + i
@@ -275,7 +275,7 @@ def new_run_dir(cfg: CompareConfig) -> Path:
 
 
 def _expected_outputs(cfg: CompareConfig) -> list[str]:
-    files = ["config.yml", "episodes.csv", "summary.csv", "summary.md"]
+    files = ["config.yml", "episodes.csv", "summary.csv", "summary.md", "curve_levels.csv"]
     files += [
         f"{stem}.{ext}"
         for stem in ("learning_curves", "final_comparison")
@@ -396,6 +396,20 @@ def run_compare(cfg: CompareConfig, *, quiet: bool = False) -> Path:
         tasks.append(_task(cfg, spec.name, None))
         labels.append(f"eval {spec.name}")
         owners.append((spec.name, spec.kind, "", ""))
+    # The same baselines on the trainer's evaluation episodes: the learning curves' reference
+    # lines must come from the episodes the curve points were measured on.
+    n_main = len(tasks)
+    for spec in specs:
+        tasks.append(
+            _EvalTask(
+                env_id=cfg.env_id,
+                policy=spec.name,
+                episodes=cfg.train_eval_episodes,
+                seed=cfg.train_eval_seed,
+                env_config=dict(cfg.env_config),
+            )
+        )
+        labels.append(f"eval {spec.name} on training-eval episodes")
     _log(
         f"{len(cfg.algos) * len(cfg.seeds)} training run(s) and {len(specs)} baseline(s) on "
         f"{cfg.backend} backend, {cfg.workers} worker(s); run folder {run_dir}"
@@ -409,6 +423,21 @@ def run_compare(cfg: CompareConfig, *, quiet: bool = False) -> Path:
         labels=labels,
     )
     _log("training and held-out evaluation done")
+    results, curve_results = results[:n_main], results[n_main:]
+    write_csv_atomic(
+        run_dir / "curve_levels.csv",
+        [
+            {
+                "policy": spec.name,
+                "kind": spec.kind,
+                "mean_return": float(res.returns.mean()),
+                "episodes": cfg.train_eval_episodes,
+                "first_seed": cfg.train_eval_seed,
+            }
+            for spec, (_, res) in zip(specs, curve_results, strict=True)
+        ],
+        fieldnames=["policy", "kind", "mean_return", "episodes", "first_seed"],
+    )
 
     order = {"agent": 0, "heuristic": 1, "oracle": 2}
     episodes: list[dict[str, Any]] = []

@@ -205,24 +205,35 @@ def render_run_plots(run_dir: str | Path, rng: np.random.Generator) -> list[Path
     run_dir = Path(run_dir)
     summary = read_csv(run_dir / "summary.csv")
     title = _run_title(run_dir)
-    refs = {
-        r["policy"]: (float(r["mean"]), r["kind"])
-        for r in summary
-        if r["metric"] == "return" and r["kind"] in ("heuristic", "oracle")
-    }
-    finals = {
-        r["policy"]: (float(r["mean"]), float(r["ci_low"]), float(r["ci_high"]))
-        for r in summary
-        if r["metric"] == "return" and r["kind"] == "agent" and r["seed"] in ("", "all")
-    }
+    cfg = _run_config(run_dir)
+    levels_path = run_dir / "curve_levels.csv"
+    if levels_path.is_file():
+        # Baselines measured on the very episodes of the curve points: like with like.
+        refs = {r["policy"]: (float(r["mean_return"]), r["kind"]) for r in read_csv(levels_path)}
+        finals = None
+        caption = (
+            f"{cfg.get('env_id', run_dir.name)}\ncurves and lines: the same "
+            f"{cfg.get('train_eval_episodes', '?')} evaluation episodes per point "
+            "(held-out results: final_comparison)"
+        )
+    else:  # run folders written before curve_levels.csv existed
+        refs = {
+            r["policy"]: (float(r["mean"]), r["kind"])
+            for r in summary
+            if r["metric"] == "return" and r["kind"] in ("heuristic", "oracle")
+        }
+        finals = {
+            r["policy"]: (float(r["mean"]), float(r["ci_low"]), float(r["ci_high"]))
+            for r in summary
+            if r["metric"] == "return" and r["kind"] == "agent" and r["seed"] in ("", "all")
+        }
+        caption = (
+            f"{cfg.get('env_id', run_dir.name)}\ncurves: {cfg.get('train_eval_episodes', '?')} "
+            f"training-eval episodes per point; lines and markers: "
+            f"{cfg.get('eval_episodes', '?')} held-out episodes"
+        )
     curves = load_train_curves(run_dir / "train")
     metrics = list(dict.fromkeys(r["metric"] for r in summary))
-    cfg = _run_config(run_dir)
-    caption = (
-        f"{cfg.get('env_id', run_dir.name)}\ncurves: {cfg.get('train_eval_episodes', '?')} "
-        f"training-eval episodes per point; lines and markers: {cfg.get('eval_episodes', '?')} "
-        "held-out episodes"
-    )
     paths = plot_learning_curves(
         curves,
         run_dir / "learning_curves",

@@ -192,6 +192,13 @@ def _synthetic_run(root: Path, complete: bool = True) -> Path:
     summary = summarize(episodes, ["return", "lat"], np.random.default_rng(0), n_resamples=200)
     xio.write_csv_atomic(run / "summary.csv", summary)
     xio.write_text_atomic(run / "summary.md", summary_markdown(cfg, summary))
+    xio.write_csv_atomic(
+        run / "curve_levels.csv",
+        [
+            {"policy": "eager", "kind": "heuristic", "mean_return": 5.0, "episodes": 5},
+            {"policy": "dp_oracle", "kind": "oracle", "mean_return": 11.0, "episodes": 5},
+        ],
+    )
     if complete:
         from experiments.plot import render_run_plots
 
@@ -491,6 +498,12 @@ def test_tiny_compare_produces_every_output(tmp_path: Path):
     agent = run_episodes(env_id, str(run / "train/ppo__1/model.zip"), episodes=3, seed=100_000)
     got = [float(r["return"]) for r in episodes if r["policy"] == "ppo" and r["train_seed"] == "1"]
     np.testing.assert_allclose(got, agent.returns)
+
+    # The learning curves' reference lines: baselines on the trainer's evaluation episodes.
+    levels = {r["policy"]: float(r["mean_return"]) for r in xio.read_csv(run / "curve_levels.csv")}
+    assert set(levels) == {s.name for s in specs}
+    on_train_eval = run_episodes(env_id, "dp_oracle", episodes=2, seed=cfg.train_eval_seed)
+    assert levels["dp_oracle"] == pytest.approx(on_train_eval.returns.mean())
 
     summary = xio.read_csv(run / "summary.csv")
     keys = {(r["policy"], r["seed"], r["metric"]) for r in summary}
