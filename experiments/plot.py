@@ -212,9 +212,8 @@ def render_run_plots(run_dir: str | Path, rng: np.random.Generator) -> list[Path
         refs = {r["policy"]: (float(r["mean_return"]), r["kind"]) for r in read_csv(levels_path)}
         finals = None
         caption = (
-            f"{cfg.get('env_id', run_dir.name)}\ncurves and lines: the same "
-            f"{cfg.get('train_eval_episodes', '?')} evaluation episodes per point "
-            "(held-out results: final_comparison)"
+            f"{cfg.get('env_id', run_dir.name)}\ncurves and reference lines on the same "
+            f"{cfg.get('train_eval_episodes', '?')} evaluation episodes"
         )
     else:  # run folders written before curve_levels.csv existed
         refs = {
