@@ -106,5 +106,6 @@ def run_episodes(
                     metrics[k][i] = float(info.get(k, np.nan))
     finally:
         env.close()
-    return EpisodeResults(env_id, str(policy), [seed + i for i in range(episodes)], returns,
-                          lengths, metrics)
+    return EpisodeResults(
+        env_id, str(policy), [seed + i for i in range(episodes)], returns, lengths, metrics
+    )
