@@ -149,6 +149,26 @@ def test_bad_action_raises_and_leaves_state_unchanged(action) -> None:
     assert after["_acc"] == before["_acc"]
 
 
+def test_custom_architecture_file(tmp_path) -> None:
+    import json
+
+    from mei_envs.llm import catalog
+
+    arch = catalog.get_architecture("tinyllama-1.1b").to_dict()
+    arch.update(name="tiny-8", n_layers=8, published_params=None)
+    path = tmp_path / "tiny8.json"
+    path.write_text(json.dumps(arch))
+    env = EarlyExitUploadEnv(model=str(path), cut_layer=2)
+    ref = EarlyExitUploadEnv(cut_layer=2)
+    # Same blocks on the device, fewer on the server: same device time, faster catch-up.
+    np.testing.assert_allclose(env.model.t_dev_s, ref.model.t_dev_s)
+    assert np.all(env.model.t_srv_s < ref.model.t_srv_s)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"name": "x", "n_layers": 2}))
+    with pytest.raises(ConfigError, match="d_model"):
+        EarlyExitUploadEnv(model=str(bad))
+
+
 def test_step_after_end_and_before_reset_raise() -> None:
     env = EarlyExitUploadEnv(tokens=3)
     with pytest.raises(RuntimeError, match="reset"):

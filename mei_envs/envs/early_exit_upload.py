@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,7 +38,7 @@ class EarlyExitUploadConfig(EnvConfig):
     """Configuration of :class:`EarlyExitUploadEnv`; every default names its source."""
 
     # --- split LLM (cost tables: mei_envs.llm) ---
-    model: str = "tinyllama-1.1b"  # Llama-class 22-layer model (REFERENCE.md 3)
+    model: str = "tinyllama-1.1b"  # Llama-class 22-layer model (REFERENCE.md 3), or a JSON path
     cut_layer: int = 6  # device runs blocks [0, 6): ~1/4 depth, as LayerSkip's exit at 8/32
     device: str = "snapdragon_8_gen3"  # phone SoC (mei_envs/data/hardware.csv)
     server: str = "l4"  # edge GPU (mei_envs/data/hardware.csv)
@@ -84,11 +85,17 @@ class EarlyExitUploadConfig(EnvConfig):
 
     def validate(self) -> None:
         name = type(self).__name__
-        if self.model not in catalog.list_models():
+        if self.model not in catalog.list_models() and not (
+            self.model.endswith(".json") and os.path.isfile(self.model)
+        ):
             raise ConfigError(
-                f"{name}.model={self.model!r}: unknown; known models: {catalog.list_models()}"
+                f"{name}.model={self.model!r}: unknown; use a catalog model "
+                f"{catalog.list_models()} or the path of an architecture JSON file"
             )
-        n_layers = catalog.get_architecture(self.model).n_layers
+        try:
+            n_layers = catalog.get_architecture(self.model).n_layers
+        except ValueError as exc:
+            raise ConfigError(f"{name}.model={self.model!r}: {exc}") from exc
         self._check_range("cut_layer", 1, n_layers - 1, integer=True)
         for field in ("device", "server"):
             if getattr(self, field) not in hardware.list_hardware():
