@@ -69,6 +69,10 @@ class EarlyExitUploadConfig(EnvConfig):
     speed_mps: float = 0.8333  # 3 km/h pedestrian (3GPP TR 38.901 indoor/pedestrian UE)
     carrier_hz: float = 3.5e9  # NR band n78
     k_factor: float = 0.0  # Rician K (0 = Rayleigh), gauss_markov mode only
+    # Link adaptation bounds on log2(1 + SNR): 3GPP TS 38.214 Table 5.2.2.1-2 (64QAM CQI
+    # table), CQI 1 (QPSK, 0.1523 bit/s/Hz) to CQI 15 (64QAM, 5.5547 bit/s/Hz).
+    min_spectral_efficiency_bps_per_hz: float = 0.1523
+    max_spectral_efficiency_bps_per_hz: float = 5.5547
     # --- UE radio power (Huang et al. MobiSys 2012; 3GPP TS 38.321 DRX) ---
     alpha_u_w_per_mbps: float = HUANG_ALPHA_U_W_PER_MBPS
     beta_w: float = HUANG_BETA_W
@@ -126,6 +130,10 @@ class EarlyExitUploadConfig(EnvConfig):
         self._check_range("noise_figure_db", 0.0, 30.0)
         self._check_range("speed_mps", 0.0, 150.0)
         self._check_range("k_factor", 0.0, 1000.0)
+        self._check_range("min_spectral_efficiency_bps_per_hz", 0.0, 30.0, lo_open=True)
+        self._check_range(
+            "max_spectral_efficiency_bps_per_hz", self.min_spectral_efficiency_bps_per_hz, 30.0
+        )
         for field in (
             "alpha_u_w_per_mbps",
             "beta_w",
@@ -243,7 +251,7 @@ class EarlyExitUploadModel:
             self.fsmc = wireless.FSMC.rayleigh(self.mean_snr, cfg.fsmc_states, self.rho)
         else:
             self.fsmc = self._fit_fsmc(cfg.dp_channel_states)
-        self.state_rate_bps = np.asarray(self.fsmc.rates_bps(cfg.bandwidth_hz), float)
+        self.state_rate_bps = np.asarray(self.rate_bps(self.fsmc.snr_linear), float)
         self.exit_P = exit_transition_matrix(cfg.exit_prob, cfg.exit_correlation)
         self.exit_stationary = np.array([1.0 - cfg.exit_prob, cfg.exit_prob])
 
@@ -293,7 +301,16 @@ class EarlyExitUploadModel:
         return snr, np.asarray(self.fsmc.state_of(snr), dtype=np.int64)
 
     def rate_bps(self, snr_linear: Any) -> Any:
-        return self.cfg.bandwidth_hz * np.log2(1.0 + snr_linear)
+        """Shannon rate over the bandwidth, with the spectral efficiency held within the MCS
+        range of link adaptation (a deep fade is sent at the lowest MCS with HARQ, not at
+        the vanishing Shannon rate)."""
+        cfg = self.cfg
+        eff = np.clip(
+            np.log2(1.0 + snr_linear),
+            cfg.min_spectral_efficiency_bps_per_hz,
+            cfg.max_spectral_efficiency_bps_per_hz,
+        )
+        return cfg.bandwidth_hz * eff
 
     # ---- the cost of one token ---------------------------------------------------------
     def token_cost(
