@@ -124,10 +124,11 @@ class DPOraclePolicy:
         pass
 
     def act(self, obs: Any, info: Mapping[str, Any]) -> int:
-        e = self.env
-        k, b, r = e._k, e._backlog, e._timer
-        c = int(e._states[k + e._H - 1])
-        return int(np.argmin(self.solution.q[k, :, b, c, r]))
+        st = self.env.decision_state()
+        if not st["decision"]:
+            return 0  # terminal step: the action is ignored
+        q = self.solution.q[st["token"], :, st["backlog"], st["channel_state"], st["radio_timer"]]
+        return int(np.argmin(q))
 
 
 # ---- heuristics ---------------------------------------------------------------------------

@@ -31,7 +31,7 @@ def decision_shares(env_config: dict, episodes: int, seed: int) -> dict[str, flo
         obs, info = env.reset(seed=seed + i)
         done = False
         while not done:
-            if not env.unwrapped._final_pending:
+            if env.unwrapped.decision_state()["decision"]:
                 a = pol.act(obs, info)
                 n_dec += 1
                 n_up += int(a == up)

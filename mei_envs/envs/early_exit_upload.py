@@ -564,6 +564,19 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
         self._acc = _zero_info()
         return self._obs(), reward, self._done, False, info
 
+    def decision_state(self) -> dict[str, int | bool]:
+        """The true state an oracle acts on: token index, backlog, channel state (the FSMC
+        bin of this token step), radio timer, and whether a decision is pending (False on
+        the terminal step that only delivers forced tokens' costs)."""
+        k = min(self._k, self.model.K - 1)
+        return {
+            "token": self._k,
+            "backlog": self._backlog,
+            "channel_state": int(self._states[k + self._H - 1]),
+            "radio_timer": self._timer,
+            "decision": not self._done,
+        }
+
     def action_masks(self) -> np.ndarray:
         """Legal actions (all of them at every decision the env asks for)."""
         return np.ones(self.action_space.n, dtype=bool)
