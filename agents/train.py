@@ -54,6 +54,7 @@ from stable_baselines3.common.logger import (
     KVWriter,
     Logger,
     TensorBoardOutputFormat,
+    filter_excluded_keys,
 )
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
@@ -471,7 +472,13 @@ def _save_replay_buffer(model: BaseAlgorithm, path: Path) -> None:
 
 
 class _ResumableCSV(CSVOutputFormat):
-    """SB3's CSV writer that continues an existing file (keeps its header and rows)."""
+    """SB3's CSV writer that continues an existing file and orders new columns by name.
+
+    SB3 appends the keys first seen in a dump in ``set`` order, which follows the string hash
+    (random per process unless PYTHONHASHSEED is set): the same run got its columns in a
+    different order each time, e.g. ``train/...`` first in one process, ``eval/...`` in the
+    next. Here new keys are added sorted, so the header depends only on what was logged.
+    """
 
     def __init__(self, filename: str) -> None:  # noqa: D107
         path = Path(filename)
@@ -488,6 +495,23 @@ class _ResumableCSV(CSVOutputFormat):
         self.keys = [k for k in header.split(",") if k] if header else []
         self.separator = ","
         self.quotechar = '"'
+
+    def write(
+        self, key_values: dict[str, Any], key_excluded: dict[str, tuple[str, ...]], step: int = 0
+    ) -> None:
+        """Add this dump's new keys as sorted columns (old rows padded), then write the row."""
+        shown = filter_excluded_keys(key_values, key_excluded, "csv")
+        new = sorted(k for k in shown if k not in self.keys)
+        if new:
+            self.file.seek(0)
+            rows = self.file.readlines()[1:]
+            self.keys.extend(new)
+            self.file.seek(0)
+            self.file.write(self.separator.join(self.keys) + "\n")
+            for row in rows:
+                self.file.write(row.rstrip("\n") + self.separator * len(new) + "\n")
+            self.file.truncate()
+        super().write(key_values, key_excluded, step)  # finds no new key: writes the row only
 
 
 def _make_logger(run_dir: Path, tensorboard: bool, verbose: int) -> Logger:
