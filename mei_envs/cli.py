@@ -85,6 +85,21 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# Optional dependency -> the pyproject extra that installs it.
+_EXTRA_OF = {
+    "torch": "train",
+    "stable_baselines3": "train",
+    "sb3_contrib": "train",
+    "matplotlib": "train",
+    "yaml": "train",
+    "scipy": "baselines",
+    "transformers": "profile",
+    "peft": "profile",
+    "ray": "ray",
+    "rl_zoo3": "zoo",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mei-envs",
@@ -134,6 +149,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except ModuleNotFoundError as exc:
+        extra = _EXTRA_OF.get((exc.name or "").split(".")[0], "all")
+        print(
+            f"error: `mei-envs {args.command}` needs {exc.name!r}, which is not installed; "
+            f"install the extra: pip install 'mei-envs[{extra}]'",
+            file=sys.stderr,
+        )
+        return 2
     except (KeyError, ValueError, FileNotFoundError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {msg}", file=sys.stderr)
