@@ -391,6 +391,10 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
     (Shannon rate over `bandwidth_hz`), either a finite-state Markov channel (`fsmc`, exact
     transitions of the Gauss-Markov Rayleigh process) or the Gauss-Markov process itself
     (`gauss_markov`), correlated over token steps by Jakes' ``rho = J0(2 pi f_D T)``.
+    The channel has one block per token step (``T`` = the phone's time for the first token);
+    an upload takes ``bytes / rate`` at the rate of the block it starts in, even when that
+    airtime spans several token steps (block fading per burst), and the channel then moves
+    on by one block for the next token. This keeps the dynamic program exact.
     Radio energy follows Huang et al. (MobiSys 2012): ``P = alpha_u * rate + beta`` while
     sending; after each burst the modem stays in a high-power tail (``tail_power_w``) for
     ``tail_s`` (counted in token steps) before falling back to DRX sleep
