@@ -128,13 +128,18 @@ def plot_learning_curves(
                 zorder=5,
                 label=f"{c.label} held-out (95% CI)",
             )
-    for j, (name, (value, kind)) in enumerate((reference_lines or {}).items()):
+    # Policies with the same level (e.g. a tuned threshold that equals eager) share one line
+    # and one legend entry, so no line hides another.
+    merged: dict[tuple[float, str], list[str]] = {}
+    for name, (value, kind) in (reference_lines or {}).items():
+        merged.setdefault((round(float(value), 9), kind), []).append(name)
+    for j, ((value, kind), names) in enumerate(merged.items()):
         ax.axhline(
             value,
             linestyle=_KIND_STYLE.get(kind, "--"),
             color="black" if kind == "oracle" else f"C{(len(curves) + j) % 10}",
             linewidth=1.2,
-            label=f"{name} ({kind})",
+            label=f"{' = '.join(names)} ({kind})",
         )
     ax.set_xlabel("environment steps")
     ax.set_ylabel(ylabel)
