@@ -165,6 +165,20 @@ def _layer_linear_flops_per_token(a: Architecture) -> int:
     return 2 * (2 * h * q + 2 * h * k) + 2 * a.ffn_matrices * h * a.d_ff
 
 
+def _forward_args(
+    arch: Any, new_tokens: Any, cached_tokens: Any, lm_head_tokens: Any, batch: Any, layers: Any
+) -> tuple[Any, Any, Any, Any, int, tuple[int, int]]:
+    """Validated arguments shared by :func:`forward_flops` and :func:`forward_bytes`."""
+    a = _arch(arch)
+    s = _count("new_tokens", new_tokens, lo=0, strict=True)
+    c = _count("cached_tokens", cached_tokens, lo=0, strict=False)
+    t = _count("lm_head_tokens", lm_head_tokens, lo=0, strict=False)
+    if np.any(t > s):
+        raise ValueError(f"lm_head_tokens={lm_head_tokens!r}: must be <= new_tokens={new_tokens!r}")
+    b = _int("batch", batch, lo=1)
+    return a, s, c, t, b, _layer_range(a, layers)
+
+
 def forward_flops(
     arch: ArchSpec,
     new_tokens: Any,
@@ -185,14 +199,9 @@ def forward_flops(
         ValueError: new_tokens <= 0, cached_tokens < 0, lm_head_tokens < 0 or > new_tokens,
             batch < 1, or a bad layer range (each names the argument).
     """
-    a = _arch(arch)
-    s = _count("new_tokens", new_tokens, lo=0, strict=True)
-    c = _count("cached_tokens", cached_tokens, lo=0, strict=False)
-    t = _count("lm_head_tokens", lm_head_tokens, lo=0, strict=False)
-    if np.any(t > s):
-        raise ValueError(f"lm_head_tokens={lm_head_tokens!r}: must be <= new_tokens={new_tokens!r}")
-    b = _int("batch", batch, lo=1)
-    start, end = _layer_range(a, layers)
+    a, s, c, t, b, (start, end) = _forward_args(
+        arch, new_tokens, cached_tokens, lm_head_tokens, batch, layers
+    )
     n = end - start
     per_layer = s * _layer_linear_flops_per_token(a) + 4.0 * s * (c + s) * a.q_dim
     head = 2.0 * t * a.d_model * a.vocab_size
@@ -456,14 +465,9 @@ def forward_bytes(
     the KV of ``cached_tokens`` is read and the KV of ``new_tokens`` written; the input and
     output hidden states (``2*b*s*h``) and the logits (``b*t*V``) move once. Arrays broadcast.
     """
-    a = _arch(arch)
-    s = _count("new_tokens", new_tokens, lo=0, strict=True)
-    c = _count("cached_tokens", cached_tokens, lo=0, strict=False)
-    t = _count("lm_head_tokens", lm_head_tokens, lo=0, strict=False)
-    if np.any(t > s):
-        raise ValueError(f"lm_head_tokens={lm_head_tokens!r}: must be <= new_tokens={new_tokens!r}")
-    b = _int("batch", batch, lo=1)
-    start, end = _layer_range(a, layers)
+    a, s, c, t, b, (start, end) = _forward_args(
+        arch, new_tokens, cached_tokens, lm_head_tokens, batch, layers
+    )
     w = weight_bytes(a, weight_precision, layers=(start, end))
     head_w = _lm_head_weight_elems(a) * bytes_per_element(weight_precision)
     kv = kv_bytes_per_token(a, kv_precision, layers=(start, end))
