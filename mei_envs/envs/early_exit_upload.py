@@ -258,7 +258,10 @@ class EarlyExitUploadModel:
         # Normalisers of the reward: the nominal token time, and the tail energy of one
         # nominal token step (the energy a burst keeps spending per token afterwards).
         self.latency_ref_s = self.t_nominal_s
-        self.energy_ref_j = cfg.tail_power_w * self.t_nominal_s if cfg.tail_power_w > 0 else 1.0
+        # With no tail power configured, the radio's base transmit power (beta) over one
+        # nominal step; with neither, a plain 1 J unit.
+        ref_power_w = cfg.tail_power_w if cfg.tail_power_w > 0 else cfg.beta_w
+        self.energy_ref_j = ref_power_w * self.t_nominal_s if ref_power_w > 0 else 1.0
 
     def _fit_fsmc(self, n_states: int) -> wireless.FSMC:
         if self.cfg.k_factor == 0.0:
