@@ -63,7 +63,7 @@ def _run_train(ns: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    from agents.train import TrainArgs, read_run_config, train
+    from mei_envs.agents.train import TrainArgs, read_run_config, train
 
     algo = ns.algo
     if algo is None:

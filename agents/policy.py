@@ -20,7 +20,7 @@ from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize
 
-from agents.algos import ALGOS, get_algo_class
+from mei_envs.agents.algos import ALGOS, get_algo_class
 
 # Module of the policy class stored in the zip -> algo (PPO and A2C share one policy class).
 _POLICY_MODULES = {

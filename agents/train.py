@@ -62,7 +62,7 @@ from stable_baselines3.common.utils import LinearSchedule, set_random_seed
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
 
 import mei_envs  # noqa: F401  (registers the envs)
-from agents.algos import OFF_POLICY, check_algo_for_env, get_algo_class
+from mei_envs.agents.algos import OFF_POLICY, check_algo_for_env, get_algo_class
 
 HYPERPARAMS_DIR = Path(__file__).resolve().parent / "hyperparams"
 MASKABLE = frozenset({"maskable_ppo"})
@@ -1003,12 +1003,12 @@ def _load_checkpoint(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m agents.train ...``: the same flags as ``mei-envs train``."""
+    """``python -m mei_envs.agents.train ...``: the same flags as ``mei-envs train``."""
     import argparse
 
-    from agents.cli import add_train_parser
+    from mei_envs.agents.cli import add_train_parser
 
-    parser = argparse.ArgumentParser(prog="python -m agents.train")
+    parser = argparse.ArgumentParser(prog="python -m mei_envs.agents.train")
     sub = parser.add_subparsers(dest="command", required=True)
     add_train_parser(sub)
     ns = parser.parse_args(["train", *(sys.argv[1:] if argv is None else argv)])

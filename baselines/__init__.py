@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from baselines.registry import (
+from mei_envs.baselines.registry import (
     Policy,
     PolicySpec,
     get_policy_spec,

@@ -14,7 +14,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from baselines.registry import register_policy
+from mei_envs.baselines.registry import register_policy
 from mei_envs.envs.early_exit_upload import EarlyExitUploadEnv, EarlyExitUploadModel
 
 ENV_ID = "mei_envs/EarlyExitUpload-v0"

@@ -17,7 +17,7 @@ import gymnasium as gym
 import numpy as np
 
 import mei_envs  # noqa: F401  (registers the envs)
-from baselines.registry import Policy, make_policy
+from mei_envs.baselines.registry import Policy, make_policy
 
 
 @dataclass
@@ -57,7 +57,7 @@ def resolve_policy(env_id: str, policy: str | Path, env: gym.Env, **params: Any)
     if text.endswith(".zip") or Path(text).is_file():
         if not Path(text).is_file():
             raise FileNotFoundError(f"--policy {text!r}: no such agent file")
-        from agents.policy import load_agent_policy  # torch only when asked for
+        from mei_envs.agents.policy import load_agent_policy  # torch only when asked for
 
         return load_agent_policy(text, env)
     return make_policy(env_id, text, env, **params)

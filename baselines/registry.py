@@ -75,6 +75,23 @@ def _check_env(env_id: str) -> None:
         raise KeyError(f"unknown env id {env_id!r}; registered: {list(mei_envs.ENV_IDS)}")
 
 
+_LOADED = False
+# Modules of this package that hold no env's policies.
+_NOT_POLICY_MODULES = frozenset({"registry", "evaluation"})
+
+
 def _load_all() -> None:
-    # Importing the modules runs their register_policy calls.
-    import baselines.early_exit  # noqa: F401
+    """Import every policy module of ``mei_envs.baselines`` once (their import runs their
+    ``register_policy`` calls), so an env's baselines need no edit here."""
+    global _LOADED
+    if _LOADED:
+        return
+    import importlib
+    import pkgutil
+
+    import mei_envs.baselines as pkg
+
+    for mod in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+        if mod.name not in _NOT_POLICY_MODULES and not mod.name.startswith("_"):
+            importlib.import_module(f"{pkg.__name__}.{mod.name}")
+    _LOADED = True

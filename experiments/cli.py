@@ -75,7 +75,7 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def build_compare_config(args: argparse.Namespace) -> Any:
     """The CompareConfig for parsed ``compare`` arguments (YAML, then --set, then flags)."""
-    from experiments.compare import CompareConfig
+    from mei_envs.experiments.compare import CompareConfig
 
     overrides = _parse_sets(args.sets, "--set")
     env_over = _parse_sets(args.env_sets, "--env-set")
@@ -91,8 +91,8 @@ def build_compare_config(args: argparse.Namespace) -> Any:
 
 
 def _compare_main(args: argparse.Namespace) -> int:
-    from experiments.compare import run_compare
-    from experiments.sweep import SweepError
+    from mei_envs.experiments.compare import run_compare
+    from mei_envs.experiments.sweep import SweepError
 
     try:
         cfg = build_compare_config(args)
@@ -129,8 +129,8 @@ def add_plot_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _plot_main(args: argparse.Namespace) -> int:
-    from experiments.io import IncompleteRunError
-    from experiments.plot import plot_run, plot_zoo
+    from mei_envs.experiments.io import IncompleteRunError
+    from mei_envs.experiments.plot import plot_run, plot_zoo
 
     if (args.run_dir is None) == (args.zoo is None):
         print("plot: give either RUN_DIR or --zoo LOG_FOLDER", file=sys.stderr)
@@ -177,7 +177,7 @@ def add_sweep_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _sweep_main(args: argparse.Namespace) -> int:
-    from experiments.sweep import SweepError, grid, run_sweep
+    from mei_envs.experiments.sweep import SweepError, grid, run_sweep
 
     try:
         axes = _parse_sets(args.grid, "--grid")
@@ -210,8 +210,8 @@ def _sweep_main(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m experiments.cli``) with the three sub-commands."""
-    parser = argparse.ArgumentParser(prog="python -m experiments.cli")
+    """Stand-alone entry (``python -m mei_envs.experiments.cli``) with the three sub-commands."""
+    parser = argparse.ArgumentParser(prog="python -m mei_envs.experiments.cli")
     sub = parser.add_subparsers(dest="command", required=True)
     add_compare_parser(sub)
     add_plot_parser(sub)

@@ -29,15 +29,15 @@ from typing import Any
 
 import numpy as np
 
-from experiments.io import (
+from mei_envs.experiments.io import (
     mark_complete,
     write_csv_atomic,
     write_manifest,
     write_text_atomic,
     write_yaml_atomic,
 )
-from experiments.stats import summarize
-from experiments.sweep import BACKENDS, SweepJob, env_slug, map_tasks
+from mei_envs.experiments.stats import summarize
+from mei_envs.experiments.sweep import BACKENDS, SweepJob, env_slug, map_tasks
 
 _MAX_N_ENVS_ASSUMED = 64  # upper bound on training envs per run when n_envs comes from YAML
 
@@ -226,11 +226,11 @@ class _EvalTask:
 
 def _run_task(task: _EvalTask) -> tuple[Path | None, Any]:
     """Optionally train, then evaluate on the held-out seeds: ``(run_dir, EpisodeResults)``."""
-    from baselines.evaluation import run_episodes
+    from mei_envs.baselines.evaluation import run_episodes
 
     policy, run_dir = task.policy, None
     if task.train_job is not None:
-        from experiments.sweep import train_job
+        from mei_envs.experiments.sweep import train_job
 
         run_dir = train_job(task.train_job)
         policy = str(Path(run_dir) / "model.zip")
@@ -242,7 +242,7 @@ def _run_task(task: _EvalTask) -> tuple[Path | None, Any]:
 
 # ---- the comparison ---------------------------------------------------------------------
 def _select_baselines(cfg: CompareConfig) -> list[Any]:
-    from baselines.registry import list_policies
+    from mei_envs.baselines.registry import list_policies
 
     specs = list_policies(cfg.env_id)[cfg.env_id]
     if cfg.baselines == "all":
@@ -357,7 +357,7 @@ def run_compare(cfg: CompareConfig, *, quiet: bool = False) -> Path:
         SweepError: a training or evaluation task failed (the run folder stays incomplete).
     """
     cfg.validate()
-    from baselines.evaluation import make_env
+    from mei_envs.baselines.evaluation import make_env
 
     make_env(cfg.env_id, cfg.env_config).close()  # fail fast on a bad env_config
     specs = _select_baselines(cfg)
@@ -459,7 +459,7 @@ def run_compare(cfg: CompareConfig, *, quiet: bool = False) -> Path:
     write_csv_atomic(run_dir / "summary.csv", summary)
     write_text_atomic(run_dir / "summary.md", summary_markdown(cfg, summary))
 
-    from experiments.plot import render_run_plots
+    from mei_envs.experiments.plot import render_run_plots
 
     render_run_plots(run_dir, rng)
     mark_complete(run_dir)

@@ -1,6 +1,7 @@
 """Is the EarlyExitUpload scenario a real decision problem? Diagnostics of the DP oracle.
 
-    python -m experiments.early_exit_diagnostics [--episodes 200] [--seed 100000] [--set k=v ...]
+    python -m mei_envs.experiments.early_exit_diagnostics [--episodes 200] [--seed 100000]
+        [--set k=v ...]
 
 Reports, on held-out episodes: the share of decision states the DP oracle visits where its
 action differs from eager's (upload now) and from lazy's (wait), the mean cost of every
@@ -15,9 +16,9 @@ import json
 
 import numpy as np
 
-from baselines.early_exit import ENV_ID, DPOraclePolicy
-from baselines.evaluation import make_env, run_episodes
-from baselines.registry import list_policies
+from mei_envs.baselines.early_exit import ENV_ID, DPOraclePolicy
+from mei_envs.baselines.evaluation import make_env, run_episodes
+from mei_envs.baselines.registry import list_policies
 from mei_envs.config import parse_set_options
 
 

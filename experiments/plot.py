@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from experiments.io import check_run_complete, read_csv, save_figure_atomic
-from experiments.stats import bootstrap_ci
+from mei_envs.experiments.io import check_run_complete, read_csv, save_figure_atomic
+from mei_envs.experiments.stats import bootstrap_ci
 
 FIGURE_FORMATS = ("png", "pdf")
 _KIND_STYLE = {"heuristic": "--", "oracle": ":", "agent": "-"}

@@ -85,7 +85,7 @@ class SweepJob:
 
     def to_train_args(self) -> Any:
         """The ``agents.train.TrainArgs`` for this job."""
-        from agents.train import TrainArgs
+        from mei_envs.agents.train import TrainArgs
 
         return TrainArgs(
             env_id=self.env_id,
@@ -205,7 +205,7 @@ def limit_threads() -> None:
 def train_job(job: SweepJob) -> Path:
     """Run one job in this process (what every backend's worker calls)."""
     limit_threads()
-    from agents.train import train
+    from mei_envs.agents.train import train
 
     return Path(train(job.to_train_args()))
 
@@ -320,7 +320,7 @@ def _map_ray(
 
 def _check_env_configs(jobs: Sequence[SweepJob]) -> None:
     """Build each distinct (env id, env config) once here, so a bad key fails before any job."""
-    from baselines.evaluation import make_env
+    from mei_envs.baselines.evaluation import make_env
 
     seen: set[str] = set()
     for job in jobs:

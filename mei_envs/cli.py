@@ -15,7 +15,7 @@ from typing import Any
 
 def _cmd_list(args: argparse.Namespace) -> int:
     import mei_envs
-    from baselines.registry import list_policies
+    from mei_envs.baselines.registry import list_policies
 
     out = []
     for env_id in mei_envs.ENV_IDS:
@@ -40,7 +40,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import mei_envs
-    from baselines.evaluation import run_episodes
+    from mei_envs.baselines.evaluation import run_episodes
     from mei_envs.config import parse_set_options
 
     if args.env not in mei_envs.ENV_IDS:
@@ -92,7 +92,7 @@ _EXTRA_OF = {
     "sb3_contrib": "train",
     "matplotlib": "train",
     "yaml": "train",
-    "scipy": "baselines",
+    "scipy": "train",
     "transformers": "profile",
     "peft": "profile",
     "ray": "ray",
@@ -122,10 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_evaluate)
 
     _add_optional(sub, "mei_envs.cli_profile", "add_profile_parser")
-    _add_optional(sub, "agents.cli", "add_train_parser")
-    _add_optional(sub, "experiments.cli", "add_compare_parser")
-    _add_optional(sub, "experiments.cli", "add_plot_parser")
-    _add_optional(sub, "experiments.cli", "add_sweep_parser")
+    _add_optional(sub, "mei_envs.agents.cli", "add_train_parser")
+    _add_optional(sub, "mei_envs.experiments.cli", "add_compare_parser")
+    _add_optional(sub, "mei_envs.experiments.cli", "add_plot_parser")
+    _add_optional(sub, "mei_envs.experiments.cli", "add_sweep_parser")
     return parser
 
 

@@ -1,21 +1,31 @@
-"""One idempotent place where every mei-envs environment is registered with Gymnasium."""
+"""One idempotent place where every mei-envs environment is registered with Gymnasium.
+
+``ENV_SPECS`` is a list of :func:`gymnasium.register` keyword sets, so an entry can carry
+anything Gymnasium accepts (``vector_entry_point``, ``max_episode_steps``, ``kwargs``...).
+A new environment adds one entry here and its own files; nothing else is edited.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import gymnasium as gym
 
-# id -> (entry point, max_episode_steps or None). Truncation is left to TimeLimit where a
-# limit applies; the envs here end by termination when their token/request budget is spent.
-_SPECS: dict[str, tuple[str, int | None]] = {
-    "mei_envs/EarlyExitUpload-v0": ("mei_envs.envs.early_exit_upload:EarlyExitUploadEnv", None),
-}
+# Truncation is left to TimeLimit where a limit applies (``max_episode_steps``); the envs
+# here end by termination when their token/request budget is spent.
+ENV_SPECS: tuple[dict[str, Any], ...] = (
+    {
+        "id": "mei_envs/EarlyExitUpload-v0",
+        "entry_point": "mei_envs.envs.early_exit_upload:EarlyExitUploadEnv",
+    },
+)
 
-ENV_IDS: tuple[str, ...] = tuple(_SPECS)
+ENV_IDS: tuple[str, ...] = tuple(spec["id"] for spec in ENV_SPECS)
 
 
 def register_envs() -> None:
     """Register all environments; calling it again is a no-op."""
-    for env_id, (entry_point, max_steps) in _SPECS.items():
-        if env_id in gym.registry:
+    for spec in ENV_SPECS:
+        if spec["id"] in gym.registry:
             continue
-        gym.register(id=env_id, entry_point=entry_point, max_episode_steps=max_steps)
+        gym.register(**spec)

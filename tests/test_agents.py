@@ -20,11 +20,11 @@ pytest.importorskip("stable_baselines3")
 pytest.importorskip("sb3_contrib")
 
 import mei_envs  # noqa: E402
-from agents.algos import ALGOS, check_algo_for_env  # noqa: E402
-from agents.cli import add_train_parser  # noqa: E402
-from agents.policy import infer_algo, load_agent_policy  # noqa: E402
-from agents.train import TrainArgs, parse_expr, train  # noqa: E402
-from baselines.evaluation import run_episodes  # noqa: E402
+from mei_envs.agents.algos import ALGOS, check_algo_for_env  # noqa: E402
+from mei_envs.agents.cli import add_train_parser  # noqa: E402
+from mei_envs.agents.policy import infer_algo, load_agent_policy  # noqa: E402
+from mei_envs.agents.train import TrainArgs, parse_expr, train  # noqa: E402
+from mei_envs.baselines.evaluation import run_episodes  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DISCRETE_ALGOS = ("ppo", "a2c", "dqn", "maskable_ppo")
@@ -269,7 +269,7 @@ def test_progress_csv_columns_sorted_not_hash_ordered(tmp_path):
     # SB3's CSV writer adds new columns in set order, which follows the per-process string
     # hash: the header of the same run changed between processes (a flaky test). 24 keys in
     # set order are practically never sorted, so this fails with the old writer at any seed.
-    from agents.train import _make_logger
+    from mei_envs.agents.train import _make_logger
 
     keys = [f"{ns}/k{i:02d}" for ns in ("train", "time", "rollout", "eval") for i in range(6)]
     logger = _make_logger(tmp_path, tensorboard=False, verbose=0)
@@ -341,7 +341,7 @@ def test_vecnormalize_stats_applied_and_frozen(tmp_path):
 def test_resume_after_sigkill(tmp_path, algo):
     run_dir = tmp_path / "killed"
     hp = {"ppo": ["n_envs=2", "n_steps=64", "batch_size=64"], "dqn": ["learning_starts=64"]}
-    cmd = [sys.executable, "-m", "agents.train", "--env", "CartPole-v1", "--algo", algo]
+    cmd = [sys.executable, "-m", "mei_envs.agents.train", "--env", "CartPole-v1", "--algo", algo]
     cmd += ["--timesteps", "1000000", "--checkpoint-freq", "128", "--eval-freq", "0"]
     cmd += ["--run-dir", str(run_dir), "--seed", "3"]
     if algo == "ppo":

@@ -9,8 +9,8 @@ import sys
 import pytest
 
 import mei_envs
-from baselines.evaluation import run_episodes
-from baselines.registry import list_policies
+from mei_envs.baselines.evaluation import run_episodes
+from mei_envs.baselines.registry import list_policies
 from mei_envs.cli import main
 
 ENV_ID = "mei_envs/EarlyExitUpload-v0"

@@ -9,8 +9,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from baselines.early_exit import solve_dp, tune_threshold
-from baselines.evaluation import run_episodes
+from mei_envs.baselines.early_exit import solve_dp, tune_threshold
+from mei_envs.baselines.evaluation import run_episodes
 from mei_envs.config import ConfigError
 from mei_envs.envs.early_exit_upload import (
     EarlyExitUploadConfig,

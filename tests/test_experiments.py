@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments import io as xio
-from experiments.stats import bootstrap_ci, describe, grouped_bootstrap_ci, iqm, summarize
+from mei_envs.experiments import io as xio
+from mei_envs.experiments.stats import bootstrap_ci, describe, grouped_bootstrap_ci, iqm, summarize
 
 
 # ---- stats --------------------------------------------------------------------------------
@@ -164,7 +164,7 @@ def _png_shape(path: Path) -> tuple[int, ...]:
 
 def _synthetic_run(root: Path, complete: bool = True) -> Path:
     """A compare run folder as run_compare writes it, with made-up numbers."""
-    from experiments.compare import CompareConfig, _expected_outputs, summary_markdown
+    from mei_envs.experiments.compare import CompareConfig, _expected_outputs, summary_markdown
 
     cfg = CompareConfig(seeds=[0, 1], eval_episodes=5)
     run = root / "run"
@@ -200,7 +200,7 @@ def _synthetic_run(root: Path, complete: bool = True) -> Path:
         ],
     )
     if complete:
-        from experiments.plot import render_run_plots
+        from mei_envs.experiments.plot import render_run_plots
 
         render_run_plots(run, np.random.default_rng(0))
         xio.mark_complete(run)
@@ -208,7 +208,7 @@ def _synthetic_run(root: Path, complete: bool = True) -> Path:
 
 
 def test_plot_run_refuses_incomplete_folder(tmp_path: Path):
-    from experiments.plot import plot_run
+    from mei_envs.experiments.plot import plot_run
 
     run = _synthetic_run(tmp_path, complete=False)
     with pytest.raises(xio.IncompleteRunError) as err:
@@ -219,7 +219,7 @@ def test_plot_run_refuses_incomplete_folder(tmp_path: Path):
 
 
 def test_plot_run_writes_nonempty_figures(tmp_path: Path):
-    from experiments.plot import plot_run
+    from mei_envs.experiments.plot import plot_run
 
     run = _synthetic_run(tmp_path)
     for name in ("learning_curves.png", "final_comparison.png"):
@@ -227,7 +227,7 @@ def test_plot_run_writes_nonempty_figures(tmp_path: Path):
     (run / "COMPLETE").unlink()
     with pytest.raises(xio.IncompleteRunError):
         plot_run(run)
-    from experiments.plot import render_run_plots
+    from mei_envs.experiments.plot import render_run_plots
 
     render_run_plots(run, np.random.default_rng(0))
     xio.mark_complete(run)
@@ -249,7 +249,7 @@ def test_plot_run_writes_nonempty_figures(tmp_path: Path):
 
 
 def test_plot_zoo_log_folder(tmp_path: Path):
-    from experiments.plot import find_zoo_runs, plot_zoo
+    from mei_envs.experiments.plot import find_zoo_runs, plot_zoo
 
     logs = tmp_path / "logs"
     for algo, n in (("ppo", 1), ("ppo", 2), ("a2c", 1)):
@@ -273,7 +273,7 @@ def test_plot_zoo_log_folder(tmp_path: Path):
 
 # ---- compare config and CLI -----------------------------------------------------------------
 def test_compare_config_validation_names_bad_keys(tmp_path: Path):
-    from experiments.compare import CompareConfig, CompareConfigError
+    from mei_envs.experiments.compare import CompareConfig, CompareConfigError
 
     with pytest.raises(CompareConfigError, match=r"unknown key\(s\) \['sedes'\]"):
         CompareConfig.from_dict({"sedes": [0]})
@@ -297,14 +297,14 @@ def test_compare_config_validation_names_bad_keys(tmp_path: Path):
 def test_cli_builds_config_from_default_yaml_and_overrides():
     import argparse
 
-    from experiments.cli import add_compare_parser, add_plot_parser, add_sweep_parser
+    from mei_envs.experiments.cli import add_compare_parser, add_plot_parser, add_sweep_parser
 
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="cmd")
     add_compare_parser(sub)
     add_plot_parser(sub)
     add_sweep_parser(sub)
-    from experiments.cli import build_compare_config
+    from mei_envs.experiments.cli import build_compare_config
 
     args = parser.parse_args(
         ["compare", "--set", "seeds=[4,5]", "--set", "run_name=x", "--backend", "ray"]
@@ -323,7 +323,7 @@ def test_cli_builds_config_from_default_yaml_and_overrides():
 def test_plot_cli_reports_incomplete_run(tmp_path: Path, capsys):
     import argparse
 
-    from experiments.cli import add_plot_parser
+    from mei_envs.experiments.cli import add_plot_parser
 
     run = _synthetic_run(tmp_path, complete=False)
     parser = argparse.ArgumentParser()
@@ -335,7 +335,7 @@ def test_plot_cli_reports_incomplete_run(tmp_path: Path, capsys):
 
 # ---- sweep ----------------------------------------------------------------------------------
 def test_grid_builds_product_and_rejects_bad_input(tmp_path: Path):
-    from experiments.sweep import grid, run_sweep
+    from mei_envs.experiments.sweep import grid, run_sweep
 
     jobs = grid(
         ["mei_envs/EarlyExitUpload-v0"],
@@ -367,7 +367,7 @@ def _fail_on_two(x: int) -> int:
 
 
 def test_map_tasks_local_pool_runs_all_and_reports_failures():
-    from experiments.sweep import SweepError, map_tasks
+    from mei_envs.experiments.sweep import SweepError, map_tasks
 
     with pytest.raises(SweepError, match="two is bad") as err:
         map_tasks(_fail_on_two, [1, 2, 3], workers=2, labels=["a", "b", "c"])
@@ -378,7 +378,7 @@ def test_map_tasks_local_pool_runs_all_and_reports_failures():
 def test_limit_threads_pins_torch_to_one_thread():
     import torch
 
-    from experiments.sweep import limit_threads
+    from mei_envs.experiments.sweep import limit_threads
 
     before = torch.get_num_threads()
     saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
@@ -398,7 +398,7 @@ def test_limit_threads_pins_torch_to_one_thread():
 def test_ray_backend_without_ray_gives_clear_error(monkeypatch):
     import sys
 
-    from experiments.sweep import map_tasks
+    from mei_envs.experiments.sweep import map_tasks
 
     monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` raise ImportError
     with pytest.raises(ImportError, match=r"pip install 'ray\[default\]'"):
@@ -412,7 +412,7 @@ _TINY_PPO = {"n_steps": 64, "batch_size": 64, "n_epochs": 1}
 
 def test_local_sweep_trains_two_jobs(tmp_path: Path):
     import mei_envs
-    from experiments.sweep import grid, run_sweep
+    from mei_envs.experiments.sweep import grid, run_sweep
 
     jobs = grid(
         [mei_envs.ENV_IDS[0]],
@@ -439,10 +439,10 @@ def test_tiny_compare_produces_every_output(tmp_path: Path):
     import yaml
 
     import mei_envs
-    from baselines.evaluation import run_episodes
-    from baselines.registry import list_policies
-    from experiments.compare import CompareConfig, run_compare
-    from experiments.plot import plot_run
+    from mei_envs.baselines.evaluation import run_episodes
+    from mei_envs.baselines.registry import list_policies
+    from mei_envs.experiments.compare import CompareConfig, run_compare
+    from mei_envs.experiments.plot import plot_run
 
     env_id = mei_envs.ENV_IDS[0]
     cfg = CompareConfig(

@@ -21,7 +21,7 @@ def local_ray():
 
 def test_ray_sweep_runs_two_jobs_and_reports_failures(local_ray, tmp_path: Path):
     import mei_envs
-    from experiments.sweep import SweepError, SweepJob, grid, run_sweep
+    from mei_envs.experiments.sweep import SweepError, SweepJob, grid, run_sweep
 
     jobs = grid(
         [mei_envs.ENV_IDS[0]],

@@ -1,0 +1,93 @@
+"""Record or check pinned EarlyExitUpload-v0 trajectories (observations, rewards, infos).
+
+The refactors of the architecture issue must not move any trajectory. This module records
+rollouts of several configs and seeds to ``tests/data/early_exit_pinned.npz`` (run it as a
+script, once, before a refactor) and ``tests/test_pinned_trajectories.py`` replays them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+import mei_envs  # noqa: F401  (registers the ids)
+
+PINNED_FILE = Path(__file__).resolve().parent / "data" / "early_exit_pinned.npz"
+ENV_ID = "mei_envs/EarlyExitUpload-v0"
+
+# (name, config, seeds): defaults, both channel modes, Rician, 3 upload fractions, a short
+# connected-radio episode with no flush, and a bigger model at a closer distance.
+CASES: list[tuple[str, dict[str, Any], tuple[int, ...]]] = [
+    ("default", {}, (0, 1, 2)),
+    ("gauss_markov", {"channel": "gauss_markov", "lambda_energy": 2.0}, (0, 7)),
+    ("rician", {"channel": "gauss_markov", "k_factor": 3.0, "dp_channel_states": 4}, (3,)),
+    ("fractions", {"upload_fractions": [0.0, 0.5, 1.0], "backlog_limit": 6}, (5,)),
+    (
+        "connected_noflush",
+        {"initial_radio": "connected", "flush_at_end": False, "tokens": 16, "tail_s": 0.05},
+        (11, 12),
+    ),
+    ("opt_close", {"model": "opt-125m", "cut_layer": 4, "distance_m": 250.0}, (4,)),
+]
+INFO_KEYS = (
+    "latency_s",
+    "energy_J",
+    "stall_s",
+    "airtime_s",
+    "bytes_sent",
+    "wakeups",
+    "compute_energy_J",
+    "tokens",
+    "forced_uploads",
+    "limit_uploads",
+    "flush_energy_J",
+    "latency_cost",
+    "energy_cost",
+    "backlog",
+    "radio_timer",
+    "channel_state",
+    "snr_db",
+)
+
+
+def rollout(config: dict[str, Any], seed: int) -> dict[str, np.ndarray]:
+    """Roll out a fixed, seed-derived action sequence and stack what the env returns."""
+    env = gym.make(ENV_ID, config=config)
+    obs, info = env.reset(seed=seed)
+    rng = np.random.default_rng(10_000 + seed)
+    obs_l, rew_l, info_l = [obs], [], [[float(info[k]) for k in INFO_KEYS if k in info]]
+    done = False
+    while not done:
+        a = int(rng.integers(env.action_space.n))
+        obs, r, term, trunc, info = env.step(a)
+        done = term or trunc
+        obs_l.append(obs)
+        rew_l.append(r)
+        info_l.append([float(info.get(k, np.nan)) for k in INFO_KEYS])
+    width = len(INFO_KEYS)
+    info_l[0] = info_l[0] + [np.nan] * (width - len(info_l[0]))
+    return {
+        "obs": np.asarray(obs_l, dtype=np.float32),
+        "rew": np.asarray(rew_l, dtype=np.float64),
+        "info": np.asarray(info_l, dtype=np.float64),
+    }
+
+
+def all_rollouts() -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for name, config, seeds in CASES:
+        for seed in seeds:
+            for key, arr in rollout(config, seed).items():
+                out[f"{name}/{seed}/{key}"] = arr
+    return out
+
+
+if __name__ == "__main__":
+    PINNED_FILE.parent.mkdir(parents=True, exist_ok=True)
+    data = all_rollouts()
+    np.savez_compressed(PINNED_FILE, **data)
+    print(json.dumps({k: list(v.shape) for k, v in data.items()}, indent=None)[:500])
