@@ -23,6 +23,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         out.append(
             {
                 "env_id": env_id,
+                "presets": mei_envs.registration.env_presets(env_id),
                 "policies": [
                     {"name": s.name, "kind": s.kind, "description": s.description} for s in specs
                 ],
@@ -33,6 +34,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
         return 0
     for item in out:
         print(item["env_id"])
+        if item["presets"]:
+            print(f"  presets: {', '.join(item['presets'])}")
         for p in item["policies"]:
             print(f"  {p['name']:<20s} {p['kind']:<10s} {p['description']}")
     return 0

@@ -14,7 +14,7 @@ import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 C = TypeVar("C", bound="EnvConfig")
 
@@ -25,7 +25,16 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class EnvConfig:
-    """Base class: subclasses add fields and override :meth:`validate`."""
+    """Base class: subclasses add fields and override :meth:`validate`.
+
+    Named scenario presets: a subclass that declares a field ``preset: str = "default"``
+    and a class attribute ``PRESETS = {"default": {}, "name": {field: value, ...}}`` gets
+    them applied by :meth:`from_dict`: the preset's values first, then every explicit value
+    on top, so ``{"preset": "vehicular", "lambda_energy": 2}`` is the vehicular scenario with
+    one change. ``to_dict`` keeps the preset's name and every field, so it round-trips.
+    """
+
+    PRESETS: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -46,11 +55,23 @@ class EnvConfig:
             raise ConfigError(
                 f"{cls.__name__}: unknown key(s) {unknown}; allowed keys are {sorted(known)}"
             )
+        if "preset" in known:
+            name = merged.get("preset", cls.__dataclass_fields__["preset"].default)
+            if not isinstance(name, str) or name not in cls.PRESETS:
+                raise ConfigError(
+                    f"{cls.__name__}.preset={name!r}: must be one of {sorted(cls.PRESETS)}"
+                )
+            merged = {**cls.PRESETS[name], **merged}
         hints = typing.get_type_hints(cls)
         coerced = {k: _coerce(cls.__name__, k, v, hints[k]) for k, v in merged.items()}
         cfg = cls(**coerced)
         cfg.validate()
         return cfg
+
+    @classmethod
+    def preset_names(cls) -> list[str]:
+        """Names of the scenario presets (empty for a config without presets)."""
+        return list(cls.PRESETS)
 
     def replace(self: C, **changes: Any) -> C:
         return type(self).from_dict(self.to_dict(), **changes)

@@ -23,6 +23,19 @@ ENV_SPECS: tuple[dict[str, Any], ...] = (
 ENV_IDS: tuple[str, ...] = tuple(spec["id"] for spec in ENV_SPECS)
 
 
+def env_config_class(env_id: str) -> type | None:
+    """The config dataclass of a registered env (its class attribute ``config_class``)."""
+    spec = gym.spec(env_id)
+    env_cls = gym.envs.registration.load_env_creator(spec.entry_point)
+    return getattr(env_cls, "config_class", None)
+
+
+def env_presets(env_id: str) -> list[str]:
+    """Names of an env's scenario presets (``gym.make(env_id, preset=name)``)."""
+    cfg_cls = env_config_class(env_id)
+    return list(cfg_cls.preset_names()) if cfg_cls is not None else []
+
+
 def register_envs() -> None:
     """Register all environments; calling it again is a no-op."""
     for spec in ENV_SPECS:

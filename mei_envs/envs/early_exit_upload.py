@@ -477,6 +477,7 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
     * v0: initial version.
     """
 
+    config_class = EarlyExitUploadConfig
     metadata = {
         "render_modes": [],
         "info_metrics": {
