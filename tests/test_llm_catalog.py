@@ -16,6 +16,7 @@ from mei_envs.llm import (
     param_breakdown,
     total_params,
 )
+from tests.archs import tiny_arch_dict
 
 EXPECTED_MODELS = [
     "gpt2",
@@ -90,27 +91,8 @@ def test_breakdown_sums_to_total():
     assert param_breakdown("gpt2")["lm_head"] == 0  # tied
 
 
-def _tiny_dict(**changes):
-    d = {
-        "name": "tiny",
-        "family": "llama",
-        "n_layers": 2,
-        "d_model": 64,
-        "n_heads": 4,
-        "n_kv_heads": 2,
-        "head_dim": 16,
-        "d_ff": 128,
-        "ffn_type": "gated",
-        "activation": "silu",
-        "vocab_size": 100,
-        "tied_embeddings": False,
-    }
-    d.update(changes)
-    return d
-
-
 def test_custom_architecture_from_dict():
-    arch = get_architecture(_tiny_dict())
+    arch = get_architecture(tiny_arch_dict())
     # per layer: q 64*64 + k,v 2*64*32 + o 64*64 + ffn 3*64*128 + 2 rmsnorms 2*64
     per_layer = 4096 + 4096 + 4096 + 24576 + 128
     assert total_params(arch) == 100 * 64 * 2 + 2 * per_layer + 64
@@ -120,31 +102,31 @@ def test_custom_architecture_from_dict():
 
 def test_custom_architecture_from_json_file(tmp_path):
     path = tmp_path / "tiny.json"
-    path.write_text(json.dumps(_tiny_dict(name="from-file")))
+    path.write_text(json.dumps(tiny_arch_dict(name="from-file")))
     assert get_architecture(path).name == "from-file"
     assert get_architecture(str(path)).name == "from-file"
     many = tmp_path / "many.json"
-    many.write_text(json.dumps({"models": [_tiny_dict(name="a"), _tiny_dict(name="b")]}))
+    many.write_text(json.dumps({"models": [tiny_arch_dict(name="a"), tiny_arch_dict(name="b")]}))
     assert list(load_architectures(many)) == ["a", "b"]
     with pytest.raises(ValueError, match="exactly one"):
         get_architecture(many)
 
 
 def test_malformed_architecture_names_the_field():
-    d = _tiny_dict()
+    d = tiny_arch_dict()
     del d["d_ff"]
     with pytest.raises(ValueError, match="d_ff"):
         Architecture.from_dict(d)
     with pytest.raises(ValueError, match=r"ffn_type='swiglu'.*\['gated', 'mlp'\]"):
-        Architecture.from_dict(_tiny_dict(ffn_type="swiglu"))
+        Architecture.from_dict(tiny_arch_dict(ffn_type="swiglu"))
     with pytest.raises(ValueError, match="n_layers=0"):
-        Architecture.from_dict(_tiny_dict(n_layers=0))
+        Architecture.from_dict(tiny_arch_dict(n_layers=0))
     with pytest.raises(ValueError, match="n_kv_heads=3"):
-        Architecture.from_dict(_tiny_dict(n_kv_heads=3))
+        Architecture.from_dict(tiny_arch_dict(n_kv_heads=3))
     with pytest.raises(ValueError, match="colour"):
-        Architecture.from_dict(_tiny_dict(colour="red"))
+        Architecture.from_dict(tiny_arch_dict(colour="red"))
     with pytest.raises(ValueError, match="tied_embeddings"):
-        Architecture.from_dict(_tiny_dict(tied_embeddings="yes"))
+        Architecture.from_dict(tiny_arch_dict(tied_embeddings="yes"))
 
 
 def test_unknown_model_lists_known_names():

@@ -10,20 +10,14 @@ import pytest
 from mei_envs.cli_profile import add_profile_parser
 from mei_envs.llm import get_architecture, list_models, total_params
 from mei_envs.llm.profile import (
+    MEASURED_KEYS,
     TOLERANCE,
     analytic_counts,
     check_profiles_current,
     load_profile,
+    profile_settings,
 )
-
-MEASURED_KEYS = (
-    "params",
-    "prefill_flops",
-    "decode_flops",
-    "train_full_flops",
-    "train_lora_flops",
-    "lora_trainable_params",
-)
+from tests.archs import tiny_arch_dict
 
 
 # ---- shipped files (no torch needed) ---------------------------------------------------------
@@ -36,15 +30,7 @@ def test_every_catalog_model_has_a_current_profile():
 @pytest.mark.parametrize("name", list_models())
 def test_shipped_measurement_matches_formula(name):
     prof = load_profile(name)
-    st = prof["settings"]
-    live = analytic_counts(
-        name,
-        prefill_seq=st["prefill_seq"],
-        decode_cached=st["decode_cached"],
-        train_seq=st["train_seq"],
-        lora_rank=st["lora_rank"],
-        lora_targets=st["lora_targets"],
-    )
+    live = analytic_counts(name, **profile_settings(prof))
     for key in MEASURED_KEYS:
         assert abs(prof["measured"][key] - live[key]) <= TOLERANCE * live[key], key
     assert prof["measured"]["params"] == get_architecture(name).published_params
@@ -83,15 +69,7 @@ def profiler():
 @pytest.mark.parametrize("name", ["gpt2", "mobilellm-125m", "qwen2-0.5b"])
 def test_live_profile_reproduces_shipped_file(profiler, name):
     shipped = load_profile(name)
-    st = shipped["settings"]
-    live = profiler.profile_model(
-        name,
-        prefill_seq=st["prefill_seq"],
-        decode_cached=st["decode_cached"],
-        train_seq=st["train_seq"],
-        lora_rank=st["lora_rank"],
-        lora_targets=st["lora_targets"],
-    )
+    live = profiler.profile_model(name, **profile_settings(shipped))
     assert live["measured"] == shipped["measured"]
     assert live["max_rel_error"] <= TOLERANCE
 
@@ -102,20 +80,7 @@ def test_param_count_of_real_module(profiler, name):
     assert sum(p.numel() for p in model.parameters()) == total_params(name)
 
 
-TINY = {
-    "name": "tiny-llama",
-    "family": "llama",
-    "n_layers": 2,
-    "d_model": 64,
-    "n_heads": 4,
-    "n_kv_heads": 2,
-    "head_dim": 16,
-    "d_ff": 96,
-    "ffn_type": "gated",
-    "activation": "silu",
-    "vocab_size": 128,
-    "tied_embeddings": False,
-}
+TINY = tiny_arch_dict(name="tiny-llama", d_ff=96, vocab_size=128)
 
 
 @pytest.mark.parametrize(

@@ -74,7 +74,7 @@ _MODULE_NAMES: dict[str, dict[str, str]] = {
     "mobilellm": _LLAMA_LIKE,
 }
 
-_MEASURED_KEYS = (
+MEASURED_KEYS = (
     "params",
     "prefill_flops",
     "decode_flops",
@@ -352,7 +352,7 @@ def profile_model(
         lora_rank=lora_rank,
         lora_targets=targets,
     )
-    rel = {k: abs(measured[k] - analytic[k]) / analytic[k] for k in _MEASURED_KEYS}
+    rel = {k: abs(measured[k] - analytic[k]) / analytic[k] for k in MEASURED_KEYS}
     return {
         "model": a.name,
         "settings": {
@@ -375,6 +375,15 @@ def profile_model(
         "ops": ops,
         "wall_seconds": round(time.perf_counter() - t0, 3),
     }
+
+
+SETTING_KEYS = ("prefill_seq", "decode_cached", "train_seq", "lora_rank", "lora_targets")
+
+
+def profile_settings(profile_doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The measurement settings of a profile document, as keyword arguments of
+    :func:`profile_model` and :func:`analytic_counts`."""
+    return {k: profile_doc["settings"][k] for k in SETTING_KEYS}
 
 
 def analytic_counts(
@@ -505,16 +514,8 @@ def check_profiles_current(
         arch = get_architecture(name)
         if prof.get("architecture") != arch.to_dict():
             problems.append("architecture differs from the catalog entry")
-        st = prof["settings"]
-        live = analytic_counts(
-            arch,
-            prefill_seq=st["prefill_seq"],
-            decode_cached=st["decode_cached"],
-            train_seq=st["train_seq"],
-            lora_rank=st["lora_rank"],
-            lora_targets=st["lora_targets"],
-        )
-        for key in _MEASURED_KEYS:
+        live = analytic_counts(arch, **profile_settings(prof))
+        for key in MEASURED_KEYS:
             if prof["analytic"].get(key) != live[key]:
                 problems.append(
                     f"analytic {key}: stored {prof['analytic'].get(key)} != live {live[key]}"
