@@ -163,6 +163,6 @@ def test_cost_table_consistent(name):
     summ, rows = tab["summary"], tab["layers"]
     assert summ["params"]["total"] == summ["published_params"]
     assert len(rows) == summ["n_layers"]
-    assert sum(r["costs.prefill_flops"] for r in rows) == costs.prefill_flops(name, 64)
+    assert sum(r["prefill_flops"] for r in rows) == costs.prefill_flops(name, 64)
     assert rows[-1]["device_prefill_flops"] == costs.prefill_flops(name, 64)
     assert rows[0]["device_memory_lora"] < rows[-1]["device_memory_lora"]
