@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -114,16 +115,67 @@ def _vecnormalize_path(path: Path) -> Path:
     return path.parent / "vecnormalize.pkl"
 
 
-def load_agent_policy(path: str | Path, env: gym.Env, *, device: str = "cpu") -> AgentPolicy:
+def _run_config_of(path: Path) -> dict[str, Any] | None:
+    """The trainer's config.yml of a model (beside it, or one up for a checkpoint)."""
+    for folder in (path.parent, path.parent.parent):
+        cfg = folder / "config.yml"
+        if cfg.is_file():
+            try:
+                data = yaml.safe_load(cfg.read_text())
+            except yaml.YAMLError as exc:
+                raise ValueError(f"{cfg}: not readable YAML ({exc})") from None
+            return data if isinstance(data, dict) else None
+    return None
+
+
+def config_mismatch(path: str | Path, env: gym.Env) -> list[str]:
+    """Differences between an agent's training env (its config.yml) and ``env``.
+
+    Returns one ``"key: trained=<v>, evaluated=<v>"`` item per differing env-config key (and
+    the env id), comparing full configs so defaults count; empty when they agree or when
+    there is no config.yml to compare with.
+    """
+    saved = _run_config_of(Path(path))
+    args = (saved or {}).get("args") or {}
+    if not args:
+        return []
+    out = []
+    env_id = getattr(env.spec, "id", None)
+    if env_id is not None and args.get("env_id") not in (None, env_id):
+        out.append(f"env_id: trained={args['env_id']!r}, evaluated={env_id!r}")
+        return out
+    config = getattr(env.unwrapped, "config", None)
+    trained_cfg = dict(args.get("env_config") or {})
+    if config is None or not hasattr(config, "to_dict"):
+        if trained_cfg:
+            out.append(f"env_config: trained={trained_cfg}, evaluated=(the env's defaults)")
+        return out
+    try:
+        trained = type(config).from_dict(trained_cfg).to_dict()
+    except ValueError as exc:
+        return [f"env_config: the training config no longer validates ({exc})"]
+    for key, value in config.to_dict().items():
+        if trained.get(key) != value:
+            out.append(f"{key}: trained={trained.get(key)!r}, evaluated={value!r}")
+    return out
+
+
+def load_agent_policy(
+    path: str | Path, env: gym.Env, *, device: str = "cpu", strict: bool = False
+) -> AgentPolicy:
     """Load ``path`` (a model zip from :func:`agents.train.train`) to act in ``env``.
 
     The algorithm comes from the run's ``config.yml`` or the zip itself; saved observation
     statistics are read from ``vecnormalize.pkl`` next to the model (or
     ``vecnormalize_<n>_steps.pkl`` next to a checkpoint) when present.
 
+    An agent trained on an env config other than ``env``'s (see :func:`config_mismatch`)
+    gets a ``UserWarning`` naming the differing keys; with ``strict`` it is an error.
+
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not an SB3 model, or its spaces do not match ``env``'s.
+        ValueError: not an SB3 model, its spaces do not match ``env``'s, an unreadable
+            ``vecnormalize.pkl`` (named), or (``strict``) a config mismatch.
     """
     path = Path(path)
     if not path.is_file():
@@ -138,11 +190,25 @@ def load_agent_policy(path: str | Path, env: gym.Env, *, device: str = "cpu") ->
         saved, actual = getattr(model, what), getattr(env, what)
         if type(saved) is not type(actual) or saved.shape != actual.shape:
             raise ValueError(f"{path}: model {what} {saved} does not match the env's {actual}")
+    diff = config_mismatch(path, env)
+    if diff:
+        msg = (
+            f"{path} was trained on another env config than the one it is evaluated on: "
+            + "; ".join(diff)
+        )
+        if strict:
+            raise ValueError(msg + " (strict)")
+        warnings.warn(msg, UserWarning, stacklevel=2)
     normalizer = None
     vn_path = _vecnormalize_path(path)
     if vn_path.is_file():
-        with open(vn_path, "rb") as f:
-            normalizer = pickle.load(f)
+        try:
+            with open(vn_path, "rb") as f:
+                normalizer = pickle.load(f)
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+            raise ValueError(
+                f"{vn_path}: not a readable VecNormalize pickle ({type(exc).__name__}: {exc})"
+            ) from None
         if not isinstance(normalizer, VecNormalize):
             raise ValueError(f"{vn_path}: not a VecNormalize pickle")
         normalizer.training = False

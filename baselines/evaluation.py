@@ -45,21 +45,52 @@ def _mean_std(x: np.ndarray) -> dict[str, float]:
 
 
 def make_env(env_id: str, env_config: Mapping[str, Any] | None = None) -> gym.Env:
-    """``gym.make`` with an optional config mapping (passed as ``config=``)."""
+    """``gym.make`` with an optional config mapping (passed as ``config=``).
+
+    The one env constructor of the project: evaluation, training (``mei_envs.agents.envs``)
+    and the experiments' up-front checks all call it.
+
+    Raises:
+        ConfigError: an unknown env id (naming it and the registered mei_envs ids), a config
+            that is not a mapping, or an env that takes no ``config``.
+    """
+    from mei_envs.config import ConfigError
+
+    if env_config is not None and not isinstance(env_config, Mapping):
+        raise ConfigError(f"env config {env_config!r}: must be a mapping of config keys to values")
+    try:
+        gym.spec(env_id)
+    except gym.error.Error as exc:
+        raise ConfigError(
+            f"env id {env_id!r}: not registered ({exc}); mei_envs ids are {list(mei_envs.ENV_IDS)}"
+        ) from None
     if env_config:
-        return gym.make(env_id, config=dict(env_config))
+        try:
+            return gym.make(env_id, config=dict(env_config))
+        except TypeError as exc:
+            if "config" not in str(exc):
+                raise
+            raise ConfigError(f"env {env_id!r} takes no config= (got {dict(env_config)})") from None
     return gym.make(env_id)
 
 
-def resolve_policy(env_id: str, policy: str | Path, env: gym.Env, **params: Any) -> Policy:
-    """A registered policy name, or the path of a saved SB3 agent (``.zip``)."""
+def resolve_policy(
+    env_id: str, policy: str | Path, env: gym.Env, *, strict: bool = False, **params: Any
+) -> Policy:
+    """A registered policy name, or the path of a saved SB3 agent (``.zip``).
+
+    An agent whose training config differs from ``env``'s gets a warning naming the keys
+    (``strict``: a ``ValueError``).
+    """
     text = str(policy)
     if text.endswith(".zip") or Path(text).is_file():
         if not Path(text).is_file():
             raise FileNotFoundError(f"--policy {text!r}: no such agent file")
+        if params:
+            raise ValueError(f"--param {sorted(params)}: a saved agent takes no parameters")
         from mei_envs.agents.policy import load_agent_policy  # torch only when asked for
 
-        return load_agent_policy(text, env)
+        return load_agent_policy(text, env, strict=strict)
     return make_policy(env_id, text, env, **params)
 
 
@@ -71,15 +102,19 @@ def run_episodes(
     seed: int,
     env_config: Mapping[str, Any] | None = None,
     policy_params: Mapping[str, Any] | None = None,
+    strict: bool = False,
 ) -> EpisodeResults:
-    """Evaluate ``policy`` on ``episodes`` fresh episodes seeded ``seed, seed+1, ...``."""
+    """Evaluate ``policy`` on ``episodes`` fresh episodes seeded ``seed, seed+1, ...``.
+
+    ``strict``: a saved agent trained on another env config is an error (else a warning).
+    """
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes={episodes!r}: must be an integer >= 1")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed={seed!r}: must be an integer >= 0")
     env = make_env(env_id, env_config)
     try:
-        pol = resolve_policy(env_id, policy, env, **dict(policy_params or {}))
+        pol = resolve_policy(env_id, policy, env, strict=strict, **dict(policy_params or {}))
         spec = env.unwrapped.metadata.get("info_metrics", {})
         returns = np.zeros(episodes)
         lengths = np.zeros(episodes, dtype=np.int64)

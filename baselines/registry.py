@@ -8,6 +8,7 @@ only the observation and ``info``.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -64,8 +65,42 @@ def get_policy_spec(env_id: str, name: str) -> PolicySpec:
 
 
 def make_policy(env_id: str, name: str, env: gym.Env, **params: Any) -> Policy:
-    """Build the named policy for ``env`` (an instance of ``env_id``)."""
-    return get_policy_spec(env_id, name).factory(env, **params)
+    """Build the named policy for ``env`` (an instance of ``env_id``).
+
+    Raises:
+        ValueError: a parameter the policy does not take, or a value it refuses; the message
+            names the policy, the parameter and the parameters it takes.
+    """
+    spec = get_policy_spec(env_id, name)
+    try:
+        sig = inspect.signature(spec.factory)
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        sig = None
+    if sig is not None:
+        takes = [p for p in list(sig.parameters)[1:] if p not in ("args", "kwargs")]
+        try:
+            sig.bind(env, **params)
+        except TypeError:
+            bad = sorted(set(params) - set(takes))
+            raise ValueError(
+                f"policy {name!r}: unknown parameter(s) {bad}; it takes {takes or 'none'}"
+            ) from None
+        for key, value in params.items():
+            annotation = str(sig.parameters[key].annotation)
+            numeric = "float" in annotation or "int" in annotation
+            if numeric and (
+                isinstance(value, (bool, str)) or value is None and "None" not in annotation
+            ):
+                raise ValueError(
+                    f"policy {name!r}: parameter {key}={value!r} must be a number ({annotation})"
+                )
+    try:
+        return spec.factory(env, **params)
+    except (TypeError, ValueError) as exc:
+        if not params:
+            raise
+        shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
+        raise ValueError(f"policy {name!r} with {shown}: {exc}") from exc
 
 
 def _check_env(env_id: str) -> None:

@@ -2,7 +2,8 @@
 
 ``mei_envs/cli.py`` imports this module lazily and calls :func:`add_compare_parser`,
 :func:`add_plot_parser` and :func:`add_sweep_parser` on its sub-parsers; each sets
-``func=handler`` where ``handler(args) -> int`` is the exit code.
+``func=handler`` where ``handler(args) -> int`` is the exit code. Errors are turned into
+messages and exit codes in one place, :func:`mei_envs.cli.guarded`.
 """
 
 from __future__ import annotations
@@ -13,32 +14,31 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from mei_envs.cli import guarded
+
 
 def default_compare_config_path() -> Path:
     """The packaged ``experiments/configs/default_compare.yml``."""
-    return Path(str(files("experiments") / "configs" / "default_compare.yml"))
+    return Path(str(files("mei_envs.experiments") / "configs" / "default_compare.yml"))
 
 
 def _parse_sets(items: list[str] | None, flag: str) -> dict[str, Any]:
     from mei_envs.config import parse_set_options
 
-    try:
-        return parse_set_options(items or [])
-    except ValueError as exc:
-        raise ValueError(str(exc).replace("--set", flag)) from exc
+    return parse_set_options(items or [], flag=flag)
 
 
 # ---- compare ------------------------------------------------------------------------------
+_COMPARE_DESCRIPTION = (
+    "Train each (algo, seed), evaluate agents, heuristics and oracles on the same held-out "
+    "episode seeds, and write a run folder with episodes.csv, summary.csv/.md, "
+    "learning_curves.png/.pdf and final_comparison.png/.pdf."
+)
+
+
 def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "compare",
-        help="train agents and compare them with every baseline/oracle on held-out seeds",
-        description=(
-            "Train each (algo, seed), evaluate agents, heuristics and oracles on the same "
-            "held-out episode seeds, and write a run folder with episodes.csv, summary.csv/.md, "
-            "learning_curves.png/.pdf and final_comparison.png/.pdf."
-        ),
-    )
+    help_ = "train agents and compare them with every baseline/oracle on held-out seeds"
+    p = subparsers.add_parser("compare", help=help_, description=_COMPARE_DESCRIPTION)
     p.add_argument(
         "--config",
         type=Path,
@@ -69,7 +69,15 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--out-dir", default=None, help="parent folder of the run folder")
     p.add_argument("--quiet", action="store_true", help="print only the run folder")
-    p.set_defaults(func=_compare_main)
+    p.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="RUN_DIR",
+        help="finish an interrupted run folder with its own config.yml: finished trainings "
+        "are reused, interrupted ones continue from their last checkpoint",
+    )
+    p.set_defaults(func=guarded("compare", _compare_main))
     return p
 
 
@@ -91,22 +99,14 @@ def build_compare_config(args: argparse.Namespace) -> Any:
 
 
 def _compare_main(args: argparse.Namespace) -> int:
-    from mei_envs.experiments.compare import run_compare
-    from mei_envs.experiments.sweep import SweepError
+    from mei_envs.experiments.compare import resume_compare, run_compare
 
-    try:
-        cfg = build_compare_config(args)
-    except (ValueError, KeyError, FileNotFoundError) as exc:
-        print(f"compare: {exc}", file=sys.stderr)
-        return 2
-    try:
-        run_dir = run_compare(cfg, quiet=args.quiet)
-    except (ValueError, KeyError, ImportError) as exc:
-        print(f"compare: {exc}", file=sys.stderr)
-        return 2
-    except SweepError as exc:
-        print(f"compare: {exc}", file=sys.stderr)
-        return 1
+    if args.resume is not None:
+        if args.config or args.sets or args.env_sets:
+            raise ValueError("--resume RUN_DIR uses the run's config.yml: drop --config/--set")
+        run_dir = resume_compare(args.resume, quiet=args.quiet)
+    else:
+        run_dir = run_compare(build_compare_config(args), quiet=args.quiet)
     if args.quiet:
         print(run_dir)
     return 0
@@ -114,50 +114,38 @@ def _compare_main(args: argparse.Namespace) -> int:
 
 # ---- plot ---------------------------------------------------------------------------------
 def add_plot_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "plot",
-        help="re-plot a finished compare run folder, or an rl-zoo log folder",
-        description="plot RUN_DIR  |  plot --zoo LOG_FOLDER [--out STEM]",
-    )
+    help_ = "re-plot a finished compare run folder, or an rl-zoo log folder"
+    p = subparsers.add_parser("plot", help=help_, description=help_)
     p.add_argument("run_dir", nargs="?", type=Path, help="a compare run folder")
     p.add_argument(
         "--zoo", type=Path, default=None, metavar="LOG_FOLDER", help="rl-zoo log folder (logs/)"
     )
     p.add_argument("--out", type=Path, default=None, help="output stem for --zoo figures")
-    p.set_defaults(func=_plot_main)
+    p.set_defaults(func=guarded("plot", _plot_main))
     return p
 
 
 def _plot_main(args: argparse.Namespace) -> int:
-    from mei_envs.experiments.io import IncompleteRunError
     from mei_envs.experiments.plot import plot_run, plot_zoo
 
     if (args.run_dir is None) == (args.zoo is None):
-        print("plot: give either RUN_DIR or --zoo LOG_FOLDER", file=sys.stderr)
-        return 2
-    try:
-        paths = plot_zoo(args.zoo, args.out) if args.zoo else plot_run(args.run_dir)
-    except IncompleteRunError as exc:
-        print(f"plot: {exc}", file=sys.stderr)
-        return 1
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"plot: {exc}", file=sys.stderr)
-        return 2
+        raise ValueError("plot: give either RUN_DIR or --zoo LOG_FOLDER")
+    paths = plot_zoo(args.zoo, args.out) if args.zoo else plot_run(args.run_dir)
     for path in paths:
         print(path)
     return 0
 
 
 # ---- sweep --------------------------------------------------------------------------------
+_SWEEP_DESCRIPTION = (
+    "Train every combination; --grid KEY=[v1,v2] adds an env-config axis (cartesian product "
+    "over all --grid keys)."
+)
+
+
 def add_sweep_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "sweep",
-        help="train a grid of (env, env config, algo, seed) runs in parallel",
-        description=(
-            "Train every combination; --grid KEY=[v1,v2] adds an env-config axis "
-            "(cartesian product over all --grid keys)."
-        ),
-    )
+    help_ = "train a grid of (env, env config, algo, seed) runs in parallel"
+    p = subparsers.add_parser("sweep", help=help_, description=_SWEEP_DESCRIPTION)
     p.add_argument("--env", dest="envs", action="append", required=True, help="env id")
     p.add_argument("--algo", dest="algos", action="append", default=None, help="default: ppo")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
@@ -172,38 +160,48 @@ def add_sweep_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--ray-address", default=None)
     p.add_argument("--out-dir", default="results/sweep")
-    p.set_defaults(func=_sweep_main)
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse finished runs in --out-dir and continue interrupted ones",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=guarded("sweep", _sweep_main))
     return p
 
 
 def _sweep_main(args: argparse.Namespace) -> int:
-    from mei_envs.experiments.sweep import SweepError, grid, run_sweep
+    from mei_envs.experiments.sweep import grid, print_progress, run_sweep
 
+    axes = _parse_sets(args.grid, "--grid")
+    for key, values in axes.items():
+        if not isinstance(values, list):
+            raise ValueError(f"--grid {key}={values!r}: expected a JSON list like [1,2]")
+    jobs = grid(
+        args.envs,
+        args.algos or ["ppo"],
+        args.seeds,
+        axes or None,
+        out_dir=args.out_dir,
+        base_env_config=_parse_sets(args.env_sets, "--env-set"),
+        total_timesteps=args.total_timesteps,
+        n_envs=args.n_envs,
+        eval_freq=args.eval_freq,
+    )
     try:
-        axes = _parse_sets(args.grid, "--grid")
-        for key, values in axes.items():
-            if not isinstance(values, list):
-                raise ValueError(f"--grid {key}={values!r}: expected a JSON list like [1,2]")
-        jobs = grid(
-            args.envs,
-            args.algos or ["ppo"],
-            args.seeds,
-            axes or None,
-            out_dir=args.out_dir,
-            base_env_config=_parse_sets(args.env_sets, "--env-set"),
-            total_timesteps=args.total_timesteps,
-            n_envs=args.n_envs,
-            eval_freq=args.eval_freq,
-        )
         paths = run_sweep(
-            jobs, backend=args.backend, workers=args.workers, ray_address=args.ray_address
+            jobs,
+            backend=args.backend,
+            workers=args.workers,
+            ray_address=args.ray_address,
+            resume=args.resume,
+            progress=None if args.quiet else print_progress(stream=sys.stderr),
         )
-    except (ValueError, KeyError, ImportError) as exc:
-        print(f"sweep: {exc}", file=sys.stderr)
-        return 2
-    except SweepError as exc:
-        print(f"sweep: {exc}", file=sys.stderr)
-        return 1
+    except KeyboardInterrupt as exc:
+        exc.hint = (  # type: ignore[attr-defined]
+            "finished runs are kept; continue with the same command plus --resume"
+        )
+        raise
     for path in paths:
         print(path)
     return 0

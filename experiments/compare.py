@@ -25,30 +25,39 @@ import time
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from mei_envs.config import Config, ConfigError
 from mei_envs.experiments.io import (
     mark_complete,
+    slug,
     write_csv_atomic,
     write_manifest,
     write_text_atomic,
     write_yaml_atomic,
 )
 from mei_envs.experiments.stats import summarize
-from mei_envs.experiments.sweep import BACKENDS, SweepJob, env_slug, map_tasks
+from mei_envs.experiments.sweep import BACKENDS, SweepJob, map_tasks, prepare_resume
 
 _MAX_N_ENVS_ASSUMED = 64  # upper bound on training envs per run when n_envs comes from YAML
 
 
-class CompareConfigError(ValueError):
+class CompareConfigError(ConfigError):
     """A CompareConfig key or value is invalid; the message names it."""
 
 
-@dataclasses.dataclass
-class CompareConfig:
-    """Settings of one comparison run (all plain values, so it round-trips through YAML)."""
+@dataclasses.dataclass(frozen=True)
+class CompareConfig(Config):
+    """Settings of one comparison run (all plain values, so it round-trips through YAML).
+
+    Built and validated like an env config (:class:`mei_envs.config.Config`): unknown keys
+    are named, values are coerced by their annotation (numpy scalars and YAML ``1e5`` accepted).
+    """
+
+    SEQUENCE_TYPE: ClassVar[type] = list
+    ERROR: ClassVar[type[ValueError]] = CompareConfigError
 
     env_id: str = "mei_envs/EarlyExitUpload-v0"
     env_config: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -73,56 +82,34 @@ class CompareConfig:
     stats_seed: int = 0  # seed of the bootstrap generator
     bootstrap_resamples: int = 2000
     confidence: float = 0.95
-
-    # ---- construction -------------------------------------------------------------------
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any] | None = None, **overrides: Any) -> CompareConfig:
-        """A validated config from a mapping plus overrides; unknown keys are named."""
-        merged = dict(values or {}) | overrides
-        unknown = sorted(set(merged) - set(cls.field_names()))
-        if unknown:
-            raise CompareConfigError(
-                f"CompareConfig: unknown key(s) {unknown}; allowed keys are "
-                f"{sorted(cls.field_names())}"
-            )
-        cfg = cls(**merged)
-        cfg.validate()
-        return cfg
+    checkpoint_freq: int = 50_000  # env steps between checkpoints (what --resume continues)
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> CompareConfig:
-        """Load a YAML mapping of CompareConfig fields (plus overrides)."""
+        """Load a YAML mapping of CompareConfig fields (plus overrides).
+
+        Raises:
+            FileNotFoundError: no such file.
+            CompareConfigError: not YAML, not a mapping, or an invalid key or value (named).
+        """
         import yaml
 
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"compare config {str(path)!r}: no such file")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise CompareConfigError(f"{str(path)!r}: not valid YAML: {exc}") from None
         if data is None:
             data = {}
         if not isinstance(data, dict):
             raise CompareConfigError(f"{str(path)!r}: expected a mapping of CompareConfig keys")
         return cls.from_dict(data, **overrides)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def replace(self, **changes: Any) -> CompareConfig:
-        return self.from_dict(self.to_dict(), **changes)
-
     # ---- validation ---------------------------------------------------------------------
     def _fail(self, name: str, must: str) -> typing.NoReturn:
         raise CompareConfigError(f"CompareConfig.{name}={getattr(self, name)!r}: {must}")
-
-    def _int(self, name: str, lo: int, *, optional: bool = False) -> None:
-        v = getattr(self, name)
-        if optional and v is None:
-            return
-        if isinstance(v, float) and v.is_integer():
-            setattr(self, name, v := int(v))  # YAML 1e5 -> 100000
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            self._fail(name, f"must be an integer >= {lo}" + (" or null" if optional else ""))
 
     def validate(self) -> None:
         """Check every field; raise :class:`CompareConfigError` naming the first bad one."""
@@ -130,10 +117,7 @@ class CompareConfig:
 
         if self.env_id not in mei_envs.ENV_IDS:
             self._fail("env_id", f"must be one of {list(mei_envs.ENV_IDS)}")
-        for name in ("env_config", "hyperparams_override"):
-            if not isinstance(getattr(self, name), dict):
-                self._fail(name, "must be a mapping")
-        if isinstance(self.algos, str) or not isinstance(self.algos, list) or not self.algos:
+        if not self.algos:
             self._fail("algos", "must be a non-empty list of algorithm names")
         known = _known_algos()
         for algo in self.algos:
@@ -146,44 +130,35 @@ class CompareConfig:
             self._fail("hyperparams_override", f"keys {bad_over} are not in algos {self.algos}")
         if not all(isinstance(v, dict) for v in self.hyperparams_override.values()):
             self._fail("hyperparams_override", "must map algo name -> mapping of hyperparameters")
-        if not isinstance(self.seeds, list) or not self.seeds:
-            self._fail("seeds", "must be a non-empty list of integers >= 0")
-        if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
+        if not self.seeds or any(s < 0 for s in self.seeds):
             self._fail("seeds", "must be a non-empty list of integers >= 0")
         if len(set(self.seeds)) != len(self.seeds):
             self._fail("seeds", "must not repeat a seed")
-        self._int("total_timesteps", 1, optional=True)
-        self._int("n_envs", 1, optional=True)
-        self._int("eval_freq", 1)
-        self._int("train_eval_episodes", 1)
-        self._int("train_eval_seed", 0)
-        self._int("eval_episodes", 1)
-        self._int("eval_seed", 0)
-        self._int("workers", 1)
-        self._int("stats_seed", 0)
-        self._int("bootstrap_resamples", 100)
-        if isinstance(self.confidence, bool) or not isinstance(self.confidence, (int, float)):
-            self._fail("confidence", "must be a number in (0, 1)")
-        if not 0.0 < self.confidence < 1.0:
-            self._fail("confidence", "must be a number in (0, 1)")
+        for name in ("total_timesteps", "n_envs"):
+            if getattr(self, name) is not None:
+                self._check_range(name, 1, integer=True)
+        for name, lo in (
+            ("eval_freq", 1),
+            ("train_eval_episodes", 1),
+            ("train_eval_seed", 0),
+            ("eval_episodes", 1),
+            ("eval_seed", 0),
+            ("workers", 1),
+            ("stats_seed", 0),
+            ("bootstrap_resamples", 100),
+            ("checkpoint_freq", 0),
+        ):
+            self._check_range(name, lo, integer=True)
+        self._check_range("confidence", 0.0, 1.0, lo_open=True, hi_open=True)
         if isinstance(self.baselines, str):
             if self.baselines not in ("all", "none"):
                 self._fail("baselines", "must be 'all', 'none' or a list of policy names")
-        elif not isinstance(self.baselines, list) or not all(
-            isinstance(b, str) for b in self.baselines
-        ):
-            self._fail("baselines", "must be 'all', 'none' or a list of policy names")
-        if self.backend not in BACKENDS:
-            self._fail("backend", f"must be one of {list(BACKENDS)}")
-        if self.ray_address is not None and not isinstance(self.ray_address, str):
-            self._fail("ray_address", "must be a string (e.g. 'auto', 'ray://host:10001') or null")
+        self._check_choice("backend", BACKENDS)
         for name in ("out_dir", "device"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+            if not getattr(self, name):
                 self._fail(name, "must be a non-empty string")
-        if self.run_name is not None and (not isinstance(self.run_name, str) or not self.run_name):
+        if self.run_name is not None and not self.run_name:
             self._fail("run_name", "must be a non-empty string or null")
-        if not isinstance(self.tensorboard, bool):
-            self._fail("tensorboard", "must be true or false")
         self._check_seed_ranges()
 
     def _check_seed_ranges(self) -> None:
@@ -207,7 +182,7 @@ def _known_algos() -> set[str]:
     try:
         from importlib.resources import files
 
-        folder = files("agents") / "hyperparams"
+        folder = files("mei_envs.agents") / "hyperparams"
         return {p.name[: -len(".yml")] for p in folder.iterdir() if p.name.endswith(".yml")}
     except (ModuleNotFoundError, FileNotFoundError, NotADirectoryError):
         return set()
@@ -263,7 +238,7 @@ def new_run_dir(cfg: CompareConfig) -> Path:
     """A fresh ``{out_dir}/{env_slug}__{name}__{timestamp}`` folder (suffixed if taken)."""
     name = cfg.run_name or "-".join(cfg.algos)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path(cfg.out_dir) / f"{env_slug(cfg.env_id)}__{env_slug(name)}__{stamp}"
+    base = Path(cfg.out_dir) / f"{slug(cfg.env_id)}__{slug(name)}__{stamp}"
     path, k = base, 1
     while True:
         try:
@@ -346,52 +321,157 @@ def summary_markdown(cfg: CompareConfig, rows: Sequence[Mapping[str, Any]]) -> s
     return "\n".join(lines)
 
 
-def run_compare(cfg: CompareConfig, *, quiet: bool = False) -> Path:
+def _train_jobs(cfg: CompareConfig, run_dir: Path) -> list[SweepJob]:
+    """One training job per (algo, seed), in that order, into ``run_dir/train/<algo>__<seed>``."""
+    return [
+        SweepJob.of(
+            env_id=cfg.env_id,
+            algo=algo,
+            seed=seed,
+            run_dir=str(run_dir / "train" / f"{algo}__{seed}"),
+            env_config=dict(cfg.env_config),
+            total_timesteps=cfg.total_timesteps,
+            n_envs=cfg.n_envs,
+            hyperparams_override=dict(cfg.hyperparams_override.get(algo, {})),
+            eval_freq=cfg.eval_freq,
+            eval_episodes=cfg.train_eval_episodes,
+            eval_seed=cfg.train_eval_seed,
+            checkpoint_freq=cfg.checkpoint_freq,
+            tensorboard=cfg.tensorboard,
+            device=cfg.device,
+        )
+        for algo in cfg.algos
+        for seed in cfg.seeds
+    ]
+
+
+def check_compare(cfg: CompareConfig) -> list[Any]:
+    """Every check that can run before a compare starts; returns the baseline specs.
+
+    The env config builds; each algorithm fits the env's action space (e.g. ``algos: [sac]``
+    on a discrete env is refused here); ``hyperparams_override`` names only real
+    hyperparameters of its algorithm; the baselines exist; the training stack is installed.
+
+    Raises:
+        CompareConfigError: naming the field (``algos``, ``hyperparams_override``, ...).
+        ModuleNotFoundError: torch/SB3 or another needed package is missing.
+    """
+    cfg.validate()
+    from mei_envs.agents.algos import check_algo_for_env
+    from mei_envs.agents.hyperparameters import check_hyperparam_keys
+    from mei_envs.baselines.evaluation import make_env
+
+    env = make_env(cfg.env_id, cfg.env_config)  # fails on a bad env_config, naming the key
+    try:
+        for algo in cfg.algos:
+            try:
+                check_algo_for_env(algo, env)
+            except ValueError as exc:
+                raise CompareConfigError(f"CompareConfig.algos: {exc}") from None
+    finally:
+        env.close()
+    for algo, override in cfg.hyperparams_override.items():
+        try:
+            check_hyperparam_keys(algo, override)
+        except ValueError as exc:
+            raise CompareConfigError(
+                f"CompareConfig.hyperparams_override[{algo!r}]: {exc}"
+            ) from None
+    import matplotlib  # noqa: F401  (the figures need it: fail now, not after the training)
+    import scipy  # noqa: F401
+
+    return _select_baselines(cfg)
+
+
+def _interrupted(run_dir: Path) -> KeyboardInterrupt:
+    exc = KeyboardInterrupt()
+    exc.hint = (  # type: ignore[attr-defined]
+        f"finished trainings are kept in {run_dir}; continue with: "
+        f"mei-envs compare --resume {run_dir}"
+    )
+    return exc
+
+
+def resume_compare(run_dir: str | Path, *, quiet: bool = False) -> Path:
+    """Finish an interrupted compare run folder (``mei-envs compare --resume RUN_DIR``).
+
+    Uses the folder's own ``config.yml``. Finished trainings (``COMPLETE``) are reused
+    untouched; interrupted ones continue from their last checkpoint to their exact budget
+    (their progress.csv and monitor files trimmed to the checkpoint); trainings without a
+    checkpoint start over. Evaluation and the summary are deterministic, so they are
+    recomputed. A complete folder is returned as it is.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` or its config.yml is missing.
+        CompareConfigError: its config.yml is invalid.
+    """
+    run_dir = Path(run_dir).resolve()
+    if not (run_dir / "config.yml").is_file():
+        raise FileNotFoundError(
+            f"--resume {str(run_dir)!r}: no config.yml (not a compare run folder)"
+        )
+    cfg = CompareConfig.from_yaml(run_dir / "config.yml")
+    if (run_dir / "COMPLETE").is_file():
+        if not quiet:
+            print(f"{run_dir} is complete; nothing to resume")
+        return run_dir
+    return run_compare(cfg, quiet=quiet, _resume_dir=run_dir)
+
+
+def run_compare(
+    cfg: CompareConfig, *, quiet: bool = False, _resume_dir: Path | None = None
+) -> Path:
     """Train every (algo, seed), evaluate agents and baselines on the held-out seeds, report.
+
+    Everything that can be checked is checked before the run folder is created
+    (:func:`check_compare`). Progress: one line per training job every ~10 s (steps, rate,
+    ETA). Ctrl-C stops the workers at once; the ``KeyboardInterrupt`` carries a ``hint``
+    naming the folder and the resume command (:func:`resume_compare`).
 
     Returns:
         The run folder (complete: ``COMPLETE`` is written last).
 
     Raises:
-        CompareConfigError: an invalid config or unknown baseline name.
+        CompareConfigError: an invalid config, algorithm/env mismatch, unknown
+            hyperparameter or unknown baseline name.
         SweepError: a training or evaluation task failed (the run folder stays incomplete).
     """
-    cfg.validate()
-    from mei_envs.baselines.evaluation import make_env
-
-    make_env(cfg.env_id, cfg.env_config).close()  # fail fast on a bad env_config
-    specs = _select_baselines(cfg)
-    run_dir = new_run_dir(cfg).resolve()
-    write_manifest(run_dir, _expected_outputs(cfg), {"kind": "compare", "env_id": cfg.env_id})
-    write_yaml_atomic(run_dir / "config.yml", cfg.to_dict())
+    specs = check_compare(cfg)
+    if _resume_dir is None:
+        run_dir = new_run_dir(cfg).resolve()
+        write_manifest(run_dir, _expected_outputs(cfg), {"kind": "compare", "env_id": cfg.env_id})
+        write_yaml_atomic(run_dir / "config.yml", cfg.to_dict())
+    else:
+        run_dir = _resume_dir
     t0 = time.perf_counter()
 
     def _log(msg: str) -> None:
         if not quiet:
             print(f"[compare {time.perf_counter() - t0:7.1f}s] {msg}", flush=True)
 
+    try:
+        return _run(cfg, run_dir, specs, _log, quiet, resume=_resume_dir is not None)
+    except KeyboardInterrupt:
+        raise _interrupted(run_dir) from None
+
+
+def _run(
+    cfg: CompareConfig,
+    run_dir: Path,
+    specs: list[Any],
+    _log: Any,
+    quiet: bool,
+    *,
+    resume: bool,
+) -> Path:
     # Agent tasks first (longest), then the baselines fill idle workers.
     tasks, labels, owners = [], [], []
-    for algo in cfg.algos:
-        for seed in cfg.seeds:
-            job = SweepJob(
-                env_id=cfg.env_id,
-                algo=algo,
-                seed=seed,
-                run_dir=str(run_dir / "train" / f"{algo}__{seed}"),
-                env_config=dict(cfg.env_config),
-                total_timesteps=cfg.total_timesteps,
-                n_envs=cfg.n_envs,
-                hyperparams_override=dict(cfg.hyperparams_override.get(algo, {})),
-                eval_freq=cfg.eval_freq,
-                eval_episodes=cfg.train_eval_episodes,
-                eval_seed=cfg.train_eval_seed,
-                tensorboard=cfg.tensorboard,
-                device=cfg.device,
-            )
-            tasks.append(_task(cfg, "", job))
-            labels.append(f"train+eval {algo} seed {seed}")
-            owners.append((algo, "agent", algo, seed))
+    for job in _train_jobs(cfg, run_dir):
+        if resume:
+            job = prepare_resume(job)
+        tasks.append(_task(cfg, "", job))
+        labels.append(f"train+eval {job.args.algo} seed {job.args.seed}")
+        owners.append((job.args.algo, "agent", job.args.algo, job.args.seed))
     for spec in specs:
         tasks.append(_task(cfg, spec.name, None))
         labels.append(f"eval {spec.name}")
@@ -413,6 +493,7 @@ def run_compare(cfg: CompareConfig, *, quiet: bool = False) -> Path:
     _log(
         f"{len(cfg.algos) * len(cfg.seeds)} training run(s) and {len(specs)} baseline(s) on "
         f"{cfg.backend} backend, {cfg.workers} worker(s); run folder {run_dir}"
+        + (" (resumed)" if resume else "")
     )
     results = map_tasks(
         _run_task,
@@ -421,6 +502,7 @@ def run_compare(cfg: CompareConfig, *, quiet: bool = False) -> Path:
         workers=cfg.workers,
         ray_address=cfg.ray_address,
         labels=labels,
+        progress=None if quiet else _progress_printer(_log),
     )
     _log("training and held-out evaluation done")
     results, curve_results = results[:n_main], results[n_main:]
@@ -470,6 +552,12 @@ def run_compare(cfg: CompareConfig, *, quiet: bool = False) -> Path:
         print(f"  summary:  {run_dir / 'summary.md'}")
         print(f"  figures:  {run_dir / 'learning_curves.png'}, {run_dir / 'final_comparison.png'}")
     return run_dir
+
+
+def _progress_printer(log: Any) -> Any:
+    from mei_envs.experiments.sweep import progress_line
+
+    return lambda *report: log(progress_line(*report))
 
 
 def _task(cfg: CompareConfig, policy: str, job: SweepJob | None) -> _EvalTask:

@@ -1,4 +1,8 @@
-"""Atomic file writes and run-folder manifests.
+"""Atomic file writes, run-folder manifests, run-name slugs and version stamps.
+
+This is the one atomic writer of the project (the trainer, compare, sweep and plots all use
+it). Files get the permissions ``open()`` would give them under the process umask (``mkstemp``
+alone would leave them 0600, unreadable to colleagues on a shared server).
 
 Every output of an experiment is written to a temporary file in the destination folder and
 moved into place with :func:`os.replace`, so a reader sees either the old file or the whole new
@@ -14,6 +18,8 @@ import csv
 import io
 import json
 import os
+import re
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import contextmanager
@@ -28,10 +34,14 @@ COMPLETE_NAME = "COMPLETE"
 class IncompleteRunError(RuntimeError):
     """A run folder is missing its manifest, its ``COMPLETE`` marker or listed outputs.
 
+    The CLI exits with :attr:`exit_code` 1 on it.
+
     Attributes:
         run_dir: the folder that was checked.
         missing: relative names of the missing files.
     """
+
+    exit_code = 1
 
     def __init__(self, run_dir: Path, missing: Sequence[str], reason: str = "") -> None:
         self.run_dir = Path(run_dir)
@@ -42,6 +52,36 @@ class IncompleteRunError(RuntimeError):
         )
 
 
+def slug(text: str) -> str:
+    """A file-name-safe form of an env id or run name (``mei_envs/Foo-v0`` -> ``mei_envs-Foo-v0``,
+    as rl-zoo names its folders): every run of other characters becomes one ``-``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text.replace("/", "-")).strip("-")
+
+
+def package_versions(modules: Iterable[str] = ()) -> dict[str, str]:
+    """Version stamp for a run's config: Python, mei_envs and each named module's version.
+
+    Modules that are not installed are reported as ``"not installed"``.
+    """
+    import importlib
+
+    out = {"python": sys.version.split()[0]}
+    for name in ("mei_envs", *modules):
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            out[name] = "not installed"
+            continue
+        out[name] = str(getattr(mod, "__version__", "unknown"))
+    return out
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def _atomic_handle(path: Path, mode: str, **open_kwargs: Any):
     """Yield a handle on a temp file next to ``path``; move it into place on success only."""
@@ -49,6 +89,7 @@ def _atomic_handle(path: Path, mode: str, **open_kwargs: Any):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode, **open_kwargs) as handle:
             yield handle
             handle.flush()

@@ -24,7 +24,7 @@ from mei_envs.experiments.stats import bootstrap_ci
 
 FIGURE_FORMATS = ("png", "pdf")
 _KIND_STYLE = {"heuristic": "--", "oracle": ":", "agent": "-"}
-_KIND_COLOR = {"heuristic": "tab:gray", "oracle": "black", "agent": "tab:blue"}
+_KIND_COLOR = {"heuristic": "tab:orange", "oracle": "black", "agent": "tab:blue"}
 
 
 @dataclass
@@ -76,15 +76,22 @@ def _save(fig: Any, stem: Path) -> list[Path]:
     return [save_figure_atomic(fig, stem.with_suffix(f".{fmt}"), dpi=150) for fmt in FIGURE_FORMATS]
 
 
+BAND_MEANING = "band: 95% bootstrap CI of the mean over training seeds"
+
+
 def _draw_curves(ax: Any, curves: Sequence[Curve], rng: np.random.Generator) -> None:
+    """Mean over seeds as a line; with several seeds a band (:data:`BAND_MEANING`)."""
     for i, c in enumerate(curves):
         color = f"C{i}"
         mean = c.returns.mean(axis=0)
         n = c.returns.shape[0]
-        ax.plot(c.timesteps, mean, color=color, label=f"{c.label} (n={n} seed{'s' * (n > 1)})")
+        ax.plot(c.timesteps, mean, color=color, label=f"{c.label}: mean of {n} seed{'s' * (n > 1)}")
         if n > 1:
             lo, hi = bootstrap_ci(c.returns, rng, axis=0)
-            ax.fill_between(c.timesteps, lo, hi, color=color, alpha=0.25, linewidth=0)
+            ax.fill_between(
+                c.timesteps, lo, hi, color=color, alpha=0.25, linewidth=0,
+                label=f"{c.label}: 95% bootstrap CI of the mean over seeds",
+            )  # fmt: skip
 
 
 def plot_learning_curves(
@@ -96,6 +103,7 @@ def plot_learning_curves(
     final_points: Mapping[str, tuple[float, float, float]] | None = None,
     ylabel: str = "mean evaluation return",
     title: str = "",
+    reference_note: str = "",
 ) -> list[Path]:
     """Mean eval return against env steps with a 95 % bootstrap band over seeds.
 
@@ -111,6 +119,8 @@ def plot_learning_curves(
             evaluation episodes, which are other seeds).
         ylabel: y-axis label.
         title: figure title.
+        reference_note: appended to each reference line's label (e.g. "on the curve's 30
+            episodes": where the level was measured).
     """
     fig, (ax,) = _figure(1, width=7.0, height=4.5)
     _draw_curves(ax, curves, rng)
@@ -139,15 +149,31 @@ def plot_learning_curves(
             linestyle=_KIND_STYLE.get(kind, "--"),
             color="black" if kind == "oracle" else f"C{(len(curves) + j) % 10}",
             linewidth=1.2,
-            label=f"{' = '.join(names)} ({kind})",
+            label=f"{' = '.join(names)} ({kind}{reference_note})",
         )
     ax.set_xlabel("environment steps")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="best")
     if title:
-        ax.set_title(title, fontsize="medium")
+        ax.set_title(title, fontsize="small")
     return _save(fig, Path(stem))
+
+
+def constant_metrics(
+    summary_rows: Sequence[Mapping[str, Any]], metrics: Sequence[str], rtol: float = 1e-9
+) -> list[str]:
+    """Metrics whose pooled mean is the same for every policy (a panel that shows nothing)."""
+    out = []
+    for metric in metrics:
+        means = [
+            float(r["mean"])
+            for r in summary_rows
+            if r["metric"] == metric and str(r["seed"]) in ("", "all")
+        ]
+        if len(means) > 1 and np.allclose(means, means[0], rtol=rtol, atol=0.0):
+            out.append(metric)
+    return out
 
 
 def plot_final_comparison(
@@ -157,14 +183,22 @@ def plot_final_comparison(
     *,
     title: str = "",
 ) -> list[Path]:
-    """Bar chart of each policy's held-out mean with its 95 % CI, one panel per metric.
+    """Each policy's held-out mean with its 95 % CI, one panel per metric.
 
-    Uses the pooled rows of ``summary_rows`` (``seed`` empty or ``"all"``).
+    Uses the pooled rows of ``summary_rows`` (``seed`` empty or ``"all"``). Means are drawn as
+    points with CI bars on an axis fitted to the data (bars from 0 would hide a 15 % gap);
+    colours mark the policy kind (legend); metrics equal for every policy get no panel, and
+    the title names them.
     """
     if not metrics:
         raise ValueError("plot_final_comparison: no metrics")
-    fig, axes = _figure(len(metrics), width=max(4.5, 0.9 * _n_policies(summary_rows) + 2.0))
-    for ax, metric in zip(axes, metrics, strict=True):
+    from matplotlib.lines import Line2D
+
+    constant = constant_metrics(summary_rows, metrics)
+    shown = [m for m in metrics if m not in constant] or list(metrics[:1])
+    fig, axes = _figure(len(shown), width=max(4.5, 0.9 * _n_policies(summary_rows) + 2.0))
+    kinds_seen: dict[str, None] = {}
+    for ax, metric in zip(axes, shown, strict=True):
         rows = [r for r in summary_rows if r["metric"] == metric and str(r["seed"]) in ("", "all")]
         if not rows:
             raise ValueError(f"plot_final_comparison: no summary rows for metric {metric!r}")
@@ -172,15 +206,30 @@ def plot_final_comparison(
         mean = np.array([float(r["mean"]) for r in rows])
         low = np.array([float(r["ci_low"]) for r in rows])
         high = np.array([float(r["ci_high"]) for r in rows])
-        yerr = np.vstack([np.maximum(mean - low, 0.0), np.maximum(high - mean, 0.0)])
-        colors = [_KIND_COLOR.get(str(r.get("kind", "")), "tab:blue") for r in rows]
         x = np.arange(len(rows))
-        ax.bar(x, mean, yerr=yerr, color=colors, capsize=4, edgecolor="black", linewidth=0.5)
+        for xi, m, lo, hi, r in zip(x, mean, low, high, rows, strict=True):
+            kind = str(r.get("kind", ""))
+            kinds_seen[kind] = None
+            ax.errorbar(
+                [xi], [m], yerr=[[max(m - lo, 0.0)], [max(hi - m, 0.0)]], fmt="o", capsize=4,
+                color=_KIND_COLOR.get(kind, "tab:blue"), markeredgecolor="black",
+            )  # fmt: skip
+        span = float(np.nanmax(high) - np.nanmin(low)) or max(abs(float(mean.mean())), 1.0)
+        ax.set_ylim(float(np.nanmin(low)) - 0.1 * span, float(np.nanmax(high)) + 0.1 * span)
         ax.set_xticks(x, names, rotation=30, ha="right")
         ax.set_ylabel(f"{metric} (mean, 95% CI)")
         ax.grid(axis="y", alpha=0.3)
-    if title:
-        fig.suptitle(title)
+    handles = [
+        Line2D([], [], marker="o", linestyle="", color=_KIND_COLOR.get(k, "tab:blue"),
+               markeredgecolor="black", label=k or "policy")
+        for k in kinds_seen
+    ]  # fmt: skip
+    fig.legend(handles=handles, loc="outside upper right", title="kind", fontsize="small")
+    full = title
+    if constant:
+        full += ("\n" if full else "") + f"equal for every policy (no panel): {', '.join(constant)}"
+    if full:
+        fig.suptitle(full)
     return _save(fig, Path(stem))
 
 
@@ -216,9 +265,12 @@ def render_run_plots(run_dir: str | Path, rng: np.random.Generator) -> list[Path
         # Baselines measured on the very episodes of the curve points: like with like.
         refs = {r["policy"]: (float(r["mean_return"]), r["kind"]) for r in read_csv(levels_path)}
         finals = None
+        n_ep = cfg.get("train_eval_episodes", "?")
+        note = f", on the curve's {n_ep} episodes"
         caption = (
             f"{cfg.get('env_id', run_dir.name)}\ncurves and reference lines on the same "
-            f"{cfg.get('train_eval_episodes', '?')} evaluation episodes"
+            f"{n_ep} evaluation episodes\n(the oracle is optimal in expectation: on a "
+            "finite sample a heuristic can score above it)"
         )
     else:  # run folders written before curve_levels.csv existed
         refs = {
@@ -231,6 +283,7 @@ def render_run_plots(run_dir: str | Path, rng: np.random.Generator) -> list[Path
             for r in summary
             if r["metric"] == "return" and r["kind"] == "agent" and r["seed"] in ("", "all")
         }
+        note = ", held-out episodes"
         caption = (
             f"{cfg.get('env_id', run_dir.name)}\ncurves: {cfg.get('train_eval_episodes', '?')} "
             f"training-eval episodes per point; lines and markers: "
@@ -246,6 +299,7 @@ def render_run_plots(run_dir: str | Path, rng: np.random.Generator) -> list[Path
         final_points=finals,
         ylabel="mean return",
         title=caption,
+        reference_note=note,
     )
     paths += plot_final_comparison(summary, metrics, run_dir / "final_comparison", title=title)
     return paths

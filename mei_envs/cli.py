@@ -1,15 +1,24 @@
-"""``mei-envs`` command line: list, evaluate, profile, train, compare, plot.
+"""``mei-envs`` command line: list, evaluate, profile, train, compare, plot, sweep.
 
-``list``, ``evaluate`` and ``profile`` need only the core install (plus scipy for some
-baselines); ``train``, ``compare`` and ``plot`` import the training stack lazily.
+``list``, ``evaluate`` and ``profile`` need only the core install; ``train``, ``compare``,
+``plot`` and ``sweep`` import the training stack lazily.
+
+Every sub-command's handler is wrapped by :func:`guarded`, the one place that turns errors
+into messages and exit codes: 2 for a usage error (bad flag value, config key, file, env id;
+the message names it, no traceback), 1 for a failed job, 130 for Ctrl-C. Dataclass-driven
+flags (:func:`add_dataclass_flags`) build a sub-command's options from a dataclass's field
+metadata, as ``mei-envs train`` does from ``TrainArgs``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import sys
-from collections.abc import Sequence
+import typing
+from collections.abc import Callable, Sequence
 from typing import Any
 
 
@@ -44,16 +53,12 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import mei_envs
     from mei_envs.baselines.evaluation import run_episodes
-    from mei_envs.config import parse_set_options
+    from mei_envs.config import ConfigError, parse_set_options
 
     if args.env not in mei_envs.ENV_IDS:
-        print(
-            f"error: unknown env {args.env!r}; registered: {list(mei_envs.ENV_IDS)}",
-            file=sys.stderr,
-        )
-        return 2
+        raise ConfigError(f"--env {args.env!r}: unknown env; registered: {list(mei_envs.ENV_IDS)}")
     env_config = parse_set_options(args.set or [])
-    policy_params = parse_set_options(args.param or [])
+    policy_params = parse_set_options(args.param or [], flag="--param")
     res = run_episodes(
         args.env,
         args.policy,
@@ -61,6 +66,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
         env_config=env_config,
         policy_params=policy_params,
+        strict=args.strict,
     )
     summary = res.summary()
     if args.json:
@@ -112,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="registered env ids and their baselines/oracles")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=_cmd_list)
+    p.set_defaults(func=guarded("list", _cmd_list))
 
     p = sub.add_parser("evaluate", help="run a policy on seeded fresh episodes")
     p.add_argument("--env", required=True, help="env id, e.g. mei_envs/EarlyExitUpload-v0")
@@ -122,7 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="env config override")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="policy parameter")
     p.add_argument("--json", action="store_true", help="print a JSON object")
-    p.set_defaults(func=_cmd_evaluate)
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="an agent whose training config (config.yml beside model.zip) differs from the "
+        "evaluation config is an error, not a warning",
+    )
+    p.set_defaults(func=guarded("evaluate", _cmd_evaluate))
 
     _add_optional(sub, "mei_envs.cli_profile", "add_profile_parser")
     _add_optional(sub, "mei_envs.agents.cli", "add_train_parser")
@@ -147,23 +159,133 @@ def _add_optional(sub: Any, module: str, func: str) -> None:
         adder(sub)
 
 
+# ---- one error handler for every sub-command ------------------------------------------------
+def _usage_error_types() -> tuple[type[BaseException], ...]:
+    types_: list[type[BaseException]] = [
+        ValueError,
+        KeyError,
+        TypeError,
+        FileNotFoundError,
+        FileExistsError,
+        NotADirectoryError,
+        IsADirectoryError,
+    ]
+    try:
+        import gymnasium.error
+
+        types_.append(gymnasium.error.Error)
+    except ImportError:  # pragma: no cover - gymnasium is a core dependency
+        pass
+    return tuple(types_)
+
+
+def guarded(command: str, handler: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
+    """Wrap a sub-command handler: errors become one ``error:`` line and an exit code.
+
+    Exit codes: 2 for usage errors (``ValueError`` incl. ``ConfigError``, ``KeyError``,
+    ``TypeError``, missing files, gymnasium's unknown-id errors; a missing optional dependency,
+    with the extra that installs it), the exception's ``exit_code`` attribute when it has one
+    (a failed job: 1), 130 after Ctrl-C (with the exception's ``hint``, e.g. how to resume).
+    A closed stdout (``mei-envs list --json | head``) ends quietly.
+    """
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return int(handler(args) or 0)
+        except BrokenPipeError:
+            # The reader went away: send the rest to /dev/null so Python's exit flush is quiet.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return 1
+        except KeyboardInterrupt as exc:
+            hint = getattr(exc, "hint", "")
+            print(f"\n{command}: interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr)
+            return 130
+        except ModuleNotFoundError as exc:
+            extra = _EXTRA_OF.get((exc.name or "").split(".")[0], "all")
+            print(
+                f"error: `mei-envs {command}` needs {exc.name!r}, which is not installed; "
+                f"install the extra: pip install 'mei-envs[{extra}]'",
+                file=sys.stderr,
+            )
+            return 2
+        except Exception as exc:
+            code = getattr(exc, "exit_code", None)
+            if code is None and not isinstance(exc, _usage_error_types()):
+                raise
+            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            print(f"error: {msg}", file=sys.stderr)
+            return 2 if code is None else int(code)
+
+    run.__wrapped__ = handler  # type: ignore[attr-defined]
+    return run
+
+
+# ---- flags from a dataclass's field metadata -------------------------------------------------
+def _flag_type(hint: Any) -> tuple[Any, bool]:
+    """``(base type, optional)`` of a field annotation such as ``int | None``."""
+    args = typing.get_args(hint)
+    if type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return (rest[0] if len(rest) == 1 else Any), True
+    return (typing.get_origin(hint) or hint), False
+
+
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One flag per field of dataclass ``cls``, described by the field's metadata.
+
+    Metadata keys: ``help``; ``flag`` (default ``--field-name``); ``short`` (e.g. ``-v``);
+    ``choices``; ``cli_default`` (a flag default other than the field's). Booleans get
+    ``--x/--no-x``; ``dict`` fields take repeatable ``KEY=VALUE`` (JSON values);
+    ints and strings take one value. A field without a default is a required flag.
+    """
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        names = [meta.get("flag", "--" + f.name.replace("_", "-"))]
+        if "short" in meta:
+            names.insert(0, meta["short"])
+        kind, optional = _flag_type(hints[f.name])
+        kw: dict[str, Any] = {"dest": f.name, "help": meta.get("help")}
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            kw["required"] = True
+        elif "cli_default" in meta:
+            kw["default"] = meta["cli_default"]
+        elif f.default is not dataclasses.MISSING:
+            kw["default"] = f.default
+        if kind is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif kind is dict:
+            kw.update(action="append", default=[], metavar="KEY=VALUE")
+            kw["help"] = f"{kw['help']} (repeatable; VALUE is JSON when it parses)"
+        else:
+            kw["type"] = kind if kind in (int, float, str) else str
+            if "choices" in meta:
+                kw["choices"] = list(meta["choices"])
+            if optional and kw.get("default") is None:
+                kw["metavar"] = f.name.upper()
+        parser.add_argument(*names, **kw)
+
+
+def dataclass_from_flags(cls: type, ns: argparse.Namespace) -> Any:
+    """Build ``cls`` from flags added by :func:`add_dataclass_flags` (dict flags parsed)."""
+    from mei_envs.config import parse_set_options
+
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        value = getattr(ns, f.name)
+        if _flag_type(hints[f.name])[0] is dict:
+            value = parse_set_options(value or [], flag=f.metadata.get("flag", f"--{f.name}"))
+        values[f.name] = value
+    return cls(**values)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the sub-command (argparse exits with 2 on a bad flag)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except ModuleNotFoundError as exc:
-        extra = _EXTRA_OF.get((exc.name or "").split(".")[0], "all")
-        print(
-            f"error: `mei-envs {args.command}` needs {exc.name!r}, which is not installed; "
-            f"install the extra: pip install 'mei-envs[{extra}]'",
-            file=sys.stderr,
-        )
-        return 2
-    except (KeyError, ValueError, FileNotFoundError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
+    return int(args.func(args) or 0)
 
 
 if __name__ == "__main__":

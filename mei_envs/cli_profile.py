@@ -13,6 +13,7 @@ import sys
 import time
 from typing import Any
 
+from mei_envs.cli import guarded
 from mei_envs.llm.catalog import get_architecture, list_models
 from mei_envs.llm.costs import cost_table, total_params
 
@@ -29,7 +30,7 @@ def add_profile_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     p_list = sub.add_parser("list", help="catalog models with parameter counts")
     p_list.add_argument("--json", action="store_true", help="print JSON")
-    p_list.set_defaults(func=cmd_list)
+    p_list.set_defaults(func=guarded("profile list", cmd_list))
 
     p_show = sub.add_parser("show", help="cost table of one model (per layer and cut)")
     p_show.add_argument("model", help="catalog name or path to an architecture JSON file")
@@ -37,28 +38,22 @@ def add_profile_parser(subparsers: Any) -> argparse.ArgumentParser:
     p_show.add_argument("--seq-len", type=int, default=128, help="prompt tokens [tokens]")
     p_show.add_argument("--cached", type=int, default=128, help="KV-cache tokens for decode")
     p_show.add_argument("--lora-rank", type=int, default=8, help="LoRA rank for memory rows")
-    p_show.set_defaults(func=cmd_show)
+    p_show.set_defaults(func=guarded("profile show", cmd_show))
 
     p_gen = sub.add_parser(
         "generate", help="measure FLOPs with torch FlopCounterMode and write profiles"
     )
     p_gen.add_argument("--models", nargs="+", default=None, help="default: whole catalog")
     p_gen.add_argument("--out", default=None, help="output dir (default: data/profiles)")
-    p_gen.set_defaults(func=cmd_generate)
+    p_gen.set_defaults(func=guarded("profile generate", cmd_generate))
 
     p_check = sub.add_parser("check", help="compare shipped profiles with the formulas")
-    p_check.set_defaults(func=cmd_check)
+    p_check.set_defaults(func=guarded("profile check", cmd_check))
     return parser
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help(sys.stderr)
-    return 2
-
-
-def _unknown(exc: Exception) -> int:
-    msg = exc.args[0] if exc.args else str(exc)
-    print(f"error: {msg}", file=sys.stderr)
     return 2
 
 
@@ -90,18 +85,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    try:
-        arch = get_architecture(args.model)
-    except (KeyError, FileNotFoundError) as exc:
-        return _unknown(exc)
-    except ValueError as exc:
-        return _unknown(exc)
-    try:
-        table = cost_table(
-            arch, seq_len=args.seq_len, cached_tokens=args.cached, lora_rank=args.lora_rank
-        )
-    except ValueError as exc:
-        return _unknown(exc)
+    arch = get_architecture(args.model)
+    table = cost_table(
+        arch, seq_len=args.seq_len, cached_tokens=args.cached, lora_rank=args.lora_rank
+    )
     if args.json:
         print(json.dumps(table, indent=1))
         return 0
@@ -165,22 +152,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
         known = list_models()
         bad = [m for m in args.models if m not in known]
         if bad:
-            print(f"error: unknown model(s) {bad}; known models: {known}", file=sys.stderr)
-            return 2
-    try:
-        from mei_envs.llm.profile import generate_profiles
-    except ImportError as exc:  # pragma: no cover - profile.py itself imports only stdlib
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+            raise ValueError(f"--models: unknown model(s) {bad}; known models: {known}")
+    from mei_envs.llm.profile import generate_profiles
+
     t0 = time.perf_counter()
     cmd = "mei-envs profile generate" + (
         " --models " + " ".join(args.models) if args.models else ""
     )
     try:
         paths = generate_profiles(args.models, args.out, command=cmd)
-    except ImportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

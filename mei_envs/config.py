@@ -4,6 +4,11 @@ Each environment has one ``@dataclass(frozen=True)`` config subclassing :class:`
 Values are plain numbers, strings, booleans or lists of those, so a config round-trips
 through YAML, JSON, ``gym.make(id, **kwargs)``, ``gym.make(id, config={...})`` and the CLI's
 ``--set key=value``. Unknown keys are an error that names them.
+
+:class:`Config` is the base of every validated config in the project: env configs
+(:class:`EnvConfig`) and experiment configs (``mei_envs.experiments.compare.CompareConfig``)
+share its construction (unknown keys, presets, type coercion by the field annotations,
+numpy scalars accepted) and its range/choice checks.
 """
 
 from __future__ import annotations
@@ -11,12 +16,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import types
 import typing
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, TypeVar
 
-C = TypeVar("C", bound="EnvConfig")
+C = TypeVar("C", bound="Config")
 
 
 class ConfigError(ValueError):
@@ -24,7 +30,7 @@ class ConfigError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
-class EnvConfig:
+class Config:
     """Base class: subclasses add fields and override :meth:`validate`.
 
     Named scenario presets: a subclass that declares a field ``preset: str = "default"``
@@ -35,6 +41,10 @@ class EnvConfig:
     """
 
     PRESETS: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    # What a ``list[X]``/``tuple[X, ...]`` field holds after coercion (tuple: hashable).
+    SEQUENCE_TYPE: ClassVar[type] = tuple
+    # The exception raised for a bad key or value (a ConfigError subclass).
+    ERROR: ClassVar[type[ValueError]] = None  # type: ignore[assignment]  (set below)
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -47,23 +57,33 @@ class EnvConfig:
         Raises:
             ConfigError: for unknown keys (named, with the allowed ones) or invalid values.
         """
+        error = cls.ERROR
+        if values is not None and not isinstance(values, Mapping):
+            raise error(
+                f"{cls.__name__}: config={values!r} must be a mapping of keys to values "
+                f"(allowed keys are {sorted(cls.field_names())})"
+            )
         merged = dict(values or {})
         merged.update(overrides)
         known = set(cls.field_names())
-        unknown = sorted(set(merged) - known)
+        unknown = sorted(set(merged) - known, key=str)
         if unknown:
-            raise ConfigError(
+            raise error(
                 f"{cls.__name__}: unknown key(s) {unknown}; allowed keys are {sorted(known)}"
             )
         if "preset" in known:
             name = merged.get("preset", cls.__dataclass_fields__["preset"].default)
             if not isinstance(name, str) or name not in cls.PRESETS:
-                raise ConfigError(
-                    f"{cls.__name__}.preset={name!r}: must be one of {sorted(cls.PRESETS)}"
-                )
+                raise error(f"{cls.__name__}.preset={name!r}: must be one of {sorted(cls.PRESETS)}")
             merged = {**cls.PRESETS[name], **merged}
         hints = typing.get_type_hints(cls)
-        coerced = {k: _coerce(cls.__name__, k, v, hints[k]) for k, v in merged.items()}
+        try:
+            coerced = {
+                k: _coerce(cls.__name__, k, v, hints[k], cls.SEQUENCE_TYPE)
+                for k, v in merged.items()
+            }
+        except ConfigError as exc:
+            raise error(str(exc)) from None
         cfg = cls(**coerced)
         cfg.validate()
         return cfg
@@ -98,12 +118,12 @@ class EnvConfig:
         integer: bool = False,
     ) -> None:
         v = getattr(self, name)
-        bad_type = isinstance(v, bool) or not isinstance(v, (int, float))
+        bad_type = isinstance(v, bool) or not isinstance(v, numbers.Real)
         if integer and not bad_type and float(v) != int(v):
             bad_type = True
         if bad_type or (isinstance(v, float) and not math.isfinite(v)):
             kind = "an integer" if integer else "a finite number"
-            raise ConfigError(f"{type(self).__name__}.{name}={v!r}: must be {kind}")
+            raise self.ERROR(f"{type(self).__name__}.{name}={v!r}: must be {kind}")
         too_low = lo is not None and (v <= lo if lo_open else v < lo)
         too_high = hi is not None and (v >= hi if hi_open else v > hi)
         if too_low or too_high:
@@ -111,7 +131,7 @@ class EnvConfig:
             right = ")" if hi_open else "]"
             lo_s = "-inf" if lo is None else f"{lo:g}"
             hi_s = "inf" if hi is None else f"{hi:g}"
-            raise ConfigError(
+            raise self.ERROR(
                 f"{type(self).__name__}.{name}={v!r}: must be in {left}{lo_s}, {hi_s}{right}"
             )
 
@@ -119,19 +139,31 @@ class EnvConfig:
         v = getattr(self, name)
         allowed = list(allowed)
         if v not in allowed:
-            raise ConfigError(f"{type(self).__name__}.{name}={v!r}: must be one of {allowed}")
+            raise self.ERROR(f"{type(self).__name__}.{name}={v!r}: must be one of {allowed}")
 
 
-def parse_set_options(items: Iterable[str]) -> dict[str, Any]:
-    """Parse CLI ``key=value`` strings; values are JSON when they parse, else strings."""
+Config.ERROR = ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvConfig(Config):
+    """Base of every environment's config (see :class:`Config`)."""
+
+
+def parse_set_options(items: Iterable[str], *, flag: str = "--set") -> dict[str, Any]:
+    """Parse CLI ``key=value`` strings; values are JSON when they parse, else strings.
+
+    Raises:
+        ConfigError: an item without ``=`` or with an empty key, naming ``flag`` and the item.
+    """
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected key=value")
+            raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE")
         key, raw = item.split("=", 1)
         key = key.strip()
         if not key:
-            raise ConfigError(f"--set {item!r}: empty key")
+            raise ConfigError(f"{flag} {item!r}: empty key")
         try:
             out[key] = json.loads(raw)
         except json.JSONDecodeError:
@@ -139,44 +171,67 @@ def parse_set_options(items: Iterable[str]) -> dict[str, Any]:
     return out
 
 
-def _coerce(owner: str, name: str, value: Any, hint: Any) -> Any:
-    """Coerce YAML/CLI values to the field's declared type (int, float, bool, str, tuple)."""
+def _coerce(owner: str, name: str, value: Any, hint: Any, seq: type = tuple) -> Any:
+    """Coerce YAML/CLI/numpy values to the field's declared type.
+
+    ``int``, ``float``, ``bool`` and ``str`` accept their numpy counterparts
+    (``np.int64(8)``, ``np.float32(2.0)``); an integral float is an int (YAML ``1e5``);
+    ``list[X]``/``tuple[X, ...]`` become ``seq`` of coerced items; ``dict`` must be a mapping;
+    a union tries its members in order.
+    """
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
         if value is None:
             return None
-        hint = args[0]
-        origin = typing.get_origin(hint)
-    if origin in (tuple, list):
-        if isinstance(value, str):
+        members = [a for a in typing.get_args(hint) if a is not type(None)]
+        errors = []
+        for member in members:
+            try:
+                return _coerce(owner, name, value, member, seq)
+            except ConfigError as exc:
+                errors.append(str(exc).split(": ", 1)[-1])
+        if type(None) in typing.get_args(hint):
+            errors.append("null")
+        raise ConfigError(
+            f"{owner}.{name}={value!r}: must be "
+            + " or ".join(e.removeprefix("must be ") for e in errors)
+        )
+    if origin in (tuple, list) or hint in (tuple, list):
+        if isinstance(value, (str, bytes, Mapping)):
             raise ConfigError(f"{owner}.{name}={value!r}: must be a list")
         try:
             items = list(value)
         except TypeError as exc:
             raise ConfigError(f"{owner}.{name}={value!r}: must be a list") from exc
         (item_hint, *_) = typing.get_args(hint) or (Any,)
-        return tuple(_coerce(owner, name, v, item_hint) for v in items)
+        return seq(_coerce(owner, name, v, item_hint, seq) for v in items)
+    if origin is dict or hint is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{owner}.{name}={value!r}: must be a mapping")
+        return dict(value)
     if hint is bool:
         if isinstance(value, bool):
             return value
+        if type(value).__name__ == "bool_":  # numpy.bool_
+            return bool(value)
         if isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"
         raise ConfigError(f"{owner}.{name}={value!r}: must be true or false")
     if hint is int:
-        if isinstance(value, bool):
+        if isinstance(value, bool) or type(value).__name__ == "bool_":
             raise ConfigError(f"{owner}.{name}={value!r}: must be an integer")
-        if isinstance(value, float) and value.is_integer():
+        if isinstance(value, numbers.Integral):
             return int(value)
-        if isinstance(value, int):
-            return value
+        if isinstance(value, numbers.Real) and float(value).is_integer():
+            return int(value)
         raise ConfigError(f"{owner}.{name}={value!r}: must be an integer")
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        bad = isinstance(value, bool) or type(value).__name__ == "bool_"
+        if bad or not isinstance(value, numbers.Real):
             raise ConfigError(f"{owner}.{name}={value!r}: must be a number")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{owner}.{name}={value!r}: must be a string")
-        return value
+        return str(value)
     return value

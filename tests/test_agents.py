@@ -269,10 +269,10 @@ def test_progress_csv_columns_sorted_not_hash_ordered(tmp_path):
     # SB3's CSV writer adds new columns in set order, which follows the per-process string
     # hash: the header of the same run changed between processes (a flaky test). 24 keys in
     # set order are practically never sorted, so this fails with the old writer at any seed.
-    from mei_envs.agents.train import _make_logger
+    from mei_envs.agents.files import make_logger
 
     keys = [f"{ns}/k{i:02d}" for ns in ("train", "time", "rollout", "eval") for i in range(6)]
-    logger = _make_logger(tmp_path, tensorboard=False, verbose=0)
+    logger = make_logger(tmp_path, tensorboard=False, verbose=0)
     for k in keys:
         logger.record(k, 1.0)
     logger.dump(1)

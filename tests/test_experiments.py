@@ -410,15 +410,16 @@ def test_ray_backend_without_ray_gives_clear_error(monkeypatch):
 _TINY_PPO = {"n_steps": 64, "batch_size": 64, "n_epochs": 1}
 
 
-def test_local_sweep_trains_two_jobs(tmp_path: Path):
+def tiny_sweep_jobs(out_dir: Path) -> list:
+    """Two 256-step PPO jobs (seeds 0 and 1) on the first registered env."""
     import mei_envs
-    from mei_envs.experiments.sweep import grid, run_sweep
+    from mei_envs.experiments.sweep import grid
 
-    jobs = grid(
+    return grid(
         [mei_envs.ENV_IDS[0]],
         ["ppo"],
         [0, 1],
-        out_dir=tmp_path,
+        out_dir=out_dir,
         total_timesteps=256,
         n_envs=2,
         hyperparams_override=_TINY_PPO,
@@ -427,12 +428,22 @@ def test_local_sweep_trains_two_jobs(tmp_path: Path):
         checkpoint_freq=0,
         tensorboard=False,
     )
-    paths = run_sweep(jobs, backend="local", workers=2)
+
+
+def check_tiny_sweep(paths: list[Path], jobs: list) -> None:
+    """Every job of :func:`tiny_sweep_jobs` finished in its own folder with two evaluations."""
     assert [p.resolve() for p in paths] == [Path(j.run_dir).resolve() for j in jobs]
     for path in paths:
         assert (path / "COMPLETE").is_file() and (path / "model.zip").is_file()
         with np.load(path / "evaluations.npz") as ev:
             assert list(ev["timesteps"]) == [128, 256]
+
+
+def test_local_sweep_trains_two_jobs(tmp_path: Path):
+    from mei_envs.experiments.sweep import run_sweep
+
+    jobs = tiny_sweep_jobs(tmp_path)
+    check_tiny_sweep(run_sweep(jobs, backend="local", workers=2), jobs)
 
 
 def test_tiny_compare_produces_every_output(tmp_path: Path):

@@ -1,0 +1,119 @@
+"""The arguments of one training run (:class:`TrainArgs`), importable without torch.
+
+Experiment configs and the sweep hold a :class:`TrainArgs` per job; ``mei-envs train``'s flags
+are generated from its field metadata (:func:`mei_envs.cli.add_dataclass_flags`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TrainArgs:
+    """Arguments of one training run.
+
+    Each field's metadata carries its ``help`` text and, where the flag differs from
+    ``--field-name``, its ``flag``; :func:`mei_envs.agents.cli.add_train_parser` builds the
+    ``mei-envs train`` flags from them (CleanRL's dataclass-with-help style).
+    """
+
+    env_id: str = field(
+        metadata={"help": "Gymnasium env id, e.g. mei_envs/EarlyExitUpload-v0", "flag": "--env"}
+    )
+    algo: str = field(
+        default="ppo",
+        metadata={
+            "help": "ppo | a2c | dqn | sac | td3 | maskable_ppo (default ppo; with --resume: "
+            "the run's)",
+            "cli_default": None,
+        },
+    )
+    total_timesteps: int | None = field(
+        default=None,
+        metadata={
+            "help": "env steps in total (default: the YAML n_timesteps)",
+            "flag": "--timesteps",
+        },
+    )
+    seed: int = field(default=0, metadata={"help": "seed of RNGs and training envs"})
+    n_envs: int | None = field(
+        default=None, metadata={"help": "parallel training envs (default: YAML n_envs or 1)"}
+    )
+    vec_env: str = field(
+        default="dummy", metadata={"help": "vectorised env class", "choices": ("dummy", "subproc")}
+    )
+    normalize: bool | None = field(
+        default=None, metadata={"help": "wrap in VecNormalize (default: as the YAML says)"}
+    )
+    env_config: dict = field(
+        default_factory=dict,
+        metadata={
+            "help": "env config value (gym.make(id, config=...)); repeatable",
+            "flag": "--set",
+        },
+    )
+    hyperparams: str | None = field(
+        default=None, metadata={"help": "YAML hyperparameter file (default: the shipped one)"}
+    )
+    hyperparams_override: dict = field(
+        default_factory=dict,
+        metadata={"help": "hyperparameter replacing the YAML one; repeatable", "flag": "--hp"},
+    )
+    run_dir: str | None = field(
+        default=None, metadata={"help": "run folder (default runs/ALGO/ENV__SEED__TIME)"}
+    )
+    eval_freq: int = field(
+        default=10_000, metadata={"help": "evaluate every this many env steps (0: never)"}
+    )
+    eval_episodes: int = field(default=10, metadata={"help": "episodes per evaluation"})
+    eval_seed: int = field(
+        default=1_000_000, metadata={"help": "seed of the evaluation env (not a training seed)"}
+    )
+    checkpoint_freq: int = field(
+        default=50_000, metadata={"help": "checkpoint every this many env steps (0: never)"}
+    )
+    resume: bool = field(
+        default=False, metadata={"help": "continue --run-dir from its latest checkpoint"}
+    )
+    progress_bar: bool | None = field(
+        default=None,
+        metadata={"help": "show a progress bar (default: when stderr is a terminal)"},
+    )
+    tensorboard: bool = field(default=True, metadata={"help": "log to RUN_DIR/tb"})
+    device: str = field(default="cpu", metadata={"help": "torch device"})
+    verbose: int = field(
+        default=0, metadata={"help": "0 quiet, 1 SB3 logs to stdout", "short": "-v"}
+    )
+    torch_threads: int = field(
+        default=1, metadata={"help": "torch CPU threads (1 is fastest for small MLPs)"}
+    )
+
+
+def check_train_args(args: TrainArgs) -> None:
+    """Check the plain fields of ``args`` (the algorithm and env are checked by ``train``).
+
+    Raises:
+        ValueError: naming the field, its value and what is allowed.
+    """
+    for name in ("eval_freq", "checkpoint_freq"):
+        v = getattr(args, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"{name}={v!r}: must be an integer >= 0")
+    for name in ("eval_episodes", "torch_threads"):
+        v = getattr(args, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}={v!r}: must be an integer >= 1")
+    for name in ("total_timesteps", "n_envs"):
+        v = getattr(args, name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"{name}={v!r}: must be an integer >= 1 or None")
+    if args.vec_env not in ("dummy", "subproc"):
+        raise ValueError(f"vec_env={args.vec_env!r}: must be 'dummy' or 'subproc'")
+    if not isinstance(args.env_config, Mapping):
+        raise ValueError(f"env_config={args.env_config!r}: must be a mapping")
+    if not isinstance(args.hyperparams_override, Mapping):
+        raise ValueError(f"hyperparams_override={args.hyperparams_override!r}: must be a mapping")
+    if args.progress_bar is not None and not isinstance(args.progress_bar, bool):
+        raise ValueError(f"progress_bar={args.progress_bar!r}: must be true, false or None")
