@@ -126,9 +126,10 @@ class Catalog:
     def _derive(self) -> None:
         mem = self.membership
         self.n_models, self.n_blocks = mem.shape
-        self.member_f = mem.astype(np.float64)  # for matrix products
-        self.member_i = mem.astype(np.int64)
+        self.member_f = mem.astype(np.float64)  # for matrix products (BLAS)
         self.member_bytes = self.member_f * self.block_bytes  # (M, B)
+        # One product gives both the missing-block counts and the missing bytes of all models.
+        self.count_and_bytes = np.vstack([self.member_f, self.member_bytes])  # (2M, B)
         self.model_bytes = self.member_bytes.sum(axis=1)
         self.unique_bytes = float(self.block_bytes.sum())
         users = mem.sum(axis=0)
@@ -359,7 +360,8 @@ class CacheState:
         c = self.catalog
         self.held = np.zeros(c.n_blocks, dtype=bool)
         self.cached = np.zeros(c.n_models, dtype=bool)
-        self.refcount = np.zeros(c.n_blocks, dtype=np.int64)
+        self.refcount = np.zeros(c.n_blocks)  # small integers, kept as float64 for BLAS
+        self.missing = c.model_bytes.copy()  # (M,) bytes each model misses now
         self.used_bytes = 0.0
 
     def copy(self) -> CacheState:
@@ -369,17 +371,21 @@ class CacheState:
         new.held = self.held.copy()
         new.cached = self.cached.copy()
         new.refcount = self.refcount.copy()
+        new.missing = self.missing.copy()
         new.used_bytes = self.used_bytes
         return new
 
     def _refresh(self) -> np.ndarray:
         """Recompute cached models, reference counts and used bytes; return newly cached."""
         c = self.catalog
-        missing = c.member_f @ (~self.held)
-        cached = missing == 0
+        absent = (~self.held).astype(np.float64)
+        prod = c.count_and_bytes @ absent
+        M = c.n_models
+        cached = prod[:M] == 0
+        self.missing = prod[M:]
         new = cached & ~self.cached
         self.cached = cached
-        self.refcount = cached.astype(np.int64) @ c.member_i
+        self.refcount = cached.astype(np.float64) @ c.member_f
         self.used_bytes = float(c.block_bytes @ self.held)
         return new
 
@@ -390,11 +396,11 @@ class CacheState:
 
     def missing_bytes(self, model: int) -> float:
         """Bytes of ``model``'s blocks not held (what a request fetches over the backhaul)."""
-        return float(self.catalog.member_bytes[model] @ ~self.held)
+        return float(self.missing[model])
 
     def missing_bytes_all(self) -> np.ndarray:
-        """``(M,)`` bytes each model would fetch if requested now."""
-        return self.catalog.member_bytes @ ~self.held
+        """``(M,)`` bytes each model would fetch if requested now (a copy)."""
+        return self.missing.copy()
 
     def freed_bytes(self, pinned: int | None = None) -> np.ndarray:
         """``(M,)`` bytes evicting each model frees now (0 for models not cached).
@@ -451,8 +457,10 @@ class CacheState:
         cached = (c.member_f @ ~self.held) == 0
         if not np.array_equal(cached, self.cached):
             raise ValueError("cached models disagree with the held blocks")
-        if not np.array_equal(self.refcount, cached.astype(np.int64) @ c.member_i):
+        if not np.array_equal(self.refcount, cached.astype(np.int64) @ c.membership):
             raise ValueError("reference counts disagree with the cached models")
+        if not np.allclose(self.missing, c.member_bytes @ ~self.held, rtol=1e-12, atol=1e-6):
+            raise ValueError("missing bytes disagree with the held blocks")
 
 
 # ---- requests --------------------------------------------------------------------------------
@@ -572,18 +580,28 @@ class RequestStats:
 
     def clear(self) -> None:
         M = self.n_models
-        self.last = np.full(M, -1, dtype=np.int64)
+        # Row 0: last request index; row 1: index at which the model became cached.
+        self.marks = np.full((2, M), -1, dtype=np.int64)
         self.count = np.zeros(M, dtype=np.int64)
-        self.since = np.full(M, -1, dtype=np.int64)
         self._ema = np.zeros((len(self.decay), M))
         self._ema_t = np.zeros(M, dtype=np.int64)
 
     def copy(self) -> RequestStats:
         new = RequestStats.__new__(RequestStats)
         new.n_models, new.decay, new._decay_arr = self.n_models, self.decay, self._decay_arr
-        for k in ("last", "count", "since", "_ema", "_ema_t"):
+        for k in ("marks", "count", "_ema", "_ema_t"):
             setattr(new, k, getattr(self, k).copy())
         return new
+
+    @property
+    def last(self) -> np.ndarray:
+        """Index of each model's last request (-1: never); a view."""
+        return self.marks[0]
+
+    @property
+    def since(self) -> np.ndarray:
+        """Index at which each model last became cached (-1: not cached); a view."""
+        return self.marks[1]
 
     def record(self, model: int, t: int) -> None:
         """Request ``t`` asked for ``model``."""
@@ -592,7 +610,7 @@ class RequestStats:
         for i, d in enumerate(self.decay):
             col[i] = col[i] * d**gap + (1.0 - d)
         self._ema_t[model] = t
-        self.last[model] = t
+        self.marks[0, model] = t
         self.count[model] += 1
 
     def ema(self, t: int) -> np.ndarray:

@@ -273,7 +273,8 @@ def test_env_keeps_asking_until_the_request_fits(tmp_path) -> None:
 
 
 def test_models_larger_than_the_cache_are_bypassed_without_asking(tmp_path) -> None:
-    env = _unit_env(tmp_path, 2, 0.5)
+    path = write_catalog(tmp_path / "big.json", {"a": 2.0, "b": 3.0}, {"a": ["a"], "b": ["b"]})
+    env = EdgeLLMCacheEnv(catalog_file=path, capacity_bytes=1.0)
     obs, info = env.reset(seed=0, options={"requests": [0, 1, 0]})
     assert info["model"] == -1  # no decision: one ignored step delivers the episode
     _, r, term, _, info = env.step(0)

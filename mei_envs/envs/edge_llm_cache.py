@@ -103,7 +103,7 @@ class EdgeLLMCacheConfig(EnvConfig):
             "partial_top_layers": [],
             "quant_precisions": ["int8", "int4", "q4_0", "q8_0"],
         },
-        "fast_drift": {"drift_rate": 0.1},
+        "fast_drift": {"drift_rate": 0.05},  # 5x the default rank-swap rate
         "small_cache": {"capacity_fraction": 0.08},
     }
 
@@ -304,8 +304,8 @@ class EdgeLLMCacheEnv(gym.Env[np.ndarray, int]):
 
     ## Observation Space
 
-    `Box(0, 1, (M * F + 3,), float32)` with `F = 9 + len(half_lives)` features per model
-    (model-major: entries `m*F .. m*F + F - 1` belong to model `m`):
+    `Box(0, 1, (F * M + 3,), float32)` with `F = 9 + len(half_lives)` features per model,
+    feature-major (entry `k*M + m` is feature `k` of model `m`):
 
     | feature | meaning | min | max |
     |---|---|---|---|
@@ -424,10 +424,10 @@ class EdgeLLMCacheEnv(gym.Env[np.ndarray, int]):
         self._reward_mode = REWARDS.index(cfg.reward)
         self.bytes_ref = float(cat.model_bytes.mean())
         self.latency_ref_s = self._rtt + 8.0 * self.bytes_ref / self._rate
-        cap = self.capacity_bytes
-        self._static = np.stack(
-            [np.minimum(cat.model_bytes / cap, 1.0), cat.shared_fraction], axis=1
-        ).astype(np.float32)
+        self._inv_cap = 1.0 / self.capacity_bytes
+        self._work = np.zeros((self.n_features, M))  # observation rows, feature-major
+        self._work[2] = np.minimum(cat.model_bytes * self._inv_cap, 1.0)
+        self._work[5] = cat.shared_fraction
         self._requests: np.ndarray | None = None
         self._done = True
         self._final_pending = False
@@ -677,31 +677,31 @@ class EdgeLLMCacheEnv(gym.Env[np.ndarray, int]):
 
     def _obs(self) -> np.ndarray:
         st, stats, M, F = self.state, self.stats, self.n_models, self.n_features
-        t = self._t
-        cap = st.capacity
-        j = self._pending
-        f = np.zeros((M, F), dtype=np.float32)
-        f[:, 0] = st.cached
+        t, cap, j = self._t, st.capacity, self._pending
+        w = self._work  # (F, M); rows 2 and 5 are static
+        w[0] = st.cached
+        w[1] = 0.0
         if j >= 0:
-            f[j, 1] = 1.0
-        f[:, 2] = self._static[:, 0]
-        f[:, 3] = np.minimum(self._freed / cap, 1.0)
-        missing = st.missing_bytes_all()
-        f[:, 4] = np.minimum(missing / cap, 1.0)
-        f[:, 5] = self._static[:, 1]
-        f[:, 6] = self._freed > 0.0
-        log_T = self._log_T
-        last = stats.last
-        f[:, 7] = np.where(last >= 0, 1.0 - np.log1p(np.maximum(t - last, 0)) / log_T, 0.0)
-        since = stats.since
-        f[:, 8] = np.where(since >= 0, 1.0 - np.log1p(np.maximum(t - since, 0)) / log_T, 0.0)
-        f[:, 9:] = stats.ema(min(t, self._T - 1)).T
-        need = st.used_bytes + missing[j] - cap if j >= 0 else 0.0
-        tail = np.array(
-            [max(st.free_bytes, 0.0) / cap, min(max(need, 0.0) / cap, 1.0), t / self._T],
-            dtype=np.float32,
-        )
-        return np.clip(np.concatenate([f.reshape(-1), tail]), 0.0, 1.0)
+            w[1, j] = 1.0
+        np.multiply(self._freed, self._inv_cap, out=w[3])
+        np.minimum(w[3], 1.0, out=w[3])
+        np.multiply(st.missing, self._inv_cap, out=w[4])
+        np.minimum(w[4], 1.0, out=w[4])
+        np.greater(self._freed, 0.0, out=w[6])
+        marks = stats.marks  # last request, cached since
+        rec = w[7:9]
+        np.log1p(np.maximum(t - marks, 0), out=rec)
+        rec *= -1.0 / self._log_T
+        rec += 1.0
+        rec[marks < 0] = 0.0
+        w[9:] = stats.ema(min(t, self._T - 1))
+        out = np.empty(F * M + N_GLOBAL_FEATURES, dtype=np.float32)
+        out[: F * M] = w.reshape(-1)
+        need = st.used_bytes + st.missing[j] - cap if j >= 0 else 0.0
+        out[F * M] = min(max(st.free_bytes / cap, 0.0), 1.0)
+        out[F * M + 1] = min(max(need / cap, 0.0), 1.0)
+        out[F * M + 2] = t / self._T
+        return out
 
     def _info(self) -> dict[str, Any]:
         tot = self._tot
