@@ -1,0 +1,618 @@
+"""Edge LLM cache with parameter sharing: catalog, cache state and request processes.
+
+The domain model of ``mei_envs/EdgeLLMCache-v0`` (numpy only, no Gymnasium). The env, every
+baseline and every oracle call these classes; none copies their formulas.
+
+* :class:`Catalog`: models as sets of parameter blocks with byte sizes. A generated catalog
+  (:func:`build_catalog`) takes every size from the cost tables (:mod:`mei_envs.llm.costs`):
+  a foundation model is its embedding, its transformer layers and its head; a LoRA child
+  shares the whole frozen base and adds an adapter of ``costs.lora_params`` parameters; a
+  partial fine-tune shares the embedding, the bottom layers and the head and owns its top-k
+  layers; a quantised variant (int8/int4/q4_0...) owns every block (it shares nothing with
+  the fp16 weights). A shared block is stored once (TrimCaching: Qu et al., ICDCS 2024,
+  arXiv 2405.03990). Blocks used by exactly the same models are merged (they are always held
+  together), so a catalog carries few blocks and the state updates are small matrix products.
+* :class:`CacheState`: which blocks are held; a model is *cached* when all its blocks are
+  held. Reference counts, used bytes, the bytes evicting each model frees and the bytes a
+  request misses are numpy expressions over the precomputed membership matrix.
+* :class:`ZipfDriftRequests` and :func:`load_trace`: the request processes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mei_envs.llm import catalog as llm_catalog
+from mei_envs.llm import costs
+
+MODEL_KINDS = ("base", "lora", "partial", "quantised", "custom")
+
+
+# ---- catalog -------------------------------------------------------------------------------
+class Catalog:
+    """Models as sets of byte-sized blocks, with the block-membership matrix precomputed.
+
+    Attributes:
+        names: Model names (index = model id).
+        kinds: One of :data:`MODEL_KINDS` per model.
+        families: Name of the foundation model (or group) each model derives from.
+        block_bytes: ``(B,)`` bytes of each (merged) block.
+        block_names: A readable name per merged block (its raw blocks joined by ``+``).
+        membership: ``(M, B)`` bool, ``membership[m, b]``: model ``m`` uses block ``b``.
+        model_bytes: ``(M,)`` bytes of each model stored alone.
+        unique_bytes: Bytes of the whole catalog with every shared block stored once.
+        shared_fraction: ``(M,)`` share of a model's bytes in blocks other models also use.
+    """
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        blocks: Sequence[Sequence[str]],
+        block_sizes: Mapping[str, float],
+        *,
+        kinds: Sequence[str] | None = None,
+        families: Sequence[str] | None = None,
+        where: str = "catalog",
+    ) -> None:
+        names = [str(n) for n in names]
+        if not names:
+            raise ValueError(f"{where}: needs at least one model")
+        seen: set[str] = set()
+        for n in names:
+            if not n:
+                raise ValueError(f"{where}: a model has an empty name")
+            if n in seen:
+                raise ValueError(f"{where}: duplicate model name {n!r}")
+            seen.add(n)
+        if len(blocks) != len(names):
+            raise ValueError(f"{where}: {len(names)} model names but {len(blocks)} block lists")
+        raw_names = list(block_sizes)
+        raw_index = {b: i for i, b in enumerate(raw_names)}
+        raw_sizes = np.empty(len(raw_names))
+        for i, b in enumerate(raw_names):
+            v = block_sizes[b]
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)):
+                raise ValueError(f"{where}: block {b!r} size={v!r}: must be a number > 0 [bytes]")
+            if not (math.isfinite(float(v)) and float(v) > 0):
+                raise ValueError(f"{where}: block {b!r} size={v!r}: must be finite and > 0 [bytes]")
+            raw_sizes[i] = float(v)
+        raw_member = np.zeros((len(names), len(raw_names)), dtype=bool)
+        for m, (name, blist) in enumerate(zip(names, blocks, strict=True)):
+            if isinstance(blist, str) or len(blist) == 0:
+                raise ValueError(f"{where}: model {name!r} blocks={blist!r}: need a non-empty list")
+            for b in blist:
+                if b not in raw_index:
+                    raise ValueError(
+                        f"{where}: model {name!r} uses unknown block {b!r}; "
+                        f"known blocks include {sorted(raw_index)[:10]}"
+                    )
+                raw_member[m, raw_index[b]] = True
+        used = raw_member.any(axis=0)
+        if not used.all():
+            unused = [raw_names[i] for i in np.flatnonzero(~used)]
+            raise ValueError(f"{where}: block(s) {unused[:5]} are used by no model")
+        # Merge blocks used by exactly the same models: they are always held together.
+        _, first, inverse = np.unique(raw_member.T, axis=0, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        order = np.argsort(first)  # keep catalog order
+        rank = np.empty_like(order)
+        rank[order] = np.arange(order.size)
+        merged_of_raw = rank[inverse]
+        n_blocks = order.size
+        self.block_bytes = np.bincount(merged_of_raw, weights=raw_sizes, minlength=n_blocks)
+        self.membership = np.zeros((len(names), n_blocks), dtype=bool)
+        self.membership[:, merged_of_raw] = raw_member
+        groups: list[list[str]] = [[] for _ in range(n_blocks)]
+        for i, g in enumerate(merged_of_raw):
+            groups[g].append(raw_names[i])
+        self.block_names = [_group_name(g) for g in groups]
+        self.raw_blocks = len(raw_names)
+        self.names = names
+        self.index = {n: i for i, n in enumerate(names)}
+        self.kinds = list(kinds) if kinds is not None else ["custom"] * len(names)
+        self.families = list(families) if families is not None else list(names)
+        for kind in self.kinds:
+            if kind not in MODEL_KINDS:
+                raise ValueError(f"{where}: kind={kind!r}: must be one of {list(MODEL_KINDS)}")
+        self._derive()
+
+    def _derive(self) -> None:
+        mem = self.membership
+        self.n_models, self.n_blocks = mem.shape
+        self.member_f = mem.astype(np.float64)  # for matrix products (BLAS)
+        self.member_bytes = self.member_f * self.block_bytes  # (M, B)
+        # One product gives both the missing-block counts and the missing bytes of all models.
+        self.count_and_bytes = np.vstack([self.member_f, self.member_bytes])  # (2M, B)
+        self.model_bytes = self.member_bytes.sum(axis=1)
+        self.unique_bytes = float(self.block_bytes.sum())
+        users = mem.sum(axis=0)
+        self.block_users = users
+        self.shared_fraction = (self.member_bytes @ (users > 1)) / self.model_bytes
+        self.model_blocks = [np.flatnonzero(row) for row in mem]
+
+    @property
+    def sharing(self) -> bool:
+        """Whether any block is used by more than one model."""
+        return bool((self.block_users > 1).any())
+
+    def without_sharing(self) -> Catalog:
+        """The same models with every model stored whole (one private block each)."""
+        names = self.names
+        blocks = [[f"{n}/whole"] for n in names]
+        sizes = {f"{n}/whole": float(s) for n, s in zip(names, self.model_bytes, strict=True)}
+        return Catalog(names, blocks, sizes, kinds=self.kinds, families=self.families)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description (the format :func:`load_catalog` reads)."""
+        return {
+            "blocks": {
+                n: float(s) for n, s in zip(self.block_names, self.block_bytes, strict=True)
+            },
+            "models": [
+                {
+                    "name": n,
+                    "kind": self.kinds[m],
+                    "family": self.families[m],
+                    "blocks": [self.block_names[b] for b in self.model_blocks[m]],
+                }
+                for m, n in enumerate(self.names)
+            ],
+        }
+
+    def describe(self) -> list[dict[str, Any]]:
+        """One row per model: name, kind, family, bytes, shared fraction."""
+        return [
+            {
+                "model": n,
+                "kind": self.kinds[m],
+                "family": self.families[m],
+                "bytes": float(self.model_bytes[m]),
+                "shared_fraction": float(self.shared_fraction[m]),
+            }
+            for m, n in enumerate(self.names)
+        ]
+
+
+def _group_name(raw: list[str]) -> str:
+    return raw[0] if len(raw) == 1 else f"{raw[0]}+{len(raw) - 1}"
+
+
+def catalog_from_dict(doc: Any, *, where: str = "catalog") -> Catalog:
+    """Build a catalog from ``{"blocks": {name: bytes}, "models": [{"name", "blocks",
+    "kind"?, "family"?}]}``.
+
+    Raises:
+        ValueError: naming the entry and field that is wrong.
+    """
+    if not isinstance(doc, Mapping):
+        raise ValueError(f"{where}: expected a mapping with keys 'blocks' and 'models'")
+    unknown = sorted(set(doc) - {"blocks", "models"})
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: ['blocks', 'models']")
+    blocks = doc.get("blocks")
+    models = doc.get("models")
+    if not isinstance(blocks, Mapping) or not blocks:
+        raise ValueError(f"{where}: 'blocks' must be a non-empty mapping of block name -> bytes")
+    if not isinstance(models, list) or not models:
+        raise ValueError(f"{where}: 'models' must be a non-empty list")
+    names, blists, kinds, fams = [], [], [], []
+    for i, entry in enumerate(models):
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"{where}: models[{i}] must be a mapping")
+        bad = sorted(set(entry) - {"name", "blocks", "kind", "family"})
+        if bad:
+            raise ValueError(
+                f"{where}: models[{i}] unknown key(s) {bad}; allowed: "
+                "['blocks', 'family', 'kind', 'name']"
+            )
+        if not isinstance(entry.get("name"), str):
+            raise ValueError(f"{where}: models[{i}].name={entry.get('name')!r}: must be a string")
+        bl = entry.get("blocks")
+        if not isinstance(bl, list):
+            raise ValueError(f"{where}: models[{i}].blocks={bl!r}: must be a list of block names")
+        names.append(entry["name"])
+        blists.append([str(b) for b in bl])
+        kinds.append(entry.get("kind", "custom"))
+        fams.append(str(entry.get("family", entry["name"])))
+    return Catalog(names, blists, dict(blocks), kinds=kinds, families=fams, where=where)
+
+
+def load_catalog(path: str | Path) -> Catalog:
+    """Read a catalog JSON file (format of :func:`catalog_from_dict`)."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    return catalog_from_dict(doc, where=str(path))
+
+
+def parse_targets(spec: str) -> tuple[str, ...]:
+    """``"q,v"`` -> ``("q", "v")``; ``"all_linear"`` stays one name."""
+    return tuple(t.strip() for t in spec.split(",") if t.strip())
+
+
+def build_catalog(
+    bases: Iterable[str],
+    *,
+    base_precision: str = "fp16",
+    lora_ranks: Iterable[int] = (),
+    lora_targets: Iterable[str] = ("q,v",),
+    adapter_precision: str = "fp16",
+    partial_top_layers: Iterable[int] = (),
+    quant_precisions: Iterable[str] = (),
+) -> Catalog:
+    """A catalog of foundation models and their derived models, sized by the cost tables.
+
+    Per base (a model of :mod:`mei_envs.llm.catalog`, or an architecture JSON path):
+
+    * the base itself at ``base_precision``: blocks ``embed`` (token/position embedding and
+      final norm), ``L0..L{n-1}`` and ``head`` (LM head; 0 extra bytes beyond its bias when
+      tied, so it is left out then): ``costs.weight_bytes``;
+    * one LoRA child per (rank, targets): the base's blocks plus an adapter of
+      ``costs.lora_params(rank, targets)`` parameters at ``adapter_precision``;
+    * one partial fine-tune per k in ``partial_top_layers``: own copies of the top k layers,
+      the rest shared (embedding and head frozen);
+    * one quantised variant per precision: every block its own.
+    """
+    lora_ranks = list(lora_ranks)
+    lora_targets = list(lora_targets)
+    names: list[str] = []
+    blists: list[list[str]] = []
+    kinds: list[str] = []
+    fams: list[str] = []
+    sizes: dict[str, float] = {}
+    ab = costs.bytes_per_element(adapter_precision)
+    for base in bases:
+        a = llm_catalog.get_architecture(base)
+        bname = a.name
+        if bname in fams:
+            raise ValueError(f"bases: {bname!r} is listed twice")
+        L = a.n_layers
+
+        def whole(prec: str, a=a, bname=bname, L=L) -> list[str]:
+            emb = costs.weight_bytes(a, prec, layers=(0, 0), include_embedding=True)
+            both = costs.weight_bytes(
+                a, prec, layers=(0, 0), include_embedding=True, include_lm_head=True
+            )
+            layer = costs.weight_bytes(a, prec, layers=(0, 1))
+            out = [f"{bname}/{prec}/embed"]
+            sizes[out[0]] = emb
+            for i in range(L):
+                sizes[f"{bname}/{prec}/L{i}"] = layer
+                out.append(f"{bname}/{prec}/L{i}")
+            if both - emb > 0:
+                sizes[f"{bname}/{prec}/head"] = both - emb
+                out.append(f"{bname}/{prec}/head")
+            return out
+
+        base_blocks = whole(base_precision)
+        names.append(f"{bname}")
+        blists.append(base_blocks)
+        kinds.append("base")
+        fams.append(bname)
+        for r in lora_ranks:
+            for t in lora_targets:
+                targets = parse_targets(t)
+                n_params = costs.lora_params(a, int(r), targets)
+                tag = "all" if targets == ("all_linear",) else "".join(targets)
+                name = f"{bname}+lora-r{int(r)}-{tag}"
+                sizes[f"{name}/adapter"] = n_params * ab
+                names.append(name)
+                blists.append([*base_blocks, f"{name}/adapter"])
+                kinds.append("lora")
+                fams.append(bname)
+        layer_blocks = [b for b in base_blocks if "/L" in b]
+        other = [b for b in base_blocks if "/L" not in b]
+        for k in partial_top_layers:
+            k = int(k)
+            if not 1 <= k <= L:
+                raise ValueError(f"partial_top_layers: k={k} must be in [1, {L}] for {bname!r}")
+            name = f"{bname}+ft-top{k}"
+            own = []
+            for i in range(L - k, L):
+                own.append(f"{name}/L{i}")
+                sizes[own[-1]] = sizes[layer_blocks[i]]
+            names.append(name)
+            blists.append([*other, *layer_blocks[: L - k], *own])
+            kinds.append("partial")
+            fams.append(bname)
+        for prec in quant_precisions:
+            if prec == base_precision:
+                raise ValueError(
+                    f"quant_precisions: {prec!r} equals base_precision; a quantised variant "
+                    "must use another precision"
+                )
+            names.append(f"{bname}@{prec}")
+            blists.append(whole(prec))
+            kinds.append("quantised")
+            fams.append(bname)
+    return Catalog(names, blists, sizes, kinds=kinds, families=fams)
+
+
+# ---- cache state -----------------------------------------------------------------------------
+class CacheState:
+    """Blocks held at one edge server, with every model-level quantity derived from them.
+
+    A model is cached when all its blocks are held (so caching a LoRA child also makes its
+    base available). ``refcount[b]`` counts the cached models using block ``b``. Evicting a
+    cached model frees its blocks that no other cached model uses, except blocks ``pinned``
+    for the request being decided (they stay until it is admitted or bypassed; a bypass then
+    drops held blocks no cached model uses). Outside a decision every held block has a
+    cached user, and ``used_bytes`` = bytes of the held blocks <= ``capacity``.
+    """
+
+    def __init__(self, catalog: Catalog, capacity_bytes: float) -> None:
+        if not (math.isfinite(capacity_bytes) and capacity_bytes > 0):
+            raise ValueError(f"capacity_bytes={capacity_bytes!r}: must be finite and > 0")
+        self.catalog = catalog
+        self.capacity = float(capacity_bytes)
+        self.clear()
+
+    def clear(self) -> None:
+        c = self.catalog
+        self.held = np.zeros(c.n_blocks, dtype=bool)
+        self.cached = np.zeros(c.n_models, dtype=bool)
+        self.refcount = np.zeros(c.n_blocks)  # small integers, kept as float64 for BLAS
+        self.missing = c.model_bytes.copy()  # (M,) bytes each model misses now
+        self.used_bytes = 0.0
+
+    def copy(self) -> CacheState:
+        new = CacheState.__new__(CacheState)
+        new.catalog = self.catalog
+        new.capacity = self.capacity
+        new.held = self.held.copy()
+        new.cached = self.cached.copy()
+        new.refcount = self.refcount.copy()
+        new.missing = self.missing.copy()
+        new.used_bytes = self.used_bytes
+        return new
+
+    def _refresh(self) -> np.ndarray:
+        """Recompute cached models, reference counts and used bytes; return newly cached."""
+        c = self.catalog
+        absent = (~self.held).astype(np.float64)
+        prod = c.count_and_bytes @ absent
+        M = c.n_models
+        cached = prod[:M] == 0
+        self.missing = prod[M:]
+        new = cached & ~self.cached
+        self.cached = cached
+        self.refcount = cached.astype(np.float64) @ c.member_f
+        self.used_bytes = float(c.block_bytes @ self.held)
+        return new
+
+    # ---- queries ---------------------------------------------------------------------
+    @property
+    def free_bytes(self) -> float:
+        return self.capacity - self.used_bytes
+
+    def missing_bytes(self, model: int) -> float:
+        """Bytes of ``model``'s blocks not held (what a request fetches over the backhaul)."""
+        return float(self.missing[model])
+
+    def missing_bytes_all(self) -> np.ndarray:
+        """``(M,)`` bytes each model would fetch if requested now (a copy)."""
+        return self.missing.copy()
+
+    def freed_bytes(self, pinned: int | None = None) -> np.ndarray:
+        """``(M,)`` bytes evicting each model frees now (0 for models not cached).
+
+        Blocks of model ``pinned`` (the request being decided) are never freed.
+        """
+        c = self.catalog
+        free_able = self.refcount == 1
+        if pinned is not None and pinned >= 0:
+            free_able = free_able & ~c.membership[pinned]
+        return np.where(self.cached, c.member_bytes @ free_able, 0.0)
+
+    def fits(self, model: int) -> bool:
+        """Whether ``model``'s missing blocks fit in the free space now."""
+        return self.used_bytes + self.missing_bytes(model) <= self.capacity * (1 + 1e-12)
+
+    # ---- changes ---------------------------------------------------------------------
+    def admit(self, model: int) -> np.ndarray:
+        """Hold all of ``model``'s blocks (caller checked :meth:`fits`); return newly
+        cached models (the model and any other whose blocks are now all held)."""
+        self.held |= self.catalog.membership[model]
+        return self._refresh()
+
+    def evict(self, model: int, pinned: int | None = None) -> float:
+        """Drop ``model``'s blocks no other cached model uses (keeping ``pinned``'s blocks);
+        return the bytes freed."""
+        c = self.catalog
+        drop = c.membership[model] & (self.refcount == 1)
+        if pinned is not None and pinned >= 0:
+            drop &= ~c.membership[pinned]
+        before = self.used_bytes
+        self.held &= ~drop
+        self._refresh()
+        return before - self.used_bytes
+
+    def drop_orphans(self) -> float:
+        """Free held blocks no cached model uses (after a bypass); return bytes freed."""
+        orphan = self.held & (self.refcount == 0)
+        if not orphan.any():
+            return 0.0
+        before = self.used_bytes
+        self.held &= ~orphan
+        self._refresh()
+        return before - self.used_bytes
+
+    def check(self) -> None:
+        """Raise ValueError if an invariant is broken (the property tests call it)."""
+        c = self.catalog
+        used = float(c.block_bytes @ self.held)
+        if not math.isclose(used, self.used_bytes, rel_tol=1e-9, abs_tol=1e-6):
+            raise ValueError(f"used_bytes={self.used_bytes} != bytes of held blocks {used}")
+        if used > self.capacity * (1 + 1e-9):
+            raise ValueError(f"used_bytes={used} exceeds capacity={self.capacity}")
+        cached = (c.member_f @ ~self.held) == 0
+        if not np.array_equal(cached, self.cached):
+            raise ValueError("cached models disagree with the held blocks")
+        if not np.array_equal(self.refcount, cached.astype(np.int64) @ c.membership):
+            raise ValueError("reference counts disagree with the cached models")
+        if not np.allclose(self.missing, c.member_bytes @ ~self.held, rtol=1e-12, atol=1e-6):
+            raise ValueError("missing bytes disagree with the held blocks")
+
+
+# ---- requests --------------------------------------------------------------------------------
+def zipf_probabilities(n: int, exponent: float) -> np.ndarray:
+    """Zipf popularity of ranks 1..n: ``p_r ∝ r^-exponent``."""
+    p = np.arange(1, n + 1, dtype=np.float64) ** -float(exponent)
+    return p / p.sum()
+
+
+class ZipfDriftRequests:
+    """Zipf popularity over models whose ranking drifts.
+
+    At reset a random permutation assigns models to ranks. Before each request, with
+    probability ``drift_rate``, the ranks of two distinct uniformly drawn models are swapped
+    (so the expected number of rank swaps per request is ``drift_rate``); the request's rank
+    is drawn from Zipf(``exponent``) and mapped to the model holding that rank.
+    """
+
+    def __init__(self, n_models: int, exponent: float, drift_rate: float) -> None:
+        self.n_models = int(n_models)
+        self.exponent = float(exponent)
+        self.drift_rate = float(drift_rate)
+        self.cdf = np.cumsum(zipf_probabilities(self.n_models, self.exponent))
+        self.cdf[-1] = 1.0
+
+    def sample(self, rng: np.random.Generator, n_requests: int) -> np.ndarray:
+        """``n_requests`` model ids (int64), drawn from ``rng`` in a fixed order."""
+        M, n = self.n_models, int(n_requests)
+        perm = rng.permutation(M)
+        ranks = np.searchsorted(self.cdf, rng.random(n), side="right")
+        ranks = np.minimum(ranks, M - 1)
+        events = np.flatnonzero(rng.random(n) < self.drift_rate) if M > 1 else np.empty(0, int)
+        a = rng.integers(0, M, size=events.size)
+        b = (a + 1 + rng.integers(0, max(M - 1, 1), size=events.size)) % M
+        out = np.empty(n, dtype=np.int64)
+        start = 0
+        pos = np.empty(M, dtype=np.int64)  # rank of each model
+        pos[perm] = np.arange(M)
+        for k, t in enumerate(events.tolist()):
+            out[start:t] = perm[ranks[start:t]]
+            ra, rb = pos[a[k]], pos[b[k]]
+            perm[ra], perm[rb] = b[k], a[k]
+            pos[a[k]], pos[b[k]] = rb, ra
+            start = t
+        out[start:] = perm[ranks[start:]]
+        return out
+
+
+def load_trace(path: str | Path, names: Sequence[str]) -> np.ndarray:
+    """Read a request trace: a CSV with one model per row (name or integer id), optionally
+    under a header ``model``; blank lines and lines starting with ``#`` are skipped.
+
+    Raises:
+        ValueError: naming the file, the line number and the bad value.
+    """
+    path = Path(path)
+    index = {n: i for i, n in enumerate(names)}
+    M = len(names)
+    out: list[int] = []
+    with path.open(newline="", encoding="utf-8") as fh:
+        for lineno, row in enumerate(csv.reader(fh), start=1):
+            if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
+                continue
+            if len(row) != 1:
+                raise ValueError(
+                    f"{path}:{lineno}: expected one column (a model name or id), got {row!r}"
+                )
+            value = row[0].strip()
+            if lineno == 1 and value.lower() == "model":
+                continue
+            if value in index:
+                out.append(index[value])
+                continue
+            try:
+                mid = int(value)
+            except ValueError:
+                raise ValueError(
+                    f"{path}:{lineno}: unknown model {value!r}; use a catalog name "
+                    f"(e.g. {names[0]!r}) or an id in [0, {M - 1}]"
+                ) from None
+            if not 0 <= mid < M:
+                raise ValueError(f"{path}:{lineno}: model id {mid} out of range [0, {M - 1}]")
+            out.append(mid)
+    if not out:
+        raise ValueError(f"{path}: holds no requests")
+    return np.asarray(out, dtype=np.int64)
+
+
+def next_use(requests: np.ndarray, n_models: int) -> np.ndarray:
+    """``nxt[t]`` = the next index after ``t`` at which ``requests[t]`` is requested again
+    (``len(requests)`` if never): what Belady-style oracles read."""
+    n = len(requests)
+    nxt = np.full(n, n, dtype=np.int64)
+    last = np.full(n_models, n, dtype=np.int64)
+    for t in range(n - 1, -1, -1):
+        m = requests[t]
+        nxt[t] = last[m]
+        last[m] = t
+    return nxt
+
+
+class RequestStats:
+    """What an online cache knows about past requests, per model.
+
+    ``last[m]``: index of the last request of ``m`` (-1: never); ``count[m]``: requests so far;
+    ``since[m]``: index at which ``m`` last became cached (-1: not cached). Exponential moving
+    averages of the request indicator with half-lives ``half_lives`` [requests] are kept
+    lazily: only the requested model is touched per request (:meth:`ema` decays all models
+    when asked).
+    """
+
+    def __init__(self, n_models: int, half_lives: Sequence[float]) -> None:
+        self.n_models = int(n_models)
+        self.decay = [0.5 ** (1.0 / float(h)) for h in half_lives]
+        self._decay_arr = np.asarray(self.decay)[:, None]
+        self.clear()
+
+    def clear(self) -> None:
+        M = self.n_models
+        # Row 0: last request index; row 1: index at which the model became cached.
+        self.marks = np.full((2, M), -1, dtype=np.int64)
+        self.count = np.zeros(M, dtype=np.int64)
+        self._ema = np.zeros((len(self.decay), M))
+        self._ema_t = np.zeros(M, dtype=np.int64)
+
+    def copy(self) -> RequestStats:
+        new = RequestStats.__new__(RequestStats)
+        new.n_models, new.decay, new._decay_arr = self.n_models, self.decay, self._decay_arr
+        for k in ("marks", "count", "_ema", "_ema_t"):
+            setattr(new, k, getattr(self, k).copy())
+        return new
+
+    @property
+    def last(self) -> np.ndarray:
+        """Index of each model's last request (-1: never); a view."""
+        return self.marks[0]
+
+    @property
+    def since(self) -> np.ndarray:
+        """Index at which each model last became cached (-1: not cached); a view."""
+        return self.marks[1]
+
+    def record(self, model: int, t: int) -> None:
+        """Request ``t`` asked for ``model``."""
+        gap = t - int(self._ema_t[model])
+        col = self._ema[:, model]
+        for i, d in enumerate(self.decay):
+            col[i] = col[i] * d**gap + (1.0 - d)
+        self._ema_t[model] = t
+        self.marks[0, model] = t
+        self.count[model] += 1
+
+    def ema(self, t: int) -> np.ndarray:
+        """``(S, M)`` moving averages of the request indicator after request ``t``."""
+        return self._ema * self._decay_arr ** (t - self._ema_t)[None, :]

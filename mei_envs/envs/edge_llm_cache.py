@@ -1,0 +1,758 @@
+"""Parameter-sharing LLM cache replacement at an edge server (TrimCaching-style).
+
+The domain model (catalog of block-structured models, cache state, request processes) is
+:mod:`mei_envs.cache`; this module maps it to Gymnasium spaces and rewards. Baselines and
+oracles in ``mei_envs.baselines.edge_llm_cache`` call the same model through
+:meth:`EdgeLLMCacheEnv.decision_state`, :meth:`EdgeLLMCacheEnv.snapshot` and the env's own
+``step``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from mei_envs import cache
+from mei_envs.config import ConfigError, EnvConfig
+from mei_envs.llm import catalog as llm_catalog
+from mei_envs.llm import costs
+
+REWARDS = ("hits", "bytes", "latency")
+INVALID_ACTIONS = ("bypass", "raise")
+N_MODEL_FEATURES_BASE = 9  # per-model features besides the moving averages
+N_GLOBAL_FEATURES = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class EdgeLLMCacheConfig(EnvConfig):
+    """Configuration of :class:`EdgeLLMCacheEnv`; every default names its source."""
+
+    preset: str = "default"
+    # --- catalog (sizes from mei_envs.llm.costs; REFERENCE.md 3) ---
+    # Three Llama-class foundation models of different sizes (0.99 / 2.47 / 6.43 GB fp16).
+    bases: tuple[str, ...] = ("qwen2-0.5b", "llama-3.2-1b", "llama-3.2-3b")
+    base_precision: str = "fp16"  # serving precision of the foundation models
+    # LoRA children: Hu et al. 2021 Table 6 ranks 1-64 on Wq,Wv; QLoRA: all linear, 8-64
+    # (REFERENCE.md 7). One child per (rank, targets).
+    lora_ranks: tuple[int, ...] = (8, 16, 32, 64)
+    lora_targets: tuple[str, ...] = ("q,v", "all_linear")
+    adapter_precision: str = "fp16"  # adapters served in fp16 (S-LoRA keeps them in fp16)
+    # Partial fine-tunes owning their top-k layers (an ASSUMPTION: k values chosen to span
+    # a small to a quarter-depth specific part).
+    partial_top_layers: tuple[int, ...] = (2, 4, 8)
+    # Quantised variants (llama.cpp Q4_0 4.5 bits/weight; int8/int4: REFERENCE.md 2).
+    quant_precisions: tuple[str, ...] = ("int8", "int4", "q4_0")
+    catalog_file: str = ""  # a catalog JSON (mei_envs.cache.load_catalog) instead of the above
+    sharing: bool = True  # False: every model stored whole (no block shared)
+    # --- capacity ---
+    # Share of the catalog's unique bytes (with sharing) the server holds. ASSUMPTION chosen
+    # so LRU is far from the offline oracles (see the class docstring); 0.3 of the default
+    # catalog is 7.7 GB: the largest model (6.6 GB) fits, but then little else does.
+    capacity_fraction: float = 0.3
+    capacity_bytes: float = 0.0  # > 0 overrides capacity_fraction [bytes]
+    # --- requests ---
+    zipf_exponent: float = 1.0  # S-LoRA (arXiv 2311.03285): power law, exponent 1 default
+    # Probability per request that two models swap popularity ranks (ASSUMPTION: no
+    # published drift rate for model popularity was found; REFERENCE.md 7).
+    drift_rate: float = 0.01
+    requests_per_episode: int = 1000
+    trace_file: str = ""  # CSV of model names/ids: episodes replay windows of it
+    # --- costs ---
+    backhaul_rate_bps: float = 10.0e9  # edge-to-cloud, REFERENCE.md 5: 1-10 Gb/s typical
+    cloud_rtt_s: float = 0.05  # round trip to the cloud store per fetch: ASSUMPTION
+    # Edge-to-user delivery: 3GPP TS 22.261 Table 7.1-1, dense urban experienced DL rate.
+    user_rate_bps: float = 300.0e6
+    # A request is in time when the cloud fetch delays delivery by at most this: the 3GPP
+    # AI-model download budget of 1 s (REFERENCE.md 1) applied to the part the cache controls.
+    fetch_deadline_s: float = 1.0
+    reward: str = "hits"  # "hits" | "bytes" (bytes served from cache) | "latency"
+    invalid_action: str = "bypass"  # illegal eviction: serve as a bypass | "raise"
+    # Half-lives of the per-model request-rate moving averages in the observation [requests].
+    half_lives: tuple[float, ...] = (20.0, 200.0, 2000.0)
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "default": {},
+        # Most models are LoRA children of three bases (S-LoRA-style multi-adapter serving).
+        "adapter_heavy": {
+            "lora_ranks": [4, 8, 16, 32, 64, 128],
+            "lora_targets": ["q,v", "q,k,v,o", "all_linear"],
+            "partial_top_layers": [],
+            "quant_precisions": [],
+            "capacity_fraction": 0.3,
+        },
+        # Many foundation models in several quantisations: little is shared.
+        "quantised": {
+            "bases": [
+                "qwen2-0.5b",
+                "qwen2-1.5b",
+                "llama-3.2-1b",
+                "tinyllama-1.1b",
+                "gemma-2b",
+                "llama-3.2-3b",
+            ],
+            "lora_ranks": [16],
+            "lora_targets": ["all_linear"],
+            "partial_top_layers": [],
+            "quant_precisions": ["int8", "int4", "q4_0", "q8_0"],
+        },
+        "fast_drift": {"drift_rate": 0.05},  # 5x the default rank-swap rate
+        "small_cache": {"capacity_fraction": 0.08},
+    }
+
+    def validate(self) -> None:
+        name = type(self).__name__
+        self._check_choice("preset", self.PRESETS)
+        if self.catalog_file:
+            if not os.path.isfile(self.catalog_file):
+                raise ConfigError(f"{name}.catalog_file={self.catalog_file!r}: no such file")
+        else:
+            self._validate_generated(name)
+        try:
+            cat = self.build_catalog()
+        except (ValueError, KeyError) as exc:
+            field = "catalog_file" if self.catalog_file else "bases"
+            raise ConfigError(f"{name}.{field}={getattr(self, field)!r}: {exc}") from exc
+        self._check_range("capacity_fraction", 0.0, 1.0, lo_open=True)
+        self._check_range("capacity_bytes", 0.0, 1e18)
+        if 0.0 < self.capacity_bytes < 1.0:
+            raise ConfigError(
+                f"{name}.capacity_bytes={self.capacity_bytes!r}: must be 0 (use "
+                "capacity_fraction) or at least 1 byte"
+            )
+        self._check_range("zipf_exponent", 0.0, 5.0)
+        self._check_range("drift_rate", 0.0, 1.0)
+        self._check_range("requests_per_episode", 1, 10_000_000, integer=True)
+        self._check_range("backhaul_rate_bps", 0.0, 1e15, lo_open=True)
+        self._check_range("user_rate_bps", 0.0, 1e15, lo_open=True)
+        self._check_range("cloud_rtt_s", 0.0, 60.0)
+        self._check_range("fetch_deadline_s", 0.0, 1e6)
+        self._check_choice("reward", REWARDS)
+        self._check_choice("invalid_action", INVALID_ACTIONS)
+        if not 1 <= len(self.half_lives) <= 8:
+            raise ConfigError(f"{name}.half_lives={list(self.half_lives)!r}: need 1 to 8 values")
+        for h in self.half_lives:
+            if isinstance(h, bool) or not isinstance(h, (int, float)) or not 1.0 <= h <= 1e7:
+                raise ConfigError(
+                    f"{name}.half_lives={list(self.half_lives)!r}: each must be in [1, 1e7]"
+                )
+        if self.trace_file:
+            if not os.path.isfile(self.trace_file):
+                raise ConfigError(f"{name}.trace_file={self.trace_file!r}: no such file")
+            try:
+                trace = _load_trace(self.trace_file, _file_stamp(self.trace_file), tuple(cat.names))
+            except ValueError as exc:
+                raise ConfigError(f"{name}.trace_file={self.trace_file!r}: {exc}") from exc
+            if len(trace) < self.requests_per_episode:
+                raise ConfigError(
+                    f"{name}.requests_per_episode={self.requests_per_episode}: the trace "
+                    f"{self.trace_file!r} holds only {len(trace)} requests"
+                )
+
+    def _validate_generated(self, name: str) -> None:
+        if not self.bases:
+            raise ConfigError(f"{name}.bases=[]: need at least one foundation model")
+        archs = []
+        for b in self.bases:
+            if not isinstance(b, str):
+                raise ConfigError(f"{name}.bases: {b!r} must be a model name")
+            try:
+                archs.append(llm_catalog.get_architecture(b))
+            except (KeyError, ValueError, OSError) as exc:
+                raise ConfigError(
+                    f"{name}.bases: {b!r} unknown ({exc}); use catalog models "
+                    f"{llm_catalog.list_models()} or architecture JSON paths"
+                ) from exc
+        if len({a.name for a in archs}) != len(archs):
+            raise ConfigError(f"{name}.bases={list(self.bases)!r}: a model is listed twice")
+        self._check_choice("base_precision", costs.PRECISION_BITS)
+        self._check_choice("adapter_precision", costs.PRECISION_BITS)
+        for r in self.lora_ranks:
+            if isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= 4096:
+                raise ConfigError(
+                    f"{name}.lora_ranks={list(self.lora_ranks)!r}: each must be an integer "
+                    "in [1, 4096]"
+                )
+        if len(set(self.lora_ranks)) != len(self.lora_ranks):
+            raise ConfigError(f"{name}.lora_ranks={list(self.lora_ranks)!r}: repeated rank")
+        if self.lora_ranks and not self.lora_targets:
+            raise ConfigError(f"{name}.lora_targets=[]: LoRA ranks need at least one target set")
+        tags = set()
+        for t in self.lora_targets:
+            parsed = cache.parse_targets(t) if isinstance(t, str) else ()
+            if not parsed:
+                raise ConfigError(f"{name}.lora_targets: {t!r} must be names like 'q,v'")
+            for a in archs:
+                try:
+                    resolved = costs.resolve_lora_targets(a, parsed)
+                except ValueError as exc:
+                    raise ConfigError(f"{name}.lora_targets: {t!r}: {exc}") from exc
+            tags.add(resolved)
+        if len(tags) != len(self.lora_targets):
+            raise ConfigError(
+                f"{name}.lora_targets={list(self.lora_targets)!r}: two entries name the same "
+                "matrices"
+            )
+        min_layers = min(a.n_layers for a in archs)
+        for k in self.partial_top_layers:
+            if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= min_layers:
+                raise ConfigError(
+                    f"{name}.partial_top_layers={list(self.partial_top_layers)!r}: each must "
+                    f"be an integer in [1, {min_layers}] (the smallest base's layers)"
+                )
+        if len(set(self.partial_top_layers)) != len(self.partial_top_layers):
+            raise ConfigError(
+                f"{name}.partial_top_layers={list(self.partial_top_layers)!r}: repeated value"
+            )
+        for p in self.quant_precisions:
+            if p not in costs.PRECISION_BITS or p == self.base_precision:
+                allowed = [q for q in costs.PRECISION_BITS if q != self.base_precision]
+                raise ConfigError(
+                    f"{name}.quant_precisions: {p!r} must be one of {allowed} "
+                    "(not the base precision)"
+                )
+        if len(set(self.quant_precisions)) != len(self.quant_precisions):
+            raise ConfigError(
+                f"{name}.quant_precisions={list(self.quant_precisions)!r}: repeated precision"
+            )
+
+    def build_catalog(self) -> cache.Catalog:
+        """The catalog this config describes (with sharing; see :attr:`sharing`)."""
+        if self.catalog_file:
+            return _load_catalog(self.catalog_file, _file_stamp(self.catalog_file))
+        return _build_catalog(
+            tuple(self.bases),
+            self.base_precision,
+            tuple(self.lora_ranks),
+            tuple(self.lora_targets),
+            self.adapter_precision,
+            tuple(self.partial_top_layers),
+            tuple(self.quant_precisions),
+        )
+
+
+@functools.lru_cache(maxsize=64)
+def _build_catalog(*args: Any) -> cache.Catalog:
+    bases, bp, ranks, targets, ap, partial, quant = args
+    return cache.build_catalog(
+        bases,
+        base_precision=bp,
+        lora_ranks=ranks,
+        lora_targets=targets,
+        adapter_precision=ap,
+        partial_top_layers=partial,
+        quant_precisions=quant,
+    )
+
+
+def _file_stamp(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_mtime_ns, st.st_size
+
+
+# Files are read once per (path, modification time, size): configs are validated and envs
+# built many times (vector envs, property tests).
+@functools.lru_cache(maxsize=16)
+def _load_catalog(path: str, stamp: tuple[int, int]) -> cache.Catalog:
+    return cache.load_catalog(path)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_trace(path: str, stamp: tuple[int, int], names: tuple[str, ...]) -> np.ndarray:
+    return cache.load_trace(path, names)
+
+
+class EdgeLLMCacheEnv(gym.Env[np.ndarray, int]):
+    """Replace LLMs in an edge server's cache, where models share parameter blocks.
+
+    ## Description
+
+    An edge server stores LLMs that users download. Models fine-tuned from one foundation
+    model share blocks: a LoRA child shares the whole frozen base, a partial fine-tune its
+    embedding, bottom layers and head; quantised variants share nothing. A shared block is
+    stored once (TrimCaching, Qu et al., ICDCS 2024). A model is cached when all its blocks
+    are held; on a miss only the missing blocks travel over the backhaul. Every size comes
+    from the cost tables (`mei_envs.llm.costs`): see `mei_envs.cache.build_catalog`.
+
+    Requests follow a Zipf popularity over models (exponent 1: S-LoRA) whose ranking drifts
+    (two models swap ranks with probability `drift_rate` per request), or replay a trace.
+    The whole episode's request sequence is drawn at `reset` from `np_random`, so every
+    policy sees the same requests for a seed (and offline oracles can read it).
+
+    The env fast-forwards over hits, over misses that fit in the free space (admitted), over
+    models larger than the cache and over misses where no cached model can free anything
+    (bypassed). It stops only on a miss that needs space while a choice exists, and keeps
+    asking until the requested model fits or the agent bypasses it.
+
+    ## Action Space
+
+    `Discrete(M + 1)` for a catalog of M models: action `i < M` evicts cached model `i`,
+    freeing its blocks that no other cached model uses (blocks the requested model needs are
+    kept); action `M` bypasses (serves the request from the cloud without caching it). Legal
+    actions: cached models that free at least one byte, and bypass; `action_masks()` and
+    `info["action_mask"]` give them (sb3-contrib MaskablePPO). An illegal eviction is served
+    as a bypass and counted in `info["invalid_actions"]` (`invalid_action="bypass"`, the
+    default, so unmasked agents can train), or raises `ValueError` leaving the state
+    unchanged (`invalid_action="raise"`). A non-integer or out-of-range action always raises.
+
+    ## Observation Space
+
+    `Box(0, 1, (F * M + 3,), float32)` with `F = 9 + len(half_lives)` features per model,
+    feature-major (entry `k*M + m` is feature `k` of model `m`):
+
+    | feature | meaning | min | max |
+    |---|---|---|---|
+    | 0 | cached | 0 | 1 |
+    | 1 | requested now | 0 | 1 |
+    | 2 | model bytes / capacity (clipped) | 0 | 1 |
+    | 3 | bytes evicting it frees now / capacity | 0 | 1 |
+    | 4 | bytes missing if requested now / capacity (clipped) | 0 | 1 |
+    | 5 | share of its bytes in blocks other catalog models use | 0 | 1 |
+    | 6 | evictable now (legal action) | 0 | 1 |
+    | 7 | recency: 1 - log(1 + requests since its last request) / log(1 + T); 0 if never | 0 | 1 |
+    | 8 | time cached: 1 - log(1 + requests since cached) / log(1 + T); 0 if not cached | 0 | 1 |
+    | 9.. | moving average of its request indicator, one per half-life | 0 | 1 |
+
+    followed by free bytes / capacity, bytes still needed for the request / capacity
+    (clipped) and the share of the episode's requests served.
+
+    ## Rewards
+
+    Summed over the requests a step completes (the decided one and those fast-forwarded to
+    the next decision). `reward="hits"` (default): 1 per hit. `"bytes"`: bytes served from
+    the cache (requested minus fetched) / mean model bytes. `"latency"`: minus the fetch
+    delay (`cloud_rtt_s` + fetched bytes / `backhaul_rate_bps` on a miss) / the mean fetch
+    delay of a whole model; the delivery to the user (model bytes / `user_rate_bps`) is the
+    same for every policy and is only reported in `info`.
+
+    `info` carries, per step: `requests`, `hits`, `bytes_requested`, `bytes_hit`,
+    `backhaul_bytes`, `latency_s` (fetch + delivery), `deadline_met`, `evictions`,
+    `bypasses`, `invalid_actions`; and the episode so far: `hit_ratio`, `byte_hit_ratio`,
+    `mean_latency_s`, `deadline_satisfaction`.
+
+    ## Starting State
+
+    An empty cache. `reset` fast-forwards to the first decision; the requests it serves are
+    charged in the first `step`'s reward and `info`.
+
+    ## Episode End
+
+    Terminates when all `requests_per_episode` requests are served. If no decision arises in
+    an episode, one `step` (its action is ignored) delivers the episode's outcome. No
+    truncation.
+
+    ## Arguments
+
+    `gym.make("mei_envs/EdgeLLMCache-v0", preset="small_cache")`, `config={...}` or keyword
+    arguments; keys and defaults are the fields of :class:`EdgeLLMCacheConfig`.
+    `reset(options={"requests": [...]})` replays a given sequence of model ids or names
+    (any length >= 1).
+
+    ## Version History
+
+    * v0: initial version.
+    """
+
+    config_class = EdgeLLMCacheConfig
+    metadata: ClassVar[dict[str, Any]] = {
+        "render_modes": [],
+        "info_metrics": {
+            "hit_ratio": "last",
+            "byte_hit_ratio": "last",
+            "mean_latency_s": "last",
+            "deadline_satisfaction": "last",
+            "backhaul_bytes": "sum",
+            "requests": "sum",
+            "hits": "sum",
+            "evictions": "sum",
+            "bypasses": "sum",
+            "invalid_actions": "sum",
+        },
+    }
+
+    def __init__(
+        self,
+        config: EdgeLLMCacheConfig | Mapping[str, Any] | None = None,
+        render_mode: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if render_mode is not None:
+            raise ValueError(f"render_mode={render_mode!r}: this env has no render modes")
+        if isinstance(config, EdgeLLMCacheConfig):
+            cfg = config.replace(**kwargs) if kwargs else config
+        else:
+            cfg = EdgeLLMCacheConfig.from_dict(config, **kwargs)
+        self.config = cfg
+        shared = cfg.build_catalog()
+        self.catalog = shared if cfg.sharing else shared.without_sharing()
+        cat = self.catalog
+        M = cat.n_models
+        self.n_models = M
+        self.capacity_bytes = (
+            float(cfg.capacity_bytes)
+            if cfg.capacity_bytes > 0
+            else cfg.capacity_fraction * shared.unique_bytes
+        )
+        self.state = cache.CacheState(cat, self.capacity_bytes)
+        self.stats = cache.RequestStats(M, cfg.half_lives)
+        self.generator = cache.ZipfDriftRequests(M, cfg.zipf_exponent, cfg.drift_rate)
+        self._trace = (
+            _load_trace(cfg.trace_file, _file_stamp(cfg.trace_file), tuple(cat.names))
+            if cfg.trace_file
+            else None
+        )
+        self.n_features = N_MODEL_FEATURES_BASE + len(cfg.half_lives)
+        self.action_space = spaces.Discrete(M + 1)
+        self.observation_space = spaces.Box(
+            0.0, 1.0, shape=(M * self.n_features + N_GLOBAL_FEATURES,), dtype=np.float32
+        )
+        self.bypass_action = M
+        # Per-model constants as Python lists for the per-request hot path.
+        self._model_bytes = cat.model_bytes.tolist()
+        self._delivery_s = (8.0 * cat.model_bytes / cfg.user_rate_bps).tolist()
+        self._too_large = (cat.model_bytes > self.capacity_bytes * (1 + 1e-12)).tolist()
+        self._rate = float(cfg.backhaul_rate_bps)
+        self._rtt = float(cfg.cloud_rtt_s)
+        self._deadline = float(cfg.fetch_deadline_s)
+        self._reward_mode = REWARDS.index(cfg.reward)
+        self.bytes_ref = float(cat.model_bytes.mean())
+        self.latency_ref_s = self._rtt + 8.0 * self.bytes_ref / self._rate
+        self._inv_cap = 1.0 / self.capacity_bytes
+        self._work = np.zeros((self.n_features, M))  # observation rows, feature-major
+        self._work[2] = np.minimum(cat.model_bytes * self._inv_cap, 1.0)
+        self._work[5] = cat.shared_fraction
+        self._requests: np.ndarray | None = None
+        self._done = True
+        self._final_pending = False
+
+    # ---- Gymnasium API -----------------------------------------------------------------
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        requests = self._draw_requests(options)
+        self._requests = requests
+        self._req_list = requests.tolist()
+        self._T = len(self._req_list)
+        self._log_T = math.log1p(self._T)
+        self._next_use: np.ndarray | None = None
+        self.state.clear()
+        self.stats.clear()
+        self._t = 0
+        self._pending = -1
+        self._freed = np.zeros(self.n_models)
+        self._done = False
+        self._tot = dict.fromkeys(_TOTAL_KEYS, 0.0)
+        self._acc = _zero_acc()
+        self._advance()
+        self._final_pending = self._done
+        return self._obs(), self._info()
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._requests is None:
+            raise RuntimeError("EdgeLLMCacheEnv.step called before reset()")
+        if self._done and not self._final_pending:
+            raise RuntimeError("EdgeLLMCacheEnv.step called after the episode ended; reset()")
+        a = _check_action(action, self.n_models + 1)
+        acc = self._acc
+        if self._final_pending:
+            self._final_pending = False
+        else:
+            j = self._pending
+            if a != self.bypass_action and not self._freed[a] > 0.0:
+                if self.config.invalid_action == "raise":
+                    why = "not cached" if not self.state.cached[a] else "frees no bytes now"
+                    raise ValueError(
+                        f"action={a}: evicting model {a} ({self.catalog.names[a]!r}) is masked "
+                        f"({why}); legal actions: {np.flatnonzero(self.action_masks()).tolist()}"
+                    )
+                acc["invalid_actions"] += 1.0
+                a = self.bypass_action
+            if a == self.bypass_action:
+                self._bypass(j)
+            else:
+                self.state.evict(a, pinned=j)
+                acc["evictions"] += 1.0
+                self.stats.since[~self.state.cached] = -1
+                self._decide(j)
+            if self._pending < 0:
+                self._advance()
+        info = self._info()
+        reward = acc["reward"]
+        self._acc = _zero_acc()
+        return self._obs(), reward, self._done, False, info
+
+    def action_masks(self) -> np.ndarray:
+        """Legal actions: cached models whose eviction frees bytes now, and bypass."""
+        mask = np.zeros(self.n_models + 1, dtype=bool)
+        if self._pending >= 0:
+            mask[: self.n_models] = self._freed > 0.0
+        mask[self.n_models] = True
+        return mask
+
+    def decision_state(self) -> dict[str, Any]:
+        """What an online cache knows at the current decision (read by baselines).
+
+        Keys: ``t`` (request index), ``model`` (requested model, -1 if no decision is
+        pending), ``decision``, ``cached`` / ``freed_bytes`` / ``missing_bytes`` (arrays over
+        models), ``needed_bytes`` (bytes still to free), ``free_bytes``, ``last_request``,
+        ``count``, ``cached_since`` (request indices, -1 = never) and ``ema`` (moving
+        averages, one row per half-life). Arrays are copies.
+        """
+        st, t = self.state, min(self._t, max(self._T - 1, 0))
+        j = self._pending
+        missing = st.missing_bytes_all()
+        need = st.used_bytes + missing[j] - st.capacity if j >= 0 else 0.0
+        return {
+            "t": self._t,
+            "model": j,
+            "decision": j >= 0,
+            "cached": st.cached.copy(),
+            "freed_bytes": self._freed.copy(),
+            "missing_bytes": missing,
+            "needed_bytes": float(max(need, 0.0)),
+            "free_bytes": st.free_bytes,
+            "capacity_bytes": st.capacity,
+            "model_bytes": self.catalog.model_bytes,
+            "last_request": self.stats.last.copy(),
+            "count": self.stats.count.copy(),
+            "cached_since": self.stats.since.copy(),
+            "ema": self.stats.ema(t),
+        }
+
+    @property
+    def requests(self) -> np.ndarray:
+        """The episode's request sequence (model ids); offline oracles read it."""
+        if self._requests is None:
+            raise RuntimeError("EdgeLLMCacheEnv.requests: call reset() first")
+        return self._requests
+
+    def next_use(self) -> np.ndarray:
+        """``nxt[t]``: the next request index of ``requests[t]``'s model (``T`` if never)."""
+        if self._next_use is None:
+            self._next_use = cache.next_use(self.requests, self.n_models)
+        return self._next_use
+
+    def snapshot(self) -> tuple:
+        """A copy of the mutable state; :meth:`restore` returns to it (oracles' search)."""
+        return (
+            self.state.copy(),
+            self.stats.copy(),
+            self._t,
+            self._pending,
+            self._freed.copy(),
+            self._done,
+            self._final_pending,
+            dict(self._tot),
+            dict(self._acc),
+        )
+
+    def restore(self, snap: tuple) -> None:
+        """Return to a :meth:`snapshot` taken in the same episode."""
+        st, stats, t, pend, freed, done, fin, tot, acc = snap
+        self.state, self.stats = st.copy(), stats.copy()
+        self._t, self._pending, self._freed = t, pend, freed.copy()
+        self._done, self._final_pending = done, fin
+        self._tot, self._acc = dict(tot), dict(acc)
+
+    # ---- internals ---------------------------------------------------------------------
+    def _draw_requests(self, options: Mapping[str, Any] | None) -> np.ndarray:
+        cfg, rng = self.config, self.np_random
+        if options:
+            unknown = sorted(set(options) - {"requests"})
+            if unknown:
+                raise ValueError(f"reset options {unknown}: unknown; allowed: ['requests']")
+            if "requests" in options:
+                return self._parse_requests(options["requests"])
+        if self._trace is not None:
+            start = int(rng.integers(0, len(self._trace) - cfg.requests_per_episode + 1))
+            return self._trace[start : start + cfg.requests_per_episode].copy()
+        return self.generator.sample(rng, cfg.requests_per_episode)
+
+    def _parse_requests(self, seq: Any) -> np.ndarray:
+        M, index = self.n_models, self.catalog.index
+        if isinstance(seq, (str, bytes)) or not isinstance(seq, (Sequence, np.ndarray)):
+            raise ValueError(
+                f"reset option requests={seq!r}: must be a sequence of model ids or names"
+            )
+        if len(seq) == 0:
+            raise ValueError("reset option requests=[]: needs at least one request")
+        out = np.empty(len(seq), dtype=np.int64)
+        for i, r in enumerate(seq):
+            if isinstance(r, str) and r in index:
+                out[i] = index[r]
+            elif isinstance(r, (int, np.integer)) and not isinstance(r, bool) and 0 <= r < M:
+                out[i] = int(r)
+            else:
+                raise ValueError(
+                    f"reset option requests[{i}]={r!r}: must be a model name or an id in "
+                    f"[0, {M - 1}]"
+                )
+        return out
+
+    def _serve(self, j: int, missing: float) -> None:
+        """Account request ``j`` served with ``missing`` bytes fetched from the cloud."""
+        acc = self._acc
+        size = self._model_bytes[j]
+        hit = missing <= 0.0
+        fetch_s = 0.0 if hit else self._rtt + 8.0 * missing / self._rate
+        met = fetch_s <= self._deadline
+        latency = fetch_s + self._delivery_s[j]
+        acc["requests"] += 1.0
+        acc["hits"] += hit
+        acc["bytes_requested"] += size
+        acc["bytes_hit"] += size - missing
+        acc["backhaul_bytes"] += missing
+        acc["latency_s"] += latency
+        acc["deadline_met"] += met
+        mode = self._reward_mode
+        if mode == 0:
+            acc["reward"] += hit
+        elif mode == 1:
+            acc["reward"] += (size - missing) / self.bytes_ref
+        else:
+            acc["reward"] -= fetch_s / self.latency_ref_s
+        tot = self._tot
+        tot["requests"] += 1.0
+        tot["hits"] += hit
+        tot["bytes_requested"] += size
+        tot["bytes_hit"] += size - missing
+        tot["latency_s"] += latency
+        tot["deadline_met"] += met
+        self._t += 1
+
+    def _bypass(self, j: int) -> None:
+        self._acc["bypasses"] += 1.0
+        self._serve(j, self.state.missing_bytes(j))
+        self.state.drop_orphans()
+        self._pending = -1
+
+    def _admit(self, j: int, missing: float) -> None:
+        new = self.state.admit(j)
+        self.stats.since[new] = self._t
+        self._serve(j, missing)
+        self._pending = -1
+
+    def _decide(self, j: int) -> bool:
+        """Handle a miss of ``j``: admit if it fits, bypass if no choice exists, else make
+        it the pending decision. Returns True when a decision is pending."""
+        st = self.state
+        missing = st.missing_bytes(j)
+        if self._too_large[j]:
+            self._bypass(j)
+            return False
+        if st.used_bytes + missing <= st.capacity * (1 + 1e-12):
+            self._admit(j, missing)
+            return False
+        freed = st.freed_bytes(pinned=j)
+        if not (freed > 0.0).any():
+            self._bypass(j)
+            return False
+        self._pending = j
+        self._freed = freed
+        return True
+
+    def _advance(self) -> None:
+        """Serve requests until one needs a decision or the episode ends."""
+        reqs, T, cached, stats = self._req_list, self._T, self.state.cached, self.stats
+        while self._t < T:
+            j = reqs[self._t]
+            stats.record(j, self._t)
+            if cached[j]:
+                self._serve(j, 0.0)
+                continue
+            if self._decide(j):
+                return
+            cached = self.state.cached  # admission/bypass replaced the array
+        self._pending = -1
+        self._freed = np.zeros(self.n_models)
+        self._done = True
+
+    def _obs(self) -> np.ndarray:
+        st, stats, M, F = self.state, self.stats, self.n_models, self.n_features
+        t, cap, j = self._t, st.capacity, self._pending
+        w = self._work  # (F, M); rows 2 and 5 are static
+        w[0] = st.cached
+        w[1] = 0.0
+        if j >= 0:
+            w[1, j] = 1.0
+        np.multiply(self._freed, self._inv_cap, out=w[3])
+        np.minimum(w[3], 1.0, out=w[3])
+        np.multiply(st.missing, self._inv_cap, out=w[4])
+        np.minimum(w[4], 1.0, out=w[4])
+        np.greater(self._freed, 0.0, out=w[6])
+        marks = stats.marks  # last request, cached since
+        rec = w[7:9]
+        np.log1p(np.maximum(t - marks, 0), out=rec)
+        rec *= -1.0 / self._log_T
+        rec += 1.0
+        rec[marks < 0] = 0.0
+        w[9:] = stats.ema(min(t, self._T - 1))
+        out = np.empty(F * M + N_GLOBAL_FEATURES, dtype=np.float32)
+        out[: F * M] = w.reshape(-1)
+        need = st.used_bytes + st.missing[j] - cap if j >= 0 else 0.0
+        out[F * M] = min(max(st.free_bytes / cap, 0.0), 1.0)
+        out[F * M + 1] = min(max(need / cap, 0.0), 1.0)
+        out[F * M + 2] = t / self._T
+        return out
+
+    def _info(self) -> dict[str, Any]:
+        tot = self._tot
+        n = max(tot["requests"], 1.0)
+        info = dict(self._acc)
+        info.pop("reward")
+        info.update(
+            hit_ratio=tot["hits"] / n,
+            byte_hit_ratio=tot["bytes_hit"] / max(tot["bytes_requested"], 1e-300),
+            mean_latency_s=tot["latency_s"] / n,
+            deadline_satisfaction=tot["deadline_met"] / n,
+            t=self._t,
+            model=self._pending,
+            used_bytes=self.state.used_bytes,
+            action_mask=self.action_masks(),
+        )
+        return info
+
+
+_ACC_KEYS = (
+    "reward",
+    "requests",
+    "hits",
+    "bytes_requested",
+    "bytes_hit",
+    "backhaul_bytes",
+    "latency_s",
+    "deadline_met",
+    "evictions",
+    "bypasses",
+    "invalid_actions",
+)
+_TOTAL_KEYS = ("requests", "hits", "bytes_requested", "bytes_hit", "latency_s", "deadline_met")
+
+
+def _zero_acc() -> dict[str, float]:
+    return dict.fromkeys(_ACC_KEYS, 0.0)
+
+
+def _check_action(action: Any, n: int) -> int:
+    if type(action) is int or isinstance(action, np.integer):  # the common, fast path
+        if 0 <= action < n:
+            return int(action)
+        raise ValueError(f"action={action!r}: must be an integer in [0, {n - 1}]")
+    try:
+        arr = np.asarray(action)
+    except Exception as exc:  # pragma: no cover - numpy accepts nearly anything
+        raise ValueError(f"action={action!r}: must be an integer in [0, {n - 1}]") from exc
+    if arr.size != 1 or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"action={action!r}: must be an integer in [0, {n - 1}]")
+    a = int(arr.reshape(()))
+    if not 0 <= a < n:
+        raise ValueError(f"action={action!r}: must be an integer in [0, {n - 1}]")
+    return a
