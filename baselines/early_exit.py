@@ -51,8 +51,46 @@ class DPSolution:
     initial_value: float
 
 
-def solve_dp(model: EarlyExitUploadModel) -> DPSolution:
-    """Exact value iteration on the model's FSMC (exact for ``channel="fsmc"``)."""
+# Memory the DP may allocate unless the caller allows more [GiB].
+DP_MAX_MEMORY_GIB = 4.0
+
+
+def dp_memory_bytes(model: EarlyExitUploadModel) -> float:
+    """Memory of :func:`solve_dp`'s tables [bytes]: ``value`` and ``q`` (float64) over
+    (token, exit or action, backlog, channel state, radio timer), plus one more table of
+    per-token temporaries."""
+    K, B, M = model.K, model.limit, model.tail_steps
+    C = model.fsmc.n_states
+    A = len(model.cfg.upload_fractions)
+    per_token = (B + 1) * C * (M + 1)
+    return 8.0 * per_token * (K * (2 + A) + 4 * (A + 2))
+
+
+def check_dp_memory(model: EarlyExitUploadModel, max_gib: float = DP_MAX_MEMORY_GIB) -> None:
+    """Raise a ``MemoryError`` naming the config fields if the DP would need more than
+    ``max_gib`` GiB (checked before anything is allocated)."""
+    need_gib = dp_memory_bytes(model) / 2**30
+    if need_gib > max_gib:
+        cfg = model.cfg
+        states = "fsmc_states" if cfg.channel == "fsmc" else "dp_channel_states"
+        raise MemoryError(
+            f"dp_oracle: the DP over this config needs ~{need_gib:.1f} GiB (> {max_gib:g} GiB "
+            f"allowed): tokens={cfg.tokens} x backlog_limit+1={cfg.backlog_limit + 1} x "
+            f"{states}={model.fsmc.n_states} x radio timer states={model.tail_steps + 1} "
+            f"(tail_s={cfg.tail_s:g} s / token time {model.t_nominal_s:.3g} s) x "
+            f"(2 + {len(cfg.upload_fractions)} upload_fractions) x 8 B; reduce one of these "
+            "fields or pass a larger max_gib"
+        )
+
+
+def solve_dp(model: EarlyExitUploadModel, *, max_gib: float = DP_MAX_MEMORY_GIB) -> DPSolution:
+    """Exact value iteration on the model's FSMC (exact for ``channel="fsmc"``).
+
+    Raises:
+        MemoryError: before allocating, if the tables would exceed ``max_gib`` GiB (the
+            message names the config fields that set their size).
+    """
+    check_dp_memory(model, max_gib)
     cfg = model.cfg
     K, B, M = model.K, model.limit, model.tail_steps
     C = model.fsmc.n_states

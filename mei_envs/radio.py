@@ -25,7 +25,7 @@ Presets (``PROFILES``, select by name with :func:`get_profile`):
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Protocol
+from typing import Any
 
 __all__ = [
     "PROFILES",
@@ -49,16 +49,8 @@ HUANG_PROMOTION_S = 0.260  # [s] RRC_IDLE -> RRC_CONNECTED promotion (REFERENCE.
 HUANG_PROMOTION_POWER_W = 1.2107  # [W] during promotion (REFERENCE.md 7 [U])
 
 
-class RadioParams(Protocol):
-    """What the energy functions read (a :class:`RadioProfile` or an env config)."""
-
-    alpha_u_w_per_mbps: float
-    beta_w: float
-    tail_s: float
-    tail_power_w: float
-    sleep_power_w: float
-    wake_s: float
-    wake_power_w: float
+# What the energy functions read: a RadioProfile, or an env config with the same flat fields.
+RadioParams = Any
 
 
 @dataclasses.dataclass(frozen=True)

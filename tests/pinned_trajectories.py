@@ -15,6 +15,7 @@ import gymnasium as gym
 import numpy as np
 
 import mei_envs  # noqa: F401  (registers the ids)
+from mei_envs.envs.early_exit_upload import ACCOUNT_KEYS
 
 PINNED_FILE = Path(__file__).resolve().parent / "data" / "early_exit_pinned.npz"
 ENV_ID = "mei_envs/EarlyExitUpload-v0"
@@ -33,18 +34,9 @@ CASES: list[tuple[str, dict[str, Any], tuple[int, ...]]] = [
     ),
     ("opt_close", {"model": "opt-125m", "cut_layer": 4, "distance_m": 250.0}, (4,)),
 ]
-INFO_KEYS = (
-    "latency_s",
-    "energy_J",
-    "stall_s",
-    "airtime_s",
-    "bytes_sent",
-    "wakeups",
-    "compute_energy_J",
-    "tokens",
-    "forced_uploads",
-    "limit_uploads",
-    "flush_energy_J",
+# The accounting keys (voluntary_uploads left out: v0 counted backlog-limit uploads in it)
+# and the state in `info`, in the recorded order.
+INFO_KEYS = tuple(k for k in ACCOUNT_KEYS if k != "voluntary_uploads") + (
     "latency_cost",
     "energy_cost",
     "backlog",

@@ -334,3 +334,43 @@ def test_transition_is_one_broadcastable_function():
         got = m.transition(bi, ri, ni)
         assert got == (bi + 1 - ni, 0 if ni > 0 else min(ri + 1, M))
         assert all(type(x) is int for x in got)
+
+
+def test_dp_memory_guard_names_fields_before_allocating():
+    from mei_envs.baselines.early_exit import dp_memory_bytes
+
+    env = EarlyExitUploadEnv(config={"tokens": 4096, "backlog_limit": 1024, "fsmc_states": 64})
+    need = dp_memory_bytes(env.model) / 2**30
+    assert need > 30  # the issue's ~32 GiB case
+    with pytest.raises(MemoryError, match=r"tokens=4096.*backlog_limit\+1=1025.*fsmc_states=64"):
+        solve_dp(env.model)
+    with pytest.raises(MemoryError, match=rf"~{need:.1f} GiB"):
+        solve_dp(env.model)
+    small = EarlyExitUploadEnv(config={"tokens": 4, "backlog_limit": 2, "fsmc_states": 2}).model
+    sol = solve_dp(small)
+    assert dp_memory_bytes(small) >= sol.value.nbytes + sol.q.nbytes
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"speed_mps": 5.0},
+        {"device": "raspberry_pi_4"},
+        {"model": "llama-2-7b", "cut_layer": 8},
+        {"speed_mps": 150.0, "device": "raspberry_pi_4", "model": "llama-2-13b", "cut_layer": 20},
+        {"speed_mps": 0.0, "channel": "gauss_markov", "k_factor": 5.0},
+        {"speed_mps": 1e-6, "fsmc_states": 64},
+    ],
+    ids=["fast_user", "slow_device", "big_model", "bessel_large_x", "static_rician", "static"],
+)
+def test_issue9_regimes_build_and_step(config):
+    """Negative/near-zero Jakes correlation (fast users, slow token periods), huge Bessel
+    arguments and static channels all build, reset and step (they crashed in v0)."""
+    env = EarlyExitUploadEnv(config=config)
+    obs, info = env.reset(seed=0)
+    for _ in range(5):
+        obs, reward, term, trunc, info = env.step(1)
+        assert np.isfinite(reward) and np.all(np.isfinite(obs))
+        if term:
+            break
+    assert -1.0 <= env.model.rho <= 1.0

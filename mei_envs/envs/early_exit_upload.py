@@ -99,17 +99,18 @@ class EarlyExitUploadConfig(wireless.UplinkChannelConfig):
         self._check_range("backlog_limit", 1, 1024, integer=True)
         self.validate_uplink()
         self._check_range("snr_history", 1, 64, integer=True)
+        # UE radio power (mei_envs.radio): W, W/Mbps and s, within physical ranges.
         for field in (
             "alpha_u_w_per_mbps",
             "beta_w",
-            "tail_s",
             "tail_power_w",
             "sleep_power_w",
-            "wake_s",
             "wake_power_w",
-            "lambda_energy",
         ):
-            self._check_range(field, 0.0)
+            self._check_range(field, 0.0, 10.0)
+        self._check_range("tail_s", 0.0, 60.0)  # RRC inactivity timers are <= ~60 s
+        self._check_range("wake_s", 0.0, 10.0)
+        self._check_range("lambda_energy", 0.0, 1e6)
         self._check_choice("initial_radio", INITIAL_RADIO)
         fr = self.upload_fractions
         if len(fr) < 2 or any(not (0.0 <= f <= 1.0) for f in fr) or len(set(fr)) != len(fr):
@@ -157,19 +158,7 @@ class EarlyExitUploadModel:
         # Device: blocks [0, c) + the exit head (an LM head on the layer-c hidden state) for
         # one token at context P + k (KV cache of the previous tokens).
         cached = P + np.arange(K)
-        self.t_dev_s = np.asarray(
-            hardware.time_layers(
-                dev,
-                arch,
-                (0, c),
-                new_tokens=1,
-                cached_tokens=cached,
-                lm_head_tokens=1,
-                weight_precision=cfg.device_weight_precision,
-                kv_precision=cfg.kv_precision,
-            )["latency_s"],
-            float,
-        )
+        self.t_dev_s = self._time_layers(dev, (0, c), 1, cached, cfg.device_weight_precision)
         self.device_energy_j = np.asarray(hardware.energy_j(dev, self.t_dev_s), float)
 
         # Server catch-up when token k does not exit and n hidden states (backlog + its
@@ -179,18 +168,8 @@ class EarlyExitUploadModel:
         k = np.arange(K)[:, None]
         cached_srv = np.maximum(P + k + 1 - n, 0)
         n_eff = np.maximum(n, 1)
-        self.t_srv_s = np.asarray(
-            hardware.time_layers(
-                srv,
-                arch,
-                (c, L),
-                new_tokens=n_eff,
-                cached_tokens=cached_srv,
-                lm_head_tokens=1,
-                weight_precision=cfg.server_weight_precision,
-                kv_precision=cfg.kv_precision,
-            )["latency_s"],
-            float,
+        self.t_srv_s = self._time_layers(
+            srv, (c, L), n_eff, cached_srv, cfg.server_weight_precision
         )
         self.state_bits = 8.0 * float(costs.hidden_state_bytes(arch, 1, cfg.hidden_precision))
 
@@ -212,8 +191,26 @@ class EarlyExitUploadModel:
         self.latency_ref_s = self.t_nominal_s
         # With no tail power configured, the radio's base transmit power (beta) over one
         # nominal step; with neither, a plain 1 J unit.
-        ref_power_w = cfg.tail_power_w if cfg.tail_power_w > 0 else cfg.beta_w
-        self.energy_ref_j = ref_power_w * self.t_nominal_s if ref_power_w > 0 else 1.0
+        # (Powers below 1 mW would make the unit vanish: the fallback applies.)
+        ref_power_w = cfg.tail_power_w if cfg.tail_power_w >= 1e-3 else cfg.beta_w
+        self.energy_ref_j = ref_power_w * self.t_nominal_s if ref_power_w >= 1e-3 else 1.0
+
+    def _time_layers(
+        self, hw: Any, layers: tuple[int, int], new: Any, cached: Any, precision: str
+    ) -> np.ndarray:
+        """Roofline time [s] of ``layers`` for ``new`` tokens after ``cached`` ones, with the
+        LM head for one token (the exit head on the device, the output on the server)."""
+        out = hardware.time_layers(
+            hw,
+            self.arch,
+            layers,
+            new_tokens=new,
+            cached_tokens=cached,
+            lm_head_tokens=1,
+            weight_precision=precision,
+            kv_precision=self.cfg.kv_precision,
+        )
+        return np.asarray(out["latency_s"], float)
 
     # ---- exogenous processes -----------------------------------------------------------
     def sample_exits(self, rng: np.random.Generator) -> np.ndarray:
@@ -626,22 +623,25 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
         return exits, snr, states
 
 
+# Per-step accounting in `info` (summed over the tokens a step processes).
+ACCOUNT_KEYS = (
+    "latency_s",
+    "energy_J",
+    "stall_s",
+    "airtime_s",
+    "bytes_sent",
+    "wakeups",
+    "compute_energy_J",
+    "tokens",
+    "voluntary_uploads",
+    "forced_uploads",
+    "limit_uploads",
+    "flush_energy_J",
+)
+
+
 def _zero_info() -> dict[str, float]:
-    keys = (
-        "latency_s",
-        "energy_J",
-        "stall_s",
-        "airtime_s",
-        "bytes_sent",
-        "wakeups",
-        "compute_energy_J",
-        "tokens",
-        "voluntary_uploads",
-        "forced_uploads",
-        "limit_uploads",
-        "flush_energy_J",
-    )
-    return dict.fromkeys(keys, 0.0)
+    return dict.fromkeys(ACCOUNT_KEYS, 0.0)
 
 
 def _check_action(action: Any, n: int) -> int:
