@@ -171,3 +171,27 @@ def background_power_w(p: RadioParams, asleep: Any) -> Any:
 def wake_energy_j(p: RadioParams, wake: Any) -> Any:
     """Energy of ``wake`` (0/1 or a count of) wake-ups [J]."""
     return wake * p.wake_s * p.wake_power_w
+
+
+POWER_FIELDS: tuple[str, ...] = (
+    "alpha_u_w_per_mbps",
+    "beta_w",
+    "tail_s",
+    "tail_power_w",
+    "sleep_power_w",
+    "wake_s",
+    "wake_power_w",
+)
+
+
+def resolve(name: str, **overrides: float | None) -> RadioProfile:
+    """The preset ``name`` with every non-None ``overrides`` field replacing its value (an env
+    config's ``radio_profile`` plus its optional per-field overrides)."""
+    base = get_profile(name)
+    unknown = sorted(set(overrides) - set(POWER_FIELDS))
+    if unknown:
+        raise ValueError(f"radio overrides {unknown}: unknown; allowed: {list(POWER_FIELDS)}")
+    changes = {k: float(v) for k, v in overrides.items() if v is not None}
+    if not changes:
+        return base
+    return dataclasses.replace(base, name=f"{name}+custom", **changes)

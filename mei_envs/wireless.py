@@ -52,7 +52,22 @@ __all__ = [
 ]
 
 SPEED_OF_LIGHT_MPS = 299_792_458.0  # [m/s], exact by SI definition
-PATH_LOSS_MODELS = ("3gpp_macro", "3gpp_umi_los", "free_space")
+PATH_LOSS_MODELS = (
+    "3gpp_macro",
+    "36814_macro",
+    "3gpp_umi_los",
+    "free_space",
+    "38901_uma_los",
+    "38901_uma_nlos",
+    "38901_umi_los",
+    "38901_umi_nlos",
+)
+# 3GPP TR 38.901 (V17) Table 7.4.1-1 scenarios: BS height [m] and validity ranges. The UE is
+# at 1.5 m (the tables' hUT reference; the hUT terms vanish there).
+TR38901_H_BS_M = {"uma": 25.0, "umi": 10.0}
+TR38901_H_UT_M = 1.5
+TR38901_DISTANCE_RANGE_M = (10.0, 5000.0)  # d2D validity of every UMa/UMi formula
+TR38901_CARRIER_RANGE_HZ = (0.5e9, 100e9)  # fc validity (0.5-100 GHz)
 
 # Defaults from REFERENCE.md section 5.
 DEFAULT_NOISE_DENSITY_DBM_PER_HZ = -174.0  # [dBm/Hz] thermal noise at ~290 K
@@ -116,8 +131,12 @@ def path_loss_db(
     """Distance-dependent path loss in dB (positive = loss).
 
     Models:
-        * ``"3gpp_macro"``: ``128.1 + 37.6 log10(d[km])``, 3GPP TR 36.814 Table A.2.1.1.2-3
-          (macro cell, 2 GHz; REFERENCE.md section 5). ``carrier_hz`` is ignored.
+        * ``"3gpp_macro"`` (alias ``"36814_macro"``): ``128.1 + 37.6 log10(d[km])``, 3GPP
+          TR 36.814 Table A.2.1.1.2-3 (macro cell, 2 GHz; REFERENCE.md section 5).
+          ``carrier_hz`` is ignored: the formula holds at 2 GHz only.
+        * ``"38901_uma_los"``, ``"38901_uma_nlos"``, ``"38901_umi_los"``,
+          ``"38901_umi_nlos"``: 3GPP TR 38.901 Table 7.4.1-1 at ``carrier_hz`` (see
+          ``_tr38901_path_loss_db``; validity ranges enforced).
         * ``"3gpp_umi_los"``: 3GPP TR 38.901 Table 7.4.1-1, UMi-Street Canyon LOS, dual slope:
           ``PL1 = 32.4 + 21 log10(d3D) + 20 log10(fc[GHz])`` up to the breakpoint
           ``d'BP = 4 h'BS h'UT fc / c`` (``h' = h - 1 m``), then
@@ -133,7 +152,7 @@ def path_loss_db(
         h_bs_m, h_ut_m: antenna heights [m] for ``3gpp_umi_los``.
     """
     d = _check("distance_m", distance_m, lo=0.0, lo_open=True)
-    if model == "3gpp_macro":
+    if model in ("3gpp_macro", "36814_macro"):
         return _out(128.1 + 37.6 * np.log10(d / 1000.0))
     fc = float(_check("carrier_hz", carrier_hz, lo=0.0, lo_open=True))
     if model == "free_space":
@@ -152,7 +171,54 @@ def path_loss_db(
             - 9.5 * np.log10(d_bp**2 + (hb - hu) ** 2)
         )
         return _out(np.where(d <= d_bp, pl1, pl2))
+    if model.startswith("38901_"):
+        return _out(_tr38901_path_loss_db(d, fc, model[len("38901_") :]))
     raise ValueError(f"model={model!r}: must be one of {list(PATH_LOSS_MODELS)}")
+
+
+def _tr38901_path_loss_db(d2d: NDArray[np.float64], fc: float, case: str) -> NDArray[np.float64]:
+    """3GPP TR 38.901 Table 7.4.1-1 UMa/UMi-Street-Canyon path loss [dB] at the carrier.
+
+    LOS: dual slope with breakpoint ``d'BP = 4 h'BS h'UT fc / c`` (effective heights
+    ``h' = h - 1 m``); UMa ``PL1 = 28 + 22 log10 d3D + 20 log10 fc``, ``PL2 = 28 + 40 log10
+    d3D + 20 log10 fc - 9 log10(d'BP^2 + (hBS - hUT)^2)``; UMi ``32.4 + 21 ...`` / ``32.4 +
+    40 ... - 9.5 log10(...)``. NLOS: ``max(PL_LOS, PL'_NLOS)`` with UMa ``13.54 + 39.08
+    log10 d3D + 20 log10 fc`` and UMi ``22.4 + 35.3 log10 d3D + 21.3 log10 fc`` (fc in GHz,
+    hUT = 1.5 m). Valid for 10 m <= d2D <= 5 km and 0.5 <= fc <= 100 GHz (enforced).
+    """
+    area, los = case.split("_")
+    lo, hi = TR38901_DISTANCE_RANGE_M
+    if np.any(d2d < lo) or np.any(d2d > hi):
+        raise ValueError(
+            f"distance_m={d2d.tolist()!r}: TR 38.901 {area.upper()} is valid for "
+            f"{lo:g} m <= d2D <= {hi:g} m"
+        )
+    flo, fhi = TR38901_CARRIER_RANGE_HZ
+    if not flo <= fc <= fhi:
+        raise ValueError(f"carrier_hz={fc!r}: TR 38.901 is valid for {flo:g}..{fhi:g} Hz")
+    hb, hu = TR38901_H_BS_M[area], TR38901_H_UT_M
+    fc_ghz = fc / 1e9
+    d3 = np.sqrt(d2d**2 + (hb - hu) ** 2)
+    d_bp = 4.0 * (hb - 1.0) * (hu - 1.0) * fc / SPEED_OF_LIGHT_MPS
+    if area == "uma":
+        a1, a2, slope1, bp_coef = 28.0, 28.0, 22.0, 9.0
+    else:
+        a1, a2, slope1, bp_coef = 32.4, 32.4, 21.0, 9.5
+    pl1 = a1 + slope1 * np.log10(d3) + 20.0 * np.log10(fc_ghz)
+    pl2 = (
+        a2
+        + 40.0 * np.log10(d3)
+        + 20.0 * np.log10(fc_ghz)
+        - bp_coef * np.log10(d_bp**2 + (hb - hu) ** 2)
+    )
+    pl_los = np.where(d2d <= d_bp, pl1, pl2)
+    if los == "los":
+        return pl_los
+    if area == "uma":
+        pl_nlos = 13.54 + 39.08 * np.log10(d3) + 20.0 * np.log10(fc_ghz)
+    else:
+        pl_nlos = 22.4 + 35.3 * np.log10(d3) + 21.3 * np.log10(fc_ghz)
+    return np.maximum(pl_los, pl_nlos)
 
 
 def shadowing_db(
@@ -891,6 +957,15 @@ def link_rate_bps(
 # Uplink channel of an env: flat config fields, one builder, one path sampler
 # --------------------------------------------------------------------------------------------
 CHANNEL_MODES = ("fsmc", "gauss_markov")
+UPLINK_PATH_LOSS_MODELS = (
+    "38901_uma_nlos",
+    "38901_uma_los",
+    "38901_umi_nlos",
+    "38901_umi_los",
+    "36814_macro",
+)
+FSMC_RATES = ("airtime", "bin_mean_snr")
+_AIRTIME_NODES = 2048  # midpoints per bin (in probability) for the harmonic-mean rate
 RICIAN_FIT_SLOTS = 200_000  # length of the fixed-seed trace an FSMC is fitted on (Rician)
 
 
@@ -908,15 +983,22 @@ class UplinkChannelConfig(EnvConfig):
     dp_channel_states: int = 8  # bins of the FSMC fitted for the DP in gauss_markov mode
     bandwidth_hz: float = 1.0e6  # ~5 LTE/NR PRBs at 15 kHz SCS (5 x 180 kHz)
     tx_power_w: float = 0.2  # 23 dBm, 3GPP UE power class 3
-    # A cell-edge user of a 3GPP urban-macro cell (TR 36.814 case 3, ISD 1732 m): mean SNR
-    # ~8 dB over 1 MHz. At REFERENCE.md 5's U(50, 200) m (SNR ~26 dB) uploads are nearly
-    # free.
-    distance_m: float = 600.0
+    # A user near the edge of a 3GPP TR 38.901 urban-macro cell (ISD 500 m: cell radius
+    # 289 m), NLOS at 3.5 GHz: mean SNR 9.8 dB over 1 MHz at 23 dBm (EarlyExitUpload-v0 put
+    # its user at 600 m with TR 36.814's 2 GHz formula, mean SNR ~8 dB).
+    distance_m: float = 250.0
     noise_density_dbm_per_hz: float = -174.0  # thermal noise (REFERENCE.md 5)
     noise_figure_db: float = 9.0  # REFERENCE.md 5: 7-9 dB
     speed_mps: float = 0.8333  # 3 km/h pedestrian (3GPP TR 38.901 indoor/pedestrian UE)
     carrier_hz: float = 3.5e9  # NR band n78
+    # Large-scale path loss at carrier_hz: 3GPP TR 38.901 UMa/UMi, LOS/NLOS (validity 10 m -
+    # 5 km, 0.5-100 GHz), or TR 36.814's 2 GHz macro formula ("36814_macro", carrier ignored).
+    path_loss_model: str = "38901_uma_nlos"
     k_factor: float = 0.0  # Rician K (0 = Rayleigh), gauss_markov mode only
+    # Rate of an FSMC state: "airtime" = harmonic mean of the link-adapted rate over the bin
+    # (a payload's expected airtime in the bin is exact); "bin_mean_snr" = the rate at the
+    # bin's mean SNR (optimistic in deep fades; EarlyExitUpload-v0's choice).
+    fsmc_rate: str = "airtime"
     # Link adaptation bounds on log2(1 + SNR): 3GPP TS 38.214 Table 5.2.2.1-2 (64QAM CQI
     # table), CQI 1 (QPSK, 0.1523 bit/s/Hz) to CQI 15 (64QAM, 5.5547 bit/s/Hz).
     min_spectral_efficiency_bps_per_hz: float = CQI1_SPECTRAL_EFFICIENCY
@@ -936,6 +1018,11 @@ class UplinkChannelConfig(EnvConfig):
         self._check_range("noise_figure_db", 0.0, 30.0)
         self._check_range("speed_mps", 0.0, 150.0)
         self._check_range("k_factor", 0.0, 1000.0)
+        self._check_choice("path_loss_model", UPLINK_PATH_LOSS_MODELS)
+        if self.path_loss_model.startswith("38901_"):
+            self._check_range("distance_m", *TR38901_DISTANCE_RANGE_M)
+            self._check_range("carrier_hz", *TR38901_CARRIER_RANGE_HZ)
+        self._check_choice("fsmc_rate", FSMC_RATES)
         self._check_range("min_spectral_efficiency_bps_per_hz", 0.0, 30.0, lo_open=True)
         self._check_range(
             "max_spectral_efficiency_bps_per_hz", self.min_spectral_efficiency_bps_per_hz, 30.0
@@ -969,10 +1056,13 @@ class UplinkChannel:
                 cfg.bandwidth_hz,
                 noise_density_dbm_per_hz=cfg.noise_density_dbm_per_hz,
                 noise_figure_db=cfg.noise_figure_db,
+                path_loss_model=cfg.path_loss_model,
+                carrier_hz=cfg.carrier_hz,
             )
         )
         self.doppler_hz = float(doppler_hz(cfg.speed_mps, cfg.carrier_hz))
         self.rho = float(jakes_correlation(self.doppler_hz, self.slot_s))
+        samples = None
         if cfg.channel == "fsmc":
             self.fsmc = FSMC.rayleigh(self.mean_snr, cfg.fsmc_states, self.rho)
         elif cfg.k_factor == 0.0:
@@ -990,7 +1080,31 @@ class UplinkChannel:
             if static:  # bins of the stationary law (i.i.d. draws); the chain stays put
                 fit = FSMC(fit.snr_linear, np.eye(n), fit.thresholds_snr, np.full(n, 1.0 / n))
             self.fsmc = fit
-        self.state_rate_bps = np.asarray(self.rate_bps(self.fsmc.snr_linear), float)
+            samples = snr
+        if cfg.fsmc_rate == "bin_mean_snr":
+            self.state_rate_bps = np.asarray(self.rate_bps(self.fsmc.snr_linear), float)
+        elif samples is None:
+            self.state_rate_bps = self._rayleigh_airtime_rates()
+        else:
+            states = self.fsmc.state_of(samples)
+            inv = np.bincount(states, 1.0 / self.rate_bps(samples), self.fsmc.n_states)
+            hits = np.bincount(states, minlength=self.fsmc.n_states)
+            fallback = np.asarray(self.rate_bps(self.fsmc.snr_linear), float)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                self.state_rate_bps = np.where(hits > 0, hits / inv, fallback)
+
+    def _rayleigh_airtime_rates(self) -> NDArray[np.float64]:
+        """Per bin, ``1 / E[1 / rate(SNR) | bin]`` for Rayleigh SNR (``Exp`` with the mean
+        SNR): the rate that gives a payload its exact expected airtime in the bin. Midpoint
+        rule in probability (``u = 1 - e^{-x}``) with 2048 nodes per bin; the integrand is
+        bounded by the link-adaptation limits."""
+        x = self.fsmc.thresholds_snr / self.mean_snr
+        u_lo = -np.expm1(-x[:-1])
+        u_hi = -np.expm1(-x[1:])
+        t = (np.arange(_AIRTIME_NODES) + 0.5) / _AIRTIME_NODES
+        u = u_lo[:, None] + (u_hi - u_lo)[:, None] * t[None, :]
+        snr = -np.log1p(-u) * self.mean_snr
+        return 1.0 / np.mean(1.0 / self.rate_bps(snr), axis=1)
 
     def rate_bps(self, snr_linear: Any) -> Any:
         """Link-adapted rate of ``snr_linear`` (see :func:`link_rate_bps`)."""

@@ -24,7 +24,6 @@ from mei_envs.llm import catalog, costs
 
 CHANNEL_MODES = wireless.CHANNEL_MODES
 INITIAL_RADIO = ("idle", "connected")
-_NR_DRX = radio.PROFILES["nr_drx"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,15 +48,18 @@ class EarlyExitUploadConfig(wireless.UplinkChannelConfig):
     backlog_limit: int = 16  # hidden states the device may hold before a forced upload
     # --- uplink channel: the fields of mei_envs.wireless.UplinkChannelConfig, plus ---
     snr_history: int = 4  # SNRs observed: this token step and the previous ones
-    # --- UE radio power: mei_envs.radio's "nr_drx" profile (3GPP TS 38.321 DRX, TR 38.840
-    # relative sleep power; Huang et al. MobiSys 2012 transmit line, tail and wake powers) ---
-    alpha_u_w_per_mbps: float = _NR_DRX.alpha_u_w_per_mbps  # Huang et al. [S]
-    beta_w: float = _NR_DRX.beta_w  # Huang et al. [S]
-    tail_s: float = _NR_DRX.tail_s  # drx-InactivityTimer: high-power tail after a burst [U]
-    tail_power_w: float = _NR_DRX.tail_power_w  # Huang et al. tail power [U]
-    sleep_power_w: float = _NR_DRX.sleep_power_w  # DRX sleep: tail x 20/100 (TR 38.840)
-    wake_s: float = _NR_DRX.wake_s  # scheduling request + grant to leave DRX sleep [U]
-    wake_power_w: float = _NR_DRX.wake_power_w  # Huang et al. promotion power [U]
+    # --- UE radio power (mei_envs.radio): a named profile, default "nr_drx" (3GPP TS 38.321
+    # DRX with a 0.1 s inactivity tail, TR 38.840 relative sleep power, Huang et al. 2012
+    # transmit line); "lte_huang2012" is LTE as Huang et al. measured it (11.576 s tail,
+    # 260 ms promotion). A field set here overrides the profile's value; None keeps it. ---
+    radio_profile: str = "nr_drx"
+    alpha_u_w_per_mbps: float | None = None  # [W/Mbps] power slope in the uplink rate
+    beta_w: float | None = None  # [W] transmit power at zero rate
+    tail_s: float | None = None  # [s] high-power tail after a burst
+    tail_power_w: float | None = None  # [W]
+    sleep_power_w: float | None = None  # [W] DRX sleep / RRC idle
+    wake_s: float | None = None  # [s] leaving sleep
+    wake_power_w: float | None = None  # [W]
     initial_radio: str = "idle"  # radio state at reset: "idle" (sleeping) or "connected"
     # --- decision and reward ---
     upload_fractions: tuple[float, ...] = (0.0, 1.0)  # action i uploads this share of backlog
@@ -100,16 +102,11 @@ class EarlyExitUploadConfig(wireless.UplinkChannelConfig):
         self.validate_uplink()
         self._check_range("snr_history", 1, 64, integer=True)
         # UE radio power (mei_envs.radio): W, W/Mbps and s, within physical ranges.
-        for field in (
-            "alpha_u_w_per_mbps",
-            "beta_w",
-            "tail_power_w",
-            "sleep_power_w",
-            "wake_power_w",
-        ):
-            self._check_range(field, 0.0, 10.0)
-        self._check_range("tail_s", 0.0, 60.0)  # RRC inactivity timers are <= ~60 s
-        self._check_range("wake_s", 0.0, 10.0)
+        self._check_choice("radio_profile", radio.list_profiles())
+        limits = {"tail_s": 60.0, "wake_s": 10.0}  # RRC inactivity timers are <= ~60 s
+        for field in radio.POWER_FIELDS:
+            if getattr(self, field) is not None:
+                self._check_range(field, 0.0, limits.get(field, 10.0))
         self._check_range("lambda_energy", 0.0, 1e6)
         self._check_choice("initial_radio", INITIAL_RADIO)
         fr = self.upload_fractions
@@ -173,9 +170,13 @@ class EarlyExitUploadModel:
         )
         self.state_bits = 8.0 * float(costs.hidden_state_bytes(arch, 1, cfg.hidden_precision))
 
+        # UE radio power: the named profile with the config's overrides.
+        self.radio = radio.resolve(
+            cfg.radio_profile, **{f: getattr(cfg, f) for f in radio.POWER_FIELDS}
+        )
         # Radio tail counted in token steps of the nominal (first-token) device time.
         self.t_nominal_s = float(self.t_dev_s[0])
-        self.tail_steps = max(1, math.ceil(cfg.tail_s / self.t_nominal_s - 1e-12))
+        self.tail_steps = max(1, math.ceil(self.radio.tail_s / self.t_nominal_s - 1e-12))
 
         # Channel: one block per nominal token step.
         self.channel = wireless.build_uplink(cfg, self.t_nominal_s)
@@ -192,7 +193,8 @@ class EarlyExitUploadModel:
         # With no tail power configured, the radio's base transmit power (beta) over one
         # nominal step; with neither, a plain 1 J unit.
         # (Powers below 1 mW would make the unit vanish: the fallback applies.)
-        ref_power_w = cfg.tail_power_w if cfg.tail_power_w >= 1e-3 else cfg.beta_w
+        rp = self.radio
+        ref_power_w = rp.tail_power_w if rp.tail_power_w >= 1e-3 else rp.beta_w
         self.energy_ref_j = ref_power_w * self.t_nominal_s if ref_power_w >= 1e-3 else 1.0
 
     def _time_layers(
@@ -248,16 +250,16 @@ class EarlyExitUploadModel:
             timer: token steps since the last burst, capped at ``tail_steps`` (= asleep).
             exited: 1 if the token exits on the device, else 0 (forced upload).
         """
-        cfg = self.cfg
+        rp = self.radio
         t_dev = self.t_dev_s[k]
         sending = n_up > 0
         asleep = timer >= self.tail_steps
         wake = sending * asleep
         airtime = n_up * self.state_bits / rate_bps
-        tx_energy = radio.transmit_energy_j(cfg, rate_bps, airtime)
-        background = radio.background_power_w(cfg, asleep)
-        t_wake = wake * cfg.wake_s
-        energy = background * t_dev + radio.wake_energy_j(cfg, wake) + tx_energy
+        tx_energy = radio.transmit_energy_j(rp, rate_bps, airtime)
+        background = radio.background_power_w(rp, asleep)
+        t_wake = wake * rp.wake_s
+        energy = background * t_dev + radio.wake_energy_j(rp, wake) + tx_energy
         if k + 1 < self.K:
             # A voluntary upload overlaps the next token's compute; only the excess stalls.
             over = t_wake + airtime - self.t_dev_s[k + 1]
@@ -267,17 +269,17 @@ class EarlyExitUploadModel:
         t_srv = self.t_srv_s[k, np.minimum(backlog + 1, self.limit + 1)]
         forced_latency = t_dev + t_wake + airtime + t_srv
         latency = exited * (t_dev + stall) + (1 - exited) * forced_latency
-        energy = energy + (1 - exited) * cfg.tail_power_w * t_srv
+        energy = energy + (1 - exited) * rp.tail_power_w * t_srv
         stall = exited * stall + (1 - exited) * (t_wake + airtime + t_srv)
         return latency, energy, stall, airtime, wake
 
     def flush_energy(self, backlog: Any, rate_bps: Any, timer: Any) -> Any:
         """Energy [J] of uploading the final backlog after the last token (no latency)."""
-        cfg = self.cfg
+        rp = self.radio
         sending = backlog > 0
         wake = sending * (timer >= self.tail_steps)
         airtime = backlog * self.state_bits / rate_bps
-        return radio.wake_energy_j(cfg, wake) + radio.transmit_energy_j(cfg, rate_bps, airtime)
+        return radio.wake_energy_j(rp, wake) + radio.transmit_energy_j(rp, rate_bps, airtime)
 
     def transition(self, backlog: Any, timer: Any, n_up: Any) -> tuple[Any, Any]:
         """Backlog and radio timer after a token that uploads ``n_up`` states.
@@ -396,7 +398,7 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
 
     ## Arguments
 
-    ``gym.make("mei_envs/EarlyExitUpload-v0", config={...})`` or keyword arguments; keys and
+    ``gym.make("mei_envs/EarlyExitUpload-v1", config={...})`` or keyword arguments; keys and
     defaults are the fields of :class:`EarlyExitUploadConfig`. `reset(options=...)` accepts
     ``exit_sequence`` (K ints) and, in fsmc mode, ``channel_states`` (K + snr_history - 1
     state indices) to replay a given path.
@@ -416,6 +418,7 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
             "bytes_sent": "sum",
             "forced_uploads": "sum",
             "voluntary_uploads": "sum",
+            "limit_uploads": "sum",
             "wakeups": "sum",
             "compute_energy_J": "sum",
         },
@@ -517,7 +520,9 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
         return np.ones(self.action_space.n, dtype=bool)
 
     # ---- internals ---------------------------------------------------------------------
-    def _process_token(self, n_up: int, exited: int, acc: dict[str, float]) -> None:
+    def _process_token(
+        self, n_up: int, exited: int, acc: dict[str, float], at_limit: bool = False
+    ) -> None:
         m, k = self.model, self._k
         rate = self._rates[k + self._H - 1]
         b, timer = self._backlog, self._timer
@@ -530,10 +535,10 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
         acc["wakeups"] += float(wake)
         acc["compute_energy_J"] += self._dev_energy[k]
         acc["tokens"] += 1
-        if exited:
-            acc["voluntary_uploads"] += float(n_up > 0)
-        else:
+        if not exited:
             acc["forced_uploads"] += 1.0
+        elif not at_limit:
+            acc["voluntary_uploads"] += float(n_up > 0)
         self._backlog, self._timer = m.transition(b, timer, n_up)
         self._k = k + 1
         if self._k == m.K:
@@ -555,7 +560,7 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
                 self._process_token(self._backlog + 1, exited=0, acc=acc)
             elif self._backlog >= m.limit:
                 acc["limit_uploads"] += 1.0
-                self._process_token(self._backlog + 1, exited=1, acc=acc)
+                self._process_token(self._backlog + 1, exited=1, acc=acc, at_limit=True)
             else:
                 return
 
