@@ -280,7 +280,7 @@ class BacklogThresholdPolicy(_ThresholdPolicy):
 
 
 # ---- tuner ---------------------------------------------------------------------------------
-TUNING_EPISODES = 300  # Monte Carlo episodes per grid point where exact evaluation is not used
+TUNING_EPISODES = 1000  # Monte Carlo episodes per grid point where exact evaluation is not used
 
 
 def threshold_grid(env: EarlyExitUploadEnv, kind: str) -> list[float]:

@@ -448,3 +448,59 @@ def test_lazy_has_no_voluntary_uploads() -> None:
     res = run_episodes(ENV_ID, "lazy", episodes=5, seed=0)
     assert res.metrics["voluntary_uploads"].sum() == 0
     assert res.metrics["limit_uploads"].sum() > 0
+
+
+@pytest.mark.parametrize("preset", list(EarlyExitUploadEnv.config_class.PRESETS))
+def test_presets_build_and_step(preset: str) -> None:
+    env = gym.make(ENV_ID, preset=preset)
+    cfg = env.unwrapped.config
+    for key, value in cfg.PRESETS[preset].items():
+        assert getattr(cfg, key) == value
+    obs, info = env.reset(seed=0)
+    obs, reward, *_ = env.step(1)
+    assert np.isfinite(reward)
+
+
+@pytest.mark.parametrize("kind", ["snr_threshold", "backlog_threshold"])
+def test_tuned_threshold_never_loses_to_a_grid_point_fsmc(kind: str) -> None:
+    """fsmc mode: tuning is exact (policy evaluation), so the tuned threshold's exact value is
+    the best of its grid, eager and lazy included."""
+    from mei_envs.baselines.early_exit import evaluate_thresholds, threshold_grid
+
+    cfg = {"tokens": 16, "lambda_energy": 4.0}
+    env = EarlyExitUploadEnv(config=cfg)
+    grid = threshold_grid(env, kind)
+    scores = evaluate_thresholds(cfg, kind, grid)
+    thr = tune_threshold(cfg, kind)
+    assert scores[grid.index(thr)] == scores.max()
+    # The grid holds eager and lazy: their exact values are among the scores.
+    eager = -solve_dp(env.model, policy=np.int64(1)).initial_value
+    lazy = -solve_dp(env.model, policy=np.int64(0)).initial_value
+    assert scores.max() >= max(eager, lazy)
+    assert np.isclose(scores, eager).any() and np.isclose(scores, lazy).any()
+
+
+def test_tuned_backlog_threshold_never_loses_on_held_out_seeds_gauss_markov() -> None:
+    """Issue 8's case: gauss_markov, lambda_energy=4 (v0's 40-episode tuner picked a
+    threshold 4% worse than lazy). Costs are heavy-tailed here (a long backlog sent in a deep
+    fade): the paired per-episode SD between thresholds is ~235, so the tuner uses common
+    random numbers over 1000 training episodes. On 1000 held-out episodes the tuned
+    threshold is not worse than any of these grid points (lazy and eager included): each
+    paired 95% CI of (tuned - other) reaches 0 or above."""
+    cfg = {"channel": "gauss_markov", "lambda_energy": 4.0, "tokens": 32}
+    thr = int(tune_threshold(cfg, "backlog_threshold"))
+
+    def held_out(threshold: int) -> np.ndarray:
+        return run_episodes(
+            ENV_ID,
+            "backlog_threshold",
+            episodes=1000,
+            seed=100_000,
+            env_config=cfg,
+            policy_params={"threshold": threshold},
+        ).returns
+
+    tuned = held_out(thr)
+    for other in (1, 6, 12, 17):  # 1 = eager, 17 = backlog_limit + 1 = lazy
+        d = tuned - held_out(other)
+        assert d.mean() + 1.96 * d.std(ddof=1) / np.sqrt(d.size) >= 0, (thr, other)

@@ -25,7 +25,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from mei_envs import hardware
+from mei_envs import hardware, radio, wireless
 from mei_envs.config import ConfigError
 from mei_envs.envs.early_exit_upload import EarlyExitUploadConfig, EarlyExitUploadEnv
 from mei_envs.llm import catalog, costs
@@ -70,7 +70,7 @@ def mix(*draws: Callable[[Gen], Any]) -> Callable[[Gen], Any]:
 BAD_NUMS = [-1.0, -1e-9, 1e12, -1e12, float("nan"), float("inf"), "3", True, None]
 BAD_NUM = choice(BAD_NUMS)
 # Powers [W] (and W/Mbps): anywhere in the validator's [0, 10], tiny ones, exactly 0 or 10.
-POWER = mix(uniform(0.0, 10.0), log_uniform(1e-12, 10.0), choice([0.0, 10.0]))
+POWER = mix(uniform(0.0, 10.0), log_uniform(1e-12, 10.0), choice([0.0, 10.0]), lambda r: None)
 BAD_INT = choice([-1, 0, 10**7, 2.5, "8", True, None])
 BAD_STR = choice(["no_such_choice", "", 3, None])
 
@@ -103,20 +103,32 @@ DRAWS: dict[str, tuple[Callable[[Gen], Any], Callable[[Gen], Any]]] = {
     "snr_history": (size(1, 64, 8), BAD_INT),
     "bandwidth_hz": (log_uniform(1e3, 1e9), choice([999.0, 2e9, *BAD_NUMS])),
     "tx_power_w": (mix(log_uniform(1e-9, 10.0), lambda r: 10.0), BAD_NUM),
-    "distance_m": (mix(log_uniform(1.0, 1e5), choice([1.0, 1e5])), BAD_NUM),
+    "distance_m": (
+        mix(*[log_uniform(10.0, 5000.0)] * 8, log_uniform(1.0, 1e5), choice([1.0, 1e5])),
+        BAD_NUM,
+    ),
     "noise_density_dbm_per_hz": (uniform(-220.0, -100.0), BAD_NUM),
     "noise_figure_db": (uniform(0.0, 30.0), BAD_NUM),
     "speed_mps": (mix(uniform(0.0, 150.0), log_uniform(1e-6, 150.0), lambda r: 0.0), BAD_NUM),
-    "carrier_hz": (mix(log_uniform(1e8, 3e11), choice([1e8, 3e11])), BAD_NUM),
+    "carrier_hz": (
+        mix(*[log_uniform(0.5e9, 100e9)] * 8, log_uniform(1e8, 3e11), choice([1e8, 3e11])),
+        BAD_NUM,
+    ),
+    "path_loss_model": (choice(list(wireless.UPLINK_PATH_LOSS_MODELS)), BAD_STR),
+    "fsmc_rate": (choice(list(wireless.FSMC_RATES)), BAD_STR),
+    "radio_profile": (choice(radio.list_profiles()), BAD_STR),
     "k_factor": (mix(*[lambda r: 0.0] * 3, log_uniform(1e-3, 1000.0)), BAD_NUM),
     "min_spectral_efficiency_bps_per_hz": (log_uniform(1e-3, 2.0), BAD_NUM),
     "max_spectral_efficiency_bps_per_hz": (log_uniform(1.0, 30.0), BAD_NUM),
-    "alpha_u_w_per_mbps": (POWER, BAD_NUM),
+    "alpha_u_w_per_mbps": (POWER, BAD_NUM),  # POWER includes None (= the profile's value)
     "beta_w": (POWER, BAD_NUM),
-    "tail_s": (mix(uniform(0.0, 1.0), uniform(0.0, 60.0), choice([0.0, 60.0])), BAD_NUM),
+    "tail_s": (
+        mix(uniform(0.0, 1.0), uniform(0.0, 60.0), choice([0.0, 60.0]), lambda r: None),
+        BAD_NUM,
+    ),
     "tail_power_w": (POWER, BAD_NUM),
     "sleep_power_w": (POWER, BAD_NUM),
-    "wake_s": (mix(uniform(0.0, 1.0), uniform(0.0, 10.0)), BAD_NUM),
+    "wake_s": (mix(uniform(0.0, 1.0), uniform(0.0, 10.0), lambda r: None), BAD_NUM),
     "wake_power_w": (POWER, BAD_NUM),
     "initial_radio": (choice(["idle", "connected"]), BAD_STR),
     "upload_fractions": (
@@ -164,6 +176,7 @@ def test_whole_config_space(seed: int) -> None:
         COUNTS["rejected"] += 1
         match = _FIELD_IN_MESSAGE.search(str(exc))
         assert match and match.group(1) in FIELDS, str(exc)
+        COUNTS[f"rejected:{match.group(1)}"] += 1
         return
     COUNTS["accepted"] += 1
     env = EarlyExitUploadEnv(config)

@@ -12,7 +12,7 @@ import dataclasses
 import math
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -28,7 +28,34 @@ INITIAL_RADIO = ("idle", "connected")
 
 @dataclasses.dataclass(frozen=True)
 class EarlyExitUploadConfig(wireless.UplinkChannelConfig):
-    """Configuration of :class:`EarlyExitUploadEnv`; every default names its source."""
+    """Configuration of :class:`EarlyExitUploadEnv`; every default names its source.
+
+    Named scenario presets (``gym.make(id, preset="vehicular")``; explicit values apply on
+    top): see ``PRESETS`` and ``experiments/figures/early_exit_presets.md`` for how far the
+    best tuned heuristic is from the DP oracle in each.
+    """
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        # A NLOS user near the edge of a TR 38.901 UMa cell (ISD 500 m), 3 km/h, 64 tokens.
+        "default": {},
+        # Beyond the nominal cell radius (289 m): mean SNR 1.9 dB over 1 MHz.
+        "pedestrian_cell_edge": {"distance_m": 400.0},
+        # 60 km/h (TR 38.901 UMa vehicles: 30-120 km/h): the channel decorrelates every
+        # token step (Jakes rho = -0.10 at 3.5 GHz), so the current SNR says little ahead.
+        "vehicular": {"speed_mps": 16.67},
+        # Energy weighs 8x (a phone on battery saver).
+        "energy_first_phone": {"lambda_energy": 8.0},
+        # Exits come in long runs (lag-1 correlation 0.95: mean exit run ~100 tokens).
+        "bursty_exits": {"exit_correlation": 0.95},
+        # Short chat replies (16 tokens) on an energy-conscious phone (lambda 4).
+        "short_replies": {"tokens": 16, "lambda_energy": 4.0},
+        # Short replies with bursty exits on a battery-saving phone.
+        "bursty_short_replies": {"tokens": 16, "lambda_energy": 8.0, "exit_correlation": 0.95},
+        # The LTE radio of Huang et al. 2012: 11.6 s tail, 260 ms promotion.
+        "lte_phone": {"radio_profile": "lte_huang2012"},
+    }
+
+    preset: str = "default"
 
     # --- split LLM (cost tables: mei_envs.llm) ---
     model: str = "tinyllama-1.1b"  # Llama-class 22-layer model (REFERENCE.md 3), or a JSON path
@@ -68,6 +95,7 @@ class EarlyExitUploadConfig(wireless.UplinkChannelConfig):
 
     def validate(self) -> None:
         name = type(self).__name__
+        self._check_choice("preset", self.PRESETS)
         if self.model not in catalog.list_models() and not (
             self.model.endswith(".json") and os.path.isfile(self.model)
         ):
@@ -321,20 +349,29 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
     server's roofline) and returns the token; the user waits for all of it.
 
     The agent decides, at each exited token, whether to upload the backlog now (cheap on a
-    good channel, less to send later) or to wait. Uploads use a Rayleigh-faded uplink
-    (Shannon rate over `bandwidth_hz`), either a finite-state Markov channel (`fsmc`, exact
-    transitions of the Gauss-Markov Rayleigh process) or the Gauss-Markov process itself
-    (`gauss_markov`), correlated over token steps by Jakes' ``rho = J0(2 pi f_D T)``.
-    The channel has one block per token step (``T`` = the phone's time for the first token);
-    an upload takes ``bytes / rate`` at the rate of the block it starts in, even when that
-    airtime spans several token steps (block fading per burst), and the channel then moves
-    on by one block for the next token. This keeps the dynamic program exact.
-    Radio energy follows Huang et al. (MobiSys 2012): ``P = alpha_u * rate + beta`` while
-    sending; after each burst the modem stays in a high-power tail (``tail_power_w``) for
-    ``tail_s`` (counted in token steps) before falling back to DRX sleep
-    (``sleep_power_w``); leaving sleep costs ``wake_s`` at ``wake_power_w``. That tail is
-    why batching uploads saves energy, and the forced upload of a long backlog on a faded
-    channel is why waiting costs latency.
+    good channel, less to send later) or to wait. The uplink (`mei_envs.wireless`): mean
+    SNR from the path loss at `carrier_hz` (default 3GPP TR 38.901 UMa NLOS, a user 250 m
+    from the site of a 500 m-ISD cell, near its edge: mean SNR 9.8 dB over 1 MHz), Rayleigh
+    (or Rician) fading correlated over token steps by Jakes' ``rho = J0(2 pi f_D T)``
+    (negative for fast users or slow token periods: the AR(1) keeps that lag-one
+    correlation), and a link-adapted rate (Shannon over `bandwidth_hz`, spectral efficiency
+    held within TS 38.214 CQI 1..15). Either a finite-state Markov channel (`fsmc`, exact
+    transitions of the Gauss-Markov Rayleigh process; each state's rate is the harmonic mean
+    of the link-adapted rate over its SNR bin, so a payload's expected airtime is exact) or
+    the Gauss-Markov process itself (`gauss_markov`). The channel has one block per token
+    step (``T`` = the phone's time for the first token); an upload takes ``bytes / rate`` at
+    the rate of the block it starts in, even when that airtime spans several token steps
+    (block fading per burst), and the channel then moves on by one block for the next
+    token. This keeps the dynamic program exact.
+    Radio energy (`mei_envs.radio`, profile `radio_profile`, default ``"nr_drx"``):
+    ``P = alpha_u * rate + beta`` while sending (Huang et al., MobiSys 2012); after each
+    burst the modem stays in a high-power tail (``tail_power_w``) for ``tail_s`` (counted in
+    token steps) before falling back to sleep (``sleep_power_w``); leaving sleep costs
+    ``wake_s`` at ``wake_power_w``. ``"nr_drx"``: a 0.1 s DRX inactivity tail (3GPP TS
+    38.321), sleep at 20% of the tail power (TR 38.840), a 10 ms wake-up;
+    ``"lte_huang2012"``: LTE as Huang et al. measured it (11.576 s tail, 260 ms promotion).
+    That tail is why batching uploads saves energy, and the forced upload of a long backlog
+    on a faded channel is why waiting costs latency.
 
     Exit model (an ASSUMPTION calibrated on published shares): exit indicators follow a
     two-state Markov chain with stationary exit probability ``exit_prob`` (LayerSkip,
@@ -379,7 +416,8 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
     sleep, wake-up and transmission); the phone's compute energy is the same for every policy
     and is reported separately in ``info["compute_energy_J"]``. `info` carries
     ``latency_s``, ``energy_J``, ``stall_s`` (user-visible waiting beyond compute),
-    ``bytes_sent``, ``forced_uploads``, ``voluntary_uploads``, ``wakeups``, ``backlog``,
+    ``bytes_sent``, ``forced_uploads`` (non-exited tokens), ``voluntary_uploads`` (uploads
+    chosen at a decision), ``limit_uploads`` (full backlog), ``wakeups``, ``backlog``,
     ``snr_db`` and the two cost components.
 
     ## Starting State
@@ -405,6 +443,18 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
 
     ## Version History
 
+    * v1: path loss from 3GPP TR 38.901 (UMa/UMi, LOS/NLOS) at the configured carrier
+      (`path_loss_model`; TR 36.814's 2 GHz formula kept as ``"36814_macro"``), default user
+      at 250 m (was 600 m with TR 36.814); FSMC state rates preserve expected airtime
+      (`fsmc_rate="airtime"`; v0 used the rate at the bin's mean SNR, 16% optimistic for a
+      16-state backlog); radio power profile selectable (`radio_profile`; v0's radio is
+      ``"nr_drx"``); `voluntary_uploads` no longer counts backlog-limit uploads (new
+      `limit_uploads` metric); configs with a negative Jakes correlation (fast users, slow
+      devices, big models) or a huge Bessel argument now build instead of raising; physical
+      limits on bandwidth, power, distance, carrier and radio fields; Raspberry Pi 4
+      bandwidth from STREAM measurements; named scenario presets (`preset`). v0's behaviour:
+      ``path_loss_model="36814_macro", distance_m=600, fsmc_rate="bin_mean_snr"``
+      (trajectories identical, `tests/test_pinned_trajectories.py`).
     * v0: initial version.
     """
 
