@@ -474,7 +474,10 @@ def test_uplink_builder_and_single_sampler():
     cfg = EarlyExitUploadConfig()
     ch = w.build_uplink(cfg, 0.02)
     assert ch.mean_snr == pytest.approx(
-        w.mean_snr_linear(0.2, 600.0, 1e6, noise_figure_db=9.0), rel=1e-15
+        w.mean_snr_linear(
+            0.2, 250.0, 1e6, noise_figure_db=9.0, path_loss_model="38901_uma_nlos", carrier_hz=3.5e9
+        ),
+        rel=1e-15,
     )
     assert ch.rho == pytest.approx(w.jakes_correlation(0.8333 * 3.5e9 / w.SPEED_OF_LIGHT_MPS, 0.02))
     snr, states, rates = ch.sample_path(np.random.default_rng(3), 50)
@@ -542,3 +545,26 @@ def test_fast_simulate_equals_step_by_step():
         want = [slow.reset(rng)] + [slow.step(rng) for _ in range(39)]
         np.testing.assert_array_equal(got, np.asarray(want))
         np.testing.assert_array_equal(fast.h, slow.h)
+
+
+def test_tr38901_path_loss_by_hand_and_validity():
+    # UMa NLOS, 3.5 GHz, d2D = 250 m: d3D = sqrt(250^2 + 23.5^2); PL'_NLOS = 13.54 +
+    # 39.08 log10(d3D) + 20 log10(3.5) = 118.21 dB > the LOS value.
+    d3 = math.hypot(250.0, 23.5)
+    want = 13.54 + 39.08 * math.log10(d3) + 20 * math.log10(3.5)
+    assert w.path_loss_db(250.0, "38901_uma_nlos", carrier_hz=3.5e9) == pytest.approx(want)
+    # UMi LOS beyond the breakpoint d'BP = 4 * 9 * 0.5 * fc / c (= 420 m at 3.5 GHz).
+    d3 = math.hypot(600.0, 8.5)
+    d_bp = 4 * 9.0 * 0.5 * 3.5e9 / w.SPEED_OF_LIGHT_MPS
+    want = 32.4 + 40 * math.log10(d3) + 20 * math.log10(3.5) - 9.5 * math.log10(d_bp**2 + 8.5**2)
+    assert w.path_loss_db(600.0, "38901_umi_los", carrier_hz=3.5e9) == pytest.approx(want)
+    # The frequency term: +20 log10(3.5/2) = 4.86 dB against 2 GHz (36.814 ignores it).
+    diff = w.path_loss_db(300.0, "38901_uma_nlos", carrier_hz=3.5e9) - w.path_loss_db(
+        300.0, "38901_uma_nlos", carrier_hz=2e9
+    )
+    assert diff == pytest.approx(20 * math.log10(1.75))
+    with pytest.raises(ValueError, match="distance_m"):
+        w.path_loss_db(6000.0, "38901_uma_nlos", carrier_hz=3.5e9)
+    with pytest.raises(ValueError, match="carrier_hz"):
+        w.path_loss_db(100.0, "38901_umi_los", carrier_hz=0.3e9)
+    assert w.path_loss_db(600.0, "36814_macro") == w.path_loss_db(600.0, "3gpp_macro")
