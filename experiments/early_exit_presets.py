@@ -151,9 +151,7 @@ def preset_table(
     )
     if exact_best is not None:
         ex_oracle = rows[0]["exact_return"]
-        out["exact_margin"] = (ex_oracle - exact_best["exact_return"]) / abs(
-            exact_best["exact_return"]
-        )
+        out["exact_margin"] = (ex_oracle - exact_best["exact_return"]) / abs(ex_oracle)
     if ppo_dir is not None:
         ppo = ppo_returns(ppo_dir, list(range(seed, seed + episodes)))
         d, plo, phi = paired(oracle, ppo)
