@@ -1,4 +1,4 @@
-"""Baselines and the dynamic-programming oracle for ``mei_envs/EarlyExitUpload-v0``.
+"""Baselines and the dynamic-programming oracle for ``mei_envs/EarlyExitUpload-v1``.
 
 Heuristics read only the observation and ``info``; the oracle reads the unwrapped env's
 true state (token index, backlog, channel state, radio timer). All of them are registered in
@@ -17,7 +17,7 @@ import numpy as np
 from mei_envs.baselines.registry import register_policy
 from mei_envs.envs.early_exit_upload import EarlyExitUploadEnv, EarlyExitUploadModel
 
-ENV_ID = "mei_envs/EarlyExitUpload-v0"
+ENV_ID = "mei_envs/EarlyExitUpload-v1"
 # Seeds the tuners train on: disjoint from evaluation seeds (0.., the CLI default) and
 # from the compare experiments' held-out seeds (100_000..).
 TUNING_SEED = 2_000_000
@@ -51,8 +51,56 @@ class DPSolution:
     initial_value: float
 
 
-def solve_dp(model: EarlyExitUploadModel) -> DPSolution:
-    """Exact value iteration on the model's FSMC (exact for ``channel="fsmc"``)."""
+# Memory the DP may allocate unless the caller allows more [GiB].
+DP_MAX_MEMORY_GIB = 4.0
+
+
+def dp_memory_bytes(model: EarlyExitUploadModel) -> float:
+    """Memory of :func:`solve_dp`'s tables [bytes]: ``value`` and ``q`` (float64) over
+    (token, exit or action, backlog, channel state, radio timer), plus one more table of
+    per-token temporaries."""
+    K, B, M = model.K, model.limit, model.tail_steps
+    C = model.fsmc.n_states
+    A = len(model.cfg.upload_fractions)
+    per_token = (B + 1) * C * (M + 1)
+    return 8.0 * per_token * (K * (2 + A) + 4 * (A + 2))
+
+
+def check_dp_memory(model: EarlyExitUploadModel, max_gib: float = DP_MAX_MEMORY_GIB) -> None:
+    """Raise a ``MemoryError`` naming the config fields if the DP would need more than
+    ``max_gib`` GiB (checked before anything is allocated)."""
+    need_gib = dp_memory_bytes(model) / 2**30
+    if need_gib > max_gib:
+        cfg = model.cfg
+        states = "fsmc_states" if cfg.channel == "fsmc" else "dp_channel_states"
+        raise MemoryError(
+            f"dp_oracle: the DP over this config needs ~{need_gib:.1f} GiB (> {max_gib:g} GiB "
+            f"allowed): tokens={cfg.tokens} x backlog_limit+1={cfg.backlog_limit + 1} x "
+            f"{states}={model.fsmc.n_states} x radio timer states={model.tail_steps + 1} "
+            f"(tail_s={model.radio.tail_s:g} s / token time {model.t_nominal_s:.3g} s) x "
+            f"(2 + {len(cfg.upload_fractions)} upload_fractions) x 8 B; reduce one of these "
+            "fields or pass a larger max_gib"
+        )
+
+
+def solve_dp(
+    model: EarlyExitUploadModel,
+    *,
+    policy: np.ndarray | None = None,
+    max_gib: float = DP_MAX_MEMORY_GIB,
+) -> DPSolution:
+    """Exact value iteration on the model's FSMC (exact for ``channel="fsmc"``).
+
+    With ``policy`` (integer actions broadcastable to ``(backlog_limit + 1, n_states,
+    tail_steps + 1)``, the action taken at an exited token in each (backlog, channel state,
+    radio timer)), the same recursion evaluates that fixed policy exactly instead of
+    optimising: ``initial_value`` is then the policy's expected episode cost.
+
+    Raises:
+        MemoryError: before allocating, if the tables would exceed ``max_gib`` GiB (the
+            message names the config fields that set their size).
+    """
+    check_dp_memory(model, max_gib)
     cfg = model.cfg
     K, B, M = model.K, model.limit, model.tail_steps
     C = model.fsmc.n_states
@@ -68,6 +116,10 @@ def solve_dp(model: EarlyExitUploadModel) -> DPSolution:
     value = np.zeros((K, 2, B + 1, C, M + 1))
     q = np.full((K, A, B + 1, C, M + 1), np.inf)
     lam_e = cfg.lambda_energy / model.energy_ref_j
+    if policy is not None:
+        policy = np.broadcast_to(np.asarray(policy, dtype=np.int64), shape)
+        if policy.min() < 0 or policy.max() >= A:
+            raise ValueError(f"policy: actions must be in [0, {A - 1}]")
 
     def continuation(k: int, e: int, b_next: np.ndarray, r_next: np.ndarray) -> np.ndarray:
         if k == K - 1:
@@ -97,7 +149,7 @@ def solve_dp(model: EarlyExitUploadModel) -> DPSolution:
             qa = np.where(b_next > B, np.inf, qa) * np.ones(shape)
             qa[B] = np.inf
             q[k, a] = qa
-            best = np.minimum(best, qa)
+            best = np.minimum(best, qa) if policy is None else np.where(policy == a, qa, best)
         # Full backlog: forced upload of everything.
         n_full = B + 1
         lat, en, *_ = model.token_cost(k, B, n_full, rate_c[0], r[0], 1)
@@ -158,80 +210,119 @@ class LazyPolicy(_FixedFractionPolicy):
     FRACTION = 0.0
 
 
-class SNRThresholdPolicy:
-    """Upload the backlog when this token step's SNR [dB] is at least ``threshold_db``."""
+class _ThresholdPolicy:
+    """Upload the whole backlog when a statistic reaches ``threshold``, else wait."""
 
-    def __init__(self, env: gym.Env, threshold_db: float | None = None) -> None:
-        inner = _unwrap(env)
-        if threshold_db is None:
-            threshold_db = tune_threshold(inner.config.to_dict(), "snr_threshold")
-        self.threshold_db = float(threshold_db)
-        self.up = _fraction_action(inner, 1.0)
-        self.wait = _fraction_action(inner, 0.0)
+    KIND = ""
 
-    def reset(self, obs: Any, info: Mapping[str, Any]) -> None:
-        pass
-
-    def act(self, obs: Any, info: Mapping[str, Any]) -> int:
-        return self.up if info["snr_db"] >= self.threshold_db else self.wait
-
-
-class BacklogThresholdPolicy:
-    """Upload once ``threshold`` hidden states (backlog + the current one) are held."""
-
-    def __init__(self, env: gym.Env, threshold: int | None = None) -> None:
+    def __init__(self, env: gym.Env, threshold: float | None = None) -> None:
         inner = _unwrap(env)
         if threshold is None:
-            threshold = int(tune_threshold(inner.config.to_dict(), "backlog_threshold"))
-        if isinstance(threshold, bool) or int(threshold) != threshold or threshold < 1:
-            raise ValueError(f"backlog_threshold: threshold={threshold!r} must be an int >= 1")
-        self.threshold = int(threshold)
+            threshold = tune_threshold(inner.config.to_dict(), self.KIND)
+        self.threshold = self._check(threshold)
         self.up = _fraction_action(inner, 1.0)
         self.wait = _fraction_action(inner, 0.0)
+
+    def _check(self, threshold: float) -> float:
+        return float(threshold)
 
     def reset(self, obs: Any, info: Mapping[str, Any]) -> None:
         pass
 
     def act(self, obs: Any, info: Mapping[str, Any]) -> int:
-        return self.up if info["backlog"] + 1 >= self.threshold else self.wait
+        return self.up if self.statistic(info) >= self.threshold else self.wait
+
+    def statistic(self, info: Mapping[str, Any]) -> float:
+        raise NotImplementedError
+
+    def action_table(self, model: EarlyExitUploadModel) -> np.ndarray:
+        """The policy's action at each DP state (backlog, FSMC state, radio timer) in fsmc
+        mode, where ``info`` holds the state's own SNR: for :func:`solve_dp`."""
+        raise NotImplementedError
+
+
+class SNRThresholdPolicy(_ThresholdPolicy):
+    """Upload the backlog when this token step's SNR [dB] is at least ``threshold_db``."""
+
+    KIND = "snr_threshold"
+
+    def __init__(self, env: gym.Env, threshold_db: float | None = None) -> None:
+        super().__init__(env, threshold_db)
+
+    @property
+    def threshold_db(self) -> float:
+        return self.threshold
+
+    def statistic(self, info: Mapping[str, Any]) -> float:
+        return info["snr_db"]
+
+    def action_table(self, model: EarlyExitUploadModel) -> np.ndarray:
+        snr_db = 10.0 * np.log10(np.maximum(model.fsmc.snr_linear, 1e-30))
+        return np.where(snr_db >= self.threshold, self.up, self.wait)[None, :, None]
+
+
+class BacklogThresholdPolicy(_ThresholdPolicy):
+    """Upload once ``threshold`` hidden states (backlog + the current one) are held."""
+
+    KIND = "backlog_threshold"
+
+    def _check(self, threshold: float) -> float:
+        if isinstance(threshold, bool) or int(threshold) != threshold or threshold < 1:
+            raise ValueError(f"backlog_threshold: threshold={threshold!r} must be an int >= 1")
+        return int(threshold)
+
+    def statistic(self, info: Mapping[str, Any]) -> float:
+        return info["backlog"] + 1
+
+    def action_table(self, model: EarlyExitUploadModel) -> np.ndarray:
+        b = np.arange(model.limit + 1)
+        return np.where(b + 1 >= self.threshold, self.up, self.wait)[:, None, None]
 
 
 # ---- tuner ---------------------------------------------------------------------------------
-def tune_threshold(
+TUNING_EPISODES = 1000  # Monte Carlo episodes per grid point where exact evaluation is not used
+
+
+def threshold_grid(env: EarlyExitUploadEnv, kind: str) -> list[float]:
+    """Default candidates: 25 SNRs [dB] spanning the channel model's states (one below the
+    lowest, so eager is on the grid, one above the highest, so lazy is), or every backlog
+    count 1..backlog_limit+1 (1 = eager, backlog_limit+1 = lazy)."""
+    if kind == "snr_threshold":
+        snr_db = 10 * np.log10(np.maximum(env.model.fsmc.snr_linear, 1e-30))
+        lo, hi = float(snr_db.min()) - 1.0, float(snr_db.max()) + 1.0
+        return np.linspace(lo, hi, 25).tolist()
+    return list(range(1, env.model.limit + 2))
+
+
+def evaluate_thresholds(
     env_config: Mapping[str, Any],
     kind: str,
-    grid: Sequence[float] | None = None,
+    grid: Sequence[float],
     *,
-    episodes: int = 40,
+    episodes: int = TUNING_EPISODES,
     seed: int = TUNING_SEED,
-) -> float:
-    """Pick the threshold with the best mean return on training seeds ``seed, seed+1, ...``.
+    exact: bool | None = None,
+) -> np.ndarray:
+    """Expected return of each threshold in ``grid``.
 
-    Args:
-        env_config: the scenario (as passed to ``gym.make(..., config=...)``).
-        kind: ``"snr_threshold"`` (grid in dB) or ``"backlog_threshold"`` (grid of counts).
-        grid: candidate thresholds; default: SNR quantiles of the channel model's states,
-            or 1..backlog_limit+1.
-        episodes: training episodes per candidate.
-        seed: first training seed (keep it disjoint from evaluation seeds).
+    ``exact`` (default: in ``fsmc`` mode) evaluates each policy exactly by the DP's own
+    recursion over the same state space (:func:`solve_dp` with a fixed policy: no noise).
+    Otherwise every candidate runs the SAME ``episodes`` seeds ``seed, seed+1, ...``
+    (common random numbers: exit and channel paths are drawn at reset, so candidates differ
+    only through their actions) and the mean return is reported.
     """
     if kind not in ("snr_threshold", "backlog_threshold"):
         raise ValueError(f"tune_threshold: kind={kind!r} must be snr_threshold/backlog_threshold")
     env = EarlyExitUploadEnv(config=dict(env_config))
-    if grid is None:
-        if kind == "snr_threshold":
-            snr_db = 10 * np.log10(env.model.fsmc.snr_linear)
-            lo, hi = float(snr_db.min()) - 1.0, float(snr_db.max()) + 1.0
-            grid = np.linspace(lo, hi, 25).tolist()
-        else:
-            grid = list(range(1, env.model.limit + 2))
+    cls = SNRThresholdPolicy if kind == "snr_threshold" else BacklogThresholdPolicy
+    if exact is None:
+        exact = env.config.channel == "fsmc"
     scores = []
     for thr in grid:
-        pol = (
-            SNRThresholdPolicy(env, float(thr))
-            if kind == "snr_threshold"
-            else BacklogThresholdPolicy(env, int(thr))
-        )
+        pol = cls(env, thr)
+        if exact:
+            scores.append(-solve_dp(env.model, policy=pol.action_table(env.model)).initial_value)
+            continue
         total = 0.0
         for i in range(episodes):
             obs, info = env.reset(seed=seed + i)
@@ -241,6 +332,33 @@ def tune_threshold(
                 total += rew
                 done = term or trunc
         scores.append(total / episodes)
+    return np.asarray(scores)
+
+
+def tune_threshold(
+    env_config: Mapping[str, Any],
+    kind: str,
+    grid: Sequence[float] | None = None,
+    *,
+    episodes: int = TUNING_EPISODES,
+    seed: int = TUNING_SEED,
+    exact: bool | None = None,
+) -> float:
+    """The threshold with the best expected return (see :func:`evaluate_thresholds`): exact
+    in ``fsmc`` mode; common random numbers over ``episodes`` training seeds (disjoint from
+    evaluation seeds) otherwise.
+
+    Args:
+        env_config: the scenario (as passed to ``gym.make(..., config=...)``).
+        kind: ``"snr_threshold"`` (grid in dB) or ``"backlog_threshold"`` (grid of counts).
+        grid: candidate thresholds; default :func:`threshold_grid`.
+        episodes: Monte Carlo episodes per candidate (not used when exact).
+        seed: first training seed.
+        exact: force exact policy evaluation (True) or Monte Carlo (False).
+    """
+    if grid is None:
+        grid = threshold_grid(EarlyExitUploadEnv(config=dict(env_config)), kind)
+    scores = evaluate_thresholds(env_config, kind, grid, episodes=episodes, seed=seed, exact=exact)
     return float(grid[int(np.argmax(scores))])
 
 

@@ -434,20 +434,21 @@ def time_layers(
     Returns:
         ``{"latency_s", "compute_s", "memory_s", "bound", "flops", "bytes"}``.
     """
-    flops = costs.forward_flops(
-        arch, new_tokens, cached_tokens, layers=layers, lm_head_tokens=lm_head_tokens, batch=batch
-    )
+    shape = dict(layers=layers, lm_head_tokens=lm_head_tokens, batch=batch)
+    flops = costs.forward_flops(arch, new_tokens, cached_tokens, **shape)
     nbytes = costs.forward_bytes(
         arch,
         new_tokens,
         cached_tokens,
-        layers=layers,
-        lm_head_tokens=lm_head_tokens,
         weight_precision=weight_precision,
         kv_precision=kv_precision,
         act_precision=act_precision,
-        batch=batch,
+        **shape,
     )
+    return _timed(hw, flops, nbytes, weight_precision)
+
+
+def _timed(hw: Any, flops: Any, nbytes: Any, weight_precision: str) -> dict[str, Any]:
     out = roofline(hw, flops, nbytes, dtype=compute_dtype_for(weight_precision))
     out.update(flops=flops, bytes=nbytes)
     return out
@@ -482,30 +483,21 @@ def time_train_step(
     Returns:
         ``{"latency_s", "compute_s", "memory_s", "bound", "flops", "bytes"}``.
     """
-    flops = costs.train_flops(
-        arch,
-        seq_len,
+    step = dict(
         batch=batch,
         mode=mode,
         lora_rank=lora_rank,
         lora_targets=lora_targets,
         layers=layers,
         lm_head=lm_head,
-        input_requires_grad=input_requires_grad,
     )
+    flops = costs.train_flops(arch, seq_len, input_requires_grad=input_requires_grad, **step)
     nbytes = costs.train_bytes(
         arch,
         seq_len,
-        batch=batch,
-        mode=mode,
-        lora_rank=lora_rank,
-        lora_targets=lora_targets,
-        layers=layers,
-        lm_head=lm_head,
         weight_precision=weight_precision,
         act_precision=act_precision,
         optimizer=optimizer,
+        **step,
     )
-    out = roofline(hw, flops, nbytes, dtype=compute_dtype_for(weight_precision))
-    out.update(flops=flops, bytes=nbytes)
-    return out
+    return _timed(hw, flops, nbytes, weight_precision)

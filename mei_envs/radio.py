@@ -25,7 +25,7 @@ Presets (``PROFILES``, select by name with :func:`get_profile`):
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Protocol
+from typing import Any
 
 __all__ = [
     "PROFILES",
@@ -49,16 +49,8 @@ HUANG_PROMOTION_S = 0.260  # [s] RRC_IDLE -> RRC_CONNECTED promotion (REFERENCE.
 HUANG_PROMOTION_POWER_W = 1.2107  # [W] during promotion (REFERENCE.md 7 [U])
 
 
-class RadioParams(Protocol):
-    """What the energy functions read (a :class:`RadioProfile` or an env config)."""
-
-    alpha_u_w_per_mbps: float
-    beta_w: float
-    tail_s: float
-    tail_power_w: float
-    sleep_power_w: float
-    wake_s: float
-    wake_power_w: float
+# What the energy functions read: a RadioProfile, or an env config with the same flat fields.
+RadioParams = Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,3 +171,27 @@ def background_power_w(p: RadioParams, asleep: Any) -> Any:
 def wake_energy_j(p: RadioParams, wake: Any) -> Any:
     """Energy of ``wake`` (0/1 or a count of) wake-ups [J]."""
     return wake * p.wake_s * p.wake_power_w
+
+
+POWER_FIELDS: tuple[str, ...] = (
+    "alpha_u_w_per_mbps",
+    "beta_w",
+    "tail_s",
+    "tail_power_w",
+    "sleep_power_w",
+    "wake_s",
+    "wake_power_w",
+)
+
+
+def resolve(name: str, **overrides: float | None) -> RadioProfile:
+    """The preset ``name`` with every non-None ``overrides`` field replacing its value (an env
+    config's ``radio_profile`` plus its optional per-field overrides)."""
+    base = get_profile(name)
+    unknown = sorted(set(overrides) - set(POWER_FIELDS))
+    if unknown:
+        raise ValueError(f"radio overrides {unknown}: unknown; allowed: {list(POWER_FIELDS)}")
+    changes = {k: float(v) for k, v in overrides.items() if v is not None}
+    if not changes:
+        return base
+    return dataclasses.replace(base, name=f"{name}+custom", **changes)

@@ -15,7 +15,7 @@ import gymnasium as gym
 # here end by termination when their token/request budget is spent.
 ENV_SPECS: tuple[dict[str, Any], ...] = (
     {
-        "id": "mei_envs/EarlyExitUpload-v0",
+        "id": "mei_envs/EarlyExitUpload-v1",
         "entry_point": "mei_envs.envs.early_exit_upload:EarlyExitUploadEnv",
     },
     {

@@ -1,8 +1,14 @@
-"""Record or check pinned EarlyExitUpload-v0 trajectories (observations, rewards, infos).
+"""Record or check pinned EarlyExitUpload trajectories (observations, rewards, infos).
 
 The refactors of the architecture issue must not move any trajectory. This module records
 rollouts of several configs and seeds to ``tests/data/early_exit_pinned.npz`` (run it as a
 script, once, before a refactor) and ``tests/test_pinned_trajectories.py`` replays them.
+
+The file was recorded on EarlyExitUpload-v0. v1 changed the defaults (TR 38.901 path loss
+at the carrier, airtime-preserving FSMC rates, 250 m), so the cases replay on v1 with v0's
+behaviour spelled out as explicit config values (``LEGACY_V0``): every v0 case is exactly
+reproducible that way. ``voluntary_uploads`` is not pinned (v1 no longer counts
+backlog-limit uploads in it).
 """
 
 from __future__ import annotations
@@ -15,9 +21,17 @@ import gymnasium as gym
 import numpy as np
 
 import mei_envs  # noqa: F401  (registers the ids)
+from mei_envs.envs.early_exit_upload import ACCOUNT_KEYS
 
 PINNED_FILE = Path(__file__).resolve().parent / "data" / "early_exit_pinned.npz"
-ENV_ID = "mei_envs/EarlyExitUpload-v0"
+ENV_ID = "mei_envs/EarlyExitUpload-v1"
+# EarlyExitUpload-v0's channel, as v1 config values (the radio default, nr_drx, is v0's).
+LEGACY_V0: dict[str, Any] = {
+    "path_loss_model": "36814_macro",
+    "fsmc_rate": "bin_mean_snr",
+    "distance_m": 600.0,
+    "radio_profile": "nr_drx",
+}
 
 # (name, config, seeds): defaults, both channel modes, Rician, 3 upload fractions, a short
 # connected-radio episode with no flush, and a bigger model at a closer distance.
@@ -33,18 +47,9 @@ CASES: list[tuple[str, dict[str, Any], tuple[int, ...]]] = [
     ),
     ("opt_close", {"model": "opt-125m", "cut_layer": 4, "distance_m": 250.0}, (4,)),
 ]
-INFO_KEYS = (
-    "latency_s",
-    "energy_J",
-    "stall_s",
-    "airtime_s",
-    "bytes_sent",
-    "wakeups",
-    "compute_energy_J",
-    "tokens",
-    "forced_uploads",
-    "limit_uploads",
-    "flush_energy_J",
+# The accounting keys (voluntary_uploads left out: v0 counted backlog-limit uploads in it)
+# and the state in `info`, in the recorded order.
+INFO_KEYS = tuple(k for k in ACCOUNT_KEYS if k != "voluntary_uploads") + (
     "latency_cost",
     "energy_cost",
     "backlog",
@@ -56,7 +61,7 @@ INFO_KEYS = (
 
 def rollout(config: dict[str, Any], seed: int) -> dict[str, np.ndarray]:
     """Roll out a fixed, seed-derived action sequence and stack what the env returns."""
-    env = gym.make(ENV_ID, config=config)
+    env = gym.make(ENV_ID, config={**LEGACY_V0, **config})
     obs, info = env.reset(seed=seed)
     rng = np.random.default_rng(10_000 + seed)
     obs_l, rew_l, info_l = [obs], [], [[float(info[k]) for k in INFO_KEYS if k in info]]

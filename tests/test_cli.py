@@ -13,7 +13,7 @@ from mei_envs.baselines.evaluation import run_episodes
 from mei_envs.baselines.registry import list_policies
 from mei_envs.cli import main
 
-ENV_ID = "mei_envs/EarlyExitUpload-v0"
+ENV_ID = "mei_envs/EarlyExitUpload-v1"
 
 
 def test_list_json_names_every_env_and_policy(capsys) -> None:

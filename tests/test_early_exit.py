@@ -18,7 +18,7 @@ from mei_envs.envs.early_exit_upload import (
     exit_transition_matrix,
 )
 
-ENV_ID = "mei_envs/EarlyExitUpload-v0"
+ENV_ID = "mei_envs/EarlyExitUpload-v1"
 
 
 def _play(env: EarlyExitUploadEnv, actions_by_token, **reset_kw) -> tuple[float, list[dict]]:
@@ -89,8 +89,8 @@ def test_forced_upload_latency_matches_tables() -> None:
     assert info["latency_s"] == pytest.approx(expect_latency, rel=1e-12)
     assert info["airtime_s"] == pytest.approx(airtime, rel=1e-12)
     assert info["forced_uploads"] == 1 and info["voluntary_uploads"] == 0
-    tx = (m.cfg.alpha_u_w_per_mbps * rate * 1e-6 + m.cfg.beta_w) * airtime
-    tail = m.cfg.tail_power_w * (m.t_dev_s[0] + m.t_dev_s[1] + m.t_srv_s[1, 2])
+    tx = (m.radio.alpha_u_w_per_mbps * rate * 1e-6 + m.radio.beta_w) * airtime
+    tail = m.radio.tail_power_w * (m.t_dev_s[0] + m.t_dev_s[1] + m.t_srv_s[1, 2])
     assert info["energy_J"] == pytest.approx(tx + tail, rel=1e-12)
 
 
@@ -106,7 +106,7 @@ def test_waking_from_sleep_costs_latency_and_energy() -> None:
     *_, term_idle, _, i_idle = idle.step(0)
     *_, term_conn, _, i_conn = conn.step(0)
     assert term_idle and term_conn
-    cfg = idle.config
+    cfg = idle.model.radio
     assert i_idle["wakeups"] == 1 and i_conn["wakeups"] == 0
     assert i_idle["latency_s"] - i_conn["latency_s"] == pytest.approx(cfg.wake_s)
     d_energy = i_idle["energy_J"] - i_conn["energy_J"]
@@ -249,6 +249,12 @@ def _brute_force_value(env: EarlyExitUploadEnv) -> float:
         {"initial_radio": "connected", "flush_at_end": False},
         {"upload_fractions": [0.0, 0.5, 1.0], "lambda_energy": 3.0},
         {"distance_m": 200.0, "tail_s": 0.03},
+        {"radio_profile": "lte_huang2012"},
+        {"radio_profile": "lte_huang2012", "initial_radio": "connected", "lambda_energy": 5.0},
+        {"path_loss_model": "36814_macro", "distance_m": 600.0, "fsmc_rate": "bin_mean_snr"},
+        {"path_loss_model": "38901_umi_los", "distance_m": 400.0},
+        {"path_loss_model": "38901_uma_los", "distance_m": 1000.0, "carrier_hz": 28e9},
+        {"path_loss_model": "38901_umi_nlos", "distance_m": 120.0},
     ],
 )
 def test_dp_equals_brute_force_on_tiny_instance(overrides: dict) -> None:
@@ -334,3 +340,167 @@ def test_transition_is_one_broadcastable_function():
         got = m.transition(bi, ri, ni)
         assert got == (bi + 1 - ni, 0 if ni > 0 else min(ri + 1, M))
         assert all(type(x) is int for x in got)
+
+
+def test_dp_memory_guard_names_fields_before_allocating():
+    from mei_envs.baselines.early_exit import dp_memory_bytes
+
+    env = EarlyExitUploadEnv(config={"tokens": 4096, "backlog_limit": 1024, "fsmc_states": 64})
+    need = dp_memory_bytes(env.model) / 2**30
+    assert need > 30  # the issue's ~32 GiB case
+    with pytest.raises(MemoryError, match=r"tokens=4096.*backlog_limit\+1=1025.*fsmc_states=64"):
+        solve_dp(env.model)
+    with pytest.raises(MemoryError, match=rf"~{need:.1f} GiB"):
+        solve_dp(env.model)
+    small = EarlyExitUploadEnv(config={"tokens": 4, "backlog_limit": 2, "fsmc_states": 2}).model
+    sol = solve_dp(small)
+    assert dp_memory_bytes(small) >= sol.value.nbytes + sol.q.nbytes
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"speed_mps": 5.0},
+        {"device": "raspberry_pi_4"},
+        {"model": "llama-2-7b", "cut_layer": 8},
+        {"speed_mps": 150.0, "device": "raspberry_pi_4", "model": "llama-2-13b", "cut_layer": 20},
+        {"speed_mps": 0.0, "channel": "gauss_markov", "k_factor": 5.0},
+        {"speed_mps": 1e-6, "fsmc_states": 64},
+    ],
+    ids=["fast_user", "slow_device", "big_model", "bessel_large_x", "static_rician", "static"],
+)
+def test_issue9_regimes_build_and_step(config):
+    """Negative/near-zero Jakes correlation (fast users, slow token periods), huge Bessel
+    arguments and static channels all build, reset and step (they crashed in v0)."""
+    env = EarlyExitUploadEnv(config=config)
+    obs, info = env.reset(seed=0)
+    for _ in range(5):
+        obs, reward, term, trunc, info = env.step(1)
+        assert np.isfinite(reward) and np.all(np.isfinite(obs))
+        if term:
+            break
+    assert -1.0 <= env.model.rho <= 1.0
+
+
+def _policy_value_by_enumeration(env: EarlyExitUploadEnv, policy) -> float:
+    """Expected cost of a fixed policy: every (exit, channel) path, weighted, run in the env."""
+    m = env.model
+    Pe, Pc = m.exit_P, np.asarray(m.fsmc.transition)
+    C = m.fsmc.n_states
+    total = 0.0
+    for path in itertools.product([(e, c) for e in (0, 1) for c in range(C)], repeat=m.K):
+        prob = m.exit_stationary[path[0][0]] * m.fsmc.stationary[path[0][1]]
+        for (e0, c0), (e1, c1) in itertools.pairwise(path):
+            prob *= Pe[e0, e1] * Pc[c0, c1]
+        obs, info = env.reset(
+            seed=0,
+            options={"exit_sequence": [p[0] for p in path], "channel_states": [p[1] for p in path]},
+        )
+        done, ret = False, 0.0
+        while not done:
+            obs, r, term, trunc, info = env.step(policy.act(obs, info))
+            ret += r
+            done = term or trunc
+        total += prob * -ret
+    return total
+
+
+@pytest.mark.parametrize(("kind", "threshold"), [("snr_threshold", 8.0), ("backlog_threshold", 2)])
+def test_exact_policy_evaluation_equals_enumeration(kind: str, threshold: float) -> None:
+    from mei_envs.baselines.early_exit import BacklogThresholdPolicy, SNRThresholdPolicy
+
+    env = EarlyExitUploadEnv(config=dict(TINY, lambda_energy=2.0))
+    cls = SNRThresholdPolicy if kind == "snr_threshold" else BacklogThresholdPolicy
+    pol = cls(env, threshold)
+    exact = solve_dp(env.model, policy=pol.action_table(env.model)).initial_value
+    assert exact == pytest.approx(_policy_value_by_enumeration(env, pol), abs=1e-9, rel=0)
+    assert exact >= solve_dp(env.model).initial_value - 1e-12
+
+
+def test_fsmc_airtime_of_a_16_state_backlog_matches_continuous_rayleigh() -> None:
+    """Issue 8: with airtime-preserving state rates, the expected airtime of a 16-state
+    backlog under the chain is within 2% of the continuous Rayleigh process with the same
+    link-adaptation bounds (the bin-mean-SNR rates of v0 were 16% optimistic)."""
+    from mei_envs import wireless
+
+    def airtimes(extra: dict) -> tuple[float, float]:
+        m = EarlyExitUploadEnv(config=extra).model
+        bits = 16 * m.state_bits
+        chain = float(np.dot(m.fsmc.stationary, bits / m.state_rate_bps))
+        # Continuous: E[bits / rate(mean * x)], x ~ Exp(1), by a fine midpoint rule in
+        # probability (independent of the chain's bins).
+        u = (np.arange(2_000_000) + 0.5) / 2_000_000
+        snr = -np.log1p(-u) * m.mean_snr
+        cont = float(np.mean(bits / wireless.link_rate_bps(1e6, snr)))
+        return chain, cont
+
+    chain, cont = airtimes({})
+    assert abs(chain / cont - 1) < 0.02
+    legacy = {"path_loss_model": "36814_macro", "distance_m": 600.0, "fsmc_rate": "bin_mean_snr"}
+    chain_v0, cont_v0 = airtimes(legacy)
+    assert chain_v0 == pytest.approx(0.320, abs=0.001)  # the issue's figures
+    assert cont_v0 == pytest.approx(0.380, abs=0.001)
+    chain_v1, _ = airtimes({**legacy, "fsmc_rate": "airtime"})
+    assert abs(chain_v1 / cont_v0 - 1) < 0.02
+
+
+def test_lazy_has_no_voluntary_uploads() -> None:
+    res = run_episodes(ENV_ID, "lazy", episodes=5, seed=0)
+    assert res.metrics["voluntary_uploads"].sum() == 0
+    assert res.metrics["limit_uploads"].sum() > 0
+
+
+@pytest.mark.parametrize("preset", list(EarlyExitUploadEnv.config_class.PRESETS))
+def test_presets_build_and_step(preset: str) -> None:
+    env = gym.make(ENV_ID, preset=preset)
+    cfg = env.unwrapped.config
+    for key, value in cfg.PRESETS[preset].items():
+        assert getattr(cfg, key) == value
+    obs, info = env.reset(seed=0)
+    obs, reward, *_ = env.step(1)
+    assert np.isfinite(reward)
+
+
+@pytest.mark.parametrize("kind", ["snr_threshold", "backlog_threshold"])
+def test_tuned_threshold_never_loses_to_a_grid_point_fsmc(kind: str) -> None:
+    """fsmc mode: tuning is exact (policy evaluation), so the tuned threshold's exact value is
+    the best of its grid, eager and lazy included."""
+    from mei_envs.baselines.early_exit import evaluate_thresholds, threshold_grid
+
+    cfg = {"tokens": 16, "lambda_energy": 4.0}
+    env = EarlyExitUploadEnv(config=cfg)
+    grid = threshold_grid(env, kind)
+    scores = evaluate_thresholds(cfg, kind, grid)
+    thr = tune_threshold(cfg, kind)
+    assert scores[grid.index(thr)] == scores.max()
+    # The grid holds eager and lazy: their exact values are among the scores.
+    eager = -solve_dp(env.model, policy=np.int64(1)).initial_value
+    lazy = -solve_dp(env.model, policy=np.int64(0)).initial_value
+    assert scores.max() >= max(eager, lazy)
+    assert np.isclose(scores, eager).any() and np.isclose(scores, lazy).any()
+
+
+def test_tuned_backlog_threshold_never_loses_on_held_out_seeds_gauss_markov() -> None:
+    """Issue 8's case: gauss_markov, lambda_energy=4 (v0's 40-episode tuner picked a
+    threshold 4% worse than lazy). Costs are heavy-tailed here (a long backlog sent in a deep
+    fade): the paired per-episode SD between thresholds is ~235, so the tuner uses common
+    random numbers over 1000 training episodes. On 1000 held-out episodes the tuned
+    threshold is not worse than any of these grid points (lazy and eager included): each
+    paired 95% CI of (tuned - other) reaches 0 or above."""
+    cfg = {"channel": "gauss_markov", "lambda_energy": 4.0, "tokens": 32}
+    thr = int(tune_threshold(cfg, "backlog_threshold"))
+
+    def held_out(threshold: int) -> np.ndarray:
+        return run_episodes(
+            ENV_ID,
+            "backlog_threshold",
+            episodes=1000,
+            seed=100_000,
+            env_config=cfg,
+            policy_params={"threshold": threshold},
+        ).returns
+
+    tuned = held_out(thr)
+    for other in (1, 6, 12, 17):  # 1 = eager, 17 = backlog_limit + 1 = lazy
+        d = tuned - held_out(other)
+        assert d.mean() + 1.96 * d.std(ddof=1) / np.sqrt(d.size) >= 0, (thr, other)

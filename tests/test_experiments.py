@@ -253,14 +253,14 @@ def test_plot_zoo_log_folder(tmp_path: Path):
 
     logs = tmp_path / "logs"
     for algo, n in (("ppo", 1), ("ppo", 2), ("a2c", 1)):
-        d = logs / algo / f"mei_envs-EarlyExitUpload-v0_{n}"
+        d = logs / algo / f"mei_envs-EarlyExitUpload-v1_{n}"
         d.mkdir(parents=True)
         t = np.arange(1, 6) * 500
         np.savez(d / "evaluations.npz", timesteps=t, results=np.outer(t, np.ones(3)) / 500 + n)
     (logs / "ppo" / "not_a_run").mkdir()
     runs = find_zoo_runs(logs)
-    assert list(runs) == ["mei_envs-EarlyExitUpload-v0"]
-    assert {a: len(p) for a, p in runs["mei_envs-EarlyExitUpload-v0"].items()} == {
+    assert list(runs) == ["mei_envs-EarlyExitUpload-v1"]
+    assert {a: len(p) for a, p in runs["mei_envs-EarlyExitUpload-v1"].items()} == {
         "ppo": 2,
         "a2c": 1,
     }
@@ -313,7 +313,7 @@ def test_cli_builds_config_from_default_yaml_and_overrides():
     cfg = build_compare_config(args)
     assert cfg.seeds == [4, 5] and cfg.run_name == "x" and cfg.backend == "ray"
     assert cfg.env_config["foo"] == 1.5
-    assert cfg.env_id == "mei_envs/EarlyExitUpload-v0"  # from the packaged default YAML
+    assert cfg.env_id == "mei_envs/EarlyExitUpload-v1"  # from the packaged default YAML
     bad = parser.parse_args(["compare", "--set", "nope=1"])
     assert bad.func(bad) == 2
     plot_args = parser.parse_args(["plot"])
@@ -338,7 +338,7 @@ def test_grid_builds_product_and_rejects_bad_input(tmp_path: Path):
     from mei_envs.experiments.sweep import grid, run_sweep
 
     jobs = grid(
-        ["mei_envs/EarlyExitUpload-v0"],
+        ["mei_envs/EarlyExitUpload-v1"],
         ["ppo", "a2c"],
         [0, 1],
         {"x": [1, 2]},
@@ -349,7 +349,7 @@ def test_grid_builds_product_and_rejects_bad_input(tmp_path: Path):
     assert len({j.run_dir for j in jobs}) == 8
     assert {j.env_config["x"] for j in jobs} == {1, 2}
     assert all(j.total_timesteps == 100 for j in jobs)
-    assert Path(jobs[0].run_dir).name == "mei_envs-EarlyExitUpload-v0__ppo__x=1__s0"
+    assert Path(jobs[0].run_dir).name == "mei_envs-EarlyExitUpload-v1__ppo__x=1__s0"
     with pytest.raises(ValueError, match="unknown job field"):
         grid(["e"], ["ppo"], [0], total_steps=5)
     with pytest.raises(ValueError, match="seeds"):
@@ -473,7 +473,7 @@ def test_tiny_compare_produces_every_output(tmp_path: Path):
     )
     run = run_compare(cfg, quiet=True)
     assert run.parent == tmp_path.resolve()
-    assert run.name.startswith("mei_envs-EarlyExitUpload-v0__tiny__")
+    assert run.name.startswith("mei_envs-EarlyExitUpload-v1__tiny__")
     xio.check_run_complete(run)
     for name in (
         "config.yml",

@@ -1,4 +1,5 @@
-"""EarlyExitUpload-v0 trajectories recorded before the architecture refactor must not move."""
+"""EarlyExitUpload-v0 trajectories recorded before the architecture refactor, replayed on v1
+with v0's channel as explicit config values, must not move."""
 
 from __future__ import annotations
 

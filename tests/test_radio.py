@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
 from mei_envs import radio
-from mei_envs.envs.early_exit_upload import EarlyExitUploadConfig
+from mei_envs.config import ConfigError
+from mei_envs.envs.early_exit_upload import EarlyExitUploadConfig, EarlyExitUploadEnv
 
 
 def test_nr_drx_is_exactly_early_exit_v0_radio():
@@ -21,9 +24,20 @@ def test_nr_drx_is_exactly_early_exit_v0_radio():
         "wake_power_w": 1.2107,
     }
     cfg = EarlyExitUploadConfig()
-    for key, value in p.to_dict().items():
-        assert getattr(cfg, key) == value, key
+    assert cfg.radio_profile == "nr_drx"
+    model_radio = EarlyExitUploadEnv(config=cfg).model.radio
+    assert model_radio == p
     assert "38.321" in p.source and "38.840" in p.source
+
+
+def test_config_selects_profile_and_overrides_fields():
+    m = EarlyExitUploadEnv(config={"radio_profile": "lte_huang2012", "wake_s": 0.1}).model
+    assert m.radio.tail_s == 11.576 and m.radio.wake_s == 0.1
+    assert m.tail_steps == math.ceil(11.576 / m.t_nominal_s - 1e-12)
+    with pytest.raises(ConfigError, match="radio_profile"):
+        EarlyExitUploadConfig.from_dict({"radio_profile": "wifi"})
+    with pytest.raises(ConfigError, match="tail_s"):
+        EarlyExitUploadConfig.from_dict({"tail_s": 100.0})
 
 
 def test_lte_huang2012_as_published():
@@ -65,5 +79,5 @@ def test_energy_functions_by_hand_and_broadcast():
             )
             assert e[i, j] == want
     # A config with the same flat fields is accepted wherever a profile is.
-    cfg = EarlyExitUploadConfig()
+    cfg = EarlyExitUploadConfig(**p.to_dict())
     assert radio.transmit_energy_j(cfg, 3e6, 0.2) == radio.transmit_energy_j(p, 3e6, 0.2)

@@ -155,17 +155,27 @@ def test_bessel_j0_known_values():
     np.testing.assert_allclose(w.bessel_j0(xs), [_j0_power_series(x) for x in xs], atol=1e-13)
     assert w.bessel_j0(np.zeros((2, 3))).shape == (2, 3)
     with pytest.raises(ValueError, match="x="):
-        w.bessel_j0(1e4)
+        w.bessel_j0(np.inf)
 
 
 def test_bessel_j0_against_scipy():
     special = pytest.importorskip("scipy.special")
     xs = np.linspace(-50, 50, 4001)
     assert np.max(np.abs(w.bessel_j0(xs) - special.j0(xs))) < 1e-12
+    # Any argument: quadrature up to |x| = 400, Hankel's expansion beyond (continuous at the
+    # switch), against scipy out to 1e7 (the amplitude falls as sqrt(2 / (pi x))).
+    big = np.concatenate(
+        [np.linspace(350.0, 450.0, 2001), np.geomspace(400.0, 1e7, 3000), [-401.0, -1e5]]
+    )
+    err = np.abs(w.bessel_j0(big) - special.j0(big))
+    assert np.max(err / np.sqrt(2 / (np.pi * np.abs(big)))) < 1e-10
+    assert np.max(err[np.abs(big) < 1e4]) < 1e-14
 
 
 def test_jakes_correlation():
     assert w.jakes_correlation(66.7, 1e-3) == pytest.approx(w.bessel_j0(2 * math.pi * 0.0667))
+    # Fast users / long slots: J0's negative lobe (min -0.4028 at x = 3.8317).
+    assert w.jakes_correlation(3.8317 / (2 * math.pi), 1.0) == pytest.approx(-0.40276, abs=1e-5)
     assert w.jakes_correlation(0.0, 1e-3) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="slot_s"):
         w.jakes_correlation(10.0, -1.0)
@@ -340,7 +350,7 @@ def test_fsmc_rayleigh_limits_and_explicit_edges():
     with pytest.raises(ValueError, match="edges"):
         FSMC.rayleigh(10.0, 3, 0.9, edges="uniform")
     with pytest.raises(ValueError, match="rho"):
-        FSMC.rayleigh(10.0, 3, -0.1)
+        FSMC.rayleigh(10.0, 3, -1.1)
     with pytest.raises(ValueError, match="mean_snr_linear"):
         FSMC.rayleigh(0.0, 3, 0.5)
     with pytest.raises(ValueError, match="n_states"):
@@ -464,7 +474,10 @@ def test_uplink_builder_and_single_sampler():
     cfg = EarlyExitUploadConfig()
     ch = w.build_uplink(cfg, 0.02)
     assert ch.mean_snr == pytest.approx(
-        w.mean_snr_linear(0.2, 600.0, 1e6, noise_figure_db=9.0), rel=1e-15
+        w.mean_snr_linear(
+            0.2, 250.0, 1e6, noise_figure_db=9.0, path_loss_model="38901_uma_nlos", carrier_hz=3.5e9
+        ),
+        rel=1e-15,
     )
     assert ch.rho == pytest.approx(w.jakes_correlation(0.8333 * 3.5e9 / w.SPEED_OF_LIGHT_MPS, 0.02))
     snr, states, rates = ch.sample_path(np.random.default_rng(3), 50)
@@ -489,3 +502,69 @@ def test_uplink_config_validation_names_field():
         w.UplinkChannelConfig.from_dict(
             {"min_spectral_efficiency_bps_per_hz": 2.0, "max_spectral_efficiency_bps_per_hz": 1.0}
         )
+
+
+def test_negative_correlation_is_a_valid_channel():
+    """J0 < 0 (fast users, long slots): the complex gain is anti-correlated, the power chain
+    depends on rho^2 only, and the AR(1) keeps its lag-one correlation."""
+    a = FSMC.rayleigh(10.0, 6, -0.3)
+    b = FSMC.rayleigh(10.0, 6, 0.3)
+    np.testing.assert_array_equal(a.transition, b.transition)
+    fad = GaussMarkovFading(-0.3, n_links=4000)
+    fad.reset(np.random.default_rng(1))
+    h0 = fad.h.copy()
+    fad.step(np.random.default_rng(2))
+    corr = np.mean(fad.h * np.conj(h0)).real
+    assert corr == pytest.approx(-0.3, abs=0.05)
+    assert GaussMarkovFading.from_doppler(1.0, 0.6).rho[0] < 0
+
+
+def test_slow_fading_chain_matches_series():
+    """Nearly static channels (1 - rho^2 tiny) use the slow-fading expansion: it agrees with
+    the exact series where both run, and builds fast where the series would need millions of
+    terms."""
+    for n, q, rtol in [(8, 1e-4, 1e-4), (16, 3e-5, 1e-4), (8, 1e-3, 3e-4)]:
+        x = w._normalised_edges(n, "equiprobable", 1.0)
+        exact = w._rayleigh_joint(x, math.sqrt(1 - q), slow_fading_expansion=False)
+        approx = w._rayleigh_joint_slow_fading(x, q)
+        up = np.eye(n, k=1, dtype=bool)
+        np.testing.assert_allclose(approx[up], exact[up], rtol=rtol)
+        np.testing.assert_allclose(np.diag(approx), np.diag(exact), rtol=rtol)
+    ch = FSMC.rayleigh(10.0, 64, math.sqrt(1 - 1e-9))
+    assert np.all(np.diag(ch.transition) > 0.999)
+    np.testing.assert_allclose(ch.stationary, 1 / 64)
+    np.testing.assert_allclose(ch.transition.sum(axis=1), 1.0)
+
+
+def test_fast_simulate_equals_step_by_step():
+    for rho, k, n_links in [(0.9, 0.0, 1), (-0.2, 3.0, 1), (0.5, 1.0, 3)]:
+        fast = GaussMarkovFading(rho, k_factor=k, n_links=n_links)
+        got = fast.simulate(np.random.default_rng(7), 40)
+        slow = GaussMarkovFading(rho, k_factor=k, n_links=n_links)
+        rng = np.random.default_rng(7)
+        want = [slow.reset(rng)] + [slow.step(rng) for _ in range(39)]
+        np.testing.assert_array_equal(got, np.asarray(want))
+        np.testing.assert_array_equal(fast.h, slow.h)
+
+
+def test_tr38901_path_loss_by_hand_and_validity():
+    # UMa NLOS, 3.5 GHz, d2D = 250 m: d3D = sqrt(250^2 + 23.5^2); PL'_NLOS = 13.54 +
+    # 39.08 log10(d3D) + 20 log10(3.5) = 118.21 dB > the LOS value.
+    d3 = math.hypot(250.0, 23.5)
+    want = 13.54 + 39.08 * math.log10(d3) + 20 * math.log10(3.5)
+    assert w.path_loss_db(250.0, "38901_uma_nlos", carrier_hz=3.5e9) == pytest.approx(want)
+    # UMi LOS beyond the breakpoint d'BP = 4 * 9 * 0.5 * fc / c (= 420 m at 3.5 GHz).
+    d3 = math.hypot(600.0, 8.5)
+    d_bp = 4 * 9.0 * 0.5 * 3.5e9 / w.SPEED_OF_LIGHT_MPS
+    want = 32.4 + 40 * math.log10(d3) + 20 * math.log10(3.5) - 9.5 * math.log10(d_bp**2 + 8.5**2)
+    assert w.path_loss_db(600.0, "38901_umi_los", carrier_hz=3.5e9) == pytest.approx(want)
+    # The frequency term: +20 log10(3.5/2) = 4.86 dB against 2 GHz (36.814 ignores it).
+    diff = w.path_loss_db(300.0, "38901_uma_nlos", carrier_hz=3.5e9) - w.path_loss_db(
+        300.0, "38901_uma_nlos", carrier_hz=2e9
+    )
+    assert diff == pytest.approx(20 * math.log10(1.75))
+    with pytest.raises(ValueError, match="distance_m"):
+        w.path_loss_db(6000.0, "38901_uma_nlos", carrier_hz=3.5e9)
+    with pytest.raises(ValueError, match="carrier_hz"):
+        w.path_loss_db(100.0, "38901_umi_los", carrier_hz=0.3e9)
+    assert w.path_loss_db(600.0, "36814_macro") == w.path_loss_db(600.0, "3gpp_macro")

@@ -1,7 +1,7 @@
 """rl-baselines3-zoo smoke test: our hyperparameter files work with ``rl_zoo3.train``.
 
-rl_zoo3 looks the exact env id up in the YAML (``mei_envs/EarlyExitUpload-v0``) and turns the
-slash into a dash for folder and file names (``mei_envs-EarlyExitUpload-v0``).
+rl_zoo3 looks the exact env id up in the YAML (``mei_envs/EarlyExitUpload-v1``) and turns the
+slash into a dash for folder and file names (``mei_envs-EarlyExitUpload-v1``).
 """
 
 from __future__ import annotations

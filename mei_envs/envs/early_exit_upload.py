@@ -12,7 +12,7 @@ import dataclasses
 import math
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -24,12 +24,38 @@ from mei_envs.llm import catalog, costs
 
 CHANNEL_MODES = wireless.CHANNEL_MODES
 INITIAL_RADIO = ("idle", "connected")
-_NR_DRX = radio.PROFILES["nr_drx"]
 
 
 @dataclasses.dataclass(frozen=True)
 class EarlyExitUploadConfig(wireless.UplinkChannelConfig):
-    """Configuration of :class:`EarlyExitUploadEnv`; every default names its source."""
+    """Configuration of :class:`EarlyExitUploadEnv`; every default names its source.
+
+    Named scenario presets (``gym.make(id, preset="vehicular")``; explicit values apply on
+    top): see ``PRESETS`` and ``experiments/figures/early_exit_presets.md`` for how far the
+    best tuned heuristic is from the DP oracle in each.
+    """
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        # A NLOS user near the edge of a TR 38.901 UMa cell (ISD 500 m), 3 km/h, 64 tokens.
+        "default": {},
+        # Beyond the nominal cell radius (289 m): mean SNR 1.9 dB over 1 MHz.
+        "pedestrian_cell_edge": {"distance_m": 400.0},
+        # 60 km/h (TR 38.901 UMa vehicles: 30-120 km/h): the channel decorrelates every
+        # token step (Jakes rho = -0.10 at 3.5 GHz), so the current SNR says little ahead.
+        "vehicular": {"speed_mps": 16.67},
+        # Energy weighs 8x (a phone on battery saver).
+        "energy_first_phone": {"lambda_energy": 8.0},
+        # Exits come in long runs (lag-1 correlation 0.95: mean exit run ~100 tokens).
+        "bursty_exits": {"exit_correlation": 0.95},
+        # Short chat replies (16 tokens) on an energy-conscious phone (lambda 4).
+        "short_replies": {"tokens": 16, "lambda_energy": 4.0},
+        # Short replies with bursty exits on a battery-saving phone.
+        "bursty_short_replies": {"tokens": 16, "lambda_energy": 8.0, "exit_correlation": 0.95},
+        # The LTE radio of Huang et al. 2012: 11.6 s tail, 260 ms promotion.
+        "lte_phone": {"radio_profile": "lte_huang2012"},
+    }
+
+    preset: str = "default"
 
     # --- split LLM (cost tables: mei_envs.llm) ---
     model: str = "tinyllama-1.1b"  # Llama-class 22-layer model (REFERENCE.md 3), or a JSON path
@@ -49,15 +75,18 @@ class EarlyExitUploadConfig(wireless.UplinkChannelConfig):
     backlog_limit: int = 16  # hidden states the device may hold before a forced upload
     # --- uplink channel: the fields of mei_envs.wireless.UplinkChannelConfig, plus ---
     snr_history: int = 4  # SNRs observed: this token step and the previous ones
-    # --- UE radio power: mei_envs.radio's "nr_drx" profile (3GPP TS 38.321 DRX, TR 38.840
-    # relative sleep power; Huang et al. MobiSys 2012 transmit line, tail and wake powers) ---
-    alpha_u_w_per_mbps: float = _NR_DRX.alpha_u_w_per_mbps  # Huang et al. [S]
-    beta_w: float = _NR_DRX.beta_w  # Huang et al. [S]
-    tail_s: float = _NR_DRX.tail_s  # drx-InactivityTimer: high-power tail after a burst [U]
-    tail_power_w: float = _NR_DRX.tail_power_w  # Huang et al. tail power [U]
-    sleep_power_w: float = _NR_DRX.sleep_power_w  # DRX sleep: tail x 20/100 (TR 38.840)
-    wake_s: float = _NR_DRX.wake_s  # scheduling request + grant to leave DRX sleep [U]
-    wake_power_w: float = _NR_DRX.wake_power_w  # Huang et al. promotion power [U]
+    # --- UE radio power (mei_envs.radio): a named profile, default "nr_drx" (3GPP TS 38.321
+    # DRX with a 0.1 s inactivity tail, TR 38.840 relative sleep power, Huang et al. 2012
+    # transmit line); "lte_huang2012" is LTE as Huang et al. measured it (11.576 s tail,
+    # 260 ms promotion). A field set here overrides the profile's value; None keeps it. ---
+    radio_profile: str = "nr_drx"
+    alpha_u_w_per_mbps: float | None = None  # [W/Mbps] power slope in the uplink rate
+    beta_w: float | None = None  # [W] transmit power at zero rate
+    tail_s: float | None = None  # [s] high-power tail after a burst
+    tail_power_w: float | None = None  # [W]
+    sleep_power_w: float | None = None  # [W] DRX sleep / RRC idle
+    wake_s: float | None = None  # [s] leaving sleep
+    wake_power_w: float | None = None  # [W]
     initial_radio: str = "idle"  # radio state at reset: "idle" (sleeping) or "connected"
     # --- decision and reward ---
     upload_fractions: tuple[float, ...] = (0.0, 1.0)  # action i uploads this share of backlog
@@ -66,6 +95,7 @@ class EarlyExitUploadConfig(wireless.UplinkChannelConfig):
 
     def validate(self) -> None:
         name = type(self).__name__
+        self._check_choice("preset", self.PRESETS)
         if self.model not in catalog.list_models() and not (
             self.model.endswith(".json") and os.path.isfile(self.model)
         ):
@@ -99,17 +129,13 @@ class EarlyExitUploadConfig(wireless.UplinkChannelConfig):
         self._check_range("backlog_limit", 1, 1024, integer=True)
         self.validate_uplink()
         self._check_range("snr_history", 1, 64, integer=True)
-        for field in (
-            "alpha_u_w_per_mbps",
-            "beta_w",
-            "tail_s",
-            "tail_power_w",
-            "sleep_power_w",
-            "wake_s",
-            "wake_power_w",
-            "lambda_energy",
-        ):
-            self._check_range(field, 0.0)
+        # UE radio power (mei_envs.radio): W, W/Mbps and s, within physical ranges.
+        self._check_choice("radio_profile", radio.list_profiles())
+        limits = {"tail_s": 60.0, "wake_s": 10.0}  # RRC inactivity timers are <= ~60 s
+        for field in radio.POWER_FIELDS:
+            if getattr(self, field) is not None:
+                self._check_range(field, 0.0, limits.get(field, 10.0))
+        self._check_range("lambda_energy", 0.0, 1e6)
         self._check_choice("initial_radio", INITIAL_RADIO)
         fr = self.upload_fractions
         if len(fr) < 2 or any(not (0.0 <= f <= 1.0) for f in fr) or len(set(fr)) != len(fr):
@@ -157,19 +183,7 @@ class EarlyExitUploadModel:
         # Device: blocks [0, c) + the exit head (an LM head on the layer-c hidden state) for
         # one token at context P + k (KV cache of the previous tokens).
         cached = P + np.arange(K)
-        self.t_dev_s = np.asarray(
-            hardware.time_layers(
-                dev,
-                arch,
-                (0, c),
-                new_tokens=1,
-                cached_tokens=cached,
-                lm_head_tokens=1,
-                weight_precision=cfg.device_weight_precision,
-                kv_precision=cfg.kv_precision,
-            )["latency_s"],
-            float,
-        )
+        self.t_dev_s = self._time_layers(dev, (0, c), 1, cached, cfg.device_weight_precision)
         self.device_energy_j = np.asarray(hardware.energy_j(dev, self.t_dev_s), float)
 
         # Server catch-up when token k does not exit and n hidden states (backlog + its
@@ -179,24 +193,18 @@ class EarlyExitUploadModel:
         k = np.arange(K)[:, None]
         cached_srv = np.maximum(P + k + 1 - n, 0)
         n_eff = np.maximum(n, 1)
-        self.t_srv_s = np.asarray(
-            hardware.time_layers(
-                srv,
-                arch,
-                (c, L),
-                new_tokens=n_eff,
-                cached_tokens=cached_srv,
-                lm_head_tokens=1,
-                weight_precision=cfg.server_weight_precision,
-                kv_precision=cfg.kv_precision,
-            )["latency_s"],
-            float,
+        self.t_srv_s = self._time_layers(
+            srv, (c, L), n_eff, cached_srv, cfg.server_weight_precision
         )
         self.state_bits = 8.0 * float(costs.hidden_state_bytes(arch, 1, cfg.hidden_precision))
 
+        # UE radio power: the named profile with the config's overrides.
+        self.radio = radio.resolve(
+            cfg.radio_profile, **{f: getattr(cfg, f) for f in radio.POWER_FIELDS}
+        )
         # Radio tail counted in token steps of the nominal (first-token) device time.
         self.t_nominal_s = float(self.t_dev_s[0])
-        self.tail_steps = max(1, math.ceil(cfg.tail_s / self.t_nominal_s - 1e-12))
+        self.tail_steps = max(1, math.ceil(self.radio.tail_s / self.t_nominal_s - 1e-12))
 
         # Channel: one block per nominal token step.
         self.channel = wireless.build_uplink(cfg, self.t_nominal_s)
@@ -212,8 +220,27 @@ class EarlyExitUploadModel:
         self.latency_ref_s = self.t_nominal_s
         # With no tail power configured, the radio's base transmit power (beta) over one
         # nominal step; with neither, a plain 1 J unit.
-        ref_power_w = cfg.tail_power_w if cfg.tail_power_w > 0 else cfg.beta_w
-        self.energy_ref_j = ref_power_w * self.t_nominal_s if ref_power_w > 0 else 1.0
+        # (Powers below 1 mW would make the unit vanish: the fallback applies.)
+        rp = self.radio
+        ref_power_w = rp.tail_power_w if rp.tail_power_w >= 1e-3 else rp.beta_w
+        self.energy_ref_j = ref_power_w * self.t_nominal_s if ref_power_w >= 1e-3 else 1.0
+
+    def _time_layers(
+        self, hw: Any, layers: tuple[int, int], new: Any, cached: Any, precision: str
+    ) -> np.ndarray:
+        """Roofline time [s] of ``layers`` for ``new`` tokens after ``cached`` ones, with the
+        LM head for one token (the exit head on the device, the output on the server)."""
+        out = hardware.time_layers(
+            hw,
+            self.arch,
+            layers,
+            new_tokens=new,
+            cached_tokens=cached,
+            lm_head_tokens=1,
+            weight_precision=precision,
+            kv_precision=self.cfg.kv_precision,
+        )
+        return np.asarray(out["latency_s"], float)
 
     # ---- exogenous processes -----------------------------------------------------------
     def sample_exits(self, rng: np.random.Generator) -> np.ndarray:
@@ -251,16 +278,16 @@ class EarlyExitUploadModel:
             timer: token steps since the last burst, capped at ``tail_steps`` (= asleep).
             exited: 1 if the token exits on the device, else 0 (forced upload).
         """
-        cfg = self.cfg
+        rp = self.radio
         t_dev = self.t_dev_s[k]
         sending = n_up > 0
         asleep = timer >= self.tail_steps
         wake = sending * asleep
         airtime = n_up * self.state_bits / rate_bps
-        tx_energy = radio.transmit_energy_j(cfg, rate_bps, airtime)
-        background = radio.background_power_w(cfg, asleep)
-        t_wake = wake * cfg.wake_s
-        energy = background * t_dev + radio.wake_energy_j(cfg, wake) + tx_energy
+        tx_energy = radio.transmit_energy_j(rp, rate_bps, airtime)
+        background = radio.background_power_w(rp, asleep)
+        t_wake = wake * rp.wake_s
+        energy = background * t_dev + radio.wake_energy_j(rp, wake) + tx_energy
         if k + 1 < self.K:
             # A voluntary upload overlaps the next token's compute; only the excess stalls.
             over = t_wake + airtime - self.t_dev_s[k + 1]
@@ -270,17 +297,17 @@ class EarlyExitUploadModel:
         t_srv = self.t_srv_s[k, np.minimum(backlog + 1, self.limit + 1)]
         forced_latency = t_dev + t_wake + airtime + t_srv
         latency = exited * (t_dev + stall) + (1 - exited) * forced_latency
-        energy = energy + (1 - exited) * cfg.tail_power_w * t_srv
+        energy = energy + (1 - exited) * rp.tail_power_w * t_srv
         stall = exited * stall + (1 - exited) * (t_wake + airtime + t_srv)
         return latency, energy, stall, airtime, wake
 
     def flush_energy(self, backlog: Any, rate_bps: Any, timer: Any) -> Any:
         """Energy [J] of uploading the final backlog after the last token (no latency)."""
-        cfg = self.cfg
+        rp = self.radio
         sending = backlog > 0
         wake = sending * (timer >= self.tail_steps)
         airtime = backlog * self.state_bits / rate_bps
-        return radio.wake_energy_j(cfg, wake) + radio.transmit_energy_j(cfg, rate_bps, airtime)
+        return radio.wake_energy_j(rp, wake) + radio.transmit_energy_j(rp, rate_bps, airtime)
 
     def transition(self, backlog: Any, timer: Any, n_up: Any) -> tuple[Any, Any]:
         """Backlog and radio timer after a token that uploads ``n_up`` states.
@@ -322,20 +349,29 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
     server's roofline) and returns the token; the user waits for all of it.
 
     The agent decides, at each exited token, whether to upload the backlog now (cheap on a
-    good channel, less to send later) or to wait. Uploads use a Rayleigh-faded uplink
-    (Shannon rate over `bandwidth_hz`), either a finite-state Markov channel (`fsmc`, exact
-    transitions of the Gauss-Markov Rayleigh process) or the Gauss-Markov process itself
-    (`gauss_markov`), correlated over token steps by Jakes' ``rho = J0(2 pi f_D T)``.
-    The channel has one block per token step (``T`` = the phone's time for the first token);
-    an upload takes ``bytes / rate`` at the rate of the block it starts in, even when that
-    airtime spans several token steps (block fading per burst), and the channel then moves
-    on by one block for the next token. This keeps the dynamic program exact.
-    Radio energy follows Huang et al. (MobiSys 2012): ``P = alpha_u * rate + beta`` while
-    sending; after each burst the modem stays in a high-power tail (``tail_power_w``) for
-    ``tail_s`` (counted in token steps) before falling back to DRX sleep
-    (``sleep_power_w``); leaving sleep costs ``wake_s`` at ``wake_power_w``. That tail is
-    why batching uploads saves energy, and the forced upload of a long backlog on a faded
-    channel is why waiting costs latency.
+    good channel, less to send later) or to wait. The uplink (`mei_envs.wireless`): mean
+    SNR from the path loss at `carrier_hz` (default 3GPP TR 38.901 UMa NLOS, a user 250 m
+    from the site of a 500 m-ISD cell, near its edge: mean SNR 9.8 dB over 1 MHz), Rayleigh
+    (or Rician) fading correlated over token steps by Jakes' ``rho = J0(2 pi f_D T)``
+    (negative for fast users or slow token periods: the AR(1) keeps that lag-one
+    correlation), and a link-adapted rate (Shannon over `bandwidth_hz`, spectral efficiency
+    held within TS 38.214 CQI 1..15). Either a finite-state Markov channel (`fsmc`, exact
+    transitions of the Gauss-Markov Rayleigh process; each state's rate is the harmonic mean
+    of the link-adapted rate over its SNR bin, so a payload's expected airtime is exact) or
+    the Gauss-Markov process itself (`gauss_markov`). The channel has one block per token
+    step (``T`` = the phone's time for the first token); an upload takes ``bytes / rate`` at
+    the rate of the block it starts in, even when that airtime spans several token steps
+    (block fading per burst), and the channel then moves on by one block for the next
+    token. This keeps the dynamic program exact.
+    Radio energy (`mei_envs.radio`, profile `radio_profile`, default ``"nr_drx"``):
+    ``P = alpha_u * rate + beta`` while sending (Huang et al., MobiSys 2012); after each
+    burst the modem stays in a high-power tail (``tail_power_w``) for ``tail_s`` (counted in
+    token steps) before falling back to sleep (``sleep_power_w``); leaving sleep costs
+    ``wake_s`` at ``wake_power_w``. ``"nr_drx"``: a 0.1 s DRX inactivity tail (3GPP TS
+    38.321), sleep at 20% of the tail power (TR 38.840), a 10 ms wake-up;
+    ``"lte_huang2012"``: LTE as Huang et al. measured it (11.576 s tail, 260 ms promotion).
+    That tail is why batching uploads saves energy, and the forced upload of a long backlog
+    on a faded channel is why waiting costs latency.
 
     Exit model (an ASSUMPTION calibrated on published shares): exit indicators follow a
     two-state Markov chain with stationary exit probability ``exit_prob`` (LayerSkip,
@@ -380,7 +416,8 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
     sleep, wake-up and transmission); the phone's compute energy is the same for every policy
     and is reported separately in ``info["compute_energy_J"]``. `info` carries
     ``latency_s``, ``energy_J``, ``stall_s`` (user-visible waiting beyond compute),
-    ``bytes_sent``, ``forced_uploads``, ``voluntary_uploads``, ``wakeups``, ``backlog``,
+    ``bytes_sent``, ``forced_uploads`` (non-exited tokens), ``voluntary_uploads`` (uploads
+    chosen at a decision), ``limit_uploads`` (full backlog), ``wakeups``, ``backlog``,
     ``snr_db`` and the two cost components.
 
     ## Starting State
@@ -399,13 +436,25 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
 
     ## Arguments
 
-    ``gym.make("mei_envs/EarlyExitUpload-v0", config={...})`` or keyword arguments; keys and
+    ``gym.make("mei_envs/EarlyExitUpload-v1", config={...})`` or keyword arguments; keys and
     defaults are the fields of :class:`EarlyExitUploadConfig`. `reset(options=...)` accepts
     ``exit_sequence`` (K ints) and, in fsmc mode, ``channel_states`` (K + snr_history - 1
     state indices) to replay a given path.
 
     ## Version History
 
+    * v1: path loss from 3GPP TR 38.901 (UMa/UMi, LOS/NLOS) at the configured carrier
+      (`path_loss_model`; TR 36.814's 2 GHz formula kept as ``"36814_macro"``), default user
+      at 250 m (was 600 m with TR 36.814); FSMC state rates preserve expected airtime
+      (`fsmc_rate="airtime"`; v0 used the rate at the bin's mean SNR, 16% optimistic for a
+      16-state backlog); radio power profile selectable (`radio_profile`; v0's radio is
+      ``"nr_drx"``); `voluntary_uploads` no longer counts backlog-limit uploads (new
+      `limit_uploads` metric); configs with a negative Jakes correlation (fast users, slow
+      devices, big models) or a huge Bessel argument now build instead of raising; physical
+      limits on bandwidth, power, distance, carrier and radio fields; Raspberry Pi 4
+      bandwidth from STREAM measurements; named scenario presets (`preset`). v0's behaviour:
+      ``path_loss_model="36814_macro", distance_m=600, fsmc_rate="bin_mean_snr"``
+      (trajectories identical, `tests/test_pinned_trajectories.py`).
     * v0: initial version.
     """
 
@@ -419,6 +468,7 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
             "bytes_sent": "sum",
             "forced_uploads": "sum",
             "voluntary_uploads": "sum",
+            "limit_uploads": "sum",
             "wakeups": "sum",
             "compute_energy_J": "sum",
         },
@@ -520,7 +570,9 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
         return np.ones(self.action_space.n, dtype=bool)
 
     # ---- internals ---------------------------------------------------------------------
-    def _process_token(self, n_up: int, exited: int, acc: dict[str, float]) -> None:
+    def _process_token(
+        self, n_up: int, exited: int, acc: dict[str, float], at_limit: bool = False
+    ) -> None:
         m, k = self.model, self._k
         rate = self._rates[k + self._H - 1]
         b, timer = self._backlog, self._timer
@@ -533,10 +585,10 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
         acc["wakeups"] += float(wake)
         acc["compute_energy_J"] += self._dev_energy[k]
         acc["tokens"] += 1
-        if exited:
-            acc["voluntary_uploads"] += float(n_up > 0)
-        else:
+        if not exited:
             acc["forced_uploads"] += 1.0
+        elif not at_limit:
+            acc["voluntary_uploads"] += float(n_up > 0)
         self._backlog, self._timer = m.transition(b, timer, n_up)
         self._k = k + 1
         if self._k == m.K:
@@ -558,7 +610,7 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
                 self._process_token(self._backlog + 1, exited=0, acc=acc)
             elif self._backlog >= m.limit:
                 acc["limit_uploads"] += 1.0
-                self._process_token(self._backlog + 1, exited=1, acc=acc)
+                self._process_token(self._backlog + 1, exited=1, acc=acc, at_limit=True)
             else:
                 return
 
@@ -626,22 +678,25 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
         return exits, snr, states
 
 
+# Per-step accounting in `info` (summed over the tokens a step processes).
+ACCOUNT_KEYS = (
+    "latency_s",
+    "energy_J",
+    "stall_s",
+    "airtime_s",
+    "bytes_sent",
+    "wakeups",
+    "compute_energy_J",
+    "tokens",
+    "voluntary_uploads",
+    "forced_uploads",
+    "limit_uploads",
+    "flush_energy_J",
+)
+
+
 def _zero_info() -> dict[str, float]:
-    keys = (
-        "latency_s",
-        "energy_J",
-        "stall_s",
-        "airtime_s",
-        "bytes_sent",
-        "wakeups",
-        "compute_energy_J",
-        "tokens",
-        "voluntary_uploads",
-        "forced_uploads",
-        "limit_uploads",
-        "flush_energy_J",
-    )
-    return dict.fromkeys(keys, 0.0)
+    return dict.fromkeys(ACCOUNT_KEYS, 0.0)
 
 
 def _check_action(action: Any, n: int) -> int:
