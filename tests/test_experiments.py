@@ -525,6 +525,12 @@ def test_tiny_compare_produces_every_output(tmp_path: Path):
         assert float(r["ci_low"]) <= float(r["mean"]) <= float(r["ci_high"]), r
     assert "| dp_oracle | oracle |" in (run / "summary.md").read_text()
     assert len(plot_run(run)) == 4
+    from mei_envs.experiments.stats import rliable_problem
+
+    if rliable_problem() is None:
+        agg = xio.read_csv(run / "aggregates.csv")
+        assert {r["aggregate"] for r in agg} == {"IQM", "mean", "optimality_gap"}
+        assert {r["policy"] for r in agg} == {"ppo"} | {s.name for s in specs}
 
 
 def mei_envs_metrics(env_id: str) -> dict[str, str]:
@@ -535,3 +541,42 @@ def mei_envs_metrics(env_id: str) -> dict[str, str]:
         return dict(env.unwrapped.metadata["info_metrics"])
     finally:
         env.close()
+
+
+# ---- rliable aggregates and figures ----------------------------------------------------------
+def test_rliable_aggregates_on_known_scores():
+    from mei_envs.experiments import stats
+
+    if stats.rliable_problem():
+        pytest.skip(stats.rliable_problem())
+    records = [
+        {"policy": p, "train_seed": s, "episode_seed": e, "return": v}
+        for p, s, base in (("agent", 0, 1.0), ("agent", 1, 3.0), ("base", "", 0.0))
+        for e in range(8)
+        for v in [base + e]
+    ]
+    mats = stats.score_matrices(records)
+    assert mats["agent"].shape == (2, 8) and mats["base"].shape == (1, 8)
+    scores = stats.normalize_scores(mats, low=0.0, high=10.0)
+    rows = {(r["policy"], r["aggregate"]): r for r in stats.rliable_aggregates(scores, reps=200)}
+    assert rows[("agent", "mean")]["value"] == pytest.approx(np.mean(mats["agent"]) / 10)
+    gap = np.mean(np.maximum(1 - scores["base"], 0))
+    assert rows[("base", "optimality_gap")]["value"] == pytest.approx(gap)
+    for r in rows.values():
+        assert r["ci_low"] <= r["value"] <= r["ci_high"]
+    # Every run of "agent" beats "base" on every task except ties: P = 1.
+    (imp,) = stats.rliable_improvement(scores, [("agent", "base")])
+    assert imp["probability"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="no scale"):
+        stats.normalize_scores(mats, 1.0, 1.0)
+
+
+def test_constant_metrics_get_no_panel():
+    from mei_envs.experiments.plot import constant_metrics
+
+    rows = [
+        {"policy": p, "kind": "heuristic", "seed": "", "metric": m, "mean": v}
+        for p, vals in (("a", (1.0, 5.0)), ("b", (2.0, 5.0)))
+        for m, v in zip(("return", "bytes"), vals, strict=True)
+    ]
+    assert constant_metrics(rows, ["return", "bytes"]) == ["bytes"]
