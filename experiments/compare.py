@@ -587,7 +587,16 @@ def write_rliable_aggregates(
     )
 
     low_name, low, high_name, high = score_references(summary)
-    scores = normalize_scores(score_matrices(episodes, "return"), low, high)
+    raw = score_matrices(episodes, "return")
+    if high > low:
+        scores = normalize_scores(raw, low, high)
+        scale = (
+            f"Normalized return: 0 = {low_name} (worst heuristic, mean {_fmt(low)}), 1 = "
+            f"{high_name} (mean {_fmt(high)})."
+        )
+    else:  # one baseline level only: nothing to normalize by
+        scores, low_name, high_name = raw, "", ""
+        scale = "Raw return (the baselines have one level only: no normalization)."
     kw = {"seed": cfg.stats_seed, "reps": cfg.bootstrap_resamples, "confidence": cfg.confidence}
     rows = [
         r | {"low_ref": low_name, "high_ref": high_name} for r in rliable_aggregates(scores, **kw)
@@ -600,8 +609,7 @@ def write_rliable_aggregates(
     lines = [
         f"# {cfg.env_id}: rliable aggregates",
         "",
-        f"Normalized return: 0 = {low_name} (worst heuristic, mean {_fmt(low)}), 1 = "
-        f"{high_name} (mean {_fmt(high)}). Runs = training seeds (1 for a baseline), tasks = "
+        f"{scale} Runs = training seeds (1 for a baseline), tasks = "
         f"the {cfg.eval_episodes} held-out episodes; {cfg.confidence:.0%} stratified-bootstrap "
         f"CIs over runs and tasks ({cfg.bootstrap_resamples} resamples, rliable). Optimality "
         "gap: mean shortfall below 1 (lower is better).",

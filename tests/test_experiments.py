@@ -168,7 +168,7 @@ def _synthetic_run(root: Path, complete: bool = True) -> Path:
 
     cfg = CompareConfig(seeds=[0, 1], eval_episodes=5)
     run = root / "run"
-    xio.write_manifest(run, _expected_outputs(cfg))
+    xio.write_manifest(run, _expected_outputs(cfg, aggregates=False))
     xio.write_yaml_atomic(run / "config.yml", cfg.to_dict())
     rng = np.random.default_rng(0)
     for seed in cfg.seeds:
@@ -580,3 +580,38 @@ def test_constant_metrics_get_no_panel():
         for m, v in zip(("return", "bytes"), vals, strict=True)
     ]
     assert constant_metrics(rows, ["return", "bytes"]) == ["bytes"]
+
+
+def test_prepare_resume_reuses_continues_or_restarts(tmp_path: Path):
+    from mei_envs.experiments.sweep import SweepJob, prepare_resume
+
+    def job(name: str) -> SweepJob:
+        return SweepJob.of(env_id="mei_envs/EarlyExitUpload-v0", run_dir=str(tmp_path / name))
+
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "COMPLETE").write_text("num_timesteps: 8\n")
+    (tmp_path / "cut" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "cut" / "checkpoints" / "model_128_steps.zip").write_bytes(b"zip")
+    (tmp_path / "early").mkdir()
+    (tmp_path / "early" / "progress.csv").write_text("a\n")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("mine")
+
+    done = prepare_resume(job("done"))
+    assert done.reuse_complete and not done.args.resume
+    cut = prepare_resume(job("cut"))
+    assert cut.args.resume
+    early = prepare_resume(job("early"))
+    assert not early.args.resume and not (tmp_path / "early").exists()  # starts over
+    assert not prepare_resume(job("new")).args.resume
+    with pytest.raises(FileExistsError, match="notes.txt"):
+        prepare_resume(job("foreign"))
+    assert (tmp_path / "foreign" / "notes.txt").is_file()
+
+
+def test_progress_line_reads_like_a_status():
+    from mei_envs.experiments.sweep import progress_line
+
+    line = progress_line("ppo seed 0", 40_960, 301_056, 1234.0)
+    assert line == "ppo seed 0: 40,960/301,056 steps (14%), 1,234 steps/s, ETA 3m 30s"
+    assert progress_line("ppo seed 0", 0, 2048, 0.0) == "ppo seed 0: started, 2,048 steps to go"
