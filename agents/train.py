@@ -43,6 +43,7 @@ import torch as th
 import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
@@ -339,7 +340,7 @@ def planned_timesteps(
         if p.default is not inspect.Parameter.empty
     }
     chunk, what = None, ""
-    if "n_steps" in defaults or "n_steps" in rh.model_kwargs:
+    if issubclass(cls, OnPolicyAlgorithm):
         n_steps = int(rh.model_kwargs.get("n_steps", defaults.get("n_steps")))
         chunk, what = n_steps * rh.n_envs, f"rollouts of n_steps*n_envs = {n_steps}*{rh.n_envs}"
     elif "train_freq" in defaults or "train_freq" in rh.model_kwargs:

@@ -5,9 +5,10 @@ Modules (each imports its heavy dependencies itself, so importing this package i
 * :mod:`experiments.compare`: ``CompareConfig`` and ``run_compare`` (one self-contained run
   folder with episodes, summary statistics and figures).
 * :mod:`experiments.sweep`: ``SweepJob``, ``grid`` and ``run_sweep`` (local processes or Ray).
-* :mod:`experiments.stats`: mean, std, IQM and bootstrap confidence intervals.
+* :mod:`experiments.stats`: rliable aggregates (IQM, mean, optimality gap, probability of
+  improvement) and the per-metric summary (mean, std, IQM, bootstrap CIs).
 * :mod:`experiments.plot`: ``plot_run`` (compare run folders) and ``plot_zoo`` (rl-zoo logs).
-* :mod:`experiments.io`: atomic writes and run-folder manifests (``MANIFEST.json``,
-  ``COMPLETE``).
+* :mod:`experiments.io`: the one atomic writer, run-folder manifests (``MANIFEST.json``,
+  ``COMPLETE``), run-name slugs and version stamps.
 * :mod:`experiments.cli`: the ``compare``, ``plot`` and ``sweep`` sub-commands of ``mei-envs``.
 """

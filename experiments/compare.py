@@ -21,6 +21,7 @@ are disjoint.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 import typing
 from collections.abc import Mapping, Sequence
@@ -249,8 +250,10 @@ def new_run_dir(cfg: CompareConfig) -> Path:
             path = base.with_name(f"{base.name}_{k}")
 
 
-def _expected_outputs(cfg: CompareConfig) -> list[str]:
+def _expected_outputs(cfg: CompareConfig, aggregates: bool = True) -> list[str]:
     files = ["config.yml", "episodes.csv", "summary.csv", "summary.md", "curve_levels.csv"]
+    if cfg.baselines != "none" and aggregates:
+        files += ["aggregates.csv", "aggregates.md", "improvement.csv"]
     files += [
         f"{stem}.{ext}"
         for stem in ("learning_curves", "final_comparison")
@@ -437,9 +440,15 @@ def run_compare(
         SweepError: a training or evaluation task failed (the run folder stays incomplete).
     """
     specs = check_compare(cfg)
+    from mei_envs.experiments.stats import rliable_problem
+
+    no_rliable = rliable_problem()
+    if no_rliable and not quiet:
+        print(f"compare: warning: no rliable aggregates: {no_rliable}", file=sys.stderr)
     if _resume_dir is None:
         run_dir = new_run_dir(cfg).resolve()
-        write_manifest(run_dir, _expected_outputs(cfg), {"kind": "compare", "env_id": cfg.env_id})
+        expected = _expected_outputs(cfg, aggregates=no_rliable is None)
+        write_manifest(run_dir, expected, {"kind": "compare", "env_id": cfg.env_id})
         write_yaml_atomic(run_dir / "config.yml", cfg.to_dict())
     else:
         run_dir = _resume_dir
@@ -450,7 +459,10 @@ def run_compare(
             print(f"[compare {time.perf_counter() - t0:7.1f}s] {msg}", flush=True)
 
     try:
-        return _run(cfg, run_dir, specs, _log, quiet, resume=_resume_dir is not None)
+        return _run(
+            cfg, run_dir, specs, _log, quiet, resume=_resume_dir is not None,
+            aggregates=no_rliable is None,
+        )  # fmt: skip
     except KeyboardInterrupt:
         raise _interrupted(run_dir) from None
 
@@ -463,6 +475,7 @@ def _run(
     quiet: bool,
     *,
     resume: bool,
+    aggregates: bool,
 ) -> Path:
     # Agent tasks first (longest), then the baselines fill idle workers.
     tasks, labels, owners = [], [], []
@@ -540,6 +553,8 @@ def _run(
     )
     write_csv_atomic(run_dir / "summary.csv", summary)
     write_text_atomic(run_dir / "summary.md", summary_markdown(cfg, summary))
+    if specs and aggregates:
+        write_rliable_aggregates(run_dir, cfg, episodes, summary)
 
     from mei_envs.experiments.plot import render_run_plots
 
@@ -552,6 +567,76 @@ def _run(
         print(f"  summary:  {run_dir / 'summary.md'}")
         print(f"  figures:  {run_dir / 'learning_curves.png'}, {run_dir / 'final_comparison.png'}")
     return run_dir
+
+
+def write_rliable_aggregates(
+    run_dir: Path,
+    cfg: CompareConfig,
+    episodes: Sequence[Mapping[str, Any]],
+    summary: Sequence[Mapping[str, Any]],
+) -> None:
+    """``aggregates.csv``/``.md``: rliable's IQM, mean, optimality gap (normalized return, with
+    stratified-bootstrap CIs over training seeds and held-out episodes) and each agent's
+    probability of improvement over each baseline."""
+    from mei_envs.experiments.stats import (
+        normalize_scores,
+        rliable_aggregates,
+        rliable_improvement,
+        score_matrices,
+        score_references,
+    )
+
+    low_name, low, high_name, high = score_references(summary)
+    raw = score_matrices(episodes, "return")
+    if high > low:
+        scores = normalize_scores(raw, low, high)
+        scale = (
+            f"Normalized return: 0 = {low_name} (worst heuristic, mean {_fmt(low)}), 1 = "
+            f"{high_name} (mean {_fmt(high)})."
+        )
+    else:  # one baseline level only: nothing to normalize by
+        scores, low_name, high_name = raw, "", ""
+        scale = "Raw return (the baselines have one level only: no normalization)."
+    kw = {"seed": cfg.stats_seed, "reps": cfg.bootstrap_resamples, "confidence": cfg.confidence}
+    rows = [
+        r | {"low_ref": low_name, "high_ref": high_name} for r in rliable_aggregates(scores, **kw)
+    ]
+    kinds = {str(e["policy"]): str(e["kind"]) for e in episodes}
+    pairs = [(a, b) for a in scores if kinds[a] == "agent" for b in scores if kinds[b] != "agent"]
+    better = rliable_improvement(scores, pairs)
+    write_csv_atomic(run_dir / "aggregates.csv", rows)
+    write_csv_atomic(run_dir / "improvement.csv", better)
+    lines = [
+        f"# {cfg.env_id}: rliable aggregates",
+        "",
+        f"{scale} Runs = training seeds (1 for a baseline), tasks = "
+        f"the {cfg.eval_episodes} held-out episodes; {cfg.confidence:.0%} stratified-bootstrap "
+        f"CIs over runs and tasks ({cfg.bootstrap_resamples} resamples, rliable). Optimality "
+        "gap: mean shortfall below 1 (lower is better).",
+        "",
+        "| policy | IQM | CI | mean | CI | optimality gap | CI |",
+        "|---|---:|---|---:|---|---:|---|",
+    ]
+    by_pol: dict[str, dict[str, Mapping[str, Any]]] = {}
+    for r in rows:
+        by_pol.setdefault(r["policy"], {})[r["aggregate"]] = r
+    for pol, agg in by_pol.items():
+        cells = [
+            f"{_fmt(agg[k]['value'])} | [{_fmt(agg[k]['ci_low'])}, {_fmt(agg[k]['ci_high'])}]"
+            for k in ("IQM", "mean", "optimality_gap")
+        ]
+        lines.append(f"| {pol} | " + " | ".join(cells) + " |")
+    if better:
+        lines += [
+            "",
+            "Probability of improvement P(agent > baseline) on a held-out episode (rliable; "
+            "point estimates: its bootstrap over every episode is too slow to run here):",
+            "",
+            "| agent | baseline | P |",
+            "|---|---|---:|",
+        ]
+        lines += [f"| {b['policy']} | {b['versus']} | {b['probability']:.3f} |" for b in better]
+    write_text_atomic(run_dir / "aggregates.md", "\n".join(lines) + "\n")
 
 
 def _progress_printer(log: Any) -> Any:

@@ -456,3 +456,17 @@ def test_cli_env_config_reaches_env(tmp_path, env_id):
     argv = ["train", "--env", env_id, "--algo", "a2c", "--timesteps", "32", "--eval-freq", "0"]
     argv += ["--run-dir", str(tmp_path / "c"), "--hp", "n_envs=1", "--set", "no_such_key=1"]
     assert _cli(argv) == 2  # the env's config rejects unknown keys
+
+
+def test_planned_timesteps_says_why_a_budget_is_rounded_up():
+    from mei_envs.agents.hyperparameters import ResolvedHyperparams
+    from mei_envs.agents.train import planned_timesteps
+
+    ppo = ResolvedHyperparams(300, 2, None, "MlpPolicy", {"n_steps": 64})
+    steps, note = planned_timesteps(ALGOS["ppo"], ppo)
+    assert steps == 384 and "rounded up to 384" in note and "64*2" in note
+    assert planned_timesteps(ALGOS["ppo"], ppo, start=128) == (384, note)
+    exact = ResolvedHyperparams(256, 2, None, "MlpPolicy", {"n_steps": 64})
+    assert planned_timesteps(ALGOS["ppo"], exact) == (256, "")
+    dqn = ResolvedHyperparams(10, 1, None, "MlpPolicy", {"train_freq": 4})
+    assert planned_timesteps(ALGOS["dqn"], dqn)[0] == 12

@@ -92,3 +92,36 @@ def test_console_script_entry_point() -> None:
         check=True,
     )
     assert json.loads(out.stdout)[0]["env_id"] == ENV_ID
+
+
+def test_train_flags_come_from_trainargs_metadata() -> None:
+    """Every TrainArgs field is a flag with its help text; the old flag names still parse."""
+    import argparse
+    import dataclasses
+
+    pytest.importorskip("stable_baselines3")
+    from mei_envs.agents.args import TrainArgs
+    from mei_envs.agents.cli import add_train_parser
+    from mei_envs.cli import dataclass_from_flags
+
+    parser = argparse.ArgumentParser()
+    p = add_train_parser(parser.add_subparsers(dest="command"))
+    dests = {a.dest: a for a in p._actions}
+    for f in dataclasses.fields(TrainArgs):
+        assert f.name in dests, f.name
+        assert dests[f.name].help and f.metadata["help"] in dests[f.name].help
+    argv = ["train", "--env", "E", "--timesteps", "64", "--n-envs", "2", "--no-normalize"]
+    argv += ["--set", "a=1", "--hp", "n_steps=8", "--no-tensorboard", "-v", "1", "--resume"]
+    argv += ["--progress-bar", "--eval-seed", "7", "--torch-threads", "2"]
+    ns = parser.parse_args(argv)
+    args = dataclass_from_flags(TrainArgs, ns)
+    assert (args.env_id, args.total_timesteps, args.n_envs, args.normalize) == ("E", 64, 2, False)
+    assert args.env_config == {"a": 1} and args.hyperparams_override == {"n_steps": 8}
+    assert (args.tensorboard, args.verbose, args.resume, args.progress_bar) == (
+        False,
+        1,
+        True,
+        True,
+    )
+    assert (args.eval_seed, args.torch_threads) == (7, 2)
+    assert parser.parse_args(["train", "--env", "E"]).algo is None  # resume reads the run's

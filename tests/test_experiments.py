@@ -168,7 +168,7 @@ def _synthetic_run(root: Path, complete: bool = True) -> Path:
 
     cfg = CompareConfig(seeds=[0, 1], eval_episodes=5)
     run = root / "run"
-    xio.write_manifest(run, _expected_outputs(cfg))
+    xio.write_manifest(run, _expected_outputs(cfg, aggregates=False))
     xio.write_yaml_atomic(run / "config.yml", cfg.to_dict())
     rng = np.random.default_rng(0)
     for seed in cfg.seeds:
@@ -525,6 +525,12 @@ def test_tiny_compare_produces_every_output(tmp_path: Path):
         assert float(r["ci_low"]) <= float(r["mean"]) <= float(r["ci_high"]), r
     assert "| dp_oracle | oracle |" in (run / "summary.md").read_text()
     assert len(plot_run(run)) == 4
+    from mei_envs.experiments.stats import rliable_problem
+
+    if rliable_problem() is None:
+        agg = xio.read_csv(run / "aggregates.csv")
+        assert {r["aggregate"] for r in agg} == {"IQM", "mean", "optimality_gap"}
+        assert {r["policy"] for r in agg} == {"ppo"} | {s.name for s in specs}
 
 
 def mei_envs_metrics(env_id: str) -> dict[str, str]:
@@ -535,3 +541,77 @@ def mei_envs_metrics(env_id: str) -> dict[str, str]:
         return dict(env.unwrapped.metadata["info_metrics"])
     finally:
         env.close()
+
+
+# ---- rliable aggregates and figures ----------------------------------------------------------
+def test_rliable_aggregates_on_known_scores():
+    from mei_envs.experiments import stats
+
+    if stats.rliable_problem():
+        pytest.skip(stats.rliable_problem())
+    records = [
+        {"policy": p, "train_seed": s, "episode_seed": e, "return": v}
+        for p, s, base in (("agent", 0, 1.0), ("agent", 1, 3.0), ("base", "", 0.0))
+        for e in range(8)
+        for v in [base + e]
+    ]
+    mats = stats.score_matrices(records)
+    assert mats["agent"].shape == (2, 8) and mats["base"].shape == (1, 8)
+    scores = stats.normalize_scores(mats, low=0.0, high=10.0)
+    rows = {(r["policy"], r["aggregate"]): r for r in stats.rliable_aggregates(scores, reps=200)}
+    assert rows[("agent", "mean")]["value"] == pytest.approx(np.mean(mats["agent"]) / 10)
+    gap = np.mean(np.maximum(1 - scores["base"], 0))
+    assert rows[("base", "optimality_gap")]["value"] == pytest.approx(gap)
+    for r in rows.values():
+        assert r["ci_low"] <= r["value"] <= r["ci_high"]
+    # Every run of "agent" beats "base" on every task except ties: P = 1.
+    (imp,) = stats.rliable_improvement(scores, [("agent", "base")])
+    assert imp["probability"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="no scale"):
+        stats.normalize_scores(mats, 1.0, 1.0)
+
+
+def test_constant_metrics_get_no_panel():
+    from mei_envs.experiments.plot import constant_metrics
+
+    rows = [
+        {"policy": p, "kind": "heuristic", "seed": "", "metric": m, "mean": v}
+        for p, vals in (("a", (1.0, 5.0)), ("b", (2.0, 5.0)))
+        for m, v in zip(("return", "bytes"), vals, strict=True)
+    ]
+    assert constant_metrics(rows, ["return", "bytes"]) == ["bytes"]
+
+
+def test_prepare_resume_reuses_continues_or_restarts(tmp_path: Path):
+    from mei_envs.experiments.sweep import SweepJob, prepare_resume
+
+    def job(name: str) -> SweepJob:
+        return SweepJob.of(env_id="mei_envs/EarlyExitUpload-v0", run_dir=str(tmp_path / name))
+
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "COMPLETE").write_text("num_timesteps: 8\n")
+    (tmp_path / "cut" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "cut" / "checkpoints" / "model_128_steps.zip").write_bytes(b"zip")
+    (tmp_path / "early").mkdir()
+    (tmp_path / "early" / "progress.csv").write_text("a\n")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("mine")
+
+    done = prepare_resume(job("done"))
+    assert done.reuse_complete and not done.args.resume
+    cut = prepare_resume(job("cut"))
+    assert cut.args.resume
+    early = prepare_resume(job("early"))
+    assert not early.args.resume and not (tmp_path / "early").exists()  # starts over
+    assert not prepare_resume(job("new")).args.resume
+    with pytest.raises(FileExistsError, match="notes.txt"):
+        prepare_resume(job("foreign"))
+    assert (tmp_path / "foreign" / "notes.txt").is_file()
+
+
+def test_progress_line_reads_like_a_status():
+    from mei_envs.experiments.sweep import progress_line
+
+    line = progress_line("ppo seed 0", 40_960, 301_056, 1234.0)
+    assert line == "ppo seed 0: 40,960/301,056 steps (14%), 1,234 steps/s, ETA 3m 30s"
+    assert progress_line("ppo seed 0", 0, 2048, 0.0) == "ppo seed 0: started, 2,048 steps to go"

@@ -121,8 +121,10 @@ def test_sigkill_leaves_no_worker_and_resume_completes(tmp_path: Path):
         _wait_for(
             proc,
             tmp_path,
-            lambda: (first() / "COMPLETE").is_file()
-            and any((second() / "checkpoints").glob("model_*_steps.zip")),
+            lambda: (
+                (first() / "COMPLETE").is_file()
+                and any((second() / "checkpoints").glob("model_*_steps.zip"))
+            ),
             "finished first training and checkpoint of the second",
         )
         workers = _children(proc.pid)
@@ -180,5 +182,6 @@ def test_ctrl_c_stops_compare_quickly_and_says_how_to_resume(tmp_path: Path):
     assert stopped_s < 5, f"took {stopped_s:.1f} s to stop"
     assert f"mei-envs compare --resume {_run_dir(out).resolve()}" in text
     assert "Traceback" not in text
+    assert "ppo seed 0: started, 4,096 steps to go" in text  # per-job progress lines
     time.sleep(1)
     assert not _alive(workers)
