@@ -286,6 +286,15 @@ class EdgeLLMCacheEnv(gym.Env[np.ndarray, int]):
     The whole episode's request sequence is drawn at `reset` from `np_random`, so every
     policy sees the same requests for a seed (and offline oracles can read it).
 
+    Default scenario (how it was chosen): three Llama-class bases (0.5B/1B/3B) with 8 LoRA
+    children, 3 partial fine-tunes and 3 quantised variants each (45 models, 25.8 GB of
+    unique bytes, 129.6 GB stored whole). A capacity sweep on 8-10 episodes (hit ratio of
+    lru / trim_greedy / belady_shared) gave 23/44/45% at 0.15, 33/57/57% at 0.2 and
+    24/56/63% at 0.3 of the unique bytes: 0.3 is the smallest tested capacity where the
+    offline oracle leaves room above the best online heuristic while LRU, which admits the
+    3B models and flushes everything else for them, stays far below. The presets cover the
+    other regimes, including ones where heuristics are near the oracle (small_cache).
+
     The env fast-forwards over hits, over misses that fit in the free space (admitted), over
     models larger than the cache and over misses where no cached model can free anything
     (bypassed). It stops only on a miss that needs space while a choice exists, and keeps
@@ -520,7 +529,7 @@ class EdgeLLMCacheEnv(gym.Env[np.ndarray, int]):
             "needed_bytes": float(max(need, 0.0)),
             "free_bytes": st.free_bytes,
             "capacity_bytes": st.capacity,
-            "model_bytes": self.catalog.model_bytes,
+            "model_bytes": self.catalog.model_bytes.copy(),
             "last_request": self.stats.last.copy(),
             "count": self.stats.count.copy(),
             "cached_since": self.stats.since.copy(),
