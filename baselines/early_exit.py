@@ -86,14 +86,13 @@ def solve_dp(model: EarlyExitUploadModel) -> DPSolution:
         n = b + 1
         lat, en, *_ = model.token_cost(k, b, n, rate_c, r, 0)
         cost = model.cost(lat, en)
-        value[k, 0] = cost + continuation(k, 0, np.zeros_like(b), np.zeros_like(r))
+        value[k, 0] = cost + continuation(k, 0, *model.transition(b, r, n))
         # Exited: choose among the upload fractions (forced full upload when b == B).
         best = np.full(shape, np.inf)
-        for a, f in enumerate(cfg.upload_fractions):
-            n = np.rint(f * (b + 1)).astype(np.int64) + 0 * r
+        for a in range(A):
+            n = model.n_upload(a, b) + 0 * r
             lat, en, *_ = model.token_cost(k, b, n, rate_c, r, 1)
-            b_next = b + 1 - n
-            r_next = np.where(n > 0, 0, np.minimum(r + 1, M))
+            b_next, r_next = model.transition(b, r, n)
             qa = model.cost(lat, en) + continuation(k, 1, b_next, r_next)
             qa = np.where(b_next > B, np.inf, qa) * np.ones(shape)
             qa[B] = np.inf
@@ -102,7 +101,7 @@ def solve_dp(model: EarlyExitUploadModel) -> DPSolution:
         # Full backlog: forced upload of everything.
         n_full = B + 1
         lat, en, *_ = model.token_cost(k, B, n_full, rate_c[0], r[0], 1)
-        forced = model.cost(lat, en) + continuation(k, 1, np.zeros_like(b), np.zeros_like(r))[B]
+        forced = model.cost(lat, en) + continuation(k, 1, *model.transition(b, r, b + 1))[B]
         best[B] = forced
         value[k, 1] = best
 
@@ -132,30 +131,31 @@ class DPOraclePolicy:
 
 
 # ---- heuristics ---------------------------------------------------------------------------
-class EagerPolicy:
+class _FixedFractionPolicy:
+    """Always the action that uploads ``FRACTION`` of the backlog (with the current state)."""
+
+    FRACTION = 1.0
+
+    def __init__(self, env: gym.Env) -> None:
+        self.action = _fraction_action(_unwrap(env), self.FRACTION)
+
+    def reset(self, obs: Any, info: Mapping[str, Any]) -> None:
+        pass
+
+    def act(self, obs: Any, info: Mapping[str, Any]) -> int:
+        return self.action
+
+
+class EagerPolicy(_FixedFractionPolicy):
     """Upload every hidden state at once (never hold a backlog)."""
 
-    def __init__(self, env: gym.Env) -> None:
-        self.action = _fraction_action(_unwrap(env), 1.0)
-
-    def reset(self, obs: Any, info: Mapping[str, Any]) -> None:
-        pass
-
-    def act(self, obs: Any, info: Mapping[str, Any]) -> int:
-        return self.action
+    FRACTION = 1.0
 
 
-class LazyPolicy:
+class LazyPolicy(_FixedFractionPolicy):
     """Never upload voluntarily: only forced uploads (non-exited token, full backlog)."""
 
-    def __init__(self, env: gym.Env) -> None:
-        self.action = _fraction_action(_unwrap(env), 0.0)
-
-    def reset(self, obs: Any, info: Mapping[str, Any]) -> None:
-        pass
-
-    def act(self, obs: Any, info: Mapping[str, Any]) -> int:
-        return self.action
+    FRACTION = 0.0
 
 
 class SNRThresholdPolicy:

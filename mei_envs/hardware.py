@@ -33,7 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from mei_envs.checks import as_output, check_array
 from mei_envs.config import ConfigError
+from mei_envs.llm import costs
 
 __all__ = [
     "DTYPES",
@@ -47,6 +49,8 @@ __all__ = [
     "load_hardware_csv",
     "roofline",
     "roofline_latency_s",
+    "time_layers",
+    "time_train_step",
 ]
 
 HARDWARE_CSV = Path(__file__).parent / "data" / "hardware.csv"
@@ -337,16 +341,10 @@ def compute_dtype_for(weight_precision: str) -> str:
 
 # ---- roofline ----------------------------------------------------------------------------
 def _nonneg(name: str, value: Any) -> np.ndarray:
-    arr = np.asarray(value, dtype=float)
-    bad = ~np.isfinite(arr) | (arr < 0)
-    if np.any(bad):
-        first = arr[bad].flat[0] if arr.ndim else float(arr)
-        raise ValueError(f"{name}={first!r}: must be finite and >= 0")
-    return arr
+    return check_array(name, value, lo=0.0)
 
 
-def _out(arr: np.ndarray) -> float | np.ndarray:
-    return float(arr) if arr.ndim == 0 else arr
+_out = as_output
 
 
 def _times(hw: HardwareProfile, flops: Any, bytes_moved: Any, dtype: str):
@@ -406,10 +404,108 @@ def energy_j(
     """
     profile = get_hardware(hw)
     t = _nonneg("latency_s", latency_s)
-    u = np.asarray(utilization, dtype=float)
-    bad = ~np.isfinite(u) | (u < 0) | (u > 1)
-    if np.any(bad):
-        first = u[bad].flat[0] if u.ndim else float(u)
-        raise ValueError(f"utilization={first!r}: must be in [0, 1]")
+    u = check_array("utilization", utilization, lo=0.0, hi=1.0)
     power_W = profile.idle_power_W + u * (profile.active_power_W - profile.idle_power_W)
     return _out(power_W * t)
+
+
+# ---- timing a layer range of a model ---------------------------------------------------------
+def time_layers(
+    hw: str | HardwareProfile,
+    arch: Any,
+    layers: tuple[int, int],
+    *,
+    new_tokens: Any = 1,
+    cached_tokens: Any = 0,
+    batch: int = 1,
+    lm_head_tokens: Any = 0,
+    weight_precision: str = "fp16",
+    kv_precision: str = "fp16",
+    act_precision: str = "fp16",
+) -> dict[str, Any]:
+    """Roofline time of an inference forward pass of blocks ``layers = (a, b)`` on ``hw``.
+
+    FLOPs and bytes come from :func:`mei_envs.llm.costs.forward_flops` and
+    :func:`~mei_envs.llm.costs.forward_bytes` (``new_tokens`` per sequence after
+    ``cached_tokens`` in the KV cache, ``batch`` sequences, the LM head for
+    ``lm_head_tokens`` tokens); matmuls run in :func:`compute_dtype_for`
+    ``(weight_precision)``. Token counts broadcast as numpy arrays.
+
+    Returns:
+        ``{"latency_s", "compute_s", "memory_s", "bound", "flops", "bytes"}``.
+    """
+    flops = costs.forward_flops(
+        arch, new_tokens, cached_tokens, layers=layers, lm_head_tokens=lm_head_tokens, batch=batch
+    )
+    nbytes = costs.forward_bytes(
+        arch,
+        new_tokens,
+        cached_tokens,
+        layers=layers,
+        lm_head_tokens=lm_head_tokens,
+        weight_precision=weight_precision,
+        kv_precision=kv_precision,
+        act_precision=act_precision,
+        batch=batch,
+    )
+    out = roofline(hw, flops, nbytes, dtype=compute_dtype_for(weight_precision))
+    out.update(flops=flops, bytes=nbytes)
+    return out
+
+
+def time_train_step(
+    hw: str | HardwareProfile,
+    arch: Any,
+    layers: tuple[int, int],
+    *,
+    seq_len: Any,
+    batch: int = 1,
+    mode: str = "lora",
+    lora_rank: int = 8,
+    lora_targets: Any = ("q", "v"),
+    lm_head: bool = False,
+    input_requires_grad: bool | None = None,
+    weight_precision: str = "fp16",
+    act_precision: str = "fp16",
+    optimizer: str = "adam",
+) -> dict[str, Any]:
+    """Roofline time of one training step (forward + backward + optimizer) of blocks
+    ``layers = (a, b)`` on ``hw``: full fine-tuning (``mode="full"``) or LoRA with
+    ``lora_rank`` on ``lora_targets``.
+
+    FLOPs: :func:`mei_envs.llm.costs.train_flops` (``input_requires_grad`` defaults to
+    ``a > 0``: a split-learning server returns the cut layer's gradient to the device);
+    bytes: :func:`mei_envs.llm.costs.train_bytes`. Matmuls run in
+    :func:`compute_dtype_for` ``(weight_precision)``. ``lm_head=True`` for the range that
+    holds the LM head and the loss (e.g. ``(c, L)`` on a split-learning server).
+
+    Returns:
+        ``{"latency_s", "compute_s", "memory_s", "bound", "flops", "bytes"}``.
+    """
+    flops = costs.train_flops(
+        arch,
+        seq_len,
+        batch=batch,
+        mode=mode,
+        lora_rank=lora_rank,
+        lora_targets=lora_targets,
+        layers=layers,
+        lm_head=lm_head,
+        input_requires_grad=input_requires_grad,
+    )
+    nbytes = costs.train_bytes(
+        arch,
+        seq_len,
+        batch=batch,
+        mode=mode,
+        lora_rank=lora_rank,
+        lora_targets=lora_targets,
+        layers=layers,
+        lm_head=lm_head,
+        weight_precision=weight_precision,
+        act_precision=act_precision,
+        optimizer=optimizer,
+    )
+    out = roofline(hw, flops, nbytes, dtype=compute_dtype_for(weight_precision))
+    out.update(flops=flops, bytes=nbytes)
+    return out

@@ -18,11 +18,15 @@ All random functions take the caller's ``np.random.Generator``. Bad inputs raise
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+from mei_envs.checks import as_output, check_array, check_int
+from mei_envs.config import EnvConfig
 
 __all__ = [
     "SPEED_OF_LIGHT_MPS",
@@ -60,59 +64,15 @@ FloatOrArray = float | NDArray[np.float64]
 
 
 # --------------------------------------------------------------------------------------------
-# validation helpers
+# validation helpers (shared with hardware and llm.costs: mei_envs.checks)
 # --------------------------------------------------------------------------------------------
+_check = check_array
+_out = as_output
+_check_int = check_int
+
+
 def _as_float_array(name: str, value: ArrayLike) -> NDArray[np.float64]:
-    try:
-        arr = np.asarray(value, dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name}={value!r}: must be a number or an array of numbers") from exc
-    if np.isnan(arr).any():
-        raise ValueError(f"{name}={value!r}: must not contain NaN")
-    return arr
-
-
-def _check(
-    name: str,
-    value: ArrayLike,
-    *,
-    lo: float | None = None,
-    lo_open: bool = False,
-    hi: float | None = None,
-    hi_open: bool = False,
-    finite: bool = True,
-) -> NDArray[np.float64]:
-    """Return ``value`` as a float array after checking every element lies in the range."""
-    arr = _as_float_array(name, value)
-    if finite and not np.isfinite(arr).all():
-        raise ValueError(f"{name}={value!r}: must be finite")
-    bad = np.zeros(arr.shape, dtype=bool)
-    if lo is not None:
-        bad |= arr <= lo if lo_open else arr < lo
-    if hi is not None:
-        bad |= arr >= hi if hi_open else arr > hi
-    if bad.any():
-        left = "(" if lo_open else "["
-        right = ")" if hi_open else "]"
-        lo_s = "-inf" if lo is None else f"{lo:g}"
-        hi_s = "inf" if hi is None else f"{hi:g}"
-        first_bad = arr[bad].ravel()[0]
-        raise ValueError(
-            f"{name}={value!r}: every value must be in {left}{lo_s}, {hi_s}{right} "
-            f"(got {first_bad:g})"
-        )
-    return arr
-
-
-def _out(arr: NDArray[np.float64]) -> FloatOrArray:
-    """0-d results become Python floats, everything else stays an array."""
-    return float(arr) if arr.ndim == 0 else arr
-
-
-def _check_int(name: str, value: Any, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise ValueError(f"{name}={value!r}: must be an integer >= {lo}")
-    return int(value)
+    return check_array(name, value, finite=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -811,3 +771,159 @@ class FiniteStateMarkovChannel:
 
 
 FSMC = FiniteStateMarkovChannel
+
+
+# --------------------------------------------------------------------------------------------
+# Link adaptation
+# --------------------------------------------------------------------------------------------
+# Spectral efficiency bounds of link adaptation: 3GPP TS 38.214 Table 5.2.2.1-2 (64QAM CQI
+# table), CQI 1 (QPSK, 0.1523 bit/s/Hz) to CQI 15 (64QAM, 5.5547 bit/s/Hz).
+CQI1_SPECTRAL_EFFICIENCY = 0.1523  # [bit/s/Hz]
+CQI15_SPECTRAL_EFFICIENCY = 5.5547  # [bit/s/Hz]
+
+
+def link_rate_bps(
+    bandwidth_hz: Any,
+    snr_linear: Any,
+    min_spectral_efficiency: Any = CQI1_SPECTRAL_EFFICIENCY,
+    max_spectral_efficiency: Any = CQI15_SPECTRAL_EFFICIENCY,
+) -> Any:
+    """Shannon rate over ``bandwidth_hz`` with the spectral efficiency held within the MCS
+    range of link adaptation [bit/s]: a deep fade is sent at the lowest MCS (with HARQ), not
+    at the vanishing Shannon rate, and a strong channel saturates at the top MCS.
+
+    Unchecked arithmetic on scalars or numpy arrays (it runs in env steps and DPs);
+    validate the bounds where they are configured (:class:`UplinkChannelConfig`).
+    """
+    eff = np.clip(np.log2(1.0 + snr_linear), min_spectral_efficiency, max_spectral_efficiency)
+    return bandwidth_hz * eff
+
+
+# --------------------------------------------------------------------------------------------
+# Uplink channel of an env: flat config fields, one builder, one path sampler
+# --------------------------------------------------------------------------------------------
+CHANNEL_MODES = ("fsmc", "gauss_markov")
+RICIAN_FIT_SLOTS = 200_000  # length of the fixed-seed trace an FSMC is fitted on (Rician)
+
+
+@dataclasses.dataclass(frozen=True)
+class UplinkChannelConfig(EnvConfig):
+    """Flat uplink-channel fields shared by every env config that needs a radio link.
+
+    An env config inherits them (``class XConfig(UplinkChannelConfig)``) and calls
+    :meth:`validate_uplink` from its ``validate``; :func:`build_uplink` turns them into the
+    channel process. An env may re-declare a field to change its default.
+    """
+
+    channel: str = "fsmc"  # "fsmc" (exact Markov chain) or "gauss_markov" (continuous)
+    fsmc_states: int = 8  # SNR bins of the FSMC (equiprobable, exact transitions)
+    dp_channel_states: int = 8  # bins of the FSMC fitted for the DP in gauss_markov mode
+    bandwidth_hz: float = 1.0e6  # ~5 LTE/NR PRBs at 15 kHz SCS (5 x 180 kHz)
+    tx_power_w: float = 0.2  # 23 dBm, 3GPP UE power class 3
+    # A cell-edge user of a 3GPP urban-macro cell (TR 36.814 case 3, ISD 1732 m): mean SNR
+    # ~8 dB over 1 MHz. At REFERENCE.md 5's U(50, 200) m (SNR ~26 dB) uploads are nearly
+    # free.
+    distance_m: float = 600.0
+    noise_density_dbm_per_hz: float = -174.0  # thermal noise (REFERENCE.md 5)
+    noise_figure_db: float = 9.0  # REFERENCE.md 5: 7-9 dB
+    speed_mps: float = 0.8333  # 3 km/h pedestrian (3GPP TR 38.901 indoor/pedestrian UE)
+    carrier_hz: float = 3.5e9  # NR band n78
+    k_factor: float = 0.0  # Rician K (0 = Rayleigh), gauss_markov mode only
+    # Link adaptation bounds on log2(1 + SNR): 3GPP TS 38.214 Table 5.2.2.1-2 (64QAM CQI
+    # table), CQI 1 (QPSK, 0.1523 bit/s/Hz) to CQI 15 (64QAM, 5.5547 bit/s/Hz).
+    min_spectral_efficiency_bps_per_hz: float = CQI1_SPECTRAL_EFFICIENCY
+    max_spectral_efficiency_bps_per_hz: float = CQI15_SPECTRAL_EFFICIENCY
+
+    def validate_uplink(self) -> None:
+        """Check the uplink fields (raises :class:`ConfigError` naming the field)."""
+        self._check_choice("channel", CHANNEL_MODES)
+        self._check_range("fsmc_states", 1, 64, integer=True)
+        self._check_range("dp_channel_states", 1, 64, integer=True)
+        for field in ("bandwidth_hz", "tx_power_w", "distance_m", "carrier_hz"):
+            self._check_range(field, 0.0, lo_open=True)
+        self._check_range("noise_density_dbm_per_hz", -220.0, -100.0)
+        self._check_range("noise_figure_db", 0.0, 30.0)
+        self._check_range("speed_mps", 0.0, 150.0)
+        self._check_range("k_factor", 0.0, 1000.0)
+        self._check_range("min_spectral_efficiency_bps_per_hz", 0.0, 30.0, lo_open=True)
+        self._check_range(
+            "max_spectral_efficiency_bps_per_hz", self.min_spectral_efficiency_bps_per_hz, 30.0
+        )
+
+    def validate(self) -> None:
+        self.validate_uplink()
+
+
+class UplinkChannel:
+    """The channel process of one config, slotted at ``slot_s`` (built by :func:`build_uplink`).
+
+    Attributes:
+        mode: ``"fsmc"`` or ``"gauss_markov"``.
+        mean_snr: fading-averaged SNR (linear).
+        doppler_hz: maximum Doppler shift [Hz].
+        rho: Jakes slot-to-slot correlation of the complex gain.
+        fsmc: the Markov chain (the true process in ``fsmc`` mode; in ``gauss_markov`` mode
+            the chain fitted to it, with ``dp_channel_states`` bins, for oracles).
+        state_rate_bps: link rate of each FSMC state.
+    """
+
+    def __init__(self, cfg: UplinkChannelConfig, slot_s: float) -> None:
+        self.cfg = cfg
+        self.mode = cfg.channel
+        self.slot_s = float(slot_s)
+        self.mean_snr = float(
+            mean_snr_linear(
+                cfg.tx_power_w,
+                cfg.distance_m,
+                cfg.bandwidth_hz,
+                noise_density_dbm_per_hz=cfg.noise_density_dbm_per_hz,
+                noise_figure_db=cfg.noise_figure_db,
+            )
+        )
+        self.doppler_hz = float(doppler_hz(cfg.speed_mps, cfg.carrier_hz))
+        self.rho = float(jakes_correlation(self.doppler_hz, self.slot_s))
+        if cfg.channel == "fsmc":
+            self.fsmc = FSMC.rayleigh(self.mean_snr, cfg.fsmc_states, self.rho)
+        elif cfg.k_factor == 0.0:
+            self.fsmc = FSMC.rayleigh(self.mean_snr, cfg.dp_channel_states, self.rho)
+        else:
+            # Rician: fit bins and transitions on a long simulated trace (fixed seed, so the
+            # fitted chain is a deterministic function of the config).
+            rng = np.random.default_rng(0)
+            fad = GaussMarkovFading(self.rho, k_factor=cfg.k_factor)
+            snr = self.mean_snr * fad.simulate(rng, RICIAN_FIT_SLOTS)[:, 0]
+            edges = np.quantile(snr, np.linspace(0, 1, cfg.dp_channel_states + 1)[1:-1])
+            self.fsmc = FSMC.fit(snr, 10 * np.log10(edges))
+        self.state_rate_bps = np.asarray(self.rate_bps(self.fsmc.snr_linear), float)
+
+    def rate_bps(self, snr_linear: Any) -> Any:
+        """Link-adapted rate of ``snr_linear`` (see :func:`link_rate_bps`)."""
+        cfg = self.cfg
+        return link_rate_bps(
+            cfg.bandwidth_hz,
+            snr_linear,
+            cfg.min_spectral_efficiency_bps_per_hz,
+            cfg.max_spectral_efficiency_bps_per_hz,
+        )
+
+    def sample_path(
+        self, rng: np.random.Generator, n_slots: int
+    ) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.float64]]:
+        """SNR (linear), FSMC state and link rate of ``n_slots`` consecutive slots.
+
+        In ``fsmc`` mode the state path is the chain's (stationary start) and the SNR and rate
+        are the state's; in ``gauss_markov`` mode the SNR is the continuous process, the state
+        its bin in the fitted chain and the rate that of the SNR itself.
+        """
+        if self.mode == "fsmc":
+            states = self.fsmc.sample_path(rng, n_slots).astype(np.int64)
+            return self.fsmc.snr_linear[states], states, self.state_rate_bps[states]
+        fad = GaussMarkovFading(self.rho, k_factor=self.cfg.k_factor)
+        snr = self.mean_snr * fad.simulate(rng, n_slots)[:, 0]
+        states = np.asarray(self.fsmc.state_of(snr), dtype=np.int64)
+        return snr, states, np.asarray(self.rate_bps(snr), float)
+
+
+def build_uplink(cfg: UplinkChannelConfig, slot_s: float) -> UplinkChannel:
+    """The channel process of ``cfg`` with one block (slot) of ``slot_s`` seconds."""
+    return UplinkChannel(cfg, slot_s)

@@ -318,3 +318,19 @@ def test_all_action_sequences_are_reachable_on_tiny() -> None:
         for acts in itertools.product(range(2), repeat=4)
     }
     assert len({round(v, 12) for v in costs.values()}) > 4
+
+
+def test_transition_is_one_broadcastable_function():
+    """The env and the DP share `EarlyExitUploadModel.transition`: ints and arrays agree."""
+    m = EarlyExitUploadEnv().model
+    M = m.tail_steps
+    b = np.arange(m.limit + 1)[:, None, None]
+    r = np.arange(M + 1)[None, :, None]
+    n = np.arange(m.limit + 2)[None, None, :]
+    bn, rn = m.transition(b, r, n)
+    np.testing.assert_array_equal(bn, b + 1 - n)
+    np.testing.assert_array_equal(rn, np.where(n > 0, 0, np.minimum(r + 1, M)))
+    for bi, ri, ni in [(0, 0, 0), (3, M, 0), (3, M - 1, 0), (2, 1, 3)]:
+        got = m.transition(bi, ri, ni)
+        assert got == (bi + 1 - ni, 0 if ni > 0 else min(ri + 1, M))
+        assert all(type(x) is int for x in got)

@@ -272,3 +272,69 @@ def test_load_csv_errors(tmp_path: Path):
     cols.write_text(lines[0].replace("notes", "remarks") + "\n")
     with pytest.raises(ConfigError, match="notes"):
         load_hardware_csv(cols)
+
+
+# ---- roofline timing of a layer range (hand computations) -----------------------------------
+def test_time_layers_by_hand():
+    from mei_envs.hardware import time_layers
+
+    # GPT-2 blocks [0, 2), one new token after 10 cached, LM head for it, fp16 on an L4.
+    # FLOPs per block: 2*(2*768*768 + 2*768*768) + 4*1*11*768 + 2*2*768*3072 = 14,189,568;
+    # LM head 2*768*50257 = 77,194,752.
+    out = time_layers("l4", "gpt2", (0, 2), new_tokens=1, cached_tokens=10, lm_head_tokens=1)
+    assert out["flops"] == 2 * 14_189_568 + 77_194_752
+    # Bytes: weights 2*7,087,872*2 + head 50257*768*2 + KV 11*(2*768*2 layers*2 B)
+    # + hidden in/out 2*768*2 + logits 50257*2.
+    want_bytes = 28_351_488 + 77_194_752 + 11 * 6144 + 3072 + 100_514
+    assert out["bytes"] == want_bytes
+    assert out["latency_s"] == pytest.approx(want_bytes / (300e9 * 0.75), rel=1e-12)
+    assert out["bound"] == "memory"
+    # Broadcast over cached-token counts.
+    many = time_layers("l4", "gpt2", (0, 2), cached_tokens=np.array([10, 100]), lm_head_tokens=1)
+    assert many["latency_s"][0] == pytest.approx(out["latency_s"], rel=1e-15)
+    assert many["latency_s"][1] > many["latency_s"][0]
+
+
+def test_time_train_step_full_by_hand():
+    from mei_envs.hardware import time_train_step
+
+    # Full fine-tuning of GPT-2 blocks [0, 2), 8 tokens, fp32 weights, SGD, no LM head.
+    out = time_train_step(
+        "l4",
+        "gpt2",
+        (0, 2),
+        seq_len=8,
+        mode="full",
+        weight_precision="fp32",
+        optimizer="sgd",
+    )
+    # Forward per block: 2*8*(4*768*768) + 4*8*8*768 + 2*2*8*768*3072 = 113,442,816; x3.
+    assert out["flops"] == 3 * 2 * 113_442_816
+    fwd = 2 * 7_087_872 * 4 + 8 * 6144 + 2 * 8 * 768 * 2  # weights, KV written, hidden in/out
+    stored = 2 * 2 * (12_288 + 12 * 8) * 8 * 2  # activations kept per token, written + read
+    backward = 2 * 7_087_872 * 4 + 2 * (2 * 8 * 768 * 2)  # weights again, block grads
+    optimizer = 2 * 7_087_872 * (2 * 4 + 2 * 4)  # grad write + read, fp32 param read + write
+    assert out["bytes"] == fwd + stored + backward + optimizer
+    assert out["latency_s"] == pytest.approx(
+        max(out["flops"] / (30.3e12 * 0.7), out["bytes"] / 225e9), rel=1e-12
+    )
+
+
+def test_time_train_step_lora_split():
+    from mei_envs.hardware import time_train_step
+    from mei_envs.llm import costs
+
+    kw = dict(seq_len=128, batch=2, mode="lora", lora_rank=8, lora_targets=("q", "v"))
+    dev = time_train_step("snapdragon_8_gen3", "llama-3.2-1b", (0, 4), **kw)
+    srv = time_train_step("l4", "llama-3.2-1b", (4, 16), lm_head=True, **kw)
+    want = costs.train_flops(
+        "llama-3.2-1b", 128, batch=2, mode="lora", lora_rank=8, layers=(0, 4), lm_head=False
+    )
+    assert dev["flops"] == want
+    # LoRA optimizer traffic: 32 B per adapter parameter (fp32 param, grad, two Adam moments).
+    n_ad = costs.lora_params("llama-3.2-1b", 8, ("q", "v"), layers=(0, 4))
+    sgd = time_train_step("snapdragon_8_gen3", "llama-3.2-1b", (0, 4), optimizer="sgd", **kw)
+    assert dev["bytes"] - sgd["bytes"] == pytest.approx(16.0 * n_ad)
+    assert srv["latency_s"] > 0 and dev["latency_s"] > 0
+    with pytest.raises(ValueError, match="mode"):
+        time_train_step("l4", "gpt2", (0, 2), seq_len=8, mode="qlora")

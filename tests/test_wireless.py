@@ -447,3 +447,45 @@ def test_from_matrix_validation():
         FSMC.from_matrix([4.0, 1.0], good)  # not increasing, no thresholds
     with pytest.raises(ValueError, match="thresholds_snr"):
         FSMC.from_matrix([4.0, 1.0], good, thresholds_snr=[0.0, 2.0, 3.0])
+
+
+# ---- link adaptation and the uplink channel builder -----------------------------------------
+def test_link_rate_bounds_and_broadcast():
+    snr = np.array([0.0, 0.01, 1.0, 3.0, 1e6])
+    rate = w.link_rate_bps(1e6, snr)
+    # log2(1.01) = 0.01436 < CQI 1's 0.1523; log2(1e6) = 19.9 > CQI 15's 5.5547.
+    np.testing.assert_allclose(rate, [0.1523e6, 0.1523e6, 1e6, 2e6, 5.5547e6])
+    assert w.link_rate_bps(2e6, 3.0) == pytest.approx(4e6)
+
+
+def test_uplink_builder_and_single_sampler():
+    from mei_envs.envs.early_exit_upload import EarlyExitUploadConfig
+
+    cfg = EarlyExitUploadConfig()
+    ch = w.build_uplink(cfg, 0.02)
+    assert ch.mean_snr == pytest.approx(
+        w.mean_snr_linear(0.2, 600.0, 1e6, noise_figure_db=9.0), rel=1e-15
+    )
+    assert ch.rho == pytest.approx(w.jakes_correlation(0.8333 * 3.5e9 / w.SPEED_OF_LIGHT_MPS, 0.02))
+    snr, states, rates = ch.sample_path(np.random.default_rng(3), 50)
+    # fsmc mode: the chain's own sampler (same draws), the states' SNRs and rates.
+    np.testing.assert_array_equal(states, ch.fsmc.sample_path(np.random.default_rng(3), 50))
+    np.testing.assert_array_equal(snr, ch.fsmc.snr_linear[states])
+    np.testing.assert_array_equal(rates, ch.state_rate_bps[states])
+    gm = w.build_uplink(cfg.replace(channel="gauss_markov"), 0.02)
+    snr, states, rates = gm.sample_path(np.random.default_rng(3), 50)
+    np.testing.assert_array_equal(states, gm.fsmc.state_of(snr))
+    np.testing.assert_array_equal(rates, w.link_rate_bps(1e6, snr))
+
+
+def test_uplink_config_validation_names_field():
+    from mei_envs.config import ConfigError
+    from mei_envs.envs.early_exit_upload import EarlyExitUploadConfig
+
+    for field, bad in [("channel", "awgn"), ("fsmc_states", 0), ("speed_mps", -1.0)]:
+        with pytest.raises(ConfigError, match=field):
+            EarlyExitUploadConfig.from_dict({field: bad})
+    with pytest.raises(ConfigError, match="max_spectral_efficiency_bps_per_hz"):
+        w.UplinkChannelConfig.from_dict(
+            {"min_spectral_efficiency_bps_per_hz": 2.0, "max_spectral_efficiency_bps_per_hz": 1.0}
+        )

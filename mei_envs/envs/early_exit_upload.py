@@ -18,23 +18,17 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from mei_envs import hardware, wireless
-from mei_envs.config import ConfigError, EnvConfig
+from mei_envs import hardware, radio, wireless
+from mei_envs.config import ConfigError
 from mei_envs.llm import catalog, costs
 
-CHANNEL_MODES = ("fsmc", "gauss_markov")
+CHANNEL_MODES = wireless.CHANNEL_MODES
 INITIAL_RADIO = ("idle", "connected")
-
-# Huang et al., "A Close Examination of Performance and Power Characteristics of 4G LTE
-# Networks", MobiSys 2012: uplink power P = alpha_u * throughput + beta (REFERENCE.md 7 [S]).
-HUANG_ALPHA_U_W_PER_MBPS = 0.43839  # [W/Mbps]
-HUANG_BETA_W = 1.288  # [W]
-HUANG_TAIL_POWER_W = 1.060  # [W] high-power tail after a burst (REFERENCE.md 7 [U])
-HUANG_PROMOTION_POWER_W = 1.2107  # [W] during promotion (REFERENCE.md 7 [U])
+_NR_DRX = radio.PROFILES["nr_drx"]
 
 
 @dataclasses.dataclass(frozen=True)
-class EarlyExitUploadConfig(EnvConfig):
+class EarlyExitUploadConfig(wireless.UplinkChannelConfig):
     """Configuration of :class:`EarlyExitUploadEnv`; every default names its source."""
 
     # --- split LLM (cost tables: mei_envs.llm) ---
@@ -53,34 +47,17 @@ class EarlyExitUploadConfig(EnvConfig):
     exit_correlation: float = 0.8  # lag-1 correlation of exit indicators: ASSUMPTION
     exit_threshold: float = 0.8  # confidence threshold (CE-CoLLM uses 0.8/0.9/1.0)
     backlog_limit: int = 16  # hidden states the device may hold before a forced upload
-    # --- uplink channel (mei_envs.wireless) ---
-    channel: str = "fsmc"
-    fsmc_states: int = 8  # SNR bins of the FSMC (equiprobable, exact transitions)
-    dp_channel_states: int = 8  # bins of the FSMC fitted for the DP in gauss_markov mode
+    # --- uplink channel: the fields of mei_envs.wireless.UplinkChannelConfig, plus ---
     snr_history: int = 4  # SNRs observed: this token step and the previous ones
-    bandwidth_hz: float = 1.0e6  # ~5 LTE/NR PRBs at 15 kHz SCS (5 x 180 kHz)
-    tx_power_w: float = 0.2  # 23 dBm, 3GPP UE power class 3
-    # A cell-edge user of a 3GPP urban-macro cell (TR 36.814 case 3, ISD 1732 m): mean SNR
-    # ~8 dB over 1 MHz. At REFERENCE.md 5's U(50, 200) m (SNR ~26 dB) uploads are nearly
-    # free and eager upload is within ~1% of optimal.
-    distance_m: float = 600.0
-    noise_density_dbm_per_hz: float = -174.0  # thermal noise (REFERENCE.md 5)
-    noise_figure_db: float = 9.0  # REFERENCE.md 5: 7-9 dB
-    speed_mps: float = 0.8333  # 3 km/h pedestrian (3GPP TR 38.901 indoor/pedestrian UE)
-    carrier_hz: float = 3.5e9  # NR band n78
-    k_factor: float = 0.0  # Rician K (0 = Rayleigh), gauss_markov mode only
-    # Link adaptation bounds on log2(1 + SNR): 3GPP TS 38.214 Table 5.2.2.1-2 (64QAM CQI
-    # table), CQI 1 (QPSK, 0.1523 bit/s/Hz) to CQI 15 (64QAM, 5.5547 bit/s/Hz).
-    min_spectral_efficiency_bps_per_hz: float = 0.1523
-    max_spectral_efficiency_bps_per_hz: float = 5.5547
-    # --- UE radio power (Huang et al. MobiSys 2012; 3GPP TS 38.321 DRX) ---
-    alpha_u_w_per_mbps: float = HUANG_ALPHA_U_W_PER_MBPS
-    beta_w: float = HUANG_BETA_W
-    tail_s: float = 0.1  # drx-InactivityTimer: high-power tail after a burst [U: Huang T_i]
-    tail_power_w: float = HUANG_TAIL_POWER_W
-    sleep_power_w: float = 0.212  # DRX sleep: tail x 20/100 (TR 38.840 light sleep/PDCCH)
-    wake_s: float = 0.01  # scheduling request + grant to leave DRX sleep [U]
-    wake_power_w: float = HUANG_PROMOTION_POWER_W
+    # --- UE radio power: mei_envs.radio's "nr_drx" profile (3GPP TS 38.321 DRX, TR 38.840
+    # relative sleep power; Huang et al. MobiSys 2012 transmit line, tail and wake powers) ---
+    alpha_u_w_per_mbps: float = _NR_DRX.alpha_u_w_per_mbps  # Huang et al. [S]
+    beta_w: float = _NR_DRX.beta_w  # Huang et al. [S]
+    tail_s: float = _NR_DRX.tail_s  # drx-InactivityTimer: high-power tail after a burst [U]
+    tail_power_w: float = _NR_DRX.tail_power_w  # Huang et al. tail power [U]
+    sleep_power_w: float = _NR_DRX.sleep_power_w  # DRX sleep: tail x 20/100 (TR 38.840)
+    wake_s: float = _NR_DRX.wake_s  # scheduling request + grant to leave DRX sleep [U]
+    wake_power_w: float = _NR_DRX.wake_power_w  # Huang et al. promotion power [U]
     initial_radio: str = "idle"  # radio state at reset: "idle" (sleeping) or "connected"
     # --- decision and reward ---
     upload_fractions: tuple[float, ...] = (0.0, 1.0)  # action i uploads this share of backlog
@@ -120,20 +97,8 @@ class EarlyExitUploadConfig(EnvConfig):
         self._check_range("exit_correlation", 0.0, 1.0, hi_open=True)
         self._check_range("exit_threshold", 0.0, 1.0, lo_open=True, hi_open=True)
         self._check_range("backlog_limit", 1, 1024, integer=True)
-        self._check_choice("channel", CHANNEL_MODES)
-        self._check_range("fsmc_states", 1, 64, integer=True)
-        self._check_range("dp_channel_states", 1, 64, integer=True)
+        self.validate_uplink()
         self._check_range("snr_history", 1, 64, integer=True)
-        for field in ("bandwidth_hz", "tx_power_w", "distance_m", "carrier_hz"):
-            self._check_range(field, 0.0, lo_open=True)
-        self._check_range("noise_density_dbm_per_hz", -220.0, -100.0)
-        self._check_range("noise_figure_db", 0.0, 30.0)
-        self._check_range("speed_mps", 0.0, 150.0)
-        self._check_range("k_factor", 0.0, 1000.0)
-        self._check_range("min_spectral_efficiency_bps_per_hz", 0.0, 30.0, lo_open=True)
-        self._check_range(
-            "max_spectral_efficiency_bps_per_hz", self.min_spectral_efficiency_bps_per_hz, 30.0
-        )
         for field in (
             "alpha_u_w_per_mbps",
             "beta_w",
@@ -192,19 +157,18 @@ class EarlyExitUploadModel:
         # Device: blocks [0, c) + the exit head (an LM head on the layer-c hidden state) for
         # one token at context P + k (KV cache of the previous tokens).
         cached = P + np.arange(K)
-        dev_flops = costs.forward_flops(arch, 1, cached, layers=(0, c), lm_head_tokens=1)
-        dev_bytes = costs.forward_bytes(
-            arch,
-            1,
-            cached,
-            layers=(0, c),
-            lm_head_tokens=1,
-            weight_precision=cfg.device_weight_precision,
-            kv_precision=cfg.kv_precision,
-        )
-        dev_dtype = hardware.compute_dtype_for(cfg.device_weight_precision)
         self.t_dev_s = np.asarray(
-            hardware.roofline_latency_s(dev, dev_flops, dev_bytes, dtype=dev_dtype), float
+            hardware.time_layers(
+                dev,
+                arch,
+                (0, c),
+                new_tokens=1,
+                cached_tokens=cached,
+                lm_head_tokens=1,
+                weight_precision=cfg.device_weight_precision,
+                kv_precision=cfg.kv_precision,
+            )["latency_s"],
+            float,
         )
         self.device_energy_j = np.asarray(hardware.energy_j(dev, self.t_dev_s), float)
 
@@ -215,19 +179,18 @@ class EarlyExitUploadModel:
         k = np.arange(K)[:, None]
         cached_srv = np.maximum(P + k + 1 - n, 0)
         n_eff = np.maximum(n, 1)
-        srv_flops = costs.forward_flops(arch, n_eff, cached_srv, layers=(c, L), lm_head_tokens=1)
-        srv_bytes = costs.forward_bytes(
-            arch,
-            n_eff,
-            cached_srv,
-            layers=(c, L),
-            lm_head_tokens=1,
-            weight_precision=cfg.server_weight_precision,
-            kv_precision=cfg.kv_precision,
-        )
-        srv_dtype = hardware.compute_dtype_for(cfg.server_weight_precision)
         self.t_srv_s = np.asarray(
-            hardware.roofline_latency_s(srv, srv_flops, srv_bytes, dtype=srv_dtype), float
+            hardware.time_layers(
+                srv,
+                arch,
+                (c, L),
+                new_tokens=n_eff,
+                cached_tokens=cached_srv,
+                lm_head_tokens=1,
+                weight_precision=cfg.server_weight_precision,
+                kv_precision=cfg.kv_precision,
+            )["latency_s"],
+            float,
         )
         self.state_bits = 8.0 * float(costs.hidden_state_bytes(arch, 1, cfg.hidden_precision))
 
@@ -235,23 +198,12 @@ class EarlyExitUploadModel:
         self.t_nominal_s = float(self.t_dev_s[0])
         self.tail_steps = max(1, math.ceil(cfg.tail_s / self.t_nominal_s - 1e-12))
 
-        # Channel.
-        self.mean_snr = float(
-            wireless.mean_snr_linear(
-                cfg.tx_power_w,
-                cfg.distance_m,
-                cfg.bandwidth_hz,
-                noise_density_dbm_per_hz=cfg.noise_density_dbm_per_hz,
-                noise_figure_db=cfg.noise_figure_db,
-            )
-        )
-        f_d = wireless.doppler_hz(cfg.speed_mps, cfg.carrier_hz)
-        self.rho = float(wireless.jakes_correlation(f_d, self.t_nominal_s))
-        if cfg.channel == "fsmc":
-            self.fsmc = wireless.FSMC.rayleigh(self.mean_snr, cfg.fsmc_states, self.rho)
-        else:
-            self.fsmc = self._fit_fsmc(cfg.dp_channel_states)
-        self.state_rate_bps = np.asarray(self.rate_bps(self.fsmc.snr_linear), float)
+        # Channel: one block per nominal token step.
+        self.channel = wireless.build_uplink(cfg, self.t_nominal_s)
+        self.mean_snr = self.channel.mean_snr
+        self.rho = self.channel.rho
+        self.fsmc = self.channel.fsmc
+        self.state_rate_bps = self.channel.state_rate_bps
         self.exit_P = exit_transition_matrix(cfg.exit_prob, cfg.exit_correlation)
         self.exit_stationary = np.array([1.0 - cfg.exit_prob, cfg.exit_prob])
 
@@ -262,17 +214,6 @@ class EarlyExitUploadModel:
         # nominal step; with neither, a plain 1 J unit.
         ref_power_w = cfg.tail_power_w if cfg.tail_power_w > 0 else cfg.beta_w
         self.energy_ref_j = ref_power_w * self.t_nominal_s if ref_power_w > 0 else 1.0
-
-    def _fit_fsmc(self, n_states: int) -> wireless.FSMC:
-        if self.cfg.k_factor == 0.0:
-            return wireless.FSMC.rayleigh(self.mean_snr, n_states, self.rho)
-        # Rician: fit bins and transitions on a long simulated trace (fixed seed, so the
-        # fitted chain is a deterministic function of the config).
-        rng = np.random.default_rng(0)
-        fad = wireless.GaussMarkovFading(self.rho, k_factor=self.cfg.k_factor)
-        snr = self.mean_snr * fad.simulate(rng, 200_000)[:, 0]
-        edges = np.quantile(snr, np.linspace(0, 1, n_states + 1)[1:-1])
-        return wireless.FSMC.fit(snr, 10 * np.log10(edges))
 
     # ---- exogenous processes -----------------------------------------------------------
     def sample_exits(self, rng: np.random.Generator) -> np.ndarray:
@@ -287,33 +228,14 @@ class EarlyExitUploadModel:
             out[k] = e
         return out
 
-    def sample_channel(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """SNRs (linear) of the H-1 slots before the episode and the K token steps, and the
-        FSMC state of each (the true state in fsmc mode; the fitted bin in gauss_markov)."""
-        n = self.K + self.cfg.snr_history - 1
-        if self.cfg.channel == "fsmc":
-            states = np.empty(n, dtype=np.int64)
-            s = self.fsmc.sample_initial(rng)
-            states[0] = s
-            for i in range(1, n):
-                s = self.fsmc.step(s, rng)
-                states[i] = s
-            return self.fsmc.snr_linear[states], states
-        fad = wireless.GaussMarkovFading(self.rho, k_factor=self.cfg.k_factor)
-        snr = self.mean_snr * fad.simulate(rng, n)[:, 0]
-        return snr, np.asarray(self.fsmc.state_of(snr), dtype=np.int64)
+    def sample_channel(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """SNRs (linear), FSMC states and link rates of the H-1 slots before the episode and
+        the K token steps (see :meth:`mei_envs.wireless.UplinkChannel.sample_path`)."""
+        return self.channel.sample_path(rng, self.K + self.cfg.snr_history - 1)
 
     def rate_bps(self, snr_linear: Any) -> Any:
-        """Shannon rate over the bandwidth, with the spectral efficiency held within the MCS
-        range of link adaptation (a deep fade is sent at the lowest MCS with HARQ, not at
-        the vanishing Shannon rate)."""
-        cfg = self.cfg
-        eff = np.clip(
-            np.log2(1.0 + snr_linear),
-            cfg.min_spectral_efficiency_bps_per_hz,
-            cfg.max_spectral_efficiency_bps_per_hz,
-        )
-        return cfg.bandwidth_hz * eff
+        """Link-adapted uplink rate (:func:`mei_envs.wireless.link_rate_bps`)."""
+        return self.channel.rate_bps(snr_linear)
 
     # ---- the cost of one token ---------------------------------------------------------
     def token_cost(
@@ -330,16 +252,15 @@ class EarlyExitUploadModel:
             exited: 1 if the token exits on the device, else 0 (forced upload).
         """
         cfg = self.cfg
-        m = self.tail_steps
         t_dev = self.t_dev_s[k]
         sending = n_up > 0
-        asleep = timer >= m
+        asleep = timer >= self.tail_steps
         wake = sending * asleep
         airtime = n_up * self.state_bits / rate_bps
-        tx_energy = (cfg.alpha_u_w_per_mbps * rate_bps * 1e-6 + cfg.beta_w) * airtime
-        background = asleep * cfg.sleep_power_w + (1 - asleep) * cfg.tail_power_w
+        tx_energy = radio.transmit_energy_j(cfg, rate_bps, airtime)
+        background = radio.background_power_w(cfg, asleep)
         t_wake = wake * cfg.wake_s
-        energy = background * t_dev + wake * cfg.wake_s * cfg.wake_power_w + tx_energy
+        energy = background * t_dev + radio.wake_energy_j(cfg, wake) + tx_energy
         if k + 1 < self.K:
             # A voluntary upload overlaps the next token's compute; only the excess stalls.
             over = t_wake + airtime - self.t_dev_s[k + 1]
@@ -359,20 +280,31 @@ class EarlyExitUploadModel:
         sending = backlog > 0
         wake = sending * (timer >= self.tail_steps)
         airtime = backlog * self.state_bits / rate_bps
-        return (
-            wake * cfg.wake_s * cfg.wake_power_w
-            + (cfg.alpha_u_w_per_mbps * rate_bps * 1e-6 + cfg.beta_w) * airtime
-        )
+        return radio.wake_energy_j(cfg, wake) + radio.transmit_energy_j(cfg, rate_bps, airtime)
+
+    def transition(self, backlog: Any, timer: Any, n_up: Any) -> tuple[Any, Any]:
+        """Backlog and radio timer after a token that uploads ``n_up`` states.
+
+        The token's own hidden state joins the backlog, ``n_up`` leave it; a burst resets
+        the timer to 0 (radio in its tail), otherwise the timer counts one more token step,
+        capped at ``tail_steps`` (= asleep). Branch-free arithmetic: Python ints in the env,
+        broadcast integer arrays in the DP and a vector env.
+        """
+        over = timer + 1 - self.tail_steps
+        capped = self.tail_steps + (over - abs(over)) // 2  # min(timer + 1, tail_steps)
+        return backlog + 1 - n_up, (1 - (n_up > 0)) * capped
 
     def cost(self, latency_s: Any, energy_j: Any) -> Any:
         """Per-step cost (the negative reward)."""
         lam = self.cfg.lambda_energy
         return latency_s / self.latency_ref_s + lam * energy_j / self.energy_ref_j
 
-    def n_upload(self, action: int, backlog: int) -> int:
-        """States uploaded when action ``action`` is taken at an exited token."""
-        f = self.cfg.upload_fractions[action]
-        return int(round(f * (backlog + 1)))
+    def n_upload(self, action: int, backlog: Any) -> Any:
+        """States uploaded when action ``action`` is taken at an exited token (round half
+        to even of the action's share of ``backlog + 1``; an int for an int backlog, an
+        int64 array for an array)."""
+        n = np.rint(self.cfg.upload_fractions[action] * (backlog + 1)).astype(np.int64)
+        return int(n) if n.ndim == 0 else n
 
 
 class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
@@ -524,7 +456,7 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
         m = self.model
         rng = self.np_random
         exits = m.sample_exits(rng)
-        snr, states = m.sample_channel(rng)
+        snr, states, rates = m.sample_channel(rng)
         if options:
             exits, snr, states = self._apply_options(options, exits, snr, states)
         self._exits = exits
@@ -533,10 +465,8 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
         self._snr_db = snr_db.tolist()
         self._snr_obs = np.clip(snr_db / 40.0, -1.0, 1.0).astype(np.float32)
         self._states = states
-        if self.config.channel == "fsmc":
+        if options and "channel_states" in options:
             rates = m.state_rate_bps[states]
-        else:
-            rates = m.rate_bps(snr)
         self._rates = rates.tolist()
         lo, hi = self.config.exit_threshold, 1.0
         u = rng.random(m.K)
@@ -607,8 +537,7 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
             acc["voluntary_uploads"] += float(n_up > 0)
         else:
             acc["forced_uploads"] += 1.0
-        self._backlog = b + 1 - n_up
-        self._timer = 0 if n_up > 0 else min(timer + 1, m.tail_steps)
+        self._backlog, self._timer = m.transition(b, timer, n_up)
         self._k = k + 1
         if self._k == m.K:
             self._done = True

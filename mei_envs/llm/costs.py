@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from mei_envs.checks import as_output, check_array, check_int
 from mei_envs.llm.catalog import Architecture, get_architecture
 
 # Bits per stored element. q8_0 / q4_0: llama.cpp block formats, 32 weights + one fp16 scale
@@ -83,27 +84,11 @@ def _layer_range(arch: Architecture, layers: tuple[int, int] | None) -> tuple[in
 
 def _count(name: str, value: Any, *, lo: float, strict: bool) -> np.ndarray:
     """Validate a (possibly array) size: numeric, finite and > lo (strict) or >= lo."""
-    arr = np.asarray(value)
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
-        raise ValueError(f"{name}={value!r}: must be a number or numeric array")
-    arr = arr.astype(np.float64)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name}={value!r}: must be finite")
-    bad = arr <= lo if strict else arr < lo
-    if np.any(bad):
-        op = ">" if strict else ">="
-        raise ValueError(f"{name}={value!r}: must be {op} {lo:g}")
-    return arr
+    return check_array(name, value, lo=lo, lo_open=strict)
 
 
-def _int(name: str, value: Any, *, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise ValueError(f"{name}={value!r}: must be an integer >= {lo}")
-    return int(value)
-
-
-def _out(x: np.ndarray) -> float | np.ndarray:
-    return float(x) if np.ndim(x) == 0 else x
+_int = check_int
+_out = as_output
 
 
 # ---- parameters ------------------------------------------------------------------------
@@ -480,6 +465,81 @@ def forward_bytes(
         + b * t * a.vocab_size * act
     )
     return _out(total)
+
+
+def train_bytes(
+    arch: ArchSpec,
+    seq_len: Any,
+    *,
+    batch: int = 1,
+    mode: str = "full",
+    lora_rank: int = 8,
+    lora_targets: str | Iterable[str] = ("q", "v"),
+    layers: tuple[int, int] | None = None,
+    lm_head: bool = True,
+    weight_precision: str = "fp16",
+    act_precision: str = "fp16",
+    optimizer: str = "adam",
+) -> float | np.ndarray:
+    """Memory traffic of one training step (forward, backward, optimizer) [bytes].
+
+    A roofline estimate to pair with :func:`train_flops`, term by term:
+
+    * forward: :func:`forward_bytes` for ``seq_len`` new tokens from an empty cache (K/V
+      written in ``act_precision``), the LM head over all tokens when ``lm_head``;
+    * stored activations: :func:`activation_elems_per_token` per trained block, written in
+      the forward pass and read in the backward pass (2x);
+    * backward: the frozen or trained weights read once more (for the input gradients) and
+      the block input/output gradients moved once (``2*b*s*h`` per block);
+    * optimizer, per trainable parameter (LoRA adapters in fp32, or all weights): gradient
+      written and read; parameters read and written (a 4 B fp32 master copy plus the write
+      of the ``weight_precision`` copy when weights are below 32 bits); Adam's two fp32
+      moments read and written (SGD: none).
+
+    Raises:
+        ValueError: bad mode, optimizer, sizes, targets or layer range.
+    """
+    a = _arch(arch)
+    if mode not in ("full", "lora"):
+        raise ValueError(f"mode={mode!r}: must be one of ['full', 'lora']")
+    if optimizer not in _OPTIMIZERS:
+        raise ValueError(f"optimizer={optimizer!r}: must be one of {list(_OPTIMIZERS)}")
+    s = _count("seq_len", seq_len, lo=0, strict=True)
+    b = _int("batch", batch, lo=1)
+    start, end = _layer_range(a, layers)
+    n = end - start
+    act = bytes_per_element(act_precision)
+    w_el = bytes_per_element(weight_precision)
+    fwd = np.asarray(
+        forward_bytes(
+            a,
+            s,
+            0,
+            layers=(start, end),
+            lm_head_tokens=s if lm_head else 0,
+            weight_precision=weight_precision,
+            kv_precision=act_precision,
+            act_precision=act_precision,
+            batch=b,
+        )
+    )
+    # Elements one block keeps per token with a context of s tokens (softmax: n_heads * s).
+    per_token = activation_elems_per_token(a, 0) + a.n_heads * s
+    stored = 2.0 * n * per_token * b * s * act
+    w = weight_bytes(a, weight_precision, layers=(start, end))
+    if lm_head:
+        w += _lm_head_weight_elems(a) * w_el
+    backward = w + n * b * 2.0 * s * a.d_model * act
+    moments = 16.0 if optimizer in ("adam", "adamw") else 0.0
+    if mode == "lora":
+        n_train = float(lora_params(a, lora_rank, lora_targets, layers=(start, end)))
+        per_param = 2.0 * _TRAINABLE_BYTES + 2.0 * _TRAINABLE_BYTES + moments
+    else:
+        n_train = w / w_el
+        master = PRECISION_BITS[weight_precision] < 32
+        params_rw = 2.0 * 4.0 + w_el if master else 2.0 * w_el
+        per_param = 2.0 * w_el + params_rw + moments
+    return _out(fwd + stored + backward + n_train * per_param)
 
 
 # ---- device memory ---------------------------------------------------------------------
