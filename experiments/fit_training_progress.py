@@ -303,23 +303,23 @@ def fit(curves: list[dict[str, Any]]) -> dict[str, Any]:
     tok_scale = float(np.median([c["tokens"][-1] for c in curves if c["kind"] == "central"]))
     batch_ref = float(curves[0]["batch_tokens"])
 
-    # theta: floor, A_attn, A_all, beta, log S_attn, log S_all, gamma, log alpha, zeta_iid,
-    # zeta_noniid, log B_crit (log scales relative to the median run's tokens)
+    # theta per class (attention, all_linear): E, A, beta, log S, log k; then gamma,
+    # zeta_iid, zeta_noniid, kappa, log B_crit (log scales relative to tok_scale/batch_ref)
     def params(theta: np.ndarray) -> TrainingProgressParams:
+        per = {c: theta[5 * i : 5 * i + 5] for i, c in enumerate(("attention", "all_linear"))}
+        g, z0, z1, kap, lb = theta[10:]
         return TrainingProgressParams(
             initial_loss=l0,
-            floor_loss=float(theta[0]),
-            capacity_gap={"attention": float(theta[1]), "all_linear": float(theta[2])},
-            capacity_exponent=float(theta[3]),
-            tokens_scale={
-                "attention": float(math.exp(theta[4]) * tok_scale),
-                "all_linear": float(math.exp(theta[5]) * tok_scale),
-            },
-            rank_speed_exponent=float(theta[6]),
-            decay_exponent=float(math.exp(theta[7])),
-            drift_iid=float(theta[8]),
-            drift_noniid=float(theta[9]),
-            critical_batch_tokens=float(math.exp(theta[10]) * batch_ref),
+            floor_loss={c: float(v[0]) for c, v in per.items()},
+            capacity_gap={c: float(v[1]) for c, v in per.items()},
+            capacity_exponent={c: float(v[2]) for c, v in per.items()},
+            tokens_scale={c: float(math.exp(v[3]) * tok_scale) for c, v in per.items()},
+            decay_exponent={c: float(math.exp(v[4])) for c, v in per.items()},
+            rank_speed_exponent=float(g),
+            drift_iid=float(z0),
+            drift_noniid=float(z1),
+            noniid_penalty=float(kap),
+            critical_batch_tokens=float(math.exp(lb) * batch_ref),
         )
 
     def residuals(theta: np.ndarray) -> np.ndarray:
@@ -340,10 +340,22 @@ def fit(curves: list[dict[str, Any]]) -> dict[str, Any]:
         return np.concatenate(res)
 
     lo_loss = min(min(c["loss"]) for c in curves)
-    x0 = np.array([lo_loss * 0.8, 1.0, 0.5, 0.5, -1.0, -1.0, 0.0, 0.0, 0.01, 0.05, 1.0])
-    lb = [0.0, 0.0, 0.0, 0.0, -10.0, -10.0, -2.0, -3.0, 0.0, 0.0, -5.0]
-    ub = [lo_loss, l0, l0, 4.0, 6.0, 6.0, 2.0, 4.0, 5.0, 5.0, 8.0]
-    sol = least_squares(residuals, x0, bounds=(lb, ub), x_scale="jac", max_nfev=4000)
+    cls_lb = [0.0, 0.0, 0.0, -10.0, -3.0]
+    cls_ub = [lo_loss, l0, 4.0, 6.0, 3.0]
+    lb = cls_lb * 2 + [-2.0, 0.0, 0.0, 0.0, -8.0]
+    ub = cls_ub * 2 + [2.0, 5.0, 5.0, 10.0, 10.0]
+    x_first = np.array(
+        [lo_loss, 0.5, 0.5, -3.0, 0.5] * 2 + [0.0, 0.01, 0.05, 0.2, 0.0], dtype=float
+    )
+    # Multi-start (deterministic): the first guess and jittered copies; keep the best.
+    rng = np.random.default_rng(0)
+    sol = None
+    for i in range(8):
+        x0 = x_first if i == 0 else x_first + rng.normal(0.0, 0.5, x_first.size)
+        x0 = np.clip(x0, np.array(lb) + 1e-6, np.array(ub) - 1e-6)
+        cand = least_squares(residuals, x0, bounds=(lb, ub), x_scale="jac", max_nfev=4000)
+        if sol is None or cand.cost < sol.cost:
+            sol = cand
     p = params(sol.x)
     per_curve = []
     for c in curves:

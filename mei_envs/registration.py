@@ -18,6 +18,10 @@ ENV_SPECS: tuple[dict[str, Any], ...] = (
         "id": "mei_envs/EarlyExitUpload-v0",
         "entry_point": "mei_envs.envs.early_exit_upload:EarlyExitUploadEnv",
     },
+    {
+        "id": "mei_envs/SplitFedAlloc-v0",
+        "entry_point": "mei_envs.envs.split_fed_alloc:SplitFedAllocEnv",
+    },
 )
 
 ENV_IDS: tuple[str, ...] = tuple(spec["id"] for spec in ENV_SPECS)

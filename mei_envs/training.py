@@ -2,21 +2,25 @@
 
 The model (used by SplitFedAlloc-v0, its baselines and its oracles)::
 
-    L(u; r, t) = L_inf(r, t) + (L_0 - L_inf(r, t)) * (1 + u / tau(r, t)) ** (-alpha)
-    L_inf(r, t) = E + A_t * r ** (-beta)            (capacity floor of rank r, targets t)
+    L(u; r, t) = L_inf(r, t) + (L_0 - L_inf(r, t)) / (1 + (u / tau(r, t)) ** k_t)
+    L_inf(r, t) = E_t + A_t * r ** (-beta_t)        (capacity floor of rank r, targets t)
     tau(r, t)   = S_t * r ** (-gamma)               (token scale of the decay)
     u           = sum over steps of eta * B / (1 + B / B_crit)   (effective tokens)
-    eta         = 1 / (1 + zeta(Gamma) * phi * (I - 1)),  zeta = z_iid + Gamma (z_noniid - z_iid)
+    eta         = 1 / (1 + phi * (kappa * Gamma + zeta(Gamma) * (I - 1))),
+    zeta        = z_iid + Gamma (z_noniid - z_iid)
+
+The log-logistic decay (flat start, power-law tail ``u ** -k``) follows the measured
+curves: LoRA starts with ``B = 0``, so the loss first falls slowly, then fast, then slowly.
 
 ``B`` is the number of tokens in one optimizer step (a round of split-federated learning
 averages the gradients/adapters of all devices' batches, so ``B = N b s``).
 
 * **Rank and targets.** Higher rank lowers the floor with diminishing returns (Hu et al.
-  2021, Table 6: on GPT-3 rank 1-64 barely matters for q,v adapters, so ``beta`` is steep and
-  ``A_t`` small when the task is easy); adapters on every linear layer reach lower loss than
+  2021, Table 6: on GPT-3 rank 1-64 barely matters for q,v adapters, so ``A_t`` is small
+  when the task is easy); adapters on every linear layer reach lower loss than
   attention-only ones (QLoRA, Dettmers et al. 2023: all-linear targets are needed to match
-  full fine-tuning) -> one ``A_t``/``S_t`` per target class. ``gamma`` measures whether
-  higher ranks also converge faster: with peft's default ``alpha/r`` scaling rsLoRA
+  full fine-tuning) -> one ``E_t, A_t, beta_t, S_t, k_t`` per target class. ``gamma``
+  measures whether higher ranks also converge faster: with peft's default ``alpha/r`` scaling rsLoRA
   (Kalajdzievski 2023) finds they do not (``gamma ~ 0``).
 * **Batch size.** Tokens in a larger batch are worth less per token: McCandlish et al. 2018
   ("An Empirical Model of Large-Batch Training", arXiv 1812.06162) find the tokens needed
@@ -25,7 +29,8 @@ averages the gradients/adapters of all devices' batches, so ``B = N b s``).
   (one batch) against FedAvg rounds (``n_clients`` batches per averaged step).
 * **Aggregation interval and non-IID drift.** With FedAvg every ``I`` local steps, the
   client-drift term of Li et al. (ICLR 2020, "On the convergence of FedAvg on non-IID data")
-  grows with ``I - 1`` and with the data heterogeneity ``Gamma``; here it lowers the
+  grows with ``I - 1`` and with the data heterogeneity ``Gamma``, and heterogeneous clients
+  cost progress even when averaging every step (``kappa``, measured); here they lower the
   efficiency ``eta`` of each token (``Gamma`` in [0, 1]: 0 = IID clients, 1 = each client
   sees one topic, as in the fitting run). ``phi`` is the share of the adapters that is
   averaged (device-side layers in split-federated learning; 1 in FL; 0 in sequential SL).
@@ -73,51 +78,54 @@ TARGET_CLASSES: tuple[str, ...] = ("attention", "all_linear")
 
 @dataclasses.dataclass(frozen=True)
 class TrainingProgressParams:
-    """Fitted parameters (see the module docstring for the formula).
+    """Fitted parameters (see the module docstring for the formula); per-class fields are
+    dicts keyed by :data:`TARGET_CLASSES`.
 
     Attributes:
         initial_loss: ``L_0``, loss of the pre-trained model on the fine-tuning data [nats].
-        floor_loss: ``E``, the loss no rank goes below [nats].
-        capacity_gap: ``A_t`` per target class [nats].
-        capacity_exponent: ``beta``.
-        tokens_scale: ``S_t`` per target class [tokens].
+        floor_loss: ``E_t`` [nats].
+        capacity_gap: ``A_t`` [nats].
+        capacity_exponent: ``beta_t``.
+        tokens_scale: ``S_t`` [tokens].
+        decay_exponent: ``k_t``.
         rank_speed_exponent: ``gamma``.
-        decay_exponent: ``alpha``.
         drift_iid: ``zeta`` for IID clients.
         drift_noniid: ``zeta`` for one-topic-per-client clients.
+        noniid_penalty: ``kappa``.
         critical_batch_tokens: ``B_crit`` [tokens].
     """
 
     initial_loss: float
-    floor_loss: float
+    floor_loss: dict[str, float]
     capacity_gap: dict[str, float]
-    capacity_exponent: float
+    capacity_exponent: dict[str, float]
     tokens_scale: dict[str, float]
+    decay_exponent: dict[str, float]
     rank_speed_exponent: float
-    decay_exponent: float
     drift_iid: float
     drift_noniid: float
+    noniid_penalty: float
     critical_batch_tokens: float
 
     def __post_init__(self) -> None:
-        for cls_ in TARGET_CLASSES:
-            for field in ("capacity_gap", "tokens_scale"):
-                if cls_ not in getattr(self, field):
+        for field in _PER_CLASS:
+            table = getattr(self, field)
+            for cls_ in TARGET_CLASSES:
+                if cls_ not in table:
                     raise ValueError(f"TrainingProgressParams.{field}: missing class {cls_!r}")
-        if not self.initial_loss > self.floor_loss >= 0.0:
-            raise ValueError(
-                f"TrainingProgressParams: need initial_loss={self.initial_loss!r} > "
-                f"floor_loss={self.floor_loss!r} >= 0"
-            )
-        if (
-            self.decay_exponent <= 0
-            or min(self.tokens_scale.values()) <= 0
-            or self.critical_batch_tokens <= 0
-        ):
-            raise ValueError(
-                "TrainingProgressParams: decay_exponent, tokens_scale and "
-                "critical_batch_tokens must be > 0"
-            )
+        for cls_ in TARGET_CLASSES:
+            if not self.initial_loss > self.floor_loss[cls_] >= 0.0:
+                raise ValueError(
+                    f"TrainingProgressParams: need initial_loss={self.initial_loss!r} > "
+                    f"floor_loss[{cls_!r}]={self.floor_loss[cls_]!r} >= 0"
+                )
+            if self.decay_exponent[cls_] <= 0 or self.tokens_scale[cls_] <= 0:
+                raise ValueError("TrainingProgressParams: decay_exponent, tokens_scale must be > 0")
+        if self.critical_batch_tokens <= 0:
+            raise ValueError("TrainingProgressParams: critical_batch_tokens must be > 0")
+
+
+_PER_CLASS = ("floor_loss", "capacity_gap", "capacity_exponent", "tokens_scale", "decay_exponent")
 
 
 @functools.lru_cache(maxsize=4)
@@ -150,10 +158,11 @@ def _per_target(p: TrainingProgressParams, field: str, t: np.ndarray) -> np.ndar
 
 
 def floor_loss(p: TrainingProgressParams, rank: Any, targets: Any) -> Any:
-    """``L_inf(r, t) = E + A_t r^-beta``: the loss rank ``r`` approaches with many tokens."""
+    """``L_inf(r, t) = E_t + A_t r^-beta_t``: the loss rank ``r`` approaches with many tokens."""
     t = _target_index(targets)
     r = np.asarray(rank, dtype=float)
-    return p.floor_loss + _per_target(p, "capacity_gap", t) * r ** (-p.capacity_exponent)
+    gap = _per_target(p, "capacity_gap", t)
+    return _per_target(p, "floor_loss", t) + gap * r ** (-_per_target(p, "capacity_exponent", t))
 
 
 def _scale(p: TrainingProgressParams, rank: Any, targets: Any) -> Any:
@@ -165,10 +174,12 @@ def _scale(p: TrainingProgressParams, rank: Any, targets: Any) -> Any:
 def drift_efficiency(
     p: TrainingProgressParams, interval: Any, noniid: Any, device_share: Any
 ) -> Any:
-    """``eta = 1 / (1 + zeta(Gamma) * phi * (I - 1))``: useful share of each token."""
-    zeta = p.drift_iid + np.asarray(noniid, float) * (p.drift_noniid - p.drift_iid)
+    """``eta = 1 / (1 + phi (kappa Gamma + zeta(Gamma) (I - 1)))``: useful share of a token."""
+    g = np.asarray(noniid, float)
+    zeta = np.maximum(p.drift_iid + g * (p.drift_noniid - p.drift_iid), 0.0)
     excess = np.asarray(interval, float) - 1.0
-    return 1.0 / (1.0 + np.maximum(zeta, 0.0) * np.asarray(device_share, float) * excess)
+    drift = p.noniid_penalty * g + zeta * excess
+    return 1.0 / (1.0 + np.asarray(device_share, float) * drift)
 
 
 def effective_tokens(
@@ -205,7 +216,8 @@ def loss_curve(
     u = effective_tokens(
         p, tokens, batch_tokens, interval=interval, noniid=noniid, device_share=device_share
     )
-    return lf + (p.initial_loss - lf) * (1.0 + u / _scale(p, rank, targets)) ** (-p.decay_exponent)
+    k = _per_target(p, "decay_exponent", _target_index(targets))
+    return lf + (p.initial_loss - lf) / (1.0 + (u / _scale(p, rank, targets)) ** k)
 
 
 def tokens_to_loss(p: TrainingProgressParams, loss: Any, rank: Any, targets: Any) -> Any:
@@ -213,10 +225,10 @@ def tokens_to_loss(p: TrainingProgressParams, loss: Any, rank: Any, targets: Any
     0 at or above the initial loss)."""
     lf = floor_loss(p, rank, targets)
     loss = np.asarray(loss, float)
-    gap0 = p.initial_loss - lf
-    frac = np.clip((loss - lf) / gap0, 0.0, 1.0)
+    k = _per_target(p, "decay_exponent", _target_index(targets))
+    frac = np.clip((loss - lf) / (p.initial_loss - lf), 0.0, 1.0)
     with np.errstate(divide="ignore"):
-        u = _scale(p, rank, targets) * (frac ** (-1.0 / p.decay_exponent) - 1.0)
+        u = _scale(p, rank, targets) * np.maximum(1.0 / frac - 1.0, 0.0) ** (1.0 / k)
     return np.where(frac > 0.0, u, np.inf)
 
 
@@ -240,6 +252,8 @@ def advance(
     u = u0 + effective_tokens(
         p, tokens, batch_tokens, interval=interval, noniid=noniid, device_share=device_share
     )
-    new = lf + (p.initial_loss - lf) * (1.0 + u / _scale(p, rank, targets)) ** (-p.decay_exponent)
+    k = _per_target(p, "decay_exponent", _target_index(targets))
+    with np.errstate(invalid="ignore"):
+        new = lf + (p.initial_loss - lf) / (1.0 + (u / _scale(p, rank, targets)) ** k)
     out = np.where(np.isfinite(u0), np.minimum(new, loss), loss)
     return float(out) if out.ndim == 0 else out
