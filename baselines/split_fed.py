@@ -12,6 +12,9 @@ Heuristics read the observation (``fixed_equal``, ``proportional``, ``fl_only``)
   bandwidth.
 * ``minmax_bandwidth``: ``fixed_equal``'s cut and rank with the exact min-max split
   (:func:`mei_envs.split_fed.minmax_shares`): every device finishes the round together.
+* ``tuned_fixed``: the (cut, rank) pair with the least time to target on training episodes
+  (a grid of cuts, every rank), held fixed, with the exact min-max split: the best
+  non-adaptive heuristic.
 * ``myopic_oracle``: at each decision epoch, every feasible (cut, rank), each with its
   min-max split of the amortised round (adapter exchange spread over the ``I`` rounds of the
   period), keeping the least round time per unit of this round's training progress; inside
@@ -22,6 +25,8 @@ Heuristics read the observation (``fixed_equal``, ``proportional``, ``fl_only``)
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -194,6 +199,59 @@ class MinmaxBandwidthPolicy(_FixedPolicy):
         return current_minmax_shares(env, j + 1, k)
 
 
+# Seeds the tuner plays on: disjoint from evaluation seeds (0.., the CLI default) and from
+# the experiments' held-out seeds (100_000..).
+TUNING_SEED = 2_000_000
+
+
+@functools.lru_cache(maxsize=32)
+def _tune_fixed(config_json: str, episodes: int, seed: int) -> tuple[int, int]:
+    env = SplitFedAllocEnv(config={**json.loads(config_json), "action_mode": "continuous"})
+    m = env.model
+    grid = [c for c in (1, 2, 4, 8, 12, 16, 24, 32, m.L) if c in m.allowed_cuts]
+    grid = sorted(set(grid)) or [int(m.allowed_cuts[0])]
+    best, best_time = (grid[0], 0), np.inf
+    for cut in grid:
+        for k in range(m.K):
+            total = 0.0
+            for i in range(episodes):
+                env.reset(seed=seed + i)
+                done = False
+                action = env.encode_action(cut, k, rule=0)
+                while not done:
+                    _, _, term, trunc, info = env.step(action)
+                    total += info["round_time_s"]
+                    done = term or trunc
+            if total < best_time:
+                best, best_time = (cut, k), total
+    return best
+
+
+def tune_fixed(
+    env_config: Mapping[str, Any], *, episodes: int = 2, seed: int = TUNING_SEED
+) -> tuple[int, int]:
+    """The fixed (cut, rank index) with the least time to target over ``episodes`` training
+    episodes (seeds ``seed..``); cuts from a grid of 1, 2, 4, 8, 12, 16, 24, 32 and L (those
+    the scheme allows), every rank. Tuned with the equal split (cheap: the min-max split
+    costs a solve per round), played with the min-max split."""
+    return _tune_fixed(json.dumps(dict(env_config), sort_keys=True), episodes, seed)
+
+
+class TunedFixedPolicy(MinmaxBandwidthPolicy):
+    """The best fixed (cut, rank) on training episodes (:func:`tune_fixed`) with the exact
+    min-max split every round: the strongest non-adaptive heuristic."""
+
+    def __init__(self, env: gym.Env) -> None:
+        inner = _unwrap(env)
+        cfg = inner.config.to_dict()
+        cut, k = tune_fixed(cfg)
+        super().__init__(env, rank_index=k)
+        self.fixed_cut = cut
+
+    def cut(self, obs: np.ndarray) -> int:
+        return self.fixed_cut
+
+
 class MyopicOraclePolicy:
     """Least amortised round time per unit progress over every feasible (cut, rank), each
     with its min-max split; the exact min-max split of every actual round."""
@@ -249,6 +307,13 @@ register_policy(
     MinmaxBandwidthPolicy,
     kind="heuristic",
     description="fixed_equal's cut and rank with the exact min-max bandwidth split (true CSI)",
+)
+register_policy(
+    ENV_ID,
+    "tuned_fixed",
+    TunedFixedPolicy,
+    kind="heuristic",
+    description="best fixed (cut, rank) on training episodes, exact min-max split",
 )
 register_policy(
     ENV_ID,

@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
                     run_dir=str(run_dir),
                     eval_freq=int(cfg.get("eval_freq", 20000)),
                     eval_episodes=int(cfg.get("train_eval_episodes", 5)),
+                    checkpoint_freq=int(cfg.get("checkpoint_freq", 0)),
                     tensorboard=False,
                     torch_threads=1,
                 )

@@ -76,14 +76,25 @@ class SplitFedAllocConfig(wireless.UplinkChannelConfig):
     time_budget_s: float = 5000.0  # truncation [s] of wall-clock training time
     max_rounds: int = 2000  # truncation in rounds (safety net)
     lambda_energy: float = 0.0  # weight of device energy in the reward
-    share_logit_scale: float = 3.0  # continuous shares = softmax(scale * a), a in [-1, 1]
+    # continuous shares = softmax(scale * a), a in [-1, 1]: shares within a factor e^3 ~ 20
+    # of each other (the min-max splits of the presets stay within ~10)
+    share_logit_scale: float = 1.5
 
     PRESETS: ClassVar[Mapping[str, Mapping[str, Any]]] = {
         "default": {},
         # Few strong devices next to a strong server: communication dominates.
         "few_devices": {"n_devices": 3},
-        # Many devices on a weak server: server time grows with N, deeper cuts pay off.
-        "many_devices_weak_server": {"n_devices": 12, "server": "jetson_agx_orin"},
+        # Many devices on a weak edge server (a Jetson Orin Nano hub): the server's time
+        # grows with N, so the oracle moves blocks to the devices, up to their memory.
+        "many_devices_weak_server": {"n_devices": 10, "server": "jetson_orin_nano"},
+        # Weak server with a wide band: compute and communication are close, and the best
+        # cut depends on which devices the episode draws.
+        "weak_server_wide_band": {
+            "n_devices": 6,
+            "server": "jetson_orin_nano",
+            "bandwidth_hz": 100.0e6,
+            "downlink_bandwidth_hz": 100.0e6,
+        },
         "strong_server": {"server": "a100_80gb"},
         # Narrow band (5 MHz each way): every bit counts, lower rank / FL.
         "narrow_band": {"bandwidth_hz": 5.0e6, "downlink_bandwidth_hz": 5.0e6},
