@@ -22,6 +22,10 @@ ENV_SPECS: tuple[dict[str, Any], ...] = (
         "id": "mei_envs/EdgeLLMCache-v0",
         "entry_point": "mei_envs.envs.edge_llm_cache:EdgeLLMCacheEnv",
     },
+    {
+        "id": "mei_envs/SplitFedAlloc-v0",
+        "entry_point": "mei_envs.envs.split_fed_alloc:SplitFedAllocEnv",
+    },
 )
 
 ENV_IDS: tuple[str, ...] = tuple(spec["id"] for spec in ENV_SPECS)

@@ -1,0 +1,614 @@
+"""Cut layer, LoRA rank and bandwidth allocation for split / split-federated / federated LLM
+fine-tuning over a shared wireless band.
+
+The domain model is :class:`mei_envs.split_fed.SplitFedModel` (cost tables, round time,
+energy, min-max bandwidth split) and :mod:`mei_envs.training` (fitted loss-vs-tokens model);
+this module maps them to Gymnasium spaces and rewards. Baselines and oracles in
+``mei_envs.baselines.split_fed`` call the same model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from mei_envs import hardware, radio, wireless
+from mei_envs.config import ConfigError
+from mei_envs.llm import catalog, costs
+from mei_envs.split_fed import LORA_TARGETS, SplitFedModel, proportional_shares
+
+SCHEMES = ("sfl", "sl", "fl")
+ACTION_MODES = ("continuous", "discrete")
+ALLOCATION_RULES = ("equal", "proportional", "minmax")
+TARGET_CHOICES = tuple(LORA_TARGETS)
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitFedAllocConfig(wireless.UplinkChannelConfig):
+    """Configuration of :class:`SplitFedAllocEnv`; every default names its source.
+
+    Uplink fields (channel process, total band, transmit power, noise, link adaptation)
+    come from :class:`mei_envs.wireless.UplinkChannelConfig`; ``distance_m`` is re-declared
+    as the farthest device's distance.
+    """
+
+    preset: str = "default"
+    scheme: str = "sfl"  # "sfl" (parallel split-federated), "sl" (sequential split), "fl"
+    action_mode: str = "continuous"  # "continuous" (Box) or "discrete" (MultiDiscrete)
+    # --- model and fine-tuning job (cost tables: mei_envs.llm) ---
+    model: str = "llama-3.2-1b"  # 16 blocks, h = 2048 (REFERENCE.md 3)
+    batch: int = 4  # sequences per device per round
+    seq_len: int = 512  # tokens per sequence
+    weight_precision: str = "fp16"
+    act_precision: str = "fp16"  # smashed data and its gradient
+    adapter_precision: str = "fp32"  # adapters are trained and exchanged in fp32 (costs.py)
+    lora_targets: str = "all_linear"  # "attention" (q, k, v) or "all_linear" (QLoRA)
+    ranks: tuple[int, ...] = (1, 2, 4, 8, 16)  # the fit's ranks (fit_training_progress.py)
+    aggregation_interval: int = 5  # FedAvg of device-side adapters every I rounds
+    noniid: float = 0.5  # data heterogeneity Gamma in [0, 1] (1 = one topic per device)
+    # --- devices and server (mei_envs/data/hardware.csv) ---
+    n_devices: int = 5
+    device_types: tuple[str, ...] = ("snapdragon_8_gen3", "apple_a17_pro", "jetson_orin_nano")
+    # Share of a device's memory the fine-tuning job may use (the OS and other apps hold
+    # the rest): an ASSUMPTION, no published figure.
+    device_memory_fraction: float = 0.5
+    server: str = "l4"  # edge GPU
+    radio_profile: str = "nr_drx"  # UE transmit power line (mei_envs.radio)
+    # --- uplink channel (UplinkChannelConfig) and downlink ---
+    bandwidth_hz: float = 20.0e6  # total uplink band shared by the devices (one NR carrier)
+    distance_m: float = 200.0  # farthest device [m] (REFERENCE.md 5: U(50, 200) m)
+    min_distance_m: float = 50.0  # nearest device [m] (REFERENCE.md 5)
+    shadowing_std_db: float = 8.0  # log-normal shadowing, 3GPP TR 36.814 macro
+    downlink_bandwidth_hz: float = 20.0e6  # total downlink band
+    # Base-station power spectral density: 46 dBm over 10 MHz (3GPP TR 36.814 Table
+    # A.2.1.1-2, macro) = -24 dBm/Hz.
+    downlink_psd_dbm_per_hz: float = -24.0
+    # --- training progress (mei_envs.training, fitted) and episode ---
+    # Env tokens -> tokens of the fitted curve: a 1B model on real text has its own scale;
+    # chosen so the default episode runs ~100-200 rounds (a modelling choice).
+    tokens_multiplier: float = 0.25
+    target_loss_fraction: float = 0.25  # target = floor + 0.25 (L0 - floor) at the top rank
+    time_budget_s: float = 5000.0  # truncation [s] of wall-clock training time
+    max_rounds: int = 2000  # truncation in rounds (safety net)
+    lambda_energy: float = 0.0  # weight of device energy in the reward
+    # continuous shares = softmax(scale * a), a in [-1, 1]: shares within a factor e^3 ~ 20
+    # of each other (the min-max splits of the presets stay within ~10)
+    share_logit_scale: float = 1.5
+
+    PRESETS: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "default": {},
+        # Few strong devices next to a strong server: communication dominates.
+        "few_devices": {"n_devices": 3},
+        # Many devices on a weak edge server (a Jetson Orin Nano hub): the server's time
+        # grows with N, so the oracle moves blocks to the devices, up to their memory.
+        "many_devices_weak_server": {"n_devices": 10, "server": "jetson_orin_nano"},
+        # Weak server with a wide band: compute and communication are close, and the best
+        # cut depends on which devices the episode draws.
+        "weak_server_wide_band": {
+            "n_devices": 6,
+            "server": "jetson_orin_nano",
+            "bandwidth_hz": 100.0e6,
+            "downlink_bandwidth_hz": 100.0e6,
+        },
+        "strong_server": {"server": "a100_80gb"},
+        # Narrow band (5 MHz each way): every bit counts, lower rank / FL.
+        "narrow_band": {"bandwidth_hz": 5.0e6, "downlink_bandwidth_hz": 5.0e6},
+        # Wide band (100 MHz each way, an n78 carrier): compute dominates.
+        "wide_band": {"bandwidth_hz": 100.0e6, "downlink_bandwidth_hz": 100.0e6},
+        "attention_only": {"lora_targets": "attention"},
+        # Jetsons only with more memory to spare: federated learning becomes feasible.
+        "jetson_fleet": {
+            "device_types": ("jetson_orin_nano", "jetson_agx_orin"),
+            "device_memory_fraction": 0.8,
+        },
+    }
+
+    def validate(self) -> None:
+        name = type(self).__name__
+        self._check_choice("preset", self.PRESETS)
+        self.validate_uplink()
+        self._check_choice("scheme", SCHEMES)
+        self._check_choice("action_mode", ACTION_MODES)
+        if self.model not in catalog.list_models():
+            raise ConfigError(
+                f"{name}.model={self.model!r}: must be one of {catalog.list_models()}"
+            )
+        self._check_range("batch", 1, 256, integer=True)
+        self._check_range("seq_len", 1, 8192, integer=True)
+        for field in ("weight_precision", "act_precision"):
+            self._check_choice(field, ("fp32", "fp16", "bf16"))
+        self._check_choice("adapter_precision", ("fp32", "fp16", "bf16"))
+        self._check_choice("lora_targets", TARGET_CHOICES)
+        r = self.ranks
+        if (
+            len(r) < 1
+            or len(r) > 16
+            or any(isinstance(x, bool) or not isinstance(x, int) or not 1 <= x <= 1024 for x in r)
+            or list(r) != sorted(set(r))
+        ):
+            raise ConfigError(
+                f"{name}.ranks={list(r)!r}: must be 1 to 16 strictly increasing integers "
+                "in [1, 1024]"
+            )
+        self._check_range("aggregation_interval", 1, 1000, integer=True)
+        self._check_range("noniid", 0.0, 1.0)
+        self._check_range("n_devices", 1, 64, integer=True)
+        known = hardware.list_hardware()
+        if (
+            len(self.device_types) < 1
+            or len(set(self.device_types)) != len(self.device_types)
+            or any(t not in known for t in self.device_types)
+        ):
+            raise ConfigError(
+                f"{name}.device_types={list(self.device_types)!r}: must be distinct names "
+                f"from {known}"
+            )
+        self._check_range("device_memory_fraction", 0.0, 1.0, lo_open=True)
+        if self.server not in known:
+            raise ConfigError(f"{name}.server={self.server!r}: must be one of {known}")
+        self._check_choice("radio_profile", radio.list_profiles())
+        self._check_range("bandwidth_hz", 1e3, 1e10)
+        self._check_range("downlink_bandwidth_hz", 1e3, 1e10)
+        self._check_range("tx_power_w", 1e-4, 10.0)
+        self._check_range("distance_m", 1.0, 1e5)
+        self._check_range("min_distance_m", 1.0, self.distance_m)
+        self._check_range("shadowing_std_db", 0.0, 30.0)
+        self._check_range("downlink_psd_dbm_per_hz", -100.0, 10.0)
+        self._check_range("tokens_multiplier", 1e-6, 1e6)
+        self._check_range("target_loss_fraction", 0.0, 1.0, lo_open=True, hi_open=True)
+        self._check_range("time_budget_s", 0.0, 1e9, lo_open=True)
+        self._check_range("max_rounds", 1, 1_000_000, integer=True)
+        self._check_range("lambda_energy", 0.0, 1e6)
+        self._check_range("share_logit_scale", 0.0, 50.0, lo_open=True)
+        self._check_memory()
+
+    def _check_memory(self) -> None:
+        """Every device type must hold the shallowest cut the scheme allows at the lowest
+        rank (else no round is possible)."""
+        arch = catalog.get_architecture(self.model)
+        cut = arch.n_layers if self.scheme == "fl" else 1
+        need = costs.device_memory_bytes(
+            arch,
+            cut,
+            mode="lora",
+            seq_len=self.seq_len,
+            batch=self.batch,
+            weight_precision=self.weight_precision,
+            act_precision=self.act_precision,
+            lora_rank=int(self.ranks[0]),
+            lora_targets=LORA_TARGETS[self.lora_targets],
+            include_lm_head=cut == arch.n_layers,
+        )["total"]
+        for t in self.device_types:
+            usable = self.device_memory_fraction * hardware.get_hardware(t).memory_bytes
+            if need > usable:
+                raise ConfigError(
+                    f"{type(self).__name__}.device_types: {t!r} has {usable / 1e9:.2f} GB usable "
+                    f"(device_memory_fraction={self.device_memory_fraction}) but scheme "
+                    f"{self.scheme!r} needs {need / 1e9:.2f} GB at cut {cut} and rank "
+                    f"{self.ranks[0]}; use fewer tokens (batch, seq_len), a larger "
+                    "device_memory_fraction or other devices"
+                )
+
+
+# A round lasts seconds; the channel moves one block per nominal round of this length.
+ROUND_SLOT_S = 1.0
+# First zero of the Bessel J0 (rounded down, so J0 > 0 there).
+_J0_FIRST_ZERO = 2.4048
+
+
+def _channel_slot_s(cfg: SplitFedAllocConfig) -> float:
+    """Slot of the uplink model: one nominal round, or shorter where Jakes' correlation
+    would turn negative (past J0's first zero consecutive rounds' fading is treated as
+    independent, rho ~ 0; the Gauss-Markov model needs rho >= 0)."""
+    f_d = float(wireless.doppler_hz(cfg.speed_mps, cfg.carrier_hz))
+    if f_d * ROUND_SLOT_S * 2.0 * np.pi <= _J0_FIRST_ZERO:
+        return ROUND_SLOT_S
+    return _J0_FIRST_ZERO / (2.0 * np.pi * f_d)
+
+
+class SplitFedAllocEnv(gym.Env[np.ndarray, np.ndarray]):
+    """
+    ## Description
+
+    ``n_devices`` edge devices fine-tune an LLM (``model``) with LoRA together with an edge
+    server. Each **round** every device trains its bottom blocks ``[0, cut)`` on a batch of
+    ``batch`` x ``seq_len`` tokens, uploads the smashed data (``b*s*h*bytes``), the server
+    runs the other blocks forward and backward and returns the gradient; every
+    ``aggregation_interval`` rounds the device-side adapters are averaged (FedAvg). The
+    round time, energy and memory come from the shared cost tables, roofline hardware model,
+    link model and radio model through :class:`mei_envs.split_fed.SplitFedModel` (its
+    docstring states the server compute-sharing rule: equal processor sharing among the
+    devices' jobs). Training progress follows :mod:`mei_envs.training`, fitted to real LoRA
+    fine-tuning curves: higher rank lowers the loss floor, a deeper cut averages more
+    adapters and so suffers more non-IID client drift, larger aggregated batches are worth
+    less per token.
+
+    The operator chooses the cut and the LoRA rank at the start of each aggregation period
+    (every ``aggregation_interval`` rounds in ``sfl``/``fl``; every round in ``sl``, whose
+    adapters are relayed each turn) and the bandwidth shares every round. The slowest device
+    sets the round time. Devices (type drawn uniformly from ``device_types``, distance
+    uniform in ``[min_distance_m, distance_m]``, log-normal shadowing) are drawn at reset;
+    small-scale fading is drawn every round from the uplink channel model (``channel``:
+    ``fsmc`` or ``gauss_markov``, one slot per nominal 1 s round, Jakes correlation; at
+    pedestrian speed consecutive rounds are independent), the same
+    power gain on the downlink (TDD reciprocity). The channel of a round is seen before
+    acting (the observation holds it).
+
+    ## Action Space
+
+    ``action_mode="continuous"`` (default): ``Box(-1, 1, (2 + n_devices,), float32)``.
+    ``a[0]`` picks the cut among the scheme's allowed cuts (``sfl``: 1..L, where L is FL;
+    ``sl``: 1..L-1; ``fl``: L) by rounding ``(a[0] + 1) / 2 * (n_cuts - 1)``; ``a[1]`` picks
+    the rank index the same way among ``ranks``; ``a[2:]`` are the bandwidth shares
+    ``softmax(share_logit_scale * a[2:])`` (ignored in ``sl``, where each turn has the whole
+    band). Cut and rank are ignored inside an aggregation period (``info["decision_epoch"]``
+    is False there). A scalar action fills every entry (``0``: the middle cut, the middle
+    rank, equal shares; ``1``: the deepest cut, the top rank, equal shares).
+
+    ``action_mode="discrete"``: ``MultiDiscrete([n_cuts, len(ranks), 3])``: cut index, rank
+    index and an allocation rule (0 equal, 1 proportional to spectral efficiency, 2 the
+    exact min-max split). ``action_masks()`` (and ``info["action_mask"]``) mark cuts that
+    do not fit some device's memory even at the lowest rank.
+
+    A (cut, rank) whose device-side memory exceeds some device's usable memory is **clipped**:
+    to the deepest feasible cut at that rank (shallower only if none), lowering the rank if no
+    cut fits; ``info["cut_clipped"]``/``info["rank_clipped"]`` report it.
+
+    ## Observation Space
+
+    ``Box(-1, 1, (4 * n_devices + 6,), float32)``; device ``i``'s four entries are at
+    ``4i .. 4i+3`` (a fixed layout for a given device count):
+
+    | index | observation | min | max |
+    |---|---|---|---|
+    | 4i | uplink SNR over the whole band this round [dB] / 40, clipped | -1 | 1 |
+    | 4i+1 | log10(device effective TFLOP/s) / 2, clipped | -1 | 1 |
+    | 4i+2 | memory headroom: deepest feasible cut at the lowest rank / L | 0 | 1 |
+    | 4i+3 | device's last round time / (4 ref round time), clipped | 0 | 1 |
+    | 4N | loss progress: (loss - target) / (L0 - target) | 0 | 1 |
+    | 4N+1 | rounds left in the aggregation period / I | 0 | 1 |
+    | 4N+2 | time used / time_budget_s | 0 | 1 |
+    | 4N+3 | current cut / L | 0 | 1 |
+    | 4N+4 | current rank index / (len(ranks) - 1) (0 with one rank) | 0 | 1 |
+    | 4N+5 | 1 at a decision epoch (cut and rank may change), else 0 | 0 | 1 |
+
+    ## Rewards
+
+    Per round ``-(round_time_s / ref_time_s + lambda_energy * energy_J / ref_energy_J)``,
+    where the references are the round time and device energy of the reference action
+    (middle feasible cut, middle rank, equal split) on the episode's devices without fading.
+    With ``lambda_energy = 0`` (default) the return is minus the time to target in units of
+    the reference round. ``info``: ``round_time_s``, ``device_times_s``, ``energy_J``,
+    ``loss``, ``cut``, ``rank``, ``shares``, ``straggler``, ``time_s``, ``cut_clipped``,
+    ``rank_clipped``, ``decision_epoch``, ``aggregated``, ``action_mask``.
+
+    ## Starting State
+
+    Loss at the fitted initial loss ``L0``; devices and the first round's fading drawn from
+    ``np_random``; the current cut/rank are the reference action's until the first decision.
+
+    ## Episode End
+
+    Terminates when the loss reaches the target ``floor + target_loss_fraction * (L0 -
+    floor)`` (floor of the top rank). Truncates when the training time reaches
+    ``time_budget_s`` or after ``max_rounds`` rounds.
+
+    ## Arguments
+
+    ``gym.make("mei_envs/SplitFedAlloc-v0", preset=..., config={...})`` or keyword
+    arguments; the fields of :class:`SplitFedAllocConfig` and its ``PRESETS``.
+
+    ## Version History
+
+    * v0: initial version.
+    """
+
+    config_class = SplitFedAllocConfig
+    metadata = {
+        "render_modes": [],
+        "info_metrics": {
+            "round_time_s": "sum",
+            "energy_J": "sum",
+            "rounds": "sum",
+            "cut": "mean",
+            "rank": "mean",
+            "loss": "last",
+            "reached_target": "last",
+            "cut_clipped": "sum",
+        },
+    }
+
+    def __init__(
+        self,
+        config: SplitFedAllocConfig | Mapping[str, Any] | None = None,
+        render_mode: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if render_mode is not None:
+            raise ValueError(f"render_mode={render_mode!r}: this env has no render modes")
+        if isinstance(config, SplitFedAllocConfig):
+            cfg = config.replace(**kwargs) if kwargs else config
+        else:
+            cfg = SplitFedAllocConfig.from_dict(config, **kwargs)
+        self.config = cfg
+        m = SplitFedModel(cfg)
+        self.model = m
+        N, K = cfg.n_devices, m.K
+        self.n_cuts = int(m.allowed_cuts.size)
+        if cfg.action_mode == "continuous":
+            self.action_space = spaces.Box(-1.0, 1.0, shape=(2 + N,), dtype=np.float32)
+        else:
+            self.action_space = spaces.MultiDiscrete([self.n_cuts, K, len(ALLOCATION_RULES)])
+        self.observation_space = spaces.Box(-1.0, 1.0, shape=(4 * N + 6,), dtype=np.float32)
+        self._ref_cut_j = int(m.allowed_cuts[(self.n_cuts - 1) // 2]) - 1
+        self._ref_rank_k = (K - 1) // 2
+        self.channel = wireless.build_uplink(cfg, _channel_slot_s(cfg))
+        self._types: np.ndarray | None = None
+
+    # ---- Gymnasium API -----------------------------------------------------------------
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        if options:
+            raise ValueError(f"reset options {sorted(options)}: this env takes none")
+        cfg, m, rng = self.config, self.model, self.np_random
+        N = cfg.n_devices
+        self._types = rng.integers(0, len(cfg.device_types), size=N)
+        self._dist = rng.uniform(cfg.min_distance_m, cfg.distance_m, size=N)
+        self._shadow = rng.normal(0.0, cfg.shadowing_std_db, size=N)
+        self._gain_mean = m.path_gain(self._dist, self._shadow)
+        if self.channel.mode == "fsmc":
+            fsmc = self.channel.fsmc
+            self._fade_table = fsmc.snr_linear / self.channel.mean_snr
+            self._states = np.array([fsmc.sample_initial(rng) for _ in range(N)], dtype=np.intp)
+            self._fade = self._fade_table[self._states]
+        else:
+            self._gm = wireless.GaussMarkovFading(
+                self.channel.rho, k_factor=cfg.k_factor, n_links=N
+            )
+            self._fade = np.asarray(self._gm.reset(rng), float)
+        self._feasible = m.feasible(self._types)  # (L, K)
+        usable = m.usable_memory_bytes[self._types]
+        fits = m.mem_need_bytes[None, :, 0] <= usable[:, None]  # (N, L) at the lowest rank
+        allowed = m.allowed_cuts - 1
+        deepest = np.where(fits[:, allowed], allowed[None, :] + 1, 0).max(axis=1)
+        self._headroom = deepest / m.L
+        # The reference action on mean channels sets the reward scales.
+        ref_j = self._deepest_feasible(self._ref_cut_j, self._ref_rank_k)
+        self._ref_j, self._ref_k = ref_j, self._ref_rank_k
+        gamma, snr_d = m.link_params(self._gain_mean)
+        base, up, down, t_dev = m.round_terms(self._types, ref_j, self._ref_k, 1.0 / m.interval)
+        eq = np.full(N, 1.0 / N)
+        rt, _, tu, _ = m.round_time(eq, base, up, down, gamma, snr_d)
+        e = m.device_energy(self._types, rt, t_dev, tu, eq, gamma)
+        self.ref_time_s = float(rt)
+        self.ref_energy_j = max(float(e.sum()), 1e-12)
+        self._loss = float(m.initial_loss)
+        self._round = 0
+        self._time = 0.0
+        self._energy = 0.0
+        self._cut_j, self._rank_k = ref_j, self._ref_k
+        self._last_t = np.zeros(N)
+        self._done = False
+        info = {"loss": self._loss, "time_s": 0.0, "action_mask": self.action_masks()}
+        return self._obs(), info
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._types is None:
+            raise RuntimeError("SplitFedAllocEnv.step called before reset()")
+        if self._done:
+            raise RuntimeError("SplitFedAllocEnv.step called after the episode ended; reset()")
+        cfg, m = self.config, self.model
+        cut_pos, rank_k, share_spec = self._decode(action)  # validates; no state change yet
+        epoch = self._decision_epoch()
+        cut_clipped = rank_clipped = False
+        if epoch:
+            want_j = int(m.allowed_cuts[cut_pos]) - 1
+            j, k, cut_clipped, rank_clipped = self._clip(want_j, rank_k)
+            self._cut_j, self._rank_k = j, k
+        j, k = self._cut_j, self._rank_k
+        aggregate = 1.0 if (cfg.scheme != "sl" and (self._round + 1) % m.interval == 0) else 0.0
+        gamma, snr_d = m.link_params(self._gain_mean * self._fade)
+        base, up, down, t_dev = m.round_terms(self._types, j, k, aggregate)
+        shares = self._shares(share_spec, base, up, down, gamma, snr_d)
+        rt, t_i, tu, _ = m.round_time(shares, base, up, down, gamma, snr_d)
+        rt = float(rt)
+        energy = m.device_energy(self._types, rt, t_dev, tu, shares, gamma)
+        e_total = float(energy.sum())
+        self._loss = float(m.next_loss(self._loss, j, k))
+        self._round += 1
+        self._time += rt
+        self._energy += e_total
+        self._last_t = np.asarray(t_i, float)
+        self._advance_channel()
+        terminated = self._loss <= m.target_loss + 1e-12
+        truncated = not terminated and (
+            self._time >= cfg.time_budget_s or self._round >= cfg.max_rounds
+        )
+        self._done = terminated or truncated
+        t_cost = rt / self.ref_time_s
+        e_cost = cfg.lambda_energy * e_total / self.ref_energy_j
+        info = {
+            "round_time_s": rt,
+            "device_times_s": self._last_t.copy(),
+            "energy_J": e_total,
+            "device_energy_J": np.asarray(energy, float),
+            "loss": self._loss,
+            "cut": int(j + 1),
+            "rank": int(m.ranks[k]),
+            "shares": np.asarray(shares, float),
+            "straggler": int(np.argmax(self._last_t)),
+            "time_s": self._time,
+            "rounds": 1,
+            "cut_clipped": bool(cut_clipped),
+            "rank_clipped": bool(rank_clipped),
+            "decision_epoch": bool(epoch),
+            "aggregated": bool(aggregate),
+            "reached_target": bool(terminated),
+            "time_cost": t_cost,
+            "energy_cost": e_cost,
+            "action_mask": self.action_masks(),
+        }
+        return self._obs(), -(t_cost + e_cost), terminated, truncated, info
+
+    # ---- helpers for baselines and oracles ---------------------------------------------
+    def decision_state(self) -> dict[str, Any]:
+        """The true state an oracle acts on (copies): device types, mean gains, this round's
+        fading, loss, round index, the current cut/rank indices, the (L, K) feasibility mask
+        and whether cut/rank may change now."""
+        return {
+            "device_types": self._types.copy(),
+            "gain": self._gain_mean * self._fade,
+            "loss": self._loss,
+            "round": self._round,
+            "cut_index": self._cut_j,
+            "rank_index": self._rank_k,
+            "feasible": self._feasible.copy(),
+            "decision_epoch": self._decision_epoch(),
+        }
+
+    def action_masks(self) -> np.ndarray:
+        """MultiDiscrete masks (cuts feasible at the lowest rank, all ranks, all rules);
+        in continuous mode the cut mask alone."""
+        cut_ok = self._feasible[self.model.allowed_cuts - 1, 0]
+        if self.config.action_mode == "continuous":
+            return cut_ok.copy()
+        return np.concatenate(
+            [cut_ok, np.ones(self.model.K, dtype=bool), np.ones(len(ALLOCATION_RULES), bool)]
+        )
+
+    def encode_action(self, cut: int, rank_index: int, shares: Any = None, rule: int = 2) -> Any:
+        """The env action choosing ``cut`` (1..L), ``rank_index`` and ``shares`` (continuous:
+        logits ``log(share) / scale``, shifted so the largest is 1, clipped at -1) or the
+        allocation ``rule`` (discrete)."""
+        pos = int(np.searchsorted(self.model.allowed_cuts, cut))
+        if pos >= self.n_cuts or self.model.allowed_cuts[pos] != cut:
+            raise ValueError(f"cut={cut!r}: allowed cuts are {self.model.allowed_cuts.tolist()}")
+        if self.config.action_mode == "discrete":
+            return np.array([pos, rank_index, rule], dtype=np.int64)
+        a = np.empty(self.action_space.shape, dtype=np.float32)
+        a[0] = 0.0 if self.n_cuts == 1 else 2.0 * pos / (self.n_cuts - 1) - 1.0
+        a[1] = 0.0 if self.model.K == 1 else 2.0 * rank_index / (self.model.K - 1) - 1.0
+        sh = np.full(self.config.n_devices, 1.0) if shares is None else np.asarray(shares, float)
+        logits = np.log(np.maximum(sh, 1e-300)) / self.config.share_logit_scale
+        a[2:] = np.clip(logits - logits.max() + 1.0, -1.0, 1.0)
+        return a
+
+    # ---- internals ---------------------------------------------------------------------
+    def _decision_epoch(self) -> bool:
+        return self.config.scheme == "sl" or self._round % self.model.interval == 0
+
+    def _decode(self, action: Any) -> tuple[int, int, Any]:
+        cfg, m = self.config, self.model
+        if cfg.action_mode == "continuous":
+            a = np.asarray(action, dtype=np.float64)
+            if a.ndim == 0 and np.isfinite(a):
+                a = np.full(self.action_space.shape, float(a))  # a scalar fills every entry
+            if a.shape != self.action_space.shape or not np.all(np.isfinite(a)):
+                raise ValueError(
+                    f"action={action!r}: must be {self.action_space.shape[0]} finite floats "
+                    "in [-1, 1]"
+                )
+            if np.any(np.abs(a) > 1.0 + 1e-6):
+                raise ValueError(f"action={action!r}: every entry must be in [-1, 1]")
+            a = np.clip(a, -1.0, 1.0)
+            pos = int(round((a[0] + 1.0) * 0.5 * (self.n_cuts - 1)))
+            k = int(round((a[1] + 1.0) * 0.5 * (m.K - 1)))
+            z = cfg.share_logit_scale * a[2:]
+            w = np.exp(z - z.max())
+            return pos, k, w / w.sum()
+        a = np.asarray(action)
+        nvec = self.action_space.nvec
+        if (
+            a.shape != (3,)
+            or not np.issubdtype(a.dtype, np.integer)
+            or np.any(a < 0)
+            or np.any(a >= nvec)
+        ):
+            raise ValueError(
+                f"action={action!r}: must be 3 integers with 0 <= a < {nvec.tolist()} "
+                "(cut index, rank index, allocation rule)"
+            )
+        return int(a[0]), int(a[1]), ALLOCATION_RULES[int(a[2])]
+
+    def _deepest_feasible(self, j: int, k: int) -> int:
+        ok = self._feasible[self.model.allowed_cuts - 1, k]
+        allowed = self.model.allowed_cuts - 1
+        below = allowed[(allowed <= j) & ok]
+        if below.size:
+            return int(below.max())
+        above = allowed[ok]
+        return int(above.min()) if above.size else -1
+
+    def _clip(self, j: int, k: int) -> tuple[int, int, bool, bool]:
+        """Feasible (cut index, rank index) nearest the request, and what was clipped."""
+        k0 = k
+        while k >= 0:
+            jj = self._deepest_feasible(j, k)
+            if jj >= 0:
+                return jj, k, jj != j, k != k0
+            k -= 1
+        raise RuntimeError("no feasible cut at any rank (the config validation should prevent it)")
+
+    def _shares(self, spec: Any, base: Any, up: Any, down: Any, gamma: Any, snr_d: Any) -> Any:
+        cfg, m = self.config, self.model
+        N = cfg.n_devices
+        if not isinstance(spec, str):
+            return spec
+        if spec == "equal":
+            return np.full(N, 1.0 / N)
+        if spec == "proportional":
+            se = wireless.link_rate_bps(
+                1.0,
+                gamma / (cfg.bandwidth_hz / N),
+                cfg.min_spectral_efficiency_bps_per_hz,
+                cfg.max_spectral_efficiency_bps_per_hz,
+            )
+            return proportional_shares(se)
+        _, sh = m.best_shares(base, up, down, gamma, snr_d)
+        return sh
+
+    def _advance_channel(self) -> None:
+        rng = self.np_random
+        if self.channel.mode == "fsmc":
+            self._states = np.asarray(self.channel.fsmc.step(self._states, rng), dtype=np.intp)
+            self._fade = self._fade_table[self._states]
+        else:
+            self._fade = np.asarray(self._gm.step(rng), float)
+
+    def _obs(self) -> np.ndarray:
+        cfg, m = self.config, self.model
+        N = cfg.n_devices
+        obs = np.empty(4 * N + 6, dtype=np.float32)
+        gamma, _ = m.link_params(self._gain_mean * self._fade)
+        snr_db = 10.0 * np.log10(np.maximum(gamma / cfg.bandwidth_hz, 1e-30))
+        obs[0 : 4 * N : 4] = np.clip(snr_db / 40.0, -1.0, 1.0)
+        obs[1 : 4 * N : 4] = np.clip(np.log10(m.device_tflops[self._types]) / 2.0, -1.0, 1.0)
+        obs[2 : 4 * N : 4] = self._headroom
+        obs[3 : 4 * N : 4] = np.clip(self._last_t / (4.0 * self.ref_time_s), 0.0, 1.0)
+        span = m.initial_loss - m.target_loss
+        obs[4 * N] = min(max((self._loss - m.target_loss) / span, 0.0), 1.0)
+        left = (m.interval - self._round % m.interval) % m.interval
+        obs[4 * N + 1] = left / m.interval
+        obs[4 * N + 2] = min(self._time / cfg.time_budget_s, 1.0)
+        obs[4 * N + 3] = (self._cut_j + 1) / m.L
+        obs[4 * N + 4] = self._rank_k / (m.K - 1) if m.K > 1 else 0.0
+        obs[4 * N + 5] = float(self._decision_epoch())
+        return obs
+
+
+__all__ = [
+    "ACTION_MODES",
+    "ALLOCATION_RULES",
+    "SCHEMES",
+    "SplitFedAllocConfig",
+    "SplitFedAllocEnv",
+    "SplitFedModel",
+]

@@ -1,0 +1,584 @@
+"""Round-cost model of split / split-federated / federated LoRA fine-tuning over a shared band.
+
+Numpy only. Used by ``SplitFedAlloc-v0``, its baselines and its oracles (one copy of every
+formula). Costs come from the shared domain core: training-step FLOPs, bytes and device
+memory from :mod:`mei_envs.llm.costs`, roofline times from
+:func:`mei_envs.hardware.time_train_step`, link rates from :func:`mei_envs.wireless.link_rate_bps`
+and transmit energy from :mod:`mei_envs.radio`.
+
+**One round** (``N`` devices, cut ``c``, LoRA rank ``r``, bandwidth shares ``beta``):
+
+* ``sfl`` (parallel split-federated learning, SplitFed/EPSL style): device ``i`` trains blocks
+  ``[0, c)`` forward and backward on its batch (``b`` sequences of ``s`` tokens), uploads the
+  smashed data ``b*s*h*bytes`` at its uplink rate for bandwidth ``beta_i * W_up``, the server
+  runs blocks ``[c, L)`` and the LM head forward and backward and returns the cut layer's
+  gradient (same size) over ``beta_i * W_down``. **Server compute-sharing rule**: the
+  server's compute is shared equally among the ``N`` devices' jobs (processor sharing with
+  equal weights), so each device's server part takes ``N`` times its stand-alone roofline
+  time. Device ``i``'s time is the chain
+  ``T_i = t_dev_i + up_i / R_up_i(beta_i) + N t_srv + down_i / R_down_i(beta_i)`` and the
+  round takes ``max_i T_i`` (the slowest device is the straggler). Every ``I`` rounds each
+  device also uploads its device-side adapters and downloads their FedAvg average (unicast,
+  same shares). The server-side adapters are one shared copy updated every round.
+* ``sl`` (sequential split learning): devices take turns, each with the whole band and the
+  whole server; the device-side adapters are relayed from one device to the next (upload
+  and download every turn; no averaging, no drift). The round is the sum of the turns.
+* ``fl`` (federated LoRA): every device holds the whole model (cut ``L``), no smashed data;
+  adapters are exchanged every ``I`` rounds.
+
+``c = L`` in ``sfl`` is federated learning too. Uplink rates: ``link_rate_bps(B, p g / (B N0
+NF))`` with the device's transmit power ``p`` spread over its band ``B`` (concave,
+increasing in ``B``); downlink at the base station's power spectral density (SNR independent
+of ``B``, so the rate is linear in ``B``). Memory: a cut is feasible for a device iff
+:func:`mei_envs.llm.costs.device_memory_bytes` (LoRA mode) fits in its usable memory.
+
+Everything that depends on the round's numbers broadcasts: leading axes for candidate
+(cut, rank) pairs, the last axis for devices.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+
+from mei_envs import wireless
+
+__all__ = [
+    "device_round_times",
+    "minmax_shares",
+    "proportional_shares",
+]
+
+_TINY = 1e-300
+
+
+def _rates(
+    shares: Any,
+    gamma_up_hz: Any,
+    snr_down: Any,
+    w_up_hz: float,
+    w_down_hz: float,
+    lo: float,
+    hi: float,
+) -> tuple[Any, Any]:
+    """Uplink and downlink rates [bit/s] of ``shares`` of the two bands.
+
+    ``gamma_up_hz = p g / (N0 NF)`` is the uplink SNR-bandwidth product (SNR over ``B`` Hz is
+    ``gamma / B``); ``snr_down`` is the downlink SNR (constant power spectral density).
+    """
+    b_up = shares * w_up_hz
+    r_up = wireless.link_rate_bps(b_up, gamma_up_hz / np.maximum(b_up, _TINY), lo, hi)
+    r_down = wireless.link_rate_bps(shares * w_down_hz, snr_down, lo, hi)
+    return r_up, r_down
+
+
+def device_round_times(
+    shares: Any,
+    base_s: Any,
+    up_bits: Any,
+    down_bits: Any,
+    gamma_up_hz: Any,
+    snr_down: Any,
+    *,
+    w_up_hz: float,
+    w_down_hz: float,
+    min_se: float,
+    max_se: float,
+) -> tuple[Any, Any, Any]:
+    """Per-device chain times ``T_i = base_i + up_i / R_up_i + down_i / R_down_i`` [s].
+
+    Returns ``(T, uplink airtime, downlink airtime)``; a device with bits to send and a zero
+    share gets ``inf``.
+    """
+    shares = np.asarray(shares, float)
+    r_up, r_down = _rates(shares, gamma_up_hz, snr_down, w_up_hz, w_down_hz, min_se, max_se)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_up = np.where(up_bits > 0, up_bits / r_up, 0.0)
+        t_down = np.where(down_bits > 0, down_bits / r_down, 0.0)
+    return base_s + t_up + t_down, t_up, t_down
+
+
+_LN2 = float(np.log(2.0))
+
+
+def minmax_shares(
+    base_s: Any,
+    up_bits: Any,
+    down_bits: Any,
+    gamma_up_hz: Any,
+    snr_down: Any,
+    *,
+    w_up_hz: float,
+    w_down_hz: float,
+    min_se: float,
+    max_se: float,
+    rtol: float = 1e-12,
+    max_iter: int = 200,
+) -> tuple[Any, Any]:
+    """Bandwidth shares minimising ``max_i T_i`` (sum of shares 1), and that round time.
+
+    Exact up to ``rtol``: every ``T_i`` is decreasing in its share, so the optimum has all
+    devices that send finish together at ``T*``, the least ``T`` with
+    ``sum_i beta_i(T) <= 1``, where ``beta_i(T)`` is the share device ``i`` needs to finish by
+    ``T``. The outer solve is a safeguarded Newton iteration on ``T`` (bracketed between the
+    largest compute time, infeasible, and the equal split's round time, feasible); the
+    inner solve ``beta_i(T)`` is a safeguarded Newton iteration on ``x = 1 / beta`` (``T_i``
+    is increasing in ``x``), both falling back to bisection whenever a step leaves its
+    bracket. Devices with nothing to send get share 0. Leading axes broadcast (one problem
+    per leading index); the last axis is the devices.
+
+    Returns:
+        ``(round_time_s, shares)`` with shapes ``(...)`` and ``(..., N)``.
+    """
+    base, up, down, gam, snr_d = np.broadcast_arrays(
+        *(np.asarray(v, float) for v in (base_s, up_bits, down_bits, gamma_up_hz, snr_down))
+    )
+    n = base.shape[-1]
+    lo, hi = float(min_se), float(max_se)
+    sends = (up > 0) | (down > 0)
+    n_send = sends.sum(axis=-1, keepdims=True)
+    any_send = n_send > 0
+    # T_i(x) = base + a x / eff(g x) + cd x with x = 1/share (increasing in x)
+    a = up / w_up_hz
+    g = gam / w_up_hz
+    cd = down / (w_down_hz * np.minimum(np.maximum(np.log2(1.0 + snr_d), lo), hi))
+
+    def ev(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        k = g * x
+        raw = np.log2(1.0 + k)
+        eff = np.minimum(np.maximum(raw, lo), hi)
+        xde = ((raw > lo) & (raw < hi)) * (k / ((1.0 + k) * _LN2))  # x * d eff / dx
+        return base + (a * x) / eff + cd * x, a * (eff - xde) / (eff * eff) + cd
+
+    ones = np.ones_like(base)
+    t_one, _ = ev(ones)
+    x_eq = np.where(sends, np.maximum(n_send, 1) * ones, 1.0)
+    t_eq, _ = ev(x_eq)
+    ninf = -np.inf
+    t_hi = np.where(any_send, np.where(sends, t_eq, ninf).max(axis=-1, keepdims=True), 0.0)
+    t_lo = np.where(any_send, np.where(sends, base, ninf).max(axis=-1, keepdims=True), 0.0)
+
+    def need(t: np.ndarray, x0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """x_i(t) = 1 / beta_i(t), dT_i/dx there, and whether device i can finish by t."""
+        ok = (t_one <= t) & sends
+        x_lo = np.where(ok, np.maximum(x0, 1.0), 1.0)
+        f_lo, d_lo = ev(x_lo)
+        past = f_lo > t  # a warm start beyond the root: restart from the whole band
+        if past.any():
+            x_lo = np.where(past, 1.0, x_lo)
+            f_lo, d_lo = ev(x_lo)
+        x_hi = np.full_like(x_lo, np.inf)
+        for _ in range(max_iter):
+            if np.all((t - f_lo <= rtol * t) | ~ok):
+                break
+            x_new = x_lo + (t - f_lo) / d_lo
+            bad = (x_new >= x_hi) | (x_new <= x_lo) | ~np.isfinite(x_new)
+            if bad.any():
+                mid = np.where(np.isfinite(x_hi), np.sqrt(x_lo * x_hi), 2.0 * x_lo)
+                x_new = np.where(bad, mid, x_new)
+            f_new, d_new = ev(x_new)
+            below = (f_new <= t) | ~ok
+            x_lo = np.where(below, x_new, x_lo)
+            f_lo = np.where(below, f_new, f_lo)
+            d_lo = np.where(below, d_new, d_lo)
+            x_hi = np.where(below, x_hi, x_new)
+        return x_lo, d_lo, ok
+
+    t = t_hi
+    lo_b, hi_b = t_lo, t_hi
+    x_warm = ones
+    best_x = x_eq
+    for _ in range(max_iter):
+        x, dx, ok = need(t, x_warm)
+        reach = ok | ~sends
+        beta = np.where(sends, 1.0 / x, 0.0)
+        g_t = np.where(reach.all(axis=-1, keepdims=True), beta.sum(-1, keepdims=True) - 1.0, np.inf)
+        feas = g_t <= 0.0
+        hi_b = np.where(feas, t, hi_b)
+        lo_b = np.where(feas, lo_b, t)
+        best_x = np.where(feas, x, best_x)
+        if np.all((hi_b - lo_b <= rtol * hi_b) | (feas & (g_t >= -rtol)) | ~any_send):
+            break
+        # d beta / dT = -1 / (x^2 dT/dx)
+        dg = np.where(sends & ok, -1.0 / (x * x * dx), 0.0).sum(-1, keepdims=True)
+        t_new = t - g_t / dg
+        bad = ~np.isfinite(t_new) | (t_new <= lo_b) | (t_new >= hi_b)
+        t = np.where(bad, 0.5 * (lo_b + hi_b), t_new)
+        x_warm = np.where(feas, x, x_warm)
+    shares = np.where(sends, 1.0 / best_x, 0.0)
+    total = shares.sum(-1, keepdims=True)
+    # Spread any round-off leftover over the senders (more band never slows a device).
+    shares = np.where(any_send, shares / np.where(total > 0, total, 1.0), 1.0 / n)
+    x_fin = np.where(shares > 0, 1.0 / np.maximum(shares, _TINY), 1.0)
+    times, _ = ev(x_fin)
+    times = np.where(sends, times, base)
+    return times.max(axis=-1), shares
+
+
+def proportional_shares(spectral_efficiency: Any) -> Any:
+    """Shares proportional to each device's spectral efficiency (last axis)."""
+    se = np.asarray(spectral_efficiency, float)
+    return se / se.sum(axis=-1, keepdims=True)
+
+
+# ---- the scenario's cost tables -------------------------------------------------------------
+class SplitFedModel:
+    """Cost tables of one scenario and the round/energy/progress functions (no randomness
+    except in the explicit ``sample_*`` methods, which take the caller's generator).
+
+    Table axes: device type ``d`` (index into ``cfg.device_types``), cut index ``j``
+    (``cut = j + 1``, cuts 1..L) and rank index ``k`` (into ``cfg.ranks``).
+
+    Args:
+        cfg: a ``SplitFedAllocConfig`` (any object with its fields).
+    """
+
+    def __init__(self, cfg: Any) -> None:
+        from mei_envs import hardware, radio, training
+        from mei_envs.llm import catalog, costs
+
+        self.cfg = cfg
+        arch = catalog.get_architecture(cfg.model)
+        self.arch = arch
+        L = arch.n_layers
+        self.L = L
+        self.N = cfg.n_devices
+        self.ranks = np.asarray(cfg.ranks, dtype=np.int64)
+        K = self.ranks.size
+        self.K = K
+        self.lora_targets = LORA_TARGETS[cfg.lora_targets]
+        self.hw = [hardware.get_hardware(name) for name in cfg.device_types]
+        self.server = hardware.get_hardware(cfg.server)
+        self.radio = radio.get_profile(cfg.radio_profile)
+        s, b = cfg.seq_len, cfg.batch
+        cuts = np.arange(1, L + 1)
+        self.cuts = cuts
+        if cfg.scheme == "sfl":
+            self.allowed_cuts = cuts
+        elif cfg.scheme == "sl":
+            self.allowed_cuts = cuts[:-1]
+        else:
+            self.allowed_cuts = cuts[-1:]
+
+        tables = _cost_tables(
+            cfg.model,
+            s,
+            b,
+            cfg.weight_precision,
+            cfg.act_precision,
+            cfg.adapter_precision,
+            cfg.lora_targets,
+            tuple(int(r) for r in self.ranks),
+            tuple(cfg.device_types),
+            cfg.server,
+        )
+        self.dev_train_s = tables["dev_train_s"]  # (D, L, K) [s]
+        self.srv_job_s = tables["srv_job_s"]  # (L, K) [s], one device's batch, alone
+        self.mem_need_bytes = tables["mem_need_bytes"]  # (L, K) [B]
+        self.adapter_bits = tables["adapter_bits"]  # (L, K) device-side adapters [bit]
+        smashed = 8.0 * float(costs.hidden_state_bytes(arch, s, cfg.act_precision, batch=b))
+        self.smashed_bits = np.where(cuts == L, 0.0, smashed)  # per cut index
+        self.usable_memory_bytes = np.array(
+            [cfg.device_memory_fraction * hw.memory_bytes for hw in self.hw]
+        )
+        self.active_power_w = np.array([hw.active_power_W for hw in self.hw])
+        self.idle_power_w = np.array([hw.idle_power_W for hw in self.hw])
+        self.device_tflops = (
+            np.array(
+                [
+                    hw.effective_flops(hardware.compute_dtype_for(cfg.weight_precision))
+                    for hw in self.hw
+                ]
+            )
+            / 1e12
+        )
+
+        # Noise over one hertz, uplink SNR-bandwidth product scale and downlink PSD.
+        n0 = float(wireless.noise_power_w(1.0, cfg.noise_density_dbm_per_hz, cfg.noise_figure_db))
+        self.noise_w_per_hz = n0
+        self.downlink_psd_w_per_hz = float(wireless.dbm_to_watt(cfg.downlink_psd_dbm_per_hz))
+
+        # Training progress (fitted model, mei_envs/data/training_progress.json).
+        self.progress = training.load_params()
+        self.target_class = "attention" if cfg.lora_targets == "attention" else "all_linear"
+        p = self.progress
+        best_floor = float(training.floor_loss(p, self.ranks.max(), self.target_class))
+        self.initial_loss = p.initial_loss
+        self.target_loss = best_floor + cfg.target_loss_fraction * (p.initial_loss - best_floor)
+        tokens = self.N * b * s * cfg.tokens_multiplier
+        if cfg.scheme == "sl":
+            self.round_tokens, self.batch_tokens, self.interval = (
+                tokens,
+                b * s * cfg.tokens_multiplier,
+                1,
+            )
+        else:
+            self.round_tokens, self.batch_tokens = tokens, tokens
+            self.interval = cfg.aggregation_interval
+        # share of the adapters that FedAvg averages (drift): device-side layers
+        if cfg.scheme == "sfl":
+            self.device_share = cuts / L
+        elif cfg.scheme == "fl":
+            self.device_share = np.ones(L)
+        else:
+            self.device_share = np.zeros(L)
+
+        # Channel process: one uplink model at the config's distance; every device's
+        # fading is its normalised power gain, scaled by its own mean SNR.
+        self._ref_snr_scale = None
+        self.channel = None  # built lazily by build_channel(slot_s)
+
+    # ---- devices and channel --------------------------------------------------------------
+    def path_gain(self, distance_m: Any, shadow_db: Any) -> Any:
+        """Large-scale power gain (linear) at ``distance_m`` with shadowing loss ``shadow_db``."""
+        pl = wireless.path_loss_db(distance_m, "3gpp_macro")
+        return 10.0 ** (-(np.asarray(pl) + shadow_db) / 10.0)
+
+    def link_params(self, gain: Any) -> tuple[Any, Any]:
+        """(uplink SNR-bandwidth product [Hz], downlink SNR) of a power gain."""
+        cfg = self.cfg
+        gamma_up = cfg.tx_power_w * gain / self.noise_w_per_hz
+        snr_down = self.downlink_psd_w_per_hz * gain / self.noise_w_per_hz
+        return gamma_up, snr_down
+
+    def feasible(self, device_types: Any) -> np.ndarray:
+        """(L, K) mask: cut j+1 at rank k fits every listed device's usable memory."""
+        usable = self.usable_memory_bytes[np.asarray(device_types)].min()
+        return self.mem_need_bytes <= usable
+
+    # ---- one round -----------------------------------------------------------------------
+    def round_terms(
+        self, device_types: Any, cut_index: Any, rank_index: Any, aggregate: Any
+    ) -> tuple[Any, Any, Any, Any]:
+        """(base_s, up_bits, down_bits, device compute_s) per device, last axis devices.
+
+        ``cut_index``/``rank_index`` may be arrays (add a trailing axis of 1 for devices);
+        ``aggregate`` is 1 in an adapter-exchange round, 0 otherwise, or ``1/I`` for the
+        amortised round.
+        """
+        cfg = self.cfg
+        j = np.asarray(cut_index)
+        k = np.asarray(rank_index)
+        t_dev = self.dev_train_s[np.asarray(device_types), j, k]
+        smashed = self.smashed_bits[j]
+        adapter = self.adapter_bits[j, k]
+        if cfg.scheme == "sl":
+            base = t_dev + self.srv_job_s[j, k]
+            bits = smashed + adapter
+        else:
+            base = t_dev + self.N * self.srv_job_s[j, k]
+            bits = smashed + aggregate * adapter
+        bits = bits + 0.0 * t_dev
+        return base, bits, bits, t_dev
+
+    def round_time(
+        self, shares: Any, base: Any, up: Any, down: Any, gamma_up: Any, snr_down: Any
+    ) -> tuple[Any, Any, Any, Any]:
+        """(round_s, per-device T_i, uplink airtime, downlink airtime) of given shares.
+
+        ``sl`` ignores the shares: each turn has the whole band; the round is the sum.
+        """
+        cfg = self.cfg
+        kw = dict(
+            w_up_hz=cfg.bandwidth_hz,
+            w_down_hz=cfg.downlink_bandwidth_hz,
+            min_se=cfg.min_spectral_efficiency_bps_per_hz,
+            max_se=cfg.max_spectral_efficiency_bps_per_hz,
+        )
+        if cfg.scheme == "sl":
+            t, tu, td = device_round_times(1.0, base, up, down, gamma_up, snr_down, **kw)
+            return t.sum(axis=-1), t, tu, td
+        t, tu, td = device_round_times(shares, base, up, down, gamma_up, snr_down, **kw)
+        return t.max(axis=-1), t, tu, td
+
+    def best_shares(
+        self, base: Any, up: Any, down: Any, gamma_up: Any, snr_down: Any
+    ) -> tuple[Any, Any]:
+        """Min-max shares (exact) and the round time; ``sl``: the whole band per turn."""
+        cfg = self.cfg
+        if cfg.scheme == "sl":
+            rt, *_ = self.round_time(None, base, up, down, gamma_up, snr_down)
+            n = np.shape(base)[-1]
+            return rt, np.full(np.shape(base), 1.0 / n)
+        return minmax_shares(
+            base,
+            up,
+            down,
+            gamma_up,
+            snr_down,
+            w_up_hz=cfg.bandwidth_hz,
+            w_down_hz=cfg.downlink_bandwidth_hz,
+            min_se=cfg.min_spectral_efficiency_bps_per_hz,
+            max_se=cfg.max_spectral_efficiency_bps_per_hz,
+        )
+
+    def device_energy(
+        self,
+        device_types: Any,
+        round_s: Any,
+        t_dev: Any,
+        t_up: Any,
+        shares: Any,
+        gamma_up: Any,
+    ) -> Any:
+        """Energy of each device in a round [J]: compute at active power, uplink transmit
+        energy (radio profile's ``alpha_u * rate + beta``), idle power the rest of the round."""
+        from mei_envs import radio
+
+        cfg = self.cfg
+        d = np.asarray(device_types)
+        sh = np.ones_like(t_up) if cfg.scheme == "sl" else shares
+        b_up = sh * cfg.bandwidth_hz
+        r_up = wireless.link_rate_bps(
+            b_up,
+            gamma_up / np.maximum(b_up, _TINY),
+            cfg.min_spectral_efficiency_bps_per_hz,
+            cfg.max_spectral_efficiency_bps_per_hz,
+        )
+        tx = radio.transmit_energy_j(self.radio, r_up, t_up)
+        idle_s = np.maximum(np.asarray(round_s)[..., None] - t_dev - t_up, 0.0)
+        return self.active_power_w[d] * t_dev + tx + self.idle_power_w[d] * idle_s
+
+    def next_loss(self, loss: Any, cut_index: Any, rank_index: Any) -> Any:
+        """Loss after one round at (cut, rank) from ``loss`` (fitted progress model)."""
+        from mei_envs import training
+
+        return training.advance(
+            self.progress,
+            loss,
+            self.round_tokens,
+            self.ranks[np.asarray(rank_index)],
+            self.target_class,
+            batch_tokens=self.batch_tokens,
+            interval=self.interval,
+            noniid=self.cfg.noniid,
+            device_share=self.device_share[np.asarray(cut_index)],
+        )
+
+
+def _affine_in_cut(fn: Any, lo: int, hi: int) -> np.ndarray:
+    """``fn(c)`` for ``c = lo..hi`` from three evaluations, for costs that are affine in the
+    number of held blocks (every block of a catalog model is the same); checked on a third
+    point, with a plain loop where the check fails."""
+    n = hi - lo + 1
+    f0 = np.asarray(fn(lo), float)
+    if n == 1:
+        return f0[None]
+    f1 = np.asarray(fn(lo + 1), float)
+    out = (
+        f0[None] + np.arange(n)[:, None] * (f1 - f0)[None]
+        if f0.ndim
+        else f0 + np.arange(n) * (f1 - f0)
+    )
+    if n >= 3:
+        f2 = np.asarray(fn(lo + 2), float)
+        if not np.allclose(out[2], f2, rtol=1e-9, atol=0.0):
+            out = np.stack([np.asarray(fn(c), float) for c in range(lo, hi + 1)])
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _cost_tables(
+    model: str,
+    seq_len: int,
+    batch: int,
+    weight_precision: str,
+    act_precision: str,
+    adapter_precision: str,
+    lora_targets: str,
+    ranks: tuple[int, ...],
+    device_types: tuple[str, ...],
+    server: str,
+) -> dict[str, np.ndarray]:
+    """Per (device type, cut, rank) training-step times, server job times, device memory and
+    adapter sizes (read-only arrays; cached per scenario).
+
+    FLOPs and bytes of a layer range come from :func:`mei_envs.hardware.time_train_step`
+    (``costs.train_flops`` / ``costs.train_bytes``); they are affine in the number of
+    blocks, so three ranges per rank give every cut (checked, see :func:`_affine_in_cut`);
+    the roofline (:func:`mei_envs.hardware.roofline`) then times them on each device.
+    """
+    from mei_envs import hardware
+    from mei_envs.llm import catalog, costs
+
+    arch = catalog.get_architecture(model)
+    L = arch.n_layers
+    targets = LORA_TARGETS[lora_targets]
+    K = len(ranks)
+    devices = [hardware.get_hardware(t) for t in device_types]
+    srv = hardware.get_hardware(server)
+    dev_flops = np.zeros((L, K))
+    dev_bytes = np.zeros((L, K))
+    srv_flops = np.zeros((L, K))
+    srv_bytes = np.zeros((L, K))
+    mem = np.zeros((L, K))
+    adapter = np.zeros((L, K))
+    hw0 = devices[0]
+
+    def step(layers: tuple[int, int], rank: int, head: bool, rg: bool) -> np.ndarray:
+        out = hardware.time_train_step(
+            hw0,
+            arch,
+            layers,
+            seq_len=seq_len,
+            batch=batch,
+            mode="lora",
+            lora_rank=rank,
+            lora_targets=targets,
+            lm_head=head,
+            input_requires_grad=rg,
+            weight_precision=weight_precision,
+            act_precision=act_precision,
+        )
+        return np.array([out["flops"], out["bytes"]], float)
+
+    def memory(cut: int, rank: int) -> float:
+        return costs.device_memory_bytes(
+            arch,
+            cut,
+            mode="lora",
+            seq_len=seq_len,
+            batch=batch,
+            weight_precision=weight_precision,
+            act_precision=act_precision,
+            lora_rank=rank,
+            lora_targets=targets,
+            include_lm_head=cut == L,
+        )["total"]
+
+    for k, r in enumerate(ranks):
+        if L > 1:
+            # device holds [0, c) for c < L (no LM head; block 0's input needs no gradient)
+            fb = _affine_in_cut(lambda c, r=r: step((0, c), r, False, False), 1, L - 1)
+            dev_flops[:-1, k], dev_bytes[:-1, k] = fb[:, 0], fb[:, 1]
+            # server holds [c, L) and the LM head, returns the cut layer's gradient
+            sb = _affine_in_cut(lambda n, r=r: step((L - n, L), r, True, True), 1, L - 1)
+            srv_flops[:-1, k], srv_bytes[:-1, k] = sb[::-1, 0], sb[::-1, 1]
+            mem[:-1, k] = _affine_in_cut(lambda c, r=r: memory(c, r), 1, L - 1)
+        dev_flops[-1, k], dev_bytes[-1, k] = step((0, L), r, True, False)
+        mem[-1, k] = memory(L, r)
+        per_block = costs.lora_params(arch, r, targets, layers=(0, 1))
+        adapter[:, k] = np.arange(1, L + 1) * per_block
+    dtype = hardware.compute_dtype_for(weight_precision)
+    dev_s = np.stack(
+        [hardware.roofline(hw, dev_flops, dev_bytes, dtype)["latency_s"] for hw in devices]
+    )
+    srv_s = np.asarray(hardware.roofline(srv, srv_flops, srv_bytes, dtype)["latency_s"])
+    srv_s[-1] = 0.0  # cut L: the server trains nothing
+    out = {
+        "dev_train_s": dev_s,
+        "srv_job_s": srv_s,
+        "mem_need_bytes": mem,
+        "adapter_bits": 8.0 * adapter * costs.bytes_per_element(adapter_precision),
+    }
+    for v in out.values():
+        v.setflags(write=False)
+    return out
+
+
+# Logical LoRA targets of each config choice (see mei_envs.llm.costs.resolve_lora_targets):
+# "attention" = the q, k, v projections (what the fit's GPT-2 c_attn adapts);
+# "all_linear" = every linear layer of a block (QLoRA's recommendation).
+LORA_TARGETS: dict[str, Any] = {"attention": ("q", "k", "v"), "all_linear": "all_linear"}
