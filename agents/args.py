@@ -50,7 +50,7 @@ class TrainArgs:
     env_config: dict = field(
         default_factory=dict,
         metadata={
-            "help": "env config value (gym.make(id, config=...)); repeatable",
+            "help": "env config value (gym.make(id, config=...))",
             "flag": "--set",
         },
     )
@@ -59,7 +59,7 @@ class TrainArgs:
     )
     hyperparams_override: dict = field(
         default_factory=dict,
-        metadata={"help": "hyperparameter replacing the YAML one; repeatable", "flag": "--hp"},
+        metadata={"help": "hyperparameter replacing the YAML one", "flag": "--hp"},
     )
     run_dir: str | None = field(
         default=None, metadata={"help": "run folder (default runs/ALGO/ENV__SEED__TIME)"}

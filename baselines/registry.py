@@ -9,6 +9,7 @@ only the observation and ``info``.
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -80,14 +81,16 @@ def make_policy(env_id: str, name: str, env: gym.Env, **params: Any) -> Policy:
         takes = [p for p in list(sig.parameters)[1:] if p not in ("args", "kwargs")]
         try:
             sig.bind(env, **params)
-        except TypeError:
+        except TypeError as exc:
             bad = sorted(set(params) - set(takes))
-            raise ValueError(
-                f"policy {name!r}: unknown parameter(s) {bad}; it takes {takes or 'none'}"
-            ) from None
+            what = f"unknown parameter(s) {bad}" if bad else str(exc)
+            raise ValueError(f"policy {name!r}: {what}; it takes {takes or 'none'}") from None
         for key, value in params.items():
+            if key not in sig.parameters:  # taken by **kwargs: the factory checks it
+                continue
             annotation = str(sig.parameters[key].annotation)
-            numeric = "float" in annotation or "int" in annotation
+            words = set(re.findall(r"[A-Za-z_]+", annotation))
+            numeric = bool(words & {"int", "float"}) and not words & {"str", "Any", "object"}
             if numeric and (
                 isinstance(value, (bool, str)) or value is None and "None" not in annotation
             ):

@@ -254,6 +254,7 @@ def _expected_outputs(cfg: CompareConfig, aggregates: bool = True) -> list[str]:
     files = ["config.yml", "episodes.csv", "summary.csv", "summary.md", "curve_levels.csv"]
     if cfg.baselines != "none" and aggregates:
         files += ["aggregates.csv", "aggregates.md", "improvement.csv"]
+        files += ["performance_profile.png", "performance_profile.pdf"]
     files += [
         f"{stem}.{ext}"
         for stem in ("learning_curves", "final_comparison")

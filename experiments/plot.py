@@ -302,7 +302,59 @@ def render_run_plots(run_dir: str | Path, rng: np.random.Generator) -> list[Path
         reference_note=note,
     )
     paths += plot_final_comparison(summary, metrics, run_dir / "final_comparison", title=title)
+    if (run_dir / "aggregates.csv").is_file():
+        paths += plot_performance_profile(run_dir, int(cfg.get("stats_seed", 0)))
     return paths
+
+
+PROFILE_RESAMPLES = 200  # rliable's profile bootstrap costs ~20 ms per resample here
+
+
+def plot_performance_profile(run_dir: str | Path, seed: int = 0) -> list[Path]:
+    """``performance_profile.png/pdf``: rliable's performance profiles of the run's policies.
+
+    The share of (training seed, held-out episode) scores above each threshold tau, on the
+    normalized return of ``aggregates.csv`` (0 = worst heuristic, 1 = oracle), with a
+    stratified-bootstrap 95 % band over seeds (:data:`PROFILE_RESAMPLES` resamples; a
+    baseline has one run, so its band is its line).
+    """
+    from mei_envs.experiments.stats import normalize_scores, rliable_profiles, score_matrices
+
+    run_dir = Path(run_dir)
+    agg = read_csv(run_dir / "aggregates.csv")
+    summary = read_csv(run_dir / "summary.csv")
+    means = {
+        r["policy"]: float(r["mean"])
+        for r in summary
+        if r["metric"] == "return" and r["seed"] in ("", "all")
+    }
+    scores = score_matrices(read_csv(run_dir / "episodes.csv"), "return")
+    low_ref, high_ref = agg[0].get("low_ref", ""), agg[0].get("high_ref", "")
+    xlabel = "return"
+    if low_ref and high_ref:
+        scores = normalize_scores(scores, means[low_ref], means[high_ref])
+        xlabel = f"normalized return tau (0 = {low_ref}, 1 = {high_ref})"
+    pooled = np.concatenate([v.ravel() for v in scores.values()])
+    taus = np.linspace(float(pooled.min()), float(pooled.max()), 101)
+    profiles, bands = rliable_profiles(scores, taus, seed=seed, reps=PROFILE_RESAMPLES)
+    kinds = {r["policy"]: r["kind"] for r in summary}
+    fig, (ax,) = _figure(1, width=7.0, height=4.5)
+    for i, (pol, prof) in enumerate(profiles.items()):
+        kind = kinds.get(pol, "")
+        color = "black" if kind == "oracle" else f"C{i % 10}"
+        ax.plot(taus, prof, color=color, linestyle=_KIND_STYLE.get(kind, "-"),
+                label=f"{pol} ({kind})")  # fmt: skip
+        ax.fill_between(taus, bands[pol][0], bands[pol][1], color=color, alpha=0.2, linewidth=0)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("fraction of (seed, episode) scores > tau")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    ax.set_title(
+        f"{_run_title(run_dir)}\nperformance profiles (rliable); band: 95% stratified-bootstrap "
+        "CI over training seeds",
+        fontsize="small",
+    )
+    return _save(fig, run_dir / "performance_profile")
 
 
 def _run_config(run_dir: Path) -> dict[str, Any]:

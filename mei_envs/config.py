@@ -45,6 +45,8 @@ class Config:
     SEQUENCE_TYPE: ClassVar[type] = tuple
     # The exception raised for a bad key or value (a ConfigError subclass).
     ERROR: ClassVar[type[ValueError]] = None  # type: ignore[assignment]  (set below)
+    # Coerce values to the field annotations (False: take them as given; validate() checks).
+    COERCE: ClassVar[bool] = True
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -76,6 +78,23 @@ class Config:
             if not isinstance(name, str) or name not in cls.PRESETS:
                 raise error(f"{cls.__name__}.preset={name!r}: must be one of {sorted(cls.PRESETS)}")
             merged = {**cls.PRESETS[name], **merged}
+        missing = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name not in merged
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]
+        if missing:
+            raise error(
+                f"{cls.__name__} {merged.get('name', '')!r}: missing required key(s) {missing}"
+                if "name" in merged
+                else f"{cls.__name__}: missing required key(s) {missing}"
+            )
+        if not cls.COERCE:
+            cfg = cls(**merged)
+            cfg.validate()
+            return cfg
         hints = typing.get_type_hints(cls)
         try:
             coerced = {

@@ -23,7 +23,7 @@ if not sys.platform.startswith("linux"):  # pragma: no cover - /proc is read for
     pytest.skip("reads /proc to find worker processes", allow_module_level=True)
 
 REPO = Path(__file__).resolve().parents[1]
-BUDGET = 4096  # steps per training: a multiple of the 2 x 64 rollout, a few seconds each
+BUDGET = 2048  # steps per training: a multiple of the 2 x 64 rollout, a few seconds each
 
 
 def _config(tmp_path: Path) -> Path:
@@ -39,7 +39,7 @@ def _config(tmp_path: Path) -> Path:
         "eval_episodes": 3,
         "baselines": ["eager"],
         "workers": 1,
-        "checkpoint_freq": 512,
+        "checkpoint_freq": 256,
         "bootstrap_resamples": 200,
         "out_dir": str(tmp_path / "out"),
         "run_name": "killed",
@@ -182,6 +182,6 @@ def test_ctrl_c_stops_compare_quickly_and_says_how_to_resume(tmp_path: Path):
     assert stopped_s < 5, f"took {stopped_s:.1f} s to stop"
     assert f"mei-envs compare --resume {_run_dir(out).resolve()}" in text
     assert "Traceback" not in text
-    assert "ppo seed 0: started, 4,096 steps to go" in text  # per-job progress lines
+    assert "ppo seed 0: started, 2,048 steps to go" in text  # per-job progress lines
     time.sleep(1)
     assert not _alive(workers)

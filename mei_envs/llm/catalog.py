@@ -19,7 +19,9 @@ import math
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+from mei_envs.config import Config
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 CATALOG_PATH = DATA_DIR / "architectures.json"
@@ -32,7 +34,7 @@ ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu")
 
 
 @dataclasses.dataclass(frozen=True)
-class Architecture:
+class Architecture(Config):
     """A decoder-only transformer, described by its public config.
 
     Attributes:
@@ -126,10 +128,9 @@ class Architecture:
             return 0
         return self.max_positions + self.position_offset
 
-    # ---- construction ------------------------------------------------------------------
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
+    # ---- construction: mei_envs.config.Config.from_dict (unknown and missing keys named;
+    # values taken as given, validate() checks them) ------------------------------------
+    COERCE: ClassVar[bool] = False
 
     @classmethod
     def required_fields(cls) -> list[str]:
@@ -138,38 +139,6 @@ class Architecture:
             for f in dataclasses.fields(cls)
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         ]
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Architecture:
-        """Build and validate an architecture from a plain mapping.
-
-        Raises:
-            ValueError: naming a missing, unknown or invalid field and what is allowed.
-        """
-        if not isinstance(d, Mapping):
-            raise ValueError(f"Architecture.from_dict: expected a mapping, got {type(d).__name__}")
-        values = dict(d)
-        known = set(cls.field_names())
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(
-                f"Architecture: unknown field(s) {unknown}; allowed fields are {sorted(known)}"
-            )
-        missing = [k for k in cls.required_fields() if k not in values]
-        if missing:
-            raise ValueError(
-                f"Architecture {values.get('name', '?')!r}: missing required field(s) {missing}; "
-                f"required fields are {cls.required_fields()}"
-            )
-        arch = cls(**values)
-        arch.validate()
-        return arch
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def replace(self, **changes: Any) -> Architecture:
-        return Architecture.from_dict({**self.to_dict(), **changes})
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field, its value and what is allowed."""
