@@ -272,7 +272,7 @@ class SplitFedAllocEnv(gym.Env[np.ndarray, np.ndarray]):
     | 4i+2 | memory headroom: deepest feasible cut at the lowest rank / L | 0 | 1 |
     | 4i+3 | device's last round time / (4 ref round time), clipped | 0 | 1 |
     | 4N | loss progress: (loss - target) / (L0 - target) | 0 | 1 |
-    | 4N+1 | rounds left in the aggregation period / I | 0 | 1 |
+    | 4N+1 | ((I - round mod I) mod I) / I: rounds to the period's end, 0 at its start | 0 | 1 |
     | 4N+2 | time used / time_budget_s | 0 | 1 |
     | 4N+3 | current cut / L | 0 | 1 |
     | 4N+4 | current rank index / (len(ranks) - 1) (0 with one rank) | 0 | 1 |
