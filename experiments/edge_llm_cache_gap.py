@@ -1,13 +1,14 @@
 """Agent vs baselines on EdgeLLMCache-v0 from a ``mei-envs compare`` run folder.
 
-    python -m mei_envs.experiments.edge_llm_cache_gap RUN_DIR [RUN_DIR ...] [--out PATH.md]
+    python -m mei_envs.experiments.edge_llm_cache_gap [LABEL=]RUN_DIR ... [--out PATH.md]
 
 Reads each run's ``episodes.csv`` (every policy on the same held-out episodes) and reports,
 per policy (agents per training seed and pooled): hit ratio and byte hit ratio with 95%
 bootstrap CIs, the share of the LRU-to-``belady_shared`` hit-ratio gap closed
 (``(x - lru) / (belady_shared - lru)`` on the means), and the paired per-episode difference
 to the best online heuristic with a 95% CI. Several run folders (e.g. one per training
-seed) are merged; their held-out seeds must agree.
+seed) are merged; their held-out seeds must agree. Agents are labelled ``LABEL/seedN``
+(``LABEL`` defaults to the algorithm) and ``LABEL/all`` pools the seeds of one label.
 """
 
 from __future__ import annotations
@@ -22,17 +23,21 @@ import numpy as np
 from mei_envs.experiments.stats import bootstrap_ci
 
 ONLINE = ("random", "fifo", "lru", "lfu", "gdsf", "trim_greedy")
+_SOURCES: dict[str, set[str]] = {}
 
 
 def load(run_dirs: list[str]) -> dict[str, dict[int, dict[str, float]]]:
-    """``{policy label: {episode seed: row}}``; agents are labelled ``algo/seed``."""
+    """``{policy label: {episode seed: row}}``; agents are labelled ``LABEL/seedN``."""
     out: dict[str, dict[int, dict[str, float]]] = defaultdict(dict)
-    for d in run_dirs:
+    for spec in run_dirs:
+        name, _, d = spec.rpartition("=")
         with open(Path(d) / "episodes.csv", newline="") as fh:
             for row in csv.DictReader(fh):
                 label = row["policy"]
                 if row["kind"] == "agent":
-                    label = f"{row['algo']}/seed{row['train_seed']}"
+                    label = f"{name or row['algo']}/seed{row['train_seed']}"
+                    if label in out and d not in _SOURCES.setdefault(label, {d}):
+                        raise ValueError(f"{label}: given twice; name the runs LABEL=RUN_DIR")
                 ep = int(row["episode_seed"])
                 out[label][ep] = {k: float(row[k]) for k in ("hit_ratio", "byte_hit_ratio")}
     return out
@@ -49,9 +54,9 @@ def table(data: dict, rng: np.random.Generator) -> tuple[list[dict], str]:
 
     agents = sorted(k for k in data if "/" in k)
     groups = {k: [k] for k in data}
-    algos = sorted({a.split("/")[0] for a in agents})
-    for algo in algos:
-        groups[f"{algo}/all"] = [a for a in agents if a.startswith(algo + "/")]
+    labels = sorted({a.split("/")[0] for a in agents})
+    for lab in labels:
+        groups[f"{lab}/all"] = [a for a in agents if a.startswith(lab + "/")]
     lru = arr("lru", "hit_ratio").mean()
     bs = arr("belady_shared", "hit_ratio").mean()
     best = max((k for k in ONLINE if k in data), key=lambda k: arr(k, "hit_ratio").mean())
