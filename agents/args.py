@@ -20,7 +20,7 @@ class TrainArgs:
     """
 
     env_id: str = field(
-        metadata={"help": "Gymnasium env id, e.g. mei_envs/EarlyExitUpload-v0", "flag": "--env"}
+        metadata={"help": "Gymnasium env id, e.g. mei_envs/EarlyExitUpload-v1", "flag": "--env"}
     )
     algo: str = field(
         default="ppo",

@@ -3,8 +3,8 @@
 Its flags are generated from :class:`mei_envs.agents.train.TrainArgs`' field metadata (help
 text, flag name), so a new training argument is one new field. Example::
 
-    mei-envs train --env mei_envs/EarlyExitUpload-v0 --algo ppo --seed 0 --timesteps 300000
-    mei-envs train --env mei_envs/EarlyExitUpload-v0 --run-dir runs/x --resume
+    mei-envs train --env mei_envs/EarlyExitUpload-v1 --algo ppo --seed 0 --timesteps 300000
+    mei-envs train --env mei_envs/EarlyExitUpload-v1 --run-dir runs/x --resume
 """
 
 from __future__ import annotations

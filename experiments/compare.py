@@ -60,7 +60,7 @@ class CompareConfig(Config):
     SEQUENCE_TYPE: ClassVar[type] = list
     ERROR: ClassVar[type[ValueError]] = CompareConfigError
 
-    env_id: str = "mei_envs/EarlyExitUpload-v0"
+    env_id: str = "mei_envs/EarlyExitUpload-v1"
     env_config: dict[str, Any] = dataclasses.field(default_factory=dict)
     algos: list[str] = dataclasses.field(default_factory=lambda: ["ppo"])
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2])

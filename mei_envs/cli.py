@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=guarded("list", _cmd_list))
 
     p = sub.add_parser("evaluate", help="run a policy on seeded fresh episodes")
-    p.add_argument("--env", required=True, help="env id, e.g. mei_envs/EarlyExitUpload-v0")
+    p.add_argument("--env", required=True, help="env id, e.g. mei_envs/EarlyExitUpload-v1")
     p.add_argument("--policy", required=True, help="registered policy name or path to a .zip")
     p.add_argument("--episodes", type=int, default=100, help="episodes (seeds S, S+1, ...)")
     p.add_argument("--seed", type=int, default=0, help="first episode seed S")

@@ -24,7 +24,7 @@ from mei_envs.config import ConfigError
 pytest.importorskip("stable_baselines3")
 
 REPO = Path(__file__).resolve().parents[1]
-ENV = "mei_envs/EarlyExitUpload-v0"
+ENV = "mei_envs/EarlyExitUpload-v1"
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def _corrupt_vecnormalize(tmp: Path, agent: Path) -> str:
 
 
 def _existing_sweep(tmp: Path) -> str:
-    taken = tmp / "sweep" / "mei_envs-EarlyExitUpload-v0__a2c__default__s0"
+    taken = tmp / "sweep" / "mei_envs-EarlyExitUpload-v1__a2c__default__s0"
     taken.mkdir(parents=True)
     (taken / "progress.csv").write_text("x\n")
     return str(tmp / "sweep")

@@ -587,7 +587,7 @@ def test_prepare_resume_reuses_continues_or_restarts(tmp_path: Path):
     from mei_envs.experiments.sweep import SweepJob, prepare_resume
 
     def job(name: str) -> SweepJob:
-        return SweepJob.of(env_id="mei_envs/EarlyExitUpload-v0", run_dir=str(tmp_path / name))
+        return SweepJob.of(env_id="mei_envs/EarlyExitUpload-v1", run_dir=str(tmp_path / name))
 
     (tmp_path / "done").mkdir()
     (tmp_path / "done" / "COMPLETE").write_text("num_timesteps: 8\n")

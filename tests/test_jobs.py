@@ -28,7 +28,7 @@ BUDGET = 2048  # steps per training: a multiple of the 2 x 64 rollout, a few sec
 
 def _config(tmp_path: Path) -> Path:
     cfg = {
-        "env_id": "mei_envs/EarlyExitUpload-v0",
+        "env_id": "mei_envs/EarlyExitUpload-v1",
         "algos": ["ppo"],
         "seeds": [0, 1],
         "total_timesteps": BUDGET,
