@@ -179,7 +179,9 @@ def test_ctrl_c_stops_compare_quickly_and_says_how_to_resume(tmp_path: Path):
         proc.wait()
     text = (tmp_path / "compare.log").read_text()
     assert rc == 130, text
-    assert stopped_s < 5, f"took {stopped_s:.1f} s to stop"
+    # Before the fix a Ctrl-C waited for the queued trainings (about a minute); the bound is
+    # loose because the machine may be loaded (this is not a timing benchmark).
+    assert stopped_s < 20, f"took {stopped_s:.1f} s to stop"
     assert f"mei-envs compare --resume {_run_dir(out).resolve()}" in text
     assert "Traceback" not in text
     assert "ppo seed 0: started, 2,048 steps to go" in text  # per-job progress lines
