@@ -14,7 +14,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from mei_envs.baselines.registry import register_policy
+from mei_envs.baselines.registry import register_policy, unwrap_env
 from mei_envs.envs.early_exit_upload import EarlyExitUploadEnv, EarlyExitUploadModel
 
 ENV_ID = "mei_envs/EarlyExitUpload-v1"
@@ -24,10 +24,7 @@ TUNING_SEED = 2_000_000
 
 
 def _unwrap(env: gym.Env) -> EarlyExitUploadEnv:
-    inner = env.unwrapped
-    if not isinstance(inner, EarlyExitUploadEnv):
-        raise TypeError(f"expected an EarlyExitUpload env, got {type(inner).__name__}")
-    return inner
+    return unwrap_env(env, EarlyExitUploadEnv)
 
 
 def _fraction_action(env: EarlyExitUploadEnv, fraction: float) -> int:

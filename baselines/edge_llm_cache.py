@@ -36,17 +36,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from mei_envs.baselines.registry import register_policy
+from mei_envs.baselines.registry import register_policy, unwrap_env
 from mei_envs.envs.edge_llm_cache import EdgeLLMCacheEnv
 
 ENV_ID = "mei_envs/EdgeLLMCache-v0"
 
 
 def _unwrap(env: gym.Env) -> EdgeLLMCacheEnv:
-    inner = env.unwrapped
-    if not isinstance(inner, EdgeLLMCacheEnv):
-        raise TypeError(f"expected an EdgeLLMCache env, got {type(inner).__name__}")
-    return inner
+    return unwrap_env(env, EdgeLLMCacheEnv)
 
 
 class _CachePolicy:

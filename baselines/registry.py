@@ -12,7 +12,7 @@ import inspect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import gymnasium as gym
 
@@ -34,6 +34,17 @@ class PolicySpec:
 
 _REGISTRY: dict[str, dict[str, PolicySpec]] = {}
 _KINDS = ("heuristic", "oracle")
+
+
+E = TypeVar("E", bound=gym.Env)
+
+
+def unwrap_env(env: gym.Env, env_cls: type[E]) -> E:
+    """The unwrapped env of ``env``, checked to be an ``env_cls`` (oracles read its state)."""
+    inner = env.unwrapped
+    if not isinstance(inner, env_cls):
+        raise TypeError(f"expected a {env_cls.__name__}, got {type(inner).__name__}")
+    return inner
 
 
 def register_policy(

@@ -34,17 +34,14 @@ import gymnasium as gym
 import numpy as np
 
 from mei_envs import wireless
-from mei_envs.baselines.registry import register_policy
+from mei_envs.baselines.registry import register_policy, unwrap_env
 from mei_envs.envs.split_fed_alloc import SplitFedAllocEnv
 
 ENV_ID = "mei_envs/SplitFedAlloc-v0"
 
 
 def _unwrap(env: gym.Env) -> SplitFedAllocEnv:
-    inner = env.unwrapped
-    if not isinstance(inner, SplitFedAllocEnv):
-        raise TypeError(f"expected a SplitFedAlloc env, got {type(inner).__name__}")
-    return inner
+    return unwrap_env(env, SplitFedAllocEnv)
 
 
 # ---- exact evaluation of a (cut, rank, split) on the true state ---------------------------

@@ -1,4 +1,5 @@
-"""Argument checks shared by the numpy-only domain modules (wireless, hardware, llm.costs).
+"""Argument checks shared by the numpy-only domain modules (wireless, hardware, llm.costs)
+and the environments' discrete-action check.
 
 They raise ``ValueError`` naming the argument, its value and what is allowed. Env configs
 use :class:`mei_envs.config.EnvConfig`'s ``_check_range`` instead (``ConfigError``).
@@ -11,7 +12,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["check_array", "check_int", "as_output"]
+__all__ = ["check_array", "check_int", "as_output", "check_discrete_action"]
 
 
 def check_array(
@@ -66,3 +67,22 @@ def check_int(name: str, value: Any, lo: int) -> int:
 def as_output(arr: NDArray[np.float64]) -> float | NDArray[np.float64]:
     """0-d results become Python floats, everything else stays an array."""
     return float(arr) if np.ndim(arr) == 0 else arr
+
+
+def check_discrete_action(action: Any, n: int) -> int:
+    """``action`` as an int in ``[0, n)`` (a Python or numpy integer, or a one-element
+    integer array); ``ValueError`` naming the value and the range otherwise."""
+    if type(action) is int or isinstance(action, np.integer):  # the common, fast path
+        if 0 <= action < n:
+            return int(action)
+        raise ValueError(f"action={action!r}: must be an integer in [0, {n - 1}]")
+    try:
+        arr = np.asarray(action)
+    except Exception as exc:  # pragma: no cover - numpy accepts nearly anything
+        raise ValueError(f"action={action!r}: must be an integer in [0, {n - 1}]") from exc
+    if arr.size != 1 or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"action={action!r}: must be an integer in [0, {n - 1}]")
+    a = int(arr.reshape(()))
+    if not 0 <= a < n:
+        raise ValueError(f"action={action!r}: must be an integer in [0, {n - 1}]")
+    return a

@@ -19,6 +19,7 @@ import numpy as np
 from gymnasium import spaces
 
 from mei_envs import hardware, radio, wireless
+from mei_envs.checks import check_discrete_action
 from mei_envs.config import ConfigError
 from mei_envs.llm import catalog, costs
 
@@ -537,7 +538,7 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
             raise RuntimeError("EarlyExitUploadEnv.step called before reset()")
         if self._done and not self._final_pending:
             raise RuntimeError("EarlyExitUploadEnv.step called after the episode ended; reset()")
-        a = _check_action(action, self.action_space.n)
+        a = check_discrete_action(action, self.action_space.n)
         acc = self._acc
         if self._final_pending:
             self._final_pending = False
@@ -697,20 +698,3 @@ ACCOUNT_KEYS = (
 
 def _zero_info() -> dict[str, float]:
     return dict.fromkeys(ACCOUNT_KEYS, 0.0)
-
-
-def _check_action(action: Any, n: int) -> int:
-    if type(action) is int or isinstance(action, np.integer):  # the common, fast path
-        if 0 <= action < n:
-            return int(action)
-        raise ValueError(f"action={action!r}: must be an integer in [0, {n - 1}]")
-    try:
-        arr = np.asarray(action)
-    except Exception as exc:  # pragma: no cover - numpy accepts nearly anything
-        raise ValueError(f"action={action!r}: must be an integer in [0, {n - 1}]") from exc
-    if arr.size != 1 or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"action={action!r}: must be an integer in [0, {n - 1}]")
-    a = int(arr.reshape(()))
-    if not 0 <= a < n:
-        raise ValueError(f"action={action!r}: must be an integer in [0, {n - 1}]")
-    return a

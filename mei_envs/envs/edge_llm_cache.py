@@ -21,6 +21,7 @@ import numpy as np
 from gymnasium import spaces
 
 from mei_envs import cache
+from mei_envs.checks import check_discrete_action
 from mei_envs.config import ConfigError, EnvConfig
 from mei_envs.llm import catalog as llm_catalog
 from mei_envs.llm import costs
@@ -469,7 +470,7 @@ class EdgeLLMCacheEnv(gym.Env[np.ndarray, int]):
             raise RuntimeError("EdgeLLMCacheEnv.step called before reset()")
         if self._done and not self._final_pending:
             raise RuntimeError("EdgeLLMCacheEnv.step called after the episode ended; reset()")
-        a = _check_action(action, self.n_models + 1)
+        a = check_discrete_action(action, self.n_models + 1)
         acc = self._acc
         if self._final_pending:
             self._final_pending = False
@@ -748,20 +749,3 @@ _TOTAL_KEYS = ("requests", "hits", "bytes_requested", "bytes_hit", "latency_s", 
 
 def _zero_acc() -> dict[str, float]:
     return dict.fromkeys(_ACC_KEYS, 0.0)
-
-
-def _check_action(action: Any, n: int) -> int:
-    if type(action) is int or isinstance(action, np.integer):  # the common, fast path
-        if 0 <= action < n:
-            return int(action)
-        raise ValueError(f"action={action!r}: must be an integer in [0, {n - 1}]")
-    try:
-        arr = np.asarray(action)
-    except Exception as exc:  # pragma: no cover - numpy accepts nearly anything
-        raise ValueError(f"action={action!r}: must be an integer in [0, {n - 1}]") from exc
-    if arr.size != 1 or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"action={action!r}: must be an integer in [0, {n - 1}]")
-    a = int(arr.reshape(()))
-    if not 0 <= a < n:
-        raise ValueError(f"action={action!r}: must be an integer in [0, {n - 1}]")
-    return a
