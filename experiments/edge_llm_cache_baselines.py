@@ -31,6 +31,7 @@ import numpy as np
 from mei_envs.baselines.edge_llm_cache import ENV_ID, offline_bound, solve_offline
 from mei_envs.baselines.evaluation import run_episodes
 from mei_envs.baselines.registry import list_policies, make_policy
+from mei_envs.cache import random_tiny_catalog
 from mei_envs.envs.edge_llm_cache import EdgeLLMCacheConfig, EdgeLLMCacheEnv
 from mei_envs.experiments.stats import bootstrap_ci
 
@@ -69,21 +70,8 @@ def tiny_gaps(n: int, seed: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         done = 0
         while done < n:
-            B = int(rng.integers(3, 7))
-            sizes = {f"b{i}": float(rng.integers(1, 5)) for i in range(B)}
-            M = int(rng.integers(3, 6))
-            models = []
-            for _ in range(M):
-                k = int(rng.integers(1, min(3, B) + 1))
-                models.append([f"b{i}" for i in sorted(rng.choice(B, size=k, replace=False))])
-            used = sorted({b for m in models for b in m})
-            sizes = {b: sizes[b] for b in used}
-            biggest = max(sum(sizes[b] for b in m) for m in models)
-            cap = float(rng.uniform(biggest, max(biggest, 0.8 * sum(sizes.values()))))
-            doc = {
-                "blocks": sizes,
-                "models": [{"name": f"m{i}", "blocks": b} for i, b in enumerate(models)],
-            }
+            doc, cap = random_tiny_catalog(rng)
+            M = len(doc["models"])
             path = Path(tmp) / f"c{done}.json"
             path.write_text(json.dumps(doc))
             env = EdgeLLMCacheEnv(catalog_file=str(path), capacity_bytes=cap)

@@ -224,6 +224,41 @@ def catalog_from_dict(doc: Any, *, where: str = "catalog") -> Catalog:
     return Catalog(names, blists, dict(blocks), kinds=kinds, families=fams, where=where)
 
 
+def random_tiny_catalog(
+    rng: np.random.Generator, *, unit: bool = False
+) -> tuple[dict[str, Any], float]:
+    """A random tiny catalog document and a capacity [bytes] for oracle checks.
+
+    ``unit=True``: 3-5 models of one unit-size block each, nothing shared, capacity 1..M-1
+    (Belady's setting). Otherwise 3-6 blocks of sizes 1-4 and 3-5 models of 1-3 blocks each
+    (so blocks are shared), capacity between the biggest model and 0.8 of the unique bytes.
+    Returns ``(doc, capacity)``; ``doc`` is what :func:`catalog_from_dict` reads.
+    """
+    if unit:
+        n_models = int(rng.integers(3, 6))
+        sizes = {f"b{i}": 1.0 for i in range(n_models)}
+        models = [[f"b{i}"] for i in range(n_models)]
+        capacity = float(rng.integers(1, n_models))
+    else:
+        n_blocks = int(rng.integers(3, 7))
+        sizes = {f"b{i}": float(rng.integers(1, 5)) for i in range(n_blocks)}
+        n_models = int(rng.integers(3, 6))
+        models = []
+        for _ in range(n_models):
+            k = int(rng.integers(1, min(3, n_blocks) + 1))
+            chosen = sorted(rng.choice(n_blocks, size=k, replace=False))
+            models.append([f"b{i}" for i in chosen])
+        used = sorted({b for m in models for b in m})
+        sizes = {b: sizes[b] for b in used}
+        biggest = max(sum(sizes[b] for b in m) for m in models)
+        capacity = float(rng.uniform(biggest, max(biggest, 0.8 * sum(sizes.values()))))
+    doc = {
+        "blocks": sizes,
+        "models": [{"name": f"m{i}", "blocks": b} for i, b in enumerate(models)],
+    }
+    return doc, capacity
+
+
 def load_catalog(path: str | Path) -> Catalog:
     """Read a catalog JSON file (format of :func:`catalog_from_dict`)."""
     path = Path(path)

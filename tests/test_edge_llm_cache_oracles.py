@@ -10,6 +10,7 @@ import pytest
 
 from mei_envs.baselines.edge_llm_cache import offline_bound, solve_offline
 from mei_envs.baselines.registry import make_policy
+from mei_envs.cache import random_tiny_catalog
 from mei_envs.envs.edge_llm_cache import EdgeLLMCacheEnv
 
 ENV_ID = "mei_envs/EdgeLLMCache-v0"
@@ -26,27 +27,8 @@ ONLINE_AND_OFFLINE = [
 
 
 def _env(tmp_path, rng: np.random.Generator, *, unit: bool, reward: str = "hits"):
-    if unit:
-        M = int(rng.integers(3, 6))
-        sizes = {f"b{i}": 1.0 for i in range(M)}
-        models = [[f"b{i}"] for i in range(M)]
-        capacity = float(rng.integers(1, M))
-    else:
-        B = int(rng.integers(3, 7))
-        sizes = {f"b{i}": float(rng.integers(1, 5)) for i in range(B)}
-        M = int(rng.integers(3, 6))
-        models = []
-        for _ in range(M):
-            k = int(rng.integers(1, min(3, B) + 1))
-            models.append([f"b{i}" for i in sorted(rng.choice(B, size=k, replace=False))])
-        used = sorted({b for m in models for b in m})
-        sizes = {b: sizes[b] for b in used}
-        biggest = max(sum(sizes[b] for b in m) for m in models)
-        capacity = float(rng.uniform(biggest, max(biggest, 0.8 * sum(sizes.values()))))
-    doc = {
-        "blocks": sizes,
-        "models": [{"name": f"m{i}", "blocks": b} for i, b in enumerate(models)],
-    }
+    doc, capacity = random_tiny_catalog(rng, unit=unit)
+    M = len(doc["models"])
     path = tmp_path / f"cat{rng.integers(1 << 30)}.json"
     path.write_text(json.dumps(doc))
     env = EdgeLLMCacheEnv(
