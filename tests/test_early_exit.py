@@ -1,4 +1,4 @@
-"""EarlyExitUpload-v0: cost accounting, validation, DP oracle vs brute force and baselines."""
+"""EarlyExitUpload-v1: cost accounting, validation, DP oracle vs brute force and baselines."""
 
 from __future__ import annotations
 

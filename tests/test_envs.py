@@ -28,6 +28,15 @@ def _rollout(env: gym.Env, seed: int, steps: int = 500) -> list:
     return out
 
 
+def _legal_actions(env: gym.Env, seed: int, n: int) -> list:
+    """``n`` seeded actions, each legal where the env exposes ``action_masks`` (Discrete)."""
+    env.action_space.seed(seed)
+    masks = getattr(env.unwrapped, "action_masks", None)
+    if masks is None or not isinstance(env.action_space, gym.spaces.Discrete):
+        return [env.action_space.sample() for _ in range(n)]
+    return [env.action_space.sample(mask=masks().astype(np.int8)) for _ in range(n)]
+
+
 @pytest.mark.parametrize("env_id", ENV_IDS)
 def test_gymnasium_check_env(env_id: str) -> None:
     check_env(gym.make(env_id).unwrapped, skip_render_check=True)
@@ -60,11 +69,12 @@ def test_pickle_mid_episode(env_id: str) -> None:
     env = gym.make(env_id)
     env.reset(seed=3)
     for _ in range(3):
-        env.step(0)
+        env.step(_legal_actions(env, 0, 1)[0])
     clone = pickle.loads(pickle.dumps(env))
     for _ in range(10):
-        o1, r1, t1, u1, _ = env.step(1)
-        o2, r2, t2, u2, _ = clone.step(1)
+        (a,) = _legal_actions(env, 1, 1)
+        o1, r1, t1, u1, _ = env.step(a)
+        o2, r2, t2, u2, _ = clone.step(a)
         np.testing.assert_array_equal(o1, o2)
         assert (r1, t1, u1) == (r2, t2, u2)
         if t1 or u1:
@@ -77,7 +87,7 @@ def test_info_declares_metrics(env_id: str) -> None:
     spec = env.unwrapped.metadata["info_metrics"]
     assert spec and set(spec.values()) <= {"sum", "mean", "last"}
     env.reset(seed=0)
-    _, _, _, _, info = env.step(0)
+    _, _, _, _, info = env.step(_legal_actions(env, 0, 1)[0])
     missing = set(spec) - set(info)
     assert not missing, f"info lacks declared metrics {missing}"
 
