@@ -108,6 +108,20 @@ class Config:
         return cfg
 
     @classmethod
+    def for_env(
+        cls: type[C], config: C | Mapping[str, Any] | None, render_mode: Any = None, **kwargs: Any
+    ) -> C:
+        """The config an env's ``__init__(config=None, render_mode=None, **kwargs)`` runs on:
+        an instance of this class (``kwargs`` replace its fields) or a mapping (with ``kwargs``
+        on top, presets applied). None of our envs renders, so ``render_mode`` must be None.
+        """
+        if render_mode is not None:
+            raise ValueError(f"render_mode={render_mode!r}: this env has no render modes")
+        if isinstance(config, cls):
+            return config.replace(**kwargs) if kwargs else config
+        return cls.from_dict(config, **kwargs)
+
+    @classmethod
     def preset_names(cls) -> list[str]:
         """Names of the scenario presets (empty for a config without presets)."""
         return list(cls.PRESETS)

@@ -481,12 +481,7 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
         render_mode: str | None = None,
         **kwargs: Any,
     ) -> None:
-        if render_mode is not None:
-            raise ValueError(f"render_mode={render_mode!r}: this env has no render modes")
-        if isinstance(config, EarlyExitUploadConfig):
-            cfg = config.replace(**kwargs) if kwargs else config
-        else:
-            cfg = EarlyExitUploadConfig.from_dict(config, **kwargs)
+        cfg = EarlyExitUploadConfig.for_env(config, render_mode, **kwargs)
         self.config = cfg
         self.model = EarlyExitUploadModel(cfg)
         H = cfg.snr_history

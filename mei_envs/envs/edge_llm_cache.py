@@ -393,12 +393,7 @@ class EdgeLLMCacheEnv(gym.Env[np.ndarray, int]):
         render_mode: str | None = None,
         **kwargs: Any,
     ) -> None:
-        if render_mode is not None:
-            raise ValueError(f"render_mode={render_mode!r}: this env has no render modes")
-        if isinstance(config, EdgeLLMCacheConfig):
-            cfg = config.replace(**kwargs) if kwargs else config
-        else:
-            cfg = EdgeLLMCacheConfig.from_dict(config, **kwargs)
+        cfg = EdgeLLMCacheConfig.for_env(config, render_mode, **kwargs)
         self.config = cfg
         shared = cfg.build_catalog()
         self.catalog = shared if cfg.sharing else shared.without_sharing()

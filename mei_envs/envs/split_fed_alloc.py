@@ -330,12 +330,7 @@ class SplitFedAllocEnv(gym.Env[np.ndarray, np.ndarray]):
         render_mode: str | None = None,
         **kwargs: Any,
     ) -> None:
-        if render_mode is not None:
-            raise ValueError(f"render_mode={render_mode!r}: this env has no render modes")
-        if isinstance(config, SplitFedAllocConfig):
-            cfg = config.replace(**kwargs) if kwargs else config
-        else:
-            cfg = SplitFedAllocConfig.from_dict(config, **kwargs)
+        cfg = SplitFedAllocConfig.for_env(config, render_mode, **kwargs)
         self.config = cfg
         m = SplitFedModel(cfg)
         self.model = m
