@@ -18,12 +18,15 @@ broadcast); a scalar input gives a float.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 
 import numpy as np
 
 from mei_envs.checks import as_output, check_array, check_int
 from mei_envs.llm.catalog import Architecture, get_architecture
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 # Bits per stored element. q8_0 / q4_0: llama.cpp block formats, 32 weights + one fp16 scale
 # per block -> 8.5 and 4.5 bits/weight (REFERENCE.md section 2).
@@ -335,7 +338,31 @@ def _lora_block_train_flops(
     return flops, h1_rg or mlp_rg
 
 
-def train_flops(
+class TrainStep(TypedDict, total=False):
+    """Keywords of one training step, shared by :func:`train_flops`, :func:`train_bytes` and
+    :func:`mei_envs.hardware.time_train_step` (defaults in brackets)."""
+
+    batch: int  # sequences per step [1]
+    mode: str  # "full" (every weight trained) or "lora" (frozen base, adapters) ["full"]
+    lora_rank: int  # adapter rank [8]
+    lora_targets: str | Iterable[str]  # matrices that get adapters [("q", "v")]
+    layers: tuple[int, int] | None  # blocks [start, end) in the step [None: all]
+    lm_head: bool  # the LM head over all ``seq_len`` tokens is part of the step [True]
+
+
+class _Step(NamedTuple):
+    arch: Architecture
+    seq_len: np.ndarray
+    batch: int
+    mode: str
+    lora_rank: Any  # validated where used (LoRA mode only)
+    lora_targets: Any
+    start: int
+    end: int
+    lm_head: bool
+
+
+def _train_step(
     arch: ArchSpec,
     seq_len: Any,
     *,
@@ -345,9 +372,27 @@ def train_flops(
     lora_targets: str | Iterable[str] = ("q", "v"),
     layers: tuple[int, int] | None = None,
     lm_head: bool = True,
+) -> _Step:
+    """The settings of one training step (:class:`TrainStep`) with their defaults; mode,
+    sizes and layer range validated (each error names the argument)."""
+    a = _arch(arch)
+    if mode not in ("full", "lora"):
+        raise ValueError(f"mode={mode!r}: must be one of ['full', 'lora']")
+    s = _count("seq_len", seq_len, lo=0, strict=True)
+    b = _int("batch", batch, lo=1)
+    start, end = _layer_range(a, layers)
+    return _Step(a, s, b, mode, lora_rank, lora_targets, start, end, lm_head)
+
+
+def train_flops(
+    arch: ArchSpec,
+    seq_len: Any,
+    *,
     input_requires_grad: bool | None = None,
+    **step: Unpack[TrainStep],
 ) -> float | np.ndarray:
-    """FLOPs of one training step (forward + backward) on ``batch`` sequences of ``seq_len``.
+    """FLOPs of one training step (forward + backward) on ``batch`` sequences of ``seq_len``
+    (``step``: the keywords of :class:`TrainStep`).
 
     ``mode="full"``: 3 x forward (every matmul's backward computes grads of both inputs).
     ``mode="lora"``: frozen base with adapters on ``lora_targets`` in every trained block;
@@ -360,17 +405,13 @@ def train_flops(
     Raises:
         ValueError: bad mode, sizes, targets or layer range (each names the argument).
     """
-    a = _arch(arch)
-    if mode not in ("full", "lora"):
-        raise ValueError(f"mode={mode!r}: must be one of ['full', 'lora']")
-    s = _count("seq_len", seq_len, lo=0, strict=True)
-    b = _int("batch", batch, lo=1)
-    start, end = _layer_range(a, layers)
-    if mode == "full":
+    st = _train_step(arch, seq_len, **step)
+    a, s, b, start, end, lm_head = st.arch, st.seq_len, st.batch, st.start, st.end, st.lm_head
+    if st.mode == "full":
         fwd = forward_flops(a, s, 0, layers=(start, end), lm_head_tokens=s if lm_head else 0)
         return _out(3.0 * b * np.asarray(fwd))
-    r = _int("lora_rank", lora_rank, lo=1)
-    targets = resolve_lora_targets(a, lora_targets)
+    r = _int("lora_rank", st.lora_rank, lo=1)
+    targets = resolve_lora_targets(a, st.lora_targets)
     rg = (start > 0) if input_requires_grad is None else bool(input_requires_grad)
     total = np.zeros_like(s)
     for _ in range(start, end):
@@ -471,17 +512,13 @@ def train_bytes(
     arch: ArchSpec,
     seq_len: Any,
     *,
-    batch: int = 1,
-    mode: str = "full",
-    lora_rank: int = 8,
-    lora_targets: str | Iterable[str] = ("q", "v"),
-    layers: tuple[int, int] | None = None,
-    lm_head: bool = True,
     weight_precision: str = "fp16",
     act_precision: str = "fp16",
     optimizer: str = "adam",
+    **step: Unpack[TrainStep],
 ) -> float | np.ndarray:
-    """Memory traffic of one training step (forward, backward, optimizer) [bytes].
+    """Memory traffic of one training step (forward, backward, optimizer) [bytes]
+    (``step``: the keywords of :class:`TrainStep`).
 
     A roofline estimate to pair with :func:`train_flops`, term by term:
 
@@ -497,16 +534,12 @@ def train_bytes(
       moments read and written (SGD: none).
 
     Raises:
-        ValueError: bad mode, optimizer, sizes, targets or layer range.
+        ValueError: bad optimizer, mode, sizes, targets or layer range.
     """
-    a = _arch(arch)
-    if mode not in ("full", "lora"):
-        raise ValueError(f"mode={mode!r}: must be one of ['full', 'lora']")
     if optimizer not in _OPTIMIZERS:
         raise ValueError(f"optimizer={optimizer!r}: must be one of {list(_OPTIMIZERS)}")
-    s = _count("seq_len", seq_len, lo=0, strict=True)
-    b = _int("batch", batch, lo=1)
-    start, end = _layer_range(a, layers)
+    st = _train_step(arch, seq_len, **step)
+    a, s, b, start, end, lm_head = st.arch, st.seq_len, st.batch, st.start, st.end, st.lm_head
     n = end - start
     act = bytes_per_element(act_precision)
     w_el = bytes_per_element(weight_precision)
@@ -531,8 +564,8 @@ def train_bytes(
         w += _lm_head_weight_elems(a) * w_el
     backward = w + n * b * 2.0 * s * a.d_model * act
     moments = 16.0 if optimizer in ("adam", "adamw") else 0.0
-    if mode == "lora":
-        n_train = float(lora_params(a, lora_rank, lora_targets, layers=(start, end)))
+    if st.mode == "lora":
+        n_train = float(lora_params(a, st.lora_rank, st.lora_targets, layers=(start, end)))
         per_param = 2.0 * _TRAINABLE_BYTES + 2.0 * _TRAINABLE_BYTES + moments
     else:
         n_train = w / w_el
