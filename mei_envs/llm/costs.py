@@ -153,10 +153,26 @@ def _layer_linear_flops_per_token(a: Architecture) -> int:
     return 2 * (2 * h * q + 2 * h * k) + 2 * a.ffn_matrices * h * a.d_ff
 
 
+class ForwardShape(TypedDict, total=False):
+    """Keywords of one forward pass, shared by :func:`forward_flops`, :func:`forward_bytes`,
+    :func:`prefill_flops` and :func:`decode_flops` (defaults in brackets)."""
+
+    layers: tuple[int, int] | None  # blocks [start, end) [None: all]
+    lm_head_tokens: Any  # tokens per sequence through the LM head, <= new_tokens [0]
+    batch: int  # sequences [1]
+
+
 def _forward_args(
-    arch: Any, new_tokens: Any, cached_tokens: Any, lm_head_tokens: Any, batch: Any, layers: Any
+    arch: ArchSpec,
+    new_tokens: Any,
+    cached_tokens: Any = 0,
+    *,
+    layers: tuple[int, int] | None = None,
+    lm_head_tokens: Any = 0,
+    batch: int = 1,
 ) -> tuple[Any, Any, Any, Any, int, tuple[int, int]]:
-    """Validated arguments shared by :func:`forward_flops` and :func:`forward_bytes`."""
+    """Validated arguments of :func:`forward_flops` and :func:`forward_bytes`, with the
+    defaults of :class:`ForwardShape`."""
     a = _arch(arch)
     s = _count("new_tokens", new_tokens, lo=0, strict=True)
     c = _count("cached_tokens", cached_tokens, lo=0, strict=False)
@@ -168,17 +184,12 @@ def _forward_args(
 
 
 def forward_flops(
-    arch: ArchSpec,
-    new_tokens: Any,
-    cached_tokens: Any = 0,
-    *,
-    layers: tuple[int, int] | None = None,
-    lm_head_tokens: Any = 0,
-    batch: int = 1,
+    arch: ArchSpec, new_tokens: Any, cached_tokens: Any = 0, **shape: Unpack[ForwardShape]
 ) -> float | np.ndarray:
     """Matmul FLOPs of blocks ``layers=(start, end)`` for ``new_tokens`` new tokens per sequence
     with ``cached_tokens`` already in the KV cache, plus the LM head for ``lm_head_tokens``
-    tokens per sequence.
+    tokens per sequence, for ``batch`` sequences (``shape``: the keywords of
+    :class:`ForwardShape`).
 
     Per block: ``2*b*s*(2hq + 2hk) + 4*b*s*(c+s)*q + 2*m*b*s*h*f``; LM head ``2*b*t*h*V``.
     Token arguments may be numpy arrays (broadcast together).
@@ -187,23 +198,25 @@ def forward_flops(
         ValueError: new_tokens <= 0, cached_tokens < 0, lm_head_tokens < 0 or > new_tokens,
             batch < 1, or a bad layer range (each names the argument).
     """
-    a, s, c, t, b, (start, end) = _forward_args(
-        arch, new_tokens, cached_tokens, lm_head_tokens, batch, layers
-    )
+    a, s, c, t, b, (start, end) = _forward_args(arch, new_tokens, cached_tokens, **shape)
     n = end - start
     per_layer = s * _layer_linear_flops_per_token(a) + 4.0 * s * (c + s) * a.q_dim
     head = 2.0 * t * a.d_model * a.vocab_size
     return _out(b * (n * per_layer + head))
 
 
-def prefill_flops(arch: ArchSpec, seq_len: Any, **kw: Any) -> float | np.ndarray:
+def prefill_flops(
+    arch: ArchSpec, seq_len: Any, **shape: Unpack[ForwardShape]
+) -> float | np.ndarray:
     """FLOPs to process a ``seq_len``-token prompt from an empty cache (see forward_flops)."""
-    return forward_flops(arch, seq_len, 0, **kw)
+    return forward_flops(arch, seq_len, 0, **shape)
 
 
-def decode_flops(arch: ArchSpec, cached_tokens: Any, **kw: Any) -> float | np.ndarray:
+def decode_flops(
+    arch: ArchSpec, cached_tokens: Any, **shape: Unpack[ForwardShape]
+) -> float | np.ndarray:
     """FLOPs to generate one token with ``cached_tokens`` in the cache (see forward_flops)."""
-    return forward_flops(arch, 1, cached_tokens, **kw)
+    return forward_flops(arch, 1, cached_tokens, **shape)
 
 
 # ---- LoRA ------------------------------------------------------------------------------
@@ -478,22 +491,19 @@ def forward_bytes(
     new_tokens: Any,
     cached_tokens: Any = 0,
     *,
-    layers: tuple[int, int] | None = None,
-    lm_head_tokens: Any = 0,
     weight_precision: str = "fp16",
     kv_precision: str = "fp16",
     act_precision: str = "fp16",
-    batch: int = 1,
+    **shape: Unpack[ForwardShape],
 ) -> float | np.ndarray:
-    """Memory traffic of one forward pass, for a roofline model [bytes].
+    """Memory traffic of one forward pass, for a roofline model [bytes] (``shape``: the
+    keywords of :class:`ForwardShape`).
 
     Weights of the blocks (and of the LM head when ``lm_head_tokens > 0``) are read once;
     the KV of ``cached_tokens`` is read and the KV of ``new_tokens`` written; the input and
     output hidden states (``2*b*s*h``) and the logits (``b*t*V``) move once. Arrays broadcast.
     """
-    a, s, c, t, b, (start, end) = _forward_args(
-        arch, new_tokens, cached_tokens, lm_head_tokens, batch, layers
-    )
+    a, s, c, t, b, (start, end) = _forward_args(arch, new_tokens, cached_tokens, **shape)
     w = weight_bytes(a, weight_precision, layers=(start, end))
     head_w = _lm_head_weight_elems(a) * bytes_per_element(weight_precision)
     kv = kv_bytes_per_token(a, kv_precision, layers=(start, end))
