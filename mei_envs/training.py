@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 import numpy as np
 
 if TYPE_CHECKING:
-    from typing_extensions import Required, Unpack
+    from typing_extensions import Unpack
 
 __all__ = [
     "TARGET_CLASSES",
@@ -203,11 +203,14 @@ def effective_tokens(
     return np.asarray(tokens, float) * per_token
 
 
-class TrainingSegment(TypedDict, total=False):
+class _SegmentRequired(TypedDict):
+    batch_tokens: Any  # tokens per optimizer step ``B``
+
+
+class TrainingSegment(_SegmentRequired, total=False):
     """Keywords saying how a stretch of tokens is trained (:func:`loss_curve`,
     :func:`advance`); passed on to :func:`effective_tokens`, which holds their defaults."""
 
-    batch_tokens: Required[Any]  # tokens per optimizer step ``B``
     interval: Any  # local steps between aggregations ``I`` (default 1)
     noniid: Any  # data heterogeneity ``Gamma`` in [0, 1] (default 0.0)
     device_share: Any  # share ``phi`` of the adapters that is averaged (default 1.0)
