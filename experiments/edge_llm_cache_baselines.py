@@ -30,7 +30,7 @@ import numpy as np
 
 from mei_envs.baselines.edge_llm_cache import ENV_ID, offline_bound, solve_offline
 from mei_envs.baselines.evaluation import run_episodes
-from mei_envs.baselines.registry import list_policies, make_policy
+from mei_envs.baselines.registry import list_policies
 from mei_envs.cache import random_tiny_catalog
 from mei_envs.envs.edge_llm_cache import EdgeLLMCacheConfig, EdgeLLMCacheEnv
 from mei_envs.experiments.stats import bootstrap_ci
@@ -62,33 +62,42 @@ def evaluate_scenario(cfg: dict, episodes: int, seed: int, rng: np.random.Genera
 
 
 def tiny_gaps(n: int, seed: int) -> dict[str, float]:
-    """Mean return / offline_opt return on random tiny instances with sizes and sharing."""
+    """Mean return / offline_opt return on random tiny instances with sizes and sharing.
+
+    An instance is an env config: a random catalog file, its capacity and a trace file of 12
+    Zipf requests (one window, so every episode replays it); the policies run through
+    :func:`run_episodes` like in the scenario tables.
+    """
     rng = np.random.default_rng(seed)
     names = [*ONLINE, "belady", "belady_shared"]
     ratios = {k: [] for k in names}
     exact = {k: 0 for k in names}
     with tempfile.TemporaryDirectory() as tmp:
-        done = 0
+        done = tried = 0
         while done < n:
+            tried += 1
             doc, cap = random_tiny_catalog(rng)
             M = len(doc["models"])
-            path = Path(tmp) / f"c{done}.json"
+            path = Path(tmp) / f"c{tried}.json"
             path.write_text(json.dumps(doc))
-            env = EdgeLLMCacheEnv(catalog_file=str(path), capacity_bytes=cap)
             p = 1.0 / np.arange(1, M + 1)
-            req = rng.choice(M, size=12, p=p / p.sum()).tolist()
-            env.reset(seed=0, options={"requests": req})
+            req = rng.choice(M, size=12, p=p / p.sum())
+            trace = Path(tmp) / f"t{tried}.csv"
+            trace.write_text("".join(f"{m}\n" for m in req))
+            cfg = {
+                "catalog_file": str(path),
+                "capacity_bytes": cap,
+                "trace_file": str(trace),
+                "requests_per_episode": len(req),
+            }
+            env = EdgeLLMCacheEnv(**cfg)
+            env.reset(seed=0)
             opt, _ = solve_offline(env)
             if opt <= 0:
                 continue
             for name in names:
-                pol = make_policy(ENV_ID, name, env)
-                obs, info = env.reset(seed=0, options={"requests": req})
-                pol.reset(obs, info)
-                total, term = 0.0, False
-                while not term:
-                    obs, r, term, _, info = env.step(pol.act(obs, info))
-                    total += r
+                res = run_episodes(ENV_ID, name, episodes=1, seed=0, env_config=cfg)
+                total = float(res.returns[0])
                 ratios[name].append(total / opt)
                 exact[name] += int(abs(total - opt) < 1e-9)
             done += 1

@@ -28,14 +28,18 @@ import csv
 import dataclasses
 import functools
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mei_envs.checks import as_output, check_array
 from mei_envs.config import ConfigError
 from mei_envs.llm import costs
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "DTYPES",
@@ -434,22 +438,31 @@ def time_layers(
     Returns:
         ``{"latency_s", "compute_s", "memory_s", "bound", "flops", "bytes"}``.
     """
-    shape = dict(layers=layers, lm_head_tokens=lm_head_tokens, batch=batch)
-    flops = costs.forward_flops(arch, new_tokens, cached_tokens, **shape)
-    nbytes = costs.forward_bytes(
-        arch,
-        new_tokens,
-        cached_tokens,
+    return _timed(
+        hw,
+        (costs.forward_flops, costs.forward_bytes),
+        (arch, new_tokens, cached_tokens),
+        dict(layers=layers, lm_head_tokens=lm_head_tokens, batch=batch),
         weight_precision=weight_precision,
         kv_precision=kv_precision,
         act_precision=act_precision,
-        **shape,
     )
-    return _timed(hw, flops, nbytes, weight_precision)
 
 
-def _timed(hw: Any, flops: Any, nbytes: Any, weight_precision: str) -> dict[str, Any]:
-    out = roofline(hw, flops, nbytes, dtype=compute_dtype_for(weight_precision))
+def _timed(
+    hw: Any,
+    counts: tuple[Callable[..., Any], Callable[..., Any]],
+    args: tuple[Any, ...],
+    shape: dict[str, Any],
+    **precision: str,
+) -> dict[str, Any]:
+    """Roofline time of the work ``counts = (flops_fn, bytes_fn)`` count for
+    ``(*args, **shape)`` (bytes also get the ``precision`` keywords); matmuls run in
+    :func:`compute_dtype_for` ``(precision["weight_precision"])``."""
+    count_flops, count_bytes = counts
+    flops = count_flops(*args, **shape)
+    nbytes = count_bytes(*args, **shape, **precision)
+    out = roofline(hw, flops, nbytes, dtype=compute_dtype_for(precision["weight_precision"]))
     out.update(flops=flops, bytes=nbytes)
     return out
 
@@ -460,19 +473,17 @@ def time_train_step(
     layers: tuple[int, int],
     *,
     seq_len: Any,
-    batch: int = 1,
-    mode: str = "lora",
-    lora_rank: int = 8,
-    lora_targets: Any = ("q", "v"),
-    lm_head: bool = False,
     input_requires_grad: bool | None = None,
     weight_precision: str = "fp16",
     act_precision: str = "fp16",
     optimizer: str = "adam",
+    **step: Unpack[costs.TrainStep],
 ) -> dict[str, Any]:
     """Roofline time of one training step (forward + backward + optimizer) of blocks
-    ``layers = (a, b)`` on ``hw``: full fine-tuning (``mode="full"``) or LoRA with
-    ``lora_rank`` on ``lora_targets``.
+    ``layers = (a, b)`` on ``hw``: full fine-tuning (``mode="full"``) or LoRA (the default
+    here) with ``lora_rank`` on ``lora_targets``. ``step``: the keywords of
+    :class:`mei_envs.llm.costs.TrainStep` but ``layers``; here ``mode`` defaults to
+    ``"lora"`` and ``lm_head`` to False.
 
     FLOPs: :func:`mei_envs.llm.costs.train_flops` (``input_requires_grad`` defaults to
     ``a > 0``: a split-learning server returns the cut layer's gradient to the device);
@@ -483,21 +494,13 @@ def time_train_step(
     Returns:
         ``{"latency_s", "compute_s", "memory_s", "bound", "flops", "bytes"}``.
     """
-    step = dict(
-        batch=batch,
-        mode=mode,
-        lora_rank=lora_rank,
-        lora_targets=lora_targets,
-        layers=layers,
-        lm_head=lm_head,
-    )
-    flops = costs.train_flops(arch, seq_len, input_requires_grad=input_requires_grad, **step)
-    nbytes = costs.train_bytes(
-        arch,
-        seq_len,
+    count_flops = functools.partial(costs.train_flops, input_requires_grad=input_requires_grad)
+    return _timed(
+        hw,
+        (count_flops, costs.train_bytes),
+        (arch, seq_len),
+        {"mode": "lora", "lm_head": False, **step, "layers": layers},
         weight_precision=weight_precision,
         act_precision=act_precision,
         optimizer=optimizer,
-        **step,
     )
-    return _timed(hw, flops, nbytes, weight_precision)

@@ -53,14 +53,18 @@ import dataclasses
 import functools
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "TARGET_CLASSES",
     "TRAINING_PROGRESS_JSON",
     "TrainingProgressParams",
+    "TrainingSegment",
     "advance",
     "drift_efficiency",
     "effective_tokens",
@@ -199,25 +203,36 @@ def effective_tokens(
     return np.asarray(tokens, float) * per_token
 
 
+class _SegmentRequired(TypedDict):
+    batch_tokens: Any  # tokens per optimizer step ``B``
+
+
+class TrainingSegment(_SegmentRequired, total=False):
+    """Keywords saying how a stretch of tokens is trained (:func:`loss_curve`,
+    :func:`advance`); passed on to :func:`effective_tokens`, which holds their defaults."""
+
+    interval: Any  # local steps between aggregations ``I`` (default 1)
+    noniid: Any  # data heterogeneity ``Gamma`` in [0, 1] (default 0.0)
+    device_share: Any  # share ``phi`` of the adapters that is averaged (default 1.0)
+
+
+def _loss_at(p: TrainingProgressParams, u: Any, rank: Any, targets: Any) -> Any:
+    """``L(u; r, t)``: the loss after ``u`` effective tokens from the pre-trained model."""
+    lf = floor_loss(p, rank, targets)
+    k = _per_target(p, "decay_exponent", _target_index(targets))
+    return lf + (p.initial_loss - lf) / (1.0 + (u / _scale(p, rank, targets)) ** k)
+
+
 def loss_curve(
     p: TrainingProgressParams,
     tokens: Any,
     rank: Any,
     targets: Any,
-    *,
-    batch_tokens: Any,
-    interval: Any = 1,
-    noniid: Any = 0.0,
-    device_share: Any = 1.0,
+    **segment: Unpack[TrainingSegment],
 ) -> Any:
     """Loss after ``tokens`` tokens (in steps of ``batch_tokens``) from the pre-trained
-    model at a fixed rank and interval."""
-    lf = floor_loss(p, rank, targets)
-    u = effective_tokens(
-        p, tokens, batch_tokens, interval=interval, noniid=noniid, device_share=device_share
-    )
-    k = _per_target(p, "decay_exponent", _target_index(targets))
-    return lf + (p.initial_loss - lf) / (1.0 + (u / _scale(p, rank, targets)) ** k)
+    model at a fixed rank and interval (``segment``: see :class:`TrainingSegment`)."""
+    return _loss_at(p, effective_tokens(p, tokens, **segment), rank, targets)
 
 
 def tokens_to_loss(p: TrainingProgressParams, loss: Any, rank: Any, targets: Any) -> Any:
@@ -238,22 +253,14 @@ def advance(
     tokens: Any,
     rank: Any,
     targets: Any,
-    *,
-    batch_tokens: Any,
-    interval: Any = 1,
-    noniid: Any = 0.0,
-    device_share: Any = 1.0,
+    **segment: Unpack[TrainingSegment],
 ) -> Any:
     """Loss after ``tokens`` more tokens (in steps of ``batch_tokens``) from ``loss`` at rank
-    ``rank`` (never increases)."""
+    ``rank`` (never increases; ``segment``: see :class:`TrainingSegment`)."""
     loss = np.asarray(loss, float)
-    lf = floor_loss(p, rank, targets)
     u0 = tokens_to_loss(p, loss, rank, targets)
-    u = u0 + effective_tokens(
-        p, tokens, batch_tokens, interval=interval, noniid=noniid, device_share=device_share
-    )
-    k = _per_target(p, "decay_exponent", _target_index(targets))
+    u = u0 + effective_tokens(p, tokens, **segment)
     with np.errstate(invalid="ignore"):
-        new = lf + (p.initial_loss - lf) / (1.0 + (u / _scale(p, rank, targets)) ** k)
+        new = _loss_at(p, u, rank, targets)
     out = np.where(np.isfinite(u0), np.minimum(new, loss), loss)
     return float(out) if out.ndim == 0 else out

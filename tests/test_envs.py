@@ -16,13 +16,16 @@ import mei_envs
 ENV_IDS = list(mei_envs.ENV_IDS)
 
 
-def _rollout(env: gym.Env, seed: int, steps: int = 500) -> list:
+def rollout(env: gym.Env, seed: int, steps: int = 500, info_keys: tuple[str, ...] = ()) -> list:
+    """Seeded random actions until the episode ends (at most ``steps``): the first
+    observation, then per step ``(obs, reward, terminated, truncated, *info[k] for k in
+    info_keys)``. Also used by other envs' test modules."""
     obs, info = env.reset(seed=seed)
     env.action_space.seed(seed)
     out = [obs.copy()]
     for _ in range(steps):
         obs, rew, term, trunc, info = env.step(env.action_space.sample())
-        out.append((obs.copy(), rew, term, trunc))
+        out.append((obs.copy(), rew, term, trunc, *(info[k] for k in info_keys)))
         if term or trunc:
             break
     return out
@@ -51,9 +54,9 @@ def test_sb3_check_env(env_id: str) -> None:
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
 def test_same_seed_same_trajectory(env_id: str) -> None:
-    a = _rollout(gym.make(env_id), seed=7)
-    b = _rollout(gym.make(env_id), seed=7)
-    c = _rollout(gym.make(env_id), seed=8)
+    a = rollout(gym.make(env_id), seed=7)
+    b = rollout(gym.make(env_id), seed=7)
+    c = rollout(gym.make(env_id), seed=8)
     assert len(a) == len(b)
     for x, y in zip(a[1:], b[1:], strict=True):
         np.testing.assert_array_equal(x[0], y[0])

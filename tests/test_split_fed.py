@@ -16,6 +16,7 @@ from mei_envs.baselines.split_fed import action_cost, candidate_costs
 from mei_envs.config import ConfigError
 from mei_envs.envs.split_fed_alloc import SplitFedAllocConfig, SplitFedAllocEnv
 from mei_envs.split_fed import device_round_times, minmax_shares
+from tests.test_envs import rollout
 
 ENV_ID = "mei_envs/SplitFedAlloc-v0"
 MODES = ["continuous", "discrete"]
@@ -23,16 +24,8 @@ HEURISTICS = ["fixed_equal", "proportional", "fl_only", "minmax_bandwidth"]
 LINK = dict(w_up_hz=20e6, w_down_hz=20e6, min_se=0.1523, max_se=5.5547)
 
 
-def _rollout(env: gym.Env, seed: int, steps: int = 60) -> list:
-    obs, info = env.reset(seed=seed)
-    env.action_space.seed(seed)
-    out = [obs.copy()]
-    for _ in range(steps):
-        obs, rew, term, trunc, info = env.step(env.action_space.sample())
-        out.append((obs.copy(), rew, term, trunc, info["round_time_s"], info["cut"], info["rank"]))
-        if term or trunc:
-            break
-    return out
+def _rollout(env: gym.Env, seed: int) -> list:
+    return rollout(env, seed, steps=60, info_keys=("round_time_s", "cut", "rank"))
 
 
 # ---- Gymnasium interface -------------------------------------------------------------------

@@ -18,12 +18,15 @@ broadcast); a scalar input gives a float.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 
 import numpy as np
 
 from mei_envs.checks import as_output, check_array, check_int
 from mei_envs.llm.catalog import Architecture, get_architecture
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 # Bits per stored element. q8_0 / q4_0: llama.cpp block formats, 32 weights + one fp16 scale
 # per block -> 8.5 and 4.5 bits/weight (REFERENCE.md section 2).
@@ -150,10 +153,26 @@ def _layer_linear_flops_per_token(a: Architecture) -> int:
     return 2 * (2 * h * q + 2 * h * k) + 2 * a.ffn_matrices * h * a.d_ff
 
 
+class ForwardShape(TypedDict, total=False):
+    """Keywords of one forward pass, shared by :func:`forward_flops`, :func:`forward_bytes`,
+    :func:`prefill_flops` and :func:`decode_flops` (defaults in brackets)."""
+
+    layers: tuple[int, int] | None  # blocks [start, end) [None: all]
+    lm_head_tokens: Any  # tokens per sequence through the LM head, <= new_tokens [0]
+    batch: int  # sequences [1]
+
+
 def _forward_args(
-    arch: Any, new_tokens: Any, cached_tokens: Any, lm_head_tokens: Any, batch: Any, layers: Any
+    arch: ArchSpec,
+    new_tokens: Any,
+    cached_tokens: Any = 0,
+    *,
+    layers: tuple[int, int] | None = None,
+    lm_head_tokens: Any = 0,
+    batch: int = 1,
 ) -> tuple[Any, Any, Any, Any, int, tuple[int, int]]:
-    """Validated arguments shared by :func:`forward_flops` and :func:`forward_bytes`."""
+    """Validated arguments of :func:`forward_flops` and :func:`forward_bytes`, with the
+    defaults of :class:`ForwardShape`."""
     a = _arch(arch)
     s = _count("new_tokens", new_tokens, lo=0, strict=True)
     c = _count("cached_tokens", cached_tokens, lo=0, strict=False)
@@ -165,17 +184,12 @@ def _forward_args(
 
 
 def forward_flops(
-    arch: ArchSpec,
-    new_tokens: Any,
-    cached_tokens: Any = 0,
-    *,
-    layers: tuple[int, int] | None = None,
-    lm_head_tokens: Any = 0,
-    batch: int = 1,
+    arch: ArchSpec, new_tokens: Any, cached_tokens: Any = 0, **shape: Unpack[ForwardShape]
 ) -> float | np.ndarray:
     """Matmul FLOPs of blocks ``layers=(start, end)`` for ``new_tokens`` new tokens per sequence
     with ``cached_tokens`` already in the KV cache, plus the LM head for ``lm_head_tokens``
-    tokens per sequence.
+    tokens per sequence, for ``batch`` sequences (``shape``: the keywords of
+    :class:`ForwardShape`).
 
     Per block: ``2*b*s*(2hq + 2hk) + 4*b*s*(c+s)*q + 2*m*b*s*h*f``; LM head ``2*b*t*h*V``.
     Token arguments may be numpy arrays (broadcast together).
@@ -184,23 +198,25 @@ def forward_flops(
         ValueError: new_tokens <= 0, cached_tokens < 0, lm_head_tokens < 0 or > new_tokens,
             batch < 1, or a bad layer range (each names the argument).
     """
-    a, s, c, t, b, (start, end) = _forward_args(
-        arch, new_tokens, cached_tokens, lm_head_tokens, batch, layers
-    )
+    a, s, c, t, b, (start, end) = _forward_args(arch, new_tokens, cached_tokens, **shape)
     n = end - start
     per_layer = s * _layer_linear_flops_per_token(a) + 4.0 * s * (c + s) * a.q_dim
     head = 2.0 * t * a.d_model * a.vocab_size
     return _out(b * (n * per_layer + head))
 
 
-def prefill_flops(arch: ArchSpec, seq_len: Any, **kw: Any) -> float | np.ndarray:
+def prefill_flops(
+    arch: ArchSpec, seq_len: Any, **shape: Unpack[ForwardShape]
+) -> float | np.ndarray:
     """FLOPs to process a ``seq_len``-token prompt from an empty cache (see forward_flops)."""
-    return forward_flops(arch, seq_len, 0, **kw)
+    return forward_flops(arch, seq_len, 0, **shape)
 
 
-def decode_flops(arch: ArchSpec, cached_tokens: Any, **kw: Any) -> float | np.ndarray:
+def decode_flops(
+    arch: ArchSpec, cached_tokens: Any, **shape: Unpack[ForwardShape]
+) -> float | np.ndarray:
     """FLOPs to generate one token with ``cached_tokens`` in the cache (see forward_flops)."""
-    return forward_flops(arch, 1, cached_tokens, **kw)
+    return forward_flops(arch, 1, cached_tokens, **shape)
 
 
 # ---- LoRA ------------------------------------------------------------------------------
@@ -335,7 +351,31 @@ def _lora_block_train_flops(
     return flops, h1_rg or mlp_rg
 
 
-def train_flops(
+class TrainStep(TypedDict, total=False):
+    """Keywords of one training step, shared by :func:`train_flops`, :func:`train_bytes` and
+    :func:`mei_envs.hardware.time_train_step` (defaults in brackets)."""
+
+    batch: int  # sequences per step [1]
+    mode: str  # "full" (every weight trained) or "lora" (frozen base, adapters) ["full"]
+    lora_rank: int  # adapter rank [8]
+    lora_targets: str | Iterable[str]  # matrices that get adapters [("q", "v")]
+    layers: tuple[int, int] | None  # blocks [start, end) in the step [None: all]
+    lm_head: bool  # the LM head over all ``seq_len`` tokens is part of the step [True]
+
+
+class _Step(NamedTuple):
+    arch: Architecture
+    seq_len: np.ndarray
+    batch: int
+    mode: str
+    lora_rank: Any  # validated where used (LoRA mode only)
+    lora_targets: Any
+    start: int
+    end: int
+    lm_head: bool
+
+
+def _train_step(
     arch: ArchSpec,
     seq_len: Any,
     *,
@@ -345,9 +385,27 @@ def train_flops(
     lora_targets: str | Iterable[str] = ("q", "v"),
     layers: tuple[int, int] | None = None,
     lm_head: bool = True,
+) -> _Step:
+    """The settings of one training step (:class:`TrainStep`) with their defaults; mode,
+    sizes and layer range validated (each error names the argument)."""
+    a = _arch(arch)
+    if mode not in ("full", "lora"):
+        raise ValueError(f"mode={mode!r}: must be one of ['full', 'lora']")
+    s = _count("seq_len", seq_len, lo=0, strict=True)
+    b = _int("batch", batch, lo=1)
+    start, end = _layer_range(a, layers)
+    return _Step(a, s, b, mode, lora_rank, lora_targets, start, end, lm_head)
+
+
+def train_flops(
+    arch: ArchSpec,
+    seq_len: Any,
+    *,
     input_requires_grad: bool | None = None,
+    **step: Unpack[TrainStep],
 ) -> float | np.ndarray:
-    """FLOPs of one training step (forward + backward) on ``batch`` sequences of ``seq_len``.
+    """FLOPs of one training step (forward + backward) on ``batch`` sequences of ``seq_len``
+    (``step``: the keywords of :class:`TrainStep`).
 
     ``mode="full"``: 3 x forward (every matmul's backward computes grads of both inputs).
     ``mode="lora"``: frozen base with adapters on ``lora_targets`` in every trained block;
@@ -360,17 +418,13 @@ def train_flops(
     Raises:
         ValueError: bad mode, sizes, targets or layer range (each names the argument).
     """
-    a = _arch(arch)
-    if mode not in ("full", "lora"):
-        raise ValueError(f"mode={mode!r}: must be one of ['full', 'lora']")
-    s = _count("seq_len", seq_len, lo=0, strict=True)
-    b = _int("batch", batch, lo=1)
-    start, end = _layer_range(a, layers)
-    if mode == "full":
+    st = _train_step(arch, seq_len, **step)
+    a, s, b, start, end, lm_head = st.arch, st.seq_len, st.batch, st.start, st.end, st.lm_head
+    if st.mode == "full":
         fwd = forward_flops(a, s, 0, layers=(start, end), lm_head_tokens=s if lm_head else 0)
         return _out(3.0 * b * np.asarray(fwd))
-    r = _int("lora_rank", lora_rank, lo=1)
-    targets = resolve_lora_targets(a, lora_targets)
+    r = _int("lora_rank", st.lora_rank, lo=1)
+    targets = resolve_lora_targets(a, st.lora_targets)
     rg = (start > 0) if input_requires_grad is None else bool(input_requires_grad)
     total = np.zeros_like(s)
     for _ in range(start, end):
@@ -437,22 +491,19 @@ def forward_bytes(
     new_tokens: Any,
     cached_tokens: Any = 0,
     *,
-    layers: tuple[int, int] | None = None,
-    lm_head_tokens: Any = 0,
     weight_precision: str = "fp16",
     kv_precision: str = "fp16",
     act_precision: str = "fp16",
-    batch: int = 1,
+    **shape: Unpack[ForwardShape],
 ) -> float | np.ndarray:
-    """Memory traffic of one forward pass, for a roofline model [bytes].
+    """Memory traffic of one forward pass, for a roofline model [bytes] (``shape``: the
+    keywords of :class:`ForwardShape`).
 
     Weights of the blocks (and of the LM head when ``lm_head_tokens > 0``) are read once;
     the KV of ``cached_tokens`` is read and the KV of ``new_tokens`` written; the input and
     output hidden states (``2*b*s*h``) and the logits (``b*t*V``) move once. Arrays broadcast.
     """
-    a, s, c, t, b, (start, end) = _forward_args(
-        arch, new_tokens, cached_tokens, lm_head_tokens, batch, layers
-    )
+    a, s, c, t, b, (start, end) = _forward_args(arch, new_tokens, cached_tokens, **shape)
     w = weight_bytes(a, weight_precision, layers=(start, end))
     head_w = _lm_head_weight_elems(a) * bytes_per_element(weight_precision)
     kv = kv_bytes_per_token(a, kv_precision, layers=(start, end))
@@ -471,17 +522,13 @@ def train_bytes(
     arch: ArchSpec,
     seq_len: Any,
     *,
-    batch: int = 1,
-    mode: str = "full",
-    lora_rank: int = 8,
-    lora_targets: str | Iterable[str] = ("q", "v"),
-    layers: tuple[int, int] | None = None,
-    lm_head: bool = True,
     weight_precision: str = "fp16",
     act_precision: str = "fp16",
     optimizer: str = "adam",
+    **step: Unpack[TrainStep],
 ) -> float | np.ndarray:
-    """Memory traffic of one training step (forward, backward, optimizer) [bytes].
+    """Memory traffic of one training step (forward, backward, optimizer) [bytes]
+    (``step``: the keywords of :class:`TrainStep`).
 
     A roofline estimate to pair with :func:`train_flops`, term by term:
 
@@ -497,16 +544,12 @@ def train_bytes(
       moments read and written (SGD: none).
 
     Raises:
-        ValueError: bad mode, optimizer, sizes, targets or layer range.
+        ValueError: bad optimizer, mode, sizes, targets or layer range.
     """
-    a = _arch(arch)
-    if mode not in ("full", "lora"):
-        raise ValueError(f"mode={mode!r}: must be one of ['full', 'lora']")
     if optimizer not in _OPTIMIZERS:
         raise ValueError(f"optimizer={optimizer!r}: must be one of {list(_OPTIMIZERS)}")
-    s = _count("seq_len", seq_len, lo=0, strict=True)
-    b = _int("batch", batch, lo=1)
-    start, end = _layer_range(a, layers)
+    st = _train_step(arch, seq_len, **step)
+    a, s, b, start, end, lm_head = st.arch, st.seq_len, st.batch, st.start, st.end, st.lm_head
     n = end - start
     act = bytes_per_element(act_precision)
     w_el = bytes_per_element(weight_precision)
@@ -531,8 +574,8 @@ def train_bytes(
         w += _lm_head_weight_elems(a) * w_el
     backward = w + n * b * 2.0 * s * a.d_model * act
     moments = 16.0 if optimizer in ("adam", "adamw") else 0.0
-    if mode == "lora":
-        n_train = float(lora_params(a, lora_rank, lora_targets, layers=(start, end)))
+    if st.mode == "lora":
+        n_train = float(lora_params(a, st.lora_rank, st.lora_targets, layers=(start, end)))
         per_param = 2.0 * _TRAINABLE_BYTES + 2.0 * _TRAINABLE_BYTES + moments
     else:
         n_train = w / w_el

@@ -74,6 +74,30 @@ _MODULE_NAMES: dict[str, dict[str, str]] = {
     "mobilellm": _LLAMA_LIKE,
 }
 
+# The keyword of an Architecture field in each Hugging Face config class: GPT2Config,
+# OPTConfig, and the standard names that PhiConfig, LlamaConfig and its kin (MistralConfig,
+# Qwen2Config, GemmaConfig) share. None: the class has no such keyword (GPT-2 and OPT are
+# multi-head with learned positions). The norm epsilon is named differently by Phi and Llama
+# and passed by each builder.
+_HF_KEYWORDS: dict[str, tuple[str | None, str | None, str]] = {
+    "d_model": ("n_embd", "hidden_size", "hidden_size"),
+    "d_ff": ("n_inner", "ffn_dim", "intermediate_size"),
+    "n_layers": ("n_layer", "num_hidden_layers", "num_hidden_layers"),
+    "n_heads": ("n_head", "num_attention_heads", "num_attention_heads"),
+    "n_kv_heads": (None, None, "num_key_value_heads"),
+    "activation": ("activation_function", "activation_function", "hidden_act"),
+    "max_positions": ("n_positions", "max_position_embeddings", "max_position_embeddings"),
+    "rope_theta": (None, None, "rope_theta"),
+}
+_HF_COLUMN = {"gpt2": 0, "opt": 1}  # every other family: the standard names
+
+
+def _hf_keywords(a: Architecture) -> dict[str, Any]:
+    """``a``'s sizes as keywords of its family's Hugging Face config class."""
+    col = _HF_COLUMN.get(a.family, 2)
+    return {keys[col]: getattr(a, field) for field, keys in _HF_KEYWORDS.items() if keys[col]}
+
+
 MEASURED_KEYS = (
     "params",
     "prefill_flops",
@@ -116,12 +140,7 @@ def hf_config(arch: Architecture | str | Mapping[str, Any]) -> Any:
         _expect(a, pos_embedding="learned", position_offset=0, n_kv_heads=a.n_heads)
         _expect_head_dim(a)
         return tf.GPT2Config(
-            n_positions=a.max_positions,
-            n_embd=a.d_model,
-            n_layer=a.n_layers,
-            n_head=a.n_heads,
-            n_inner=a.d_ff,
-            activation_function=a.activation,
+            **_hf_keywords(a),
             layer_norm_epsilon=a.norm_eps,
             resid_pdrop=0.0,
             embd_pdrop=0.0,
@@ -133,12 +152,7 @@ def hf_config(arch: Architecture | str | Mapping[str, Any]) -> Any:
         _expect(a, n_kv_heads=a.n_heads, o_bias=a.qkv_bias, mlp_bias=a.qkv_bias)
         _expect_head_dim(a)
         return tf.OPTConfig(
-            hidden_size=a.d_model,
-            num_hidden_layers=a.n_layers,
-            ffn_dim=a.d_ff,
-            max_position_embeddings=a.max_positions,
-            num_attention_heads=a.n_heads,
-            activation_function=a.activation,
+            **_hf_keywords(a),
             do_layer_norm_before=True,
             word_embed_proj_dim=a.d_model,
             enable_bias=a.qkv_bias,
@@ -151,15 +165,8 @@ def hf_config(arch: Architecture | str | Mapping[str, Any]) -> Any:
         _expect(a, qkv_bias=True, o_bias=True, mlp_bias=True, lm_head_bias=True)
         _expect_head_dim(a)
         return tf.PhiConfig(
-            hidden_size=a.d_model,
-            intermediate_size=a.d_ff,
-            num_hidden_layers=a.n_layers,
-            num_attention_heads=a.n_heads,
-            num_key_value_heads=a.n_kv_heads,
-            hidden_act=a.activation,
-            max_position_embeddings=a.max_positions,
+            **_hf_keywords(a),
             layer_norm_eps=a.norm_eps,
-            rope_theta=a.rope_theta,
             partial_rotary_factor=a.partial_rotary_factor,
             qk_layernorm=False,
             resid_pdrop=0.0,
@@ -168,19 +175,7 @@ def hf_config(arch: Architecture | str | Mapping[str, Any]) -> Any:
         )
     _expect(a, norm="rmsnorm", ffn_type="gated", pos_embedding="rope", parallel_block=False)
     _expect(a, lm_head_bias=False)
-    llama_kw = {
-        "hidden_size": a.d_model,
-        "intermediate_size": a.d_ff,
-        "num_hidden_layers": a.n_layers,
-        "num_attention_heads": a.n_heads,
-        "num_key_value_heads": a.n_kv_heads,
-        "head_dim": a.head_dim,
-        "hidden_act": a.activation,
-        "max_position_embeddings": a.max_positions,
-        "rms_norm_eps": a.norm_eps,
-        "rope_theta": a.rope_theta,
-        **common,
-    }
+    llama_kw = {**_hf_keywords(a), "head_dim": a.head_dim, "rms_norm_eps": a.norm_eps, **common}
     if fam in ("llama", "mobilellm"):
         # MobileLLM is a Llama with embedding sharing, deep-and-thin (arXiv 2402.14905).
         _expect(a, o_bias=a.qkv_bias)
