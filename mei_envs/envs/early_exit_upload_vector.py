@@ -143,7 +143,7 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         self._timer[idx] = self._timer0
         self._acc[idx] = 0.0
         self._episode[idx] = 0.0
-        self._forced(idx)
+        self._advance(idx, None)
         self._pending[idx] = self._k[idx] == K
         return self._observe(), {}
 
@@ -161,13 +161,13 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         if a.min() < 0 or a.max() >= n_actions:
             raise ValueError(f"actions={actions!r}: every action must be in [0, {n_actions - 1}]")
         m = self.model
-        live = np.flatnonzero(~self._pending)
-        self._pending[:] = False
-        if live.size:
-            b = self._b[live]
-            n_up = m.n_up_table[a[live], b]
-            self._token(live, n_up, 1, decision=True)
-            self._forced(live[self._k[live] < self._K])
+        if self._pending.any():  # ended at reset: this step only delivers their costs
+            live = np.flatnonzero(~self._pending)
+            self._pending[:] = False
+            if live.size:
+                self._advance(live, m.n_up_table[a[live], self._b[live]])
+        else:
+            self._advance(self._rows, m.n_up_table[a, self._b])
         acc = self._acc
         self._acc = np.zeros_like(acc)
         self._episode += acc
@@ -186,71 +186,91 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         return obs, reward, terminated, truncated, infos
 
     # ---- internals ---------------------------------------------------------------------
-    def _token(self, idx: np.ndarray, n_up: np.ndarray, exited: Any, decision: bool) -> None:
-        """Process the current token of the sub-envs ``idx`` (``n_up`` states uploaded;
-        ``exited`` 1 or per sub-env), add its costs to their step sums, move them on."""
-        m, K = self.model, self._K
+    def _advance(self, idx: np.ndarray, n_decision: np.ndarray | None) -> None:
+        """Move the sub-envs ``idx`` (none of them ended) to their next decision or the end:
+        the decision token (``n_decision`` states uploaded; None at reset: no decision),
+        at most one forced token from the state it leaves, then a run of non-exited tokens
+        (costs from the per-episode table), adding the costs to the step sums in token
+        order with one ``np.add.accumulate`` (the single env's sums, bit for bit)."""
+        m, K, H, limit = self.model, self._K, self._H, self.model.limit
+        n_cols = len(LEAN_KEYS)
         k, b, timer = self._k[idx], self._b[idx], self._timer[idx]
-        rate = self._rates[idx, k + self._H - 1]
-        lat, en, stall, _, wake = m.token_cost(k, b, n_up, rate, timer, exited)
-        add = np.zeros((idx.size, len(LEAN_KEYS)))
-        add[:, _LAT], add[:, _EN], add[:, _STALL] = lat, en, stall
-        add[:, _SENT] = n_up * m.state_bits / 8.0
-        add[:, _WAKE] = wake
-        add[:, _COMP] = m.device_energy_j[k]
-        if decision:
-            add[:, _VOL] = n_up > 0
+        exits, rates = self._exits[idx], self._rates[idx]
+        sub = np.arange(idx.size)
+        parts = [self._acc[idx][:, None, :]]
+        # The token that may be forced: the one after the decision, or the current one.
+        if n_decision is not None:
+            b1, t1 = m.transition(b, timer, n_decision)
+            k1 = k + 1
         else:
-            add[:, _FORCED] = 1 - exited
-            add[:, _LIM] = exited
-        acc = self._acc[idx] + add
-        b, timer = m.transition(b, timer, n_up)
-        k = k + 1
-        end = (k == K) & (b > 0)
-        if m.cfg.flush_at_end and end.any():
-            e = m.flush_energy(b[end], rate[end], timer[end])
-            tail = acc[end]
-            tail[:, _EN] += e
-            tail[:, _SENT] += b[end] * m.state_bits / 8.0
-            tail[:, _WAKE] += timer[end] >= m.tail_steps
-            acc[end] = tail
-            b[end] = 0
-        self._acc[idx] = acc
-        self._k[idx], self._b[idx], self._timer[idx] = k, b, timer
-
-    def _forced(self, idx: np.ndarray) -> None:
-        """Process the forced tokens of the sub-envs ``idx`` up to their next decision (or
-        the end): at most one from their current state, then a run of non-exited tokens
-        from the state a forced upload leaves (costs from the per-episode table)."""
-        if not idx.size:
-            return
-        K, limit = self._K, self.model.limit
-        k, b = self._k[idx], self._b[idx]
-        live = k < K
-        kk = np.minimum(k, K - 1)
-        exited = self._exits[idx, kk]
-        first = live & (~exited | (b >= limit))
-        if first.any():
-            f = idx[first]
-            ex = exited[first].astype(np.int64)
-            self._token(f, self._b[f] + 1, ex, decision=False)
-        k = self._k[idx]
-        stop = self._next_exit[idx, k]
-        run = stop - k
+            b1, t1, k1 = b, timer, k
+        k1c = np.minimum(k1, K - 1)
+        exited1 = exits[sub, k1c]
+        forced = (k1 < K) & (~exited1 | (b1 >= limit))
+        n1 = np.where(forced, b1 + 1, 0)
+        ex1 = exited1.astype(np.int64)
+        if n_decision is not None:  # both tokens in one evaluation of the cost function
+            kk = np.concatenate([k, k1c])
+            lat, en, stall, _, wake = m.token_cost(
+                kk,
+                np.concatenate([b, b1]),
+                np.concatenate([n_decision, n1]),
+                rates[np.concatenate([sub, sub]), kk + H - 1],
+                np.concatenate([timer, t1]),
+                np.concatenate([np.ones_like(ex1), ex1]),
+            )
+            dec = np.zeros((idx.size, 2, n_cols))
+            dec[:, 0, _LAT], dec[:, 0, _EN], dec[:, 0, _STALL] = (
+                lat[: idx.size],
+                en[: idx.size],
+                stall[: idx.size],
+            )
+            dec[:, 0, _SENT] = n_decision * m.state_bits / 8.0
+            dec[:, 0, _VOL] = n_decision > 0
+            dec[:, 0, _WAKE] = wake[: idx.size]
+            dec[:, 0, _COMP] = m.device_energy_j[k]
+            # The backlog left after the last token is flushed (energy only).
+            flush = (k1 == K) & (b1 > 0) if m.cfg.flush_at_end else np.zeros(idx.size, bool)
+            if flush.any():
+                rate0 = rates[sub, k + H - 1]
+                dec[:, 1, _EN] = np.where(flush, m.flush_energy(b1, rate0, t1), 0.0)
+                dec[:, 1, _SENT] = np.where(flush, b1 * m.state_bits / 8.0, 0.0)
+                dec[:, 1, _WAKE] = flush & (t1 >= m.tail_steps)
+                b1 = np.where(flush, 0, b1)
+            parts.append(dec)
+            lat, en, stall, wake = (
+                lat[idx.size :],
+                en[idx.size :],
+                stall[idx.size :],
+                wake[idx.size :],
+            )
+        else:
+            lat, en, stall, _, wake = m.token_cost(k1c, b1, n1, rates[sub, k1c + H - 1], t1, ex1)
+        first = np.zeros((idx.size, 1, n_cols))
+        first[:, 0, _LAT], first[:, 0, _EN], first[:, 0, _STALL] = lat, en, stall
+        first[:, 0, _SENT] = n1 * m.state_bits / 8.0
+        first[:, 0, _FORCED] = 1 - ex1
+        first[:, 0, _LIM] = ex1
+        first[:, 0, _WAKE] = wake
+        first[:, 0, _COMP] = m.device_energy_j[k1c]
+        first[~forced] = 0.0
+        parts.append(first)
+        b2, t2 = m.transition(b1, t1, n1)
+        b2, t2 = np.where(forced, b2, b1), np.where(forced, t2, t1)
+        k2 = k1 + forced
+        # The run of non-exited tokens after it (from backlog 0, radio in its tail).
+        stop = self._next_exit[idx, k2]
+        run = stop - k2
         longest = int(run.max())
-        if longest == 0:
-            return
-        steps = np.arange(longest)
-        cols = np.minimum(k[:, None] + steps, K)
-        costs = self._run_cost[idx[:, None], cols]  # (sub-envs, run, columns)
-        costs[steps[None, :] >= run[:, None]] = 0.0  # adding 0.0 leaves a sum unchanged
-        sums = np.concatenate([self._acc[idx][:, None, :], costs], axis=1)
-        self._acc[idx] = np.add.accumulate(sums, axis=1)[:, -1]
-        ran = run > 0
-        r = idx[ran]
-        self._k[r] = stop[ran]
-        self._b[r] = 0
-        self._timer[r] = 0
+        if longest:
+            steps = np.arange(longest)
+            costs = self._run_cost[idx[:, None], np.minimum(k2[:, None] + steps, K)]
+            costs[steps[None, :] >= run[:, None]] = 0.0  # adding 0.0 leaves a sum unchanged
+            parts.append(costs)
+            ran = run > 0
+            b2, t2 = np.where(ran, 0, b2), np.where(ran, 0, t2)
+        self._acc[idx] = np.add.accumulate(np.concatenate(parts, axis=1), axis=1)[:, -1]
+        self._k[idx], self._b[idx], self._timer[idx] = stop, b2, t2
 
     def _observe(self) -> np.ndarray:
         K, H = self._K, self._H
