@@ -40,6 +40,9 @@ from mei_envs.vector import MeiVectorEnv
 
 # Columns of the per-step sums (LEAN_KEYS order).
 _LAT, _EN, _STALL, _SENT, _FORCED, _VOL, _LIM, _WAKE, _COMP = range(len(LEAN_KEYS))
+# The columns a run of forced tokens from backlog 0 adds to (forced_uploads grows by 1.0 a
+# token, exactly; wakeups, voluntary and limit uploads by 0: the radio is in its tail).
+_RUN_COLS = [_LAT, _EN, _STALL, _SENT, _COMP]
 if LEAN_KEYS != (
     "latency_s",
     "energy_J",
@@ -93,7 +96,8 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         self._rates = np.ones((n, N))
         self._snr_obs = np.zeros((n, N), dtype=np.float32)
         self._next_exit = np.full((n, K + 1), K, dtype=np.int64)
-        self._run_cost = np.zeros((n, K + 1, len(LEAN_KEYS)))
+        self._run_cost = np.zeros((n, K + 1, len(_RUN_COLS)))
+        self._step_obs: np.ndarray | None = None
         # State.
         self._k = np.zeros(n, dtype=np.int64)
         self._b = np.zeros(n, dtype=np.int64)
@@ -131,12 +135,12 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         # A forced (non-exited) upload of one state from backlog 0, radio in its tail.
         tok = np.arange(K)
         lat, en, stall, _, wake = m.token_cost(tok, 0, 1, self._rates[idx, H - 1 :], 0, 0)
+        if np.any(wake):  # pragma: no cover - timer 0 < tail_steps: never asleep
+            raise RuntimeError("EarlyExitUploadVectorEnv: a run token woke the radio")
         cost = self._run_cost[idx]
-        cost[:, :K, _LAT], cost[:, :K, _EN], cost[:, :K, _STALL] = lat, en, stall
-        cost[:, :K, _SENT] = 1 * m.state_bits / 8.0
-        cost[:, :K, _FORCED] = 1.0
-        cost[:, :K, _WAKE] = wake
-        cost[:, :K, _COMP] = m.device_energy_j
+        cost[:, :K, 0], cost[:, :K, 1], cost[:, :K, 2] = lat, en, stall
+        cost[:, :K, 3] = 1 * m.state_bits / 8.0
+        cost[:, :K, 4] = m.device_energy_j
         self._run_cost[idx] = cost
         self._k[idx] = 0
         self._b[idx] = 0
@@ -145,7 +149,12 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         self._episode[idx] = 0.0
         self._advance(idx, None)
         self._pending[idx] = self._k[idx] == K
-        return self._observe(), {}
+        obs = self._step_obs  # within an autoreset: the step's observation, reset rows redone
+        self._step_obs = None
+        if obs is None or idx.size == self.num_envs:
+            return self._observe(self._rows), {}
+        obs[idx] = self._observe(idx)
+        return obs, {}
 
     # ---- step --------------------------------------------------------------------------
     def step(
@@ -182,7 +191,9 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
             for c, key in enumerate(EPISODE_KEYS):
                 infos[key], infos["_" + key] = tot[:, c], terminated
         truncated = np.zeros(self.num_envs, dtype=bool)
-        obs, infos = self._autoreset(self._observe(), terminated, truncated, infos)
+        self._step_obs = obs = self._observe(self._rows)
+        obs, infos = self._autoreset(obs, terminated, truncated, infos)
+        self._step_obs = None
         return obs, reward, terminated, truncated, infos
 
     # ---- internals ---------------------------------------------------------------------
@@ -258,34 +269,38 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         b2, t2 = m.transition(b1, t1, n1)
         b2, t2 = np.where(forced, b2, b1), np.where(forced, t2, t1)
         k2 = k1 + forced
+        self._acc[idx] = np.add.accumulate(np.concatenate(parts, axis=1), axis=1)[:, -1]
         # The run of non-exited tokens after it (from backlog 0, radio in its tail).
         stop = self._next_exit[idx, k2]
         run = stop - k2
-        longest = int(run.max())
-        if longest:
-            steps = np.arange(longest)
-            costs = self._run_cost[idx[:, None], np.minimum(k2[:, None] + steps, K)]
-            costs[steps[None, :] >= run[:, None]] = 0.0  # adding 0.0 leaves a sum unchanged
-            parts.append(costs)
-            ran = run > 0
+        ran = run > 0
+        if ran.any():
+            r, length, start = idx[ran], run[ran], k2[ran]
+            steps = np.arange(int(length.max()))
+            costs = self._run_cost[r[:, None], np.minimum(start[:, None] + steps, K)]
+            costs[steps[None, :] >= length[:, None]] = 0.0  # adding 0.0 leaves a sum unchanged
+            acc = self._acc[r]
+            sums = np.concatenate([acc[:, None, _RUN_COLS], costs], axis=1)
+            acc[:, _RUN_COLS] = np.add.accumulate(sums, axis=1)[:, -1]
+            acc[:, _FORCED] += length  # whole numbers: exact
+            self._acc[r] = acc
             b2, t2 = np.where(ran, 0, b2), np.where(ran, 0, t2)
-        self._acc[idx] = np.add.accumulate(np.concatenate(parts, axis=1), axis=1)[:, -1]
         self._k[idx], self._b[idx], self._timer[idx] = stop, b2, t2
 
-    def _observe(self) -> np.ndarray:
+    def _observe(self, rows: np.ndarray) -> np.ndarray:
+        """Observations of the sub-envs ``rows`` (the single env's ``_obs``, batched)."""
         K, H = self._K, self._H
-        k = self._k
+        k = self._k[rows]
         done = k == K
         j = np.minimum(k, K - 1)
-        rows = self._rows
-        obs = np.empty((self.num_envs, H + 7), dtype=np.float32)
+        obs = np.empty((rows.size, H + 7), dtype=np.float32)
         obs[:, :H] = self._snr_obs[rows[:, None], j[:, None] + self._window]
-        obs[:, H] = self._b / self.model.limit
+        obs[:, H] = self._b[rows] / self.model.limit
         obs[:, H + 1] = self._left_obs[k]
         obs[:, H + 2] = self._ctx_obs[k]
         obs[:, H + 3] = self._exits[rows, j] & ~done
         obs[:, H + 4] = np.where(done, 0.0, self._conf[rows, j])
-        obs[:, H + 5] = 1.0 - self._timer / self.model.tail_steps
+        obs[:, H + 5] = 1.0 - self._timer[rows] / self.model.tail_steps
         rate = self._rates[rows, j + H - 1] / self.model.mean_rate_bps
         obs[:, H + 6] = np.minimum(rate, 1.0)
         return obs
