@@ -138,3 +138,17 @@ def test_action_mask_is_cached_read_only_and_info_gets_a_copy() -> None:
     with pytest.raises(ValueError):
         mask[0] = False
     assert info["action_mask"] is not mask and np.array_equal(info["action_mask"], mask)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_batched_episode_sampler_equals_one_at_a_time(config) -> None:
+    model = EarlyExitUploadEnv(config=config).model
+    seeds = [3, 4, 11, 12]
+    batch = model.sample_episodes([np.random.default_rng(s) for s in seeds])
+    for row, s in enumerate(seeds):
+        rng = np.random.default_rng(s)
+        ep = model.sample_episode(rng)
+        assert batch["exits"][row].tolist() == [bool(e) for e in ep.exits]
+        assert batch["conf"][row].tolist() == ep.conf
+        assert batch["rates"][row].tolist() == ep.rates
+        assert batch["snr_obs"][row].tolist() == ep.snr_obs

@@ -256,6 +256,10 @@ class EarlyExitUploadModel:
         self._state_snr_db = state_db.tolist()
         self._state_snr_obs = state_obs.tolist()
         self._state_rate = np.asarray(self.state_rate_bps, float).tolist()
+        self._state_obs_arr, self._state_rate_arr = (
+            state_obs,
+            np.asarray(self.state_rate_bps, float),
+        )
         self.mean_rate_bps = float(np.dot(self.fsmc.stationary, self.state_rate_bps))
         # States uploaded by action a at an exited token with backlog b: n_up_table[a, b].
         b = np.arange(self.limit + 1)
@@ -294,7 +298,8 @@ class EarlyExitUploadModel:
         return self._exit_chain(rng.random(self.K)).astype(np.int8)
 
     def _exit_chain(self, u: np.ndarray) -> np.ndarray:
-        """The exit chain driven by uniforms ``u`` (one per token, bools out): token 0 exits
+        """The exit chain driven by uniforms ``u`` (one per token along the last axis; bools
+        out; leading axes are independent episodes): token 0 exits
         when ``u[0] < exit_prob``, token k when ``u[k] < P[e_{k-1}, 1]``.
 
         As ``P[0, 1] <= P[1, 1]`` (correlation >= 0), ``u[k] < P[0, 1]`` means an exit and
@@ -305,11 +310,11 @@ class EarlyExitUploadModel:
         p01, p11 = self._p_exit
         exit_now = u < p01
         decided = exit_now | (u >= p11)
-        exit_now[0] = u[0] < self.cfg.exit_prob
-        decided[0] = True
+        exit_now[..., 0] = u[..., 0] < self.cfg.exit_prob
+        decided[..., 0] = True
         src = np.where(decided, self._token_index, 0)
-        np.maximum.accumulate(src, out=src)
-        return exit_now[src]
+        np.maximum.accumulate(src, axis=-1, out=src)
+        return np.take_along_axis(exit_now, src, axis=-1)
 
     def sample_channel(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """SNRs (linear), FSMC states and link rates of the H-1 slots before the episode and
@@ -371,6 +376,36 @@ class EarlyExitUploadModel:
         on ``[exit_threshold, 1)`` for an exit, on ``[0, exit_threshold)`` otherwise."""
         lo, hi = self.cfg.exit_threshold, 1.0
         return np.where(exits, lo + u * (hi - lo), u * lo).tolist()
+
+    def sample_episodes(self, rngs: list[np.random.Generator]) -> dict[str, np.ndarray]:
+        """:meth:`sample_episode` for one episode per generator, as arrays (a vector env's
+        reset): ``exits`` (bool), ``conf`` ``(len(rngs), K)``; ``snr_obs`` (float32),
+        ``rates`` ``(len(rngs), K + snr_history - 1)``. The same draws, in the same order,
+        from each generator; in ``fsmc`` mode the exit chains and the lookups are batched."""
+        K, N = self.K, self.K + self.cfg.snr_history - 1
+        m = len(rngs)
+        if self.channel.mode != "fsmc":
+            eps = [self.sample_episode(rng) for rng in rngs]
+            return {
+                "exits": np.array([e.exits for e in eps], dtype=bool).reshape(m, K),
+                "conf": np.array([e.conf for e in eps]).reshape(m, K),
+                "snr_obs": np.array([e.snr_obs for e in eps], dtype=np.float32).reshape(m, N),
+                "rates": np.array([e.rates for e in eps]).reshape(m, N),
+            }
+        u = np.empty((m, 2 * K + N))
+        for i, rng in enumerate(rngs):
+            rng.random(out=u[i])
+        exits = self._exit_chain(u[:, :K])
+        states = np.array([self._fsmc_path(row) for row in u[:, K : K + N].tolist()])
+        states = states.reshape(m, N)
+        lo, hi = self.cfg.exit_threshold, 1.0
+        uc = u[:, K + N :]
+        return {
+            "exits": exits,
+            "conf": np.where(exits, lo + uc * (hi - lo), uc * lo),
+            "snr_obs": self._state_obs_arr[states],
+            "rates": self._state_rate_arr[states],
+        }
 
     def rate_bps(self, snr_linear: Any) -> Any:
         """Link-adapted uplink rate (:func:`mei_envs.wireless.link_rate_bps`)."""

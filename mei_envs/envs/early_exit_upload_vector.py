@@ -122,12 +122,19 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         m, K, H = self.model, self._K, self._H
         opts = self.single_env._check_options(options) if options else {}
         idx = np.flatnonzero(mask)
-        for i in idx:
-            ep = m.sample_episode(self.rngs[i], **opts)
-            self._exits[i] = ep.exits
-            self._conf[i] = ep.conf
-            self._rates[i] = ep.rates
-            self._snr_obs[i] = ep.snr_obs
+        if opts:
+            for i in idx:
+                ep = m.sample_episode(self.rngs[i], **opts)
+                self._exits[i] = ep.exits
+                self._conf[i] = ep.conf
+                self._rates[i] = ep.rates
+                self._snr_obs[i] = ep.snr_obs
+        else:
+            eps = m.sample_episodes([self.rngs[i] for i in idx])
+            self._exits[idx] = eps["exits"]
+            self._conf[idx] = eps["conf"]
+            self._rates[idx] = eps["rates"]
+            self._snr_obs[idx] = eps["snr_obs"]
         ex = self._exits[idx]
         # Next exited token at or after each token (K if none).
         pos = np.where(ex, np.arange(K), K)
