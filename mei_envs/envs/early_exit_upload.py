@@ -733,7 +733,7 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
         self._backlog = 0
         self._timer = m.tail_steps if self.config.initial_radio == "idle" else 0
         self._done = False
-        self._episode = [0.0] * len(LEAN_KEYS)
+        self._episode: list[tuple[float, ...]] = []  # info='lean': the steps' sums
         acc = self._acc = self._advance(ZERO_ACC, None)
         # If no token left asks for a decision, one more step (whose action is ignored)
         # delivers the cost of the forced tokens and terminates.
@@ -883,13 +883,23 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
         }
 
     def _lean_info(self, acc: tuple[float, ...]) -> dict[str, Any]:
-        values = [acc[i] for i in _LEAN_INDEX]
-        info = dict(zip(LEAN_KEYS, values, strict=True))
-        tot = self._episode
-        for i, v in enumerate(values):
-            tot[i] += v
+        lat, en, stl, _, sent, wakes, comp, _, vol, forced, lim, _ = acc
+        self._episode.append(acc)
+        info = {
+            "latency_s": lat,
+            "energy_J": en,
+            "stall_s": stl,
+            "bytes_sent": sent,
+            "forced_uploads": forced,
+            "voluntary_uploads": vol,
+            "limit_uploads": lim,
+            "wakeups": wakes,
+            "compute_energy_J": comp,
+        }
         if self._done:
-            info.update(zip(EPISODE_KEYS, tot, strict=True))
+            # Episode totals: each key's step values summed in step order (as a running sum).
+            totals = np.add.accumulate(np.array(self._episode), axis=0)[-1].tolist()
+            info.update(zip(EPISODE_KEYS, [totals[i] for i in _LEAN_INDEX], strict=True))
         return info
 
     def _check_options(self, options: dict[str, Any]) -> dict[str, np.ndarray]:
