@@ -28,6 +28,7 @@ from mei_envs.llm import costs
 
 REWARDS = ("hits", "bytes", "latency")
 INVALID_ACTIONS = ("bypass", "raise")
+INFO_LEVELS = ("full", "lean")
 N_MODEL_FEATURES_BASE = 9  # per-model features besides the moving averages
 N_GLOBAL_FEATURES = 3
 
@@ -75,7 +76,12 @@ class EdgeLLMCacheConfig(EnvConfig):
     # AI-model download budget of 1 s (REFERENCE.md 1) applied to the part the cache controls.
     fetch_deadline_s: float = 1.0
     reward: str = "hits"  # "hits" | "bytes" (bytes served from cache) | "latency"
-    invalid_action: str = "bypass"  # illegal eviction: serve as a bypass | "raise"
+    # A masked action (evicting an uncached model or one that frees nothing): "raise" a
+    # ValueError, state unchanged (issue 10), or "bypass": serve it as a bypass and count it
+    # in info["invalid_actions"] (for agents without masks: PPO, A2C, DQN, check_env).
+    invalid_action: str = "raise"
+    # "full": every key below; "lean": only metadata["info_metrics"] (+ episode totals).
+    info: str = "full"
     # Half-lives of the per-model request-rate moving averages in the observation [requests].
     half_lives: tuple[float, ...] = (20.0, 200.0, 2000.0)
 
@@ -137,6 +143,7 @@ class EdgeLLMCacheConfig(EnvConfig):
         self._check_range("fetch_deadline_s", 0.0, 1e6)
         self._check_choice("reward", REWARDS)
         self._check_choice("invalid_action", INVALID_ACTIONS)
+        self._check_choice("info", INFO_LEVELS)
         if not 1 <= len(self.half_lives) <= 8:
             raise ConfigError(f"{name}.half_lives={list(self.half_lives)!r}: need 1 to 8 values")
         for h in self.half_lives:
@@ -307,10 +314,12 @@ class EdgeLLMCacheEnv(gym.Env[np.ndarray, int]):
     freeing its blocks that no other cached model uses (blocks the requested model needs are
     kept); action `M` bypasses (serves the request from the cloud without caching it). Legal
     actions: cached models that free at least one byte, and bypass; `action_masks()` and
-    `info["action_mask"]` give them (sb3-contrib MaskablePPO). An illegal eviction is served
-    as a bypass and counted in `info["invalid_actions"]` (`invalid_action="bypass"`, the
-    default, so unmasked agents can train), or raises `ValueError` leaving the state
-    unchanged (`invalid_action="raise"`). A non-integer or out-of-range action always raises.
+    `info["action_mask"]` give them (sb3-contrib MaskablePPO). A masked action (evicting a
+    model that is not cached or frees nothing now) raises `ValueError` naming the legal
+    actions and leaves the state unchanged (`invalid_action="raise"`, the default). Agents
+    that act without masks (PPO, A2C, DQN, random `action_space.sample()`, `check_env`)
+    need `invalid_action="bypass"`: a masked eviction is then served as a bypass and counted
+    in `info["invalid_actions"]`. A non-integer or out-of-range action always raises.
 
     ## Observation Space
 
@@ -342,10 +351,16 @@ class EdgeLLMCacheEnv(gym.Env[np.ndarray, int]):
     delay of a whole model; the delivery to the user (model bytes / `user_rate_bps`) is the
     same for every policy and is only reported in `info`.
 
-    `info` carries, per step: `requests`, `hits`, `bytes_requested`, `bytes_hit`,
-    `backhaul_bytes`, `latency_s` (fetch + delivery), `deadline_met`, `evictions`,
-    `bypasses`, `invalid_actions`; and the episode so far: `hit_ratio`, `byte_hit_ratio`,
-    `mean_latency_s`, `deadline_satisfaction`.
+    `info` (`info="full"`, the default) carries, per step: `requests`, `hits`,
+    `bytes_requested`, `bytes_hit`, `backhaul_bytes`, `latency_s` (fetch + delivery),
+    `deadline_met`, `evictions`, `bypasses`, `invalid_actions`; the episode so far:
+    `hit_ratio`, `byte_hit_ratio`, `mean_latency_s`, `deadline_satisfaction`; and the state:
+    `t` (requests served), `model` (the pending request, -1 if none), `used_bytes` and
+    `action_mask`. `info="lean"` carries only the keys of `metadata["info_metrics"]`: the
+    four episode-so-far ratios and the per-step `backhaul_bytes`, `requests`, `hits`,
+    `evictions`, `bypasses`, `invalid_actions`; on the step that ends the episode also
+    `episode_<key>` for each of them (the ratios' final values, the others' episode sums).
+    Masks then come from `action_masks()` only.
 
     ## Starting State
 
@@ -367,7 +382,8 @@ class EdgeLLMCacheEnv(gym.Env[np.ndarray, int]):
 
     ## Version History
 
-    * v0: initial version.
+    * v0: initial version. (Issue 10 later made `invalid_action="raise"` the default; a
+      legal action's results did not change.)
     """
 
     config_class = EdgeLLMCacheConfig
@@ -427,6 +443,7 @@ class EdgeLLMCacheEnv(gym.Env[np.ndarray, int]):
         self._rtt = float(cfg.cloud_rtt_s)
         self._deadline = float(cfg.fetch_deadline_s)
         self._reward_mode = REWARDS.index(cfg.reward)
+        self._lean = cfg.info == "lean"
         self.bytes_ref = float(cat.model_bytes.mean())
         self.latency_ref_s = self._rtt + 8.0 * self.bytes_ref / self._rate
         self._inv_cap = 1.0 / self.capacity_bytes
@@ -470,6 +487,7 @@ class EdgeLLMCacheEnv(gym.Env[np.ndarray, int]):
         self._done = False
         self._tot = dict.fromkeys(_TOTAL_KEYS, 0.0)
         self._acc = _zero_acc()
+        self._ep_sums = dict.fromkeys(LEAN_SUM_KEYS, 0.0)
         self._advance()
         self._final_pending = self._done
         return self._obs(), self._info()
@@ -503,7 +521,7 @@ class EdgeLLMCacheEnv(gym.Env[np.ndarray, int]):
                 self._decide(j)
             if self._pending < 0:
                 self._advance()
-        info = self._info()
+        info = self._info(step=True)
         reward = acc["reward"]
         self._acc = _zero_acc()
         return self._obs(), reward, self._done, False, info
@@ -569,11 +587,12 @@ class EdgeLLMCacheEnv(gym.Env[np.ndarray, int]):
             self._final_pending,
             dict(self._tot),
             dict(self._acc),
+            dict(self._ep_sums),
         )
 
     def restore(self, snap: tuple) -> None:
         """Return to a :meth:`snapshot` taken in the same episode."""
-        st, stats, t, pend, freed, done, fin, tot, acc = snap
+        st, stats, t, pend, freed, done, fin, tot, acc, ep_sums = snap
         self.state, self.stats = st.copy(), stats.copy()
         self._t, self._pending, self._freed = t, pend, freed
         self._mask = self._mask_of(freed) if pend >= 0 else self._bypass_only
@@ -582,7 +601,7 @@ class EdgeLLMCacheEnv(gym.Env[np.ndarray, int]):
             self._work[1, pend] = 1.0
         self._seen[0] = self.stats.count > 0
         self._done, self._final_pending = done, fin
-        self._tot, self._acc = dict(tot), dict(acc)
+        self._tot, self._acc, self._ep_sums = dict(tot), dict(acc), dict(ep_sums)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Pickle copies views as separate arrays: make the row views share the buffer again.
@@ -757,9 +776,11 @@ class EdgeLLMCacheEnv(gym.Env[np.ndarray, int]):
         out[F * M + 2] = t / T
         return out
 
-    def _info(self) -> dict[str, Any]:
+    def _info(self, step: bool = False) -> dict[str, Any]:
         tot = self._tot
         n = max(tot["requests"], 1.0)
+        if self._lean:
+            return self._lean_info(tot, n, step)
         info = dict(self._acc)
         info.pop("reward")
         info.update(
@@ -772,6 +793,28 @@ class EdgeLLMCacheEnv(gym.Env[np.ndarray, int]):
             used_bytes=self.state.used_bytes,
             action_mask=self._mask,
         )
+        return info
+
+    def _lean_info(self, tot: dict[str, float], n: float, step: bool) -> dict[str, Any]:
+        acc = self._acc
+        info = {
+            "hit_ratio": tot["hits"] / n,
+            "byte_hit_ratio": tot["bytes_hit"] / max(tot["bytes_requested"], 1e-300),
+            "mean_latency_s": tot["latency_s"] / n,
+            "deadline_satisfaction": tot["deadline_met"] / n,
+        }
+        sums = self._ep_sums
+        for k in LEAN_SUM_KEYS:
+            info[k] = acc[k]
+        if not step:  # reset: its requests are charged (and summed) in the first step
+            return info
+        for k in LEAN_SUM_KEYS:
+            sums[k] += acc[k]
+        if self._done:
+            for k in LEAN_LAST_KEYS:
+                info["episode_" + k] = info[k]
+            for k in LEAN_SUM_KEYS:
+                info["episode_" + k] = sums[k]
         return info
 
 
@@ -797,6 +840,10 @@ def _time_tables(T: int, decay: tuple[float, ...]) -> tuple[np.ndarray, np.ndarr
     pow_tab.flags.writeable = False
     return log_tab, pow_tab
 
+
+# The keys of info="lean" (EdgeLLMCacheEnv.metadata["info_metrics"], by aggregation).
+LEAN_LAST_KEYS = ("hit_ratio", "byte_hit_ratio", "mean_latency_s", "deadline_satisfaction")
+LEAN_SUM_KEYS = ("backhaul_bytes", "requests", "hits", "evictions", "bypasses", "invalid_actions")
 
 _ACC_KEYS = (
     "reward",
