@@ -132,6 +132,8 @@ class Catalog:
         self.member_bytes = self.member_f * self.block_bytes  # (M, B)
         # One product gives both the missing-block counts and the missing bytes of all models.
         self.count_and_bytes = np.vstack([self.member_f, self.member_bytes])  # (2M, B)
+        self.count_and_bytes_t = np.ascontiguousarray(self.count_and_bytes.T)  # (B, 2M)
+        self.member_bytes_t = np.ascontiguousarray(self.member_bytes.T)  # (B, M)
         self.model_bytes = self.member_bytes.sum(axis=1)
         self.unique_bytes = float(self.block_bytes.sum())
         users = mem.sum(axis=0)
@@ -375,6 +377,78 @@ def build_catalog(
 
 
 # ---- cache state -----------------------------------------------------------------------------
+# Broadcastable transitions of the cache state: ``held`` is ``(B,)`` for one cache (CacheState,
+# the single env, the oracles) or ``(n, B)`` for n caches (the native vector env). Sizes of a
+# generated catalog are exact binary fractions (bytes per element 4, 2, 1, 1/2, 9/16, 17/16),
+# so every sum below is exact and the one- and many-cache forms give the same bits.
+def held_quantities(
+    catalog: Catalog, held: np.ndarray, absent: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
+    """``(cached, missing, refcount, used)`` for the blocks ``held`` (``(..., B)`` bool).
+
+    ``cached`` ``(..., M)``: every block of the model held; ``missing`` ``(..., M)``: bytes of
+    each model's blocks not held; ``refcount`` ``(..., B)``: cached models using each block
+    (float); ``used``: bytes held (a float for one cache). ``absent``: optional float
+    ``(B,)`` scratch buffer (one cache only).
+    """
+    if absent is None:
+        absent = np.logical_not(held).astype(np.float64)
+    else:
+        np.logical_not(held, out=absent)
+    M = catalog.n_models
+    if held.ndim == 1:
+        prod = catalog.count_and_bytes @ absent
+        used: Any = float(np.dot(catalog.block_bytes, held))
+    else:
+        prod = absent @ catalog.count_and_bytes_t
+        used = held @ catalog.block_bytes
+    cached = prod[..., :M] == 0
+    refcount = cached.astype(np.float64) @ catalog.member_f  # float @ float: BLAS
+    return cached, prod[..., M:], refcount, used
+
+
+def freed_bytes(
+    catalog: Catalog,
+    cached: np.ndarray,
+    refcount: np.ndarray,
+    pinned: Any = None,
+    scratch: np.ndarray | None = None,
+) -> np.ndarray:
+    """Bytes evicting each model frees (``(..., M)``; 0 for models not cached): its blocks no
+    other cached model uses, except blocks of model ``pinned`` (the request being decided; an
+    int, or an int array with one entry per cache, all >= 0)."""
+    if scratch is None:
+        free_able = (refcount == 1.0).astype(np.float64)
+    else:
+        free_able = np.equal(refcount, 1.0, out=scratch)  # 1.0 / 0.0
+    if refcount.ndim == 1:
+        if pinned is not None and pinned >= 0:
+            free_able *= catalog.not_member_f[pinned]
+        return np.where(cached, catalog.member_bytes @ free_able, 0.0)
+    if pinned is not None:
+        free_able *= catalog.not_member_f[pinned]
+    return np.where(cached, free_able @ catalog.member_bytes_t, 0.0)
+
+
+def eviction_drop(catalog: Catalog, refcount: np.ndarray, model: Any, pinned: Any) -> np.ndarray:
+    """Blocks evicting cached ``model`` drops: its blocks no other cached model uses, except
+    blocks of ``pinned`` (broadcast over caches like :func:`freed_bytes`; ``pinned`` None or
+    < 0 for none, one cache only)."""
+    drop = refcount == 1
+    drop &= catalog.membership[model]
+    if refcount.ndim > 1 or (pinned is not None and pinned >= 0):
+        drop &= catalog.not_member[pinned]
+    return drop
+
+
+def fetch_delay_s(missing_bytes: Any, rtt_s: float, rate_bps: float) -> Any:
+    """Cloud fetch delay of a request missing ``missing_bytes`` [s]: 0 on a hit, else one
+    round trip plus the bytes over the backhaul. Floats or arrays."""
+    if isinstance(missing_bytes, np.ndarray):
+        return np.where(missing_bytes <= 0.0, 0.0, rtt_s + 8.0 * missing_bytes / rate_bps)
+    return 0.0 if missing_bytes <= 0.0 else rtt_s + 8.0 * missing_bytes / rate_bps
+
+
 class CacheState:
     """Blocks held at one edge server, with every model-level quantity derived from them.
 
@@ -422,16 +496,11 @@ class CacheState:
         ``cached``, ``missing`` and ``refcount`` are replaced by new arrays (never written in
         place), so a reader can tell from their identity whether the cache changed.
         """
-        c = self.catalog
-        np.logical_not(self.held, out=self._absent)
-        prod = c.count_and_bytes @ self._absent
-        M = c.n_models
-        cached = prod[:M] == 0
-        self.missing = prod[M:]
+        cached, self.missing, self.refcount, self.used_bytes = held_quantities(
+            self.catalog, self.held, self._absent
+        )
         new = cached > self.cached  # cached now and not before
         self.cached = cached
-        self.refcount = cached.astype(np.float64) @ c.member_f  # float @ float: BLAS
-        self.used_bytes = float(np.dot(c.block_bytes, self.held))
         return new
 
     # ---- queries ---------------------------------------------------------------------
@@ -452,11 +521,7 @@ class CacheState:
 
         Blocks of model ``pinned`` (the request being decided) are never freed.
         """
-        c = self.catalog
-        free_able = np.equal(self.refcount, 1.0, out=self._scratch)  # 1.0 / 0.0
-        if pinned is not None and pinned >= 0:
-            free_able *= c.not_member_f[pinned]
-        return np.where(self.cached, c.member_bytes @ free_able, 0.0)
+        return freed_bytes(self.catalog, self.cached, self.refcount, pinned, self._scratch)
 
     def fits(self, model: int) -> bool:
         """Whether ``model``'s missing blocks fit in the free space now."""
@@ -472,11 +537,7 @@ class CacheState:
     def evict(self, model: int, pinned: int | None = None) -> float:
         """Drop ``model``'s blocks no other cached model uses (keeping ``pinned``'s blocks);
         return the bytes freed."""
-        c = self.catalog
-        drop = self.refcount == 1
-        drop &= c.membership[model]
-        if pinned is not None and pinned >= 0:
-            drop &= c.not_member[pinned]
+        drop = eviction_drop(self.catalog, self.refcount, model, pinned)
         before = self.used_bytes
         # A cached model's blocks are all held, so dropping is toggling them off.
         self.held ^= drop

@@ -105,16 +105,25 @@ def _assert_infos_equal(got: dict, want: dict, where: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("config", "seed"),
+    ("config", "seed", "tables"),
     [
-        ({"requests_per_episode": 120}, 0),
-        ({"requests_per_episode": 90, "preset": "small_cache"}, 3),
-        ({"requests_per_episode": 150, "preset": "adapter_heavy", "reward": "latency"}, 5),
-        ({"requests_per_episode": 80, "preset": "quantised", "sharing": False}, 11),
-        ({"requests_per_episode": 100, "preset": "fast_drift", "reward": "bytes"}, 7),
+        ({"requests_per_episode": 120}, 0, True),
+        ({"requests_per_episode": 90, "preset": "small_cache"}, 3, True),
+        ({"requests_per_episode": 150, "preset": "adapter_heavy", "reward": "latency"}, 5, True),
+        ({"requests_per_episode": 80, "preset": "quantised", "sharing": False}, 11, True),
+        ({"requests_per_episode": 100, "preset": "fast_drift", "reward": "bytes"}, 7, True),
+        # Unmasked actions served as bypasses; episodes too long for the look-up tables.
+        ({"requests_per_episode": 70, "invalid_action": "bypass", "half_lives": [3.0]}, 2, False),
     ],
 )
-def test_vector_env_equals_sync_vector_env(config, seed) -> None:
+def test_vector_env_equals_sync_vector_env(config, seed, tables, monkeypatch) -> None:
+    from mei_envs.envs import edge_llm_cache, edge_llm_cache_vector
+
+    if not tables:  # the formulas instead of the tables, in both envs
+        monkeypatch.setattr(edge_llm_cache, "MAX_TABLE_REQUESTS", 10)
+        monkeypatch.setattr(edge_llm_cache_vector, "_python_pow_table", lambda T, d: None)
+        edge_llm_cache._time_tables.cache_clear()
+    legal_only = config.get("invalid_action") != "bypass"
     n = 4
     vec = gym.make_vec(ENV_ID, num_envs=n, vectorization_mode="vector_entry_point", **config)
     ref = _sync(n, config)
@@ -129,7 +138,10 @@ def test_vector_env_equals_sync_vector_env(config, seed) -> None:
         assert masks.shape == (n, vec.single_action_space.n) and masks.dtype == bool
         want_masks = np.stack([e.unwrapped.action_masks() for e in ref.envs])
         np.testing.assert_array_equal(masks, want_masks)
-        acts = np.array([_legal(rng, m) for m in masks])
+        if legal_only:
+            acts = np.array([_legal(rng, m) for m in masks])
+        else:
+            acts = rng.integers(0, masks.shape[1], size=n)
         o1, r1, t1, u1, i1 = vec.step(acts)
         o2, r2, t2, u2, i2 = ref.step(acts)
         where = f"step {step}"
@@ -145,6 +157,9 @@ def test_vector_env_equals_sync_vector_env(config, seed) -> None:
                 np.testing.assert_array_equal(i1["final_obs"][i], i2["final_obs"][i])
             _assert_infos_equal(i1["final_info"], i2["final_info"], where + " final_info")
     assert ends >= n, f"only {ends} episode ends in 400 steps"
+    if not tables:
+        assert vec.unwrapped.tables is None
+        edge_llm_cache._time_tables.cache_clear()
 
 
 def test_vector_env_raises_on_a_masked_action_before_stepping_any_sub_env() -> None:

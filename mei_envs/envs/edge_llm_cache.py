@@ -649,7 +649,7 @@ class EdgeLLMCacheEnv(gym.Env[np.ndarray, int]):
         acc = self._acc
         size = self._model_bytes[j]
         hit = missing <= 0.0
-        fetch_s = 0.0 if hit else self._rtt + 8.0 * missing / self._rate
+        fetch_s = cache.fetch_delay_s(missing, self._rtt, self._rate)
         met = fetch_s <= self._deadline
         latency = fetch_s + self._delivery_s[j]
         acc["requests"] += 1.0
