@@ -604,15 +604,18 @@ class ZipfDriftRequests:
         events = np.flatnonzero(rng.random(n) < self.drift_rate) if M > 1 else np.empty(0, int)
         a = rng.integers(0, M, size=events.size)
         b = (a + 1 + rng.integers(0, max(M - 1, 1), size=events.size)) % M
+        if events.size == 0:
+            return perm[ranks]
         out = np.empty(n, dtype=np.int64)
         start = 0
-        pos = np.empty(M, dtype=np.int64)  # rank of each model
-        pos[perm] = np.arange(M)
-        for k, t in enumerate(events.tolist()):
+        pos = [0] * M  # rank of each model
+        for r, m in enumerate(perm.tolist()):
+            pos[m] = r
+        for t, ak, bk in zip(events.tolist(), a.tolist(), b.tolist(), strict=True):
             out[start:t] = perm[ranks[start:t]]
-            ra, rb = pos[a[k]], pos[b[k]]
-            perm[ra], perm[rb] = b[k], a[k]
-            pos[a[k]], pos[b[k]] = rb, ra
+            ra, rb = pos[ak], pos[bk]
+            perm[ra], perm[rb] = bk, ak
+            pos[ak], pos[bk] = rb, ra
             start = t
         out[start:] = perm[ranks[start:]]
         return out
