@@ -93,6 +93,11 @@ class EdgeLLMCacheVectorEnv(MeiVectorEnv):
         self.tables = _time_tables(self.T, tuple(single.stats.decay))
         self.py_pow = _python_pow_table(self.T, tuple(single.stats.decay))
         self.static_rows = single._work[[2, 5]].copy()
+        # What serving a hit adds to the sums, per model (missing = 0 in _serve's formulas:
+        # fetch 0 s, deadline met, bytes hit = model bytes; x + 0.0 and x - 0.0 are x).
+        zero = np.zeros(M)
+        self.hit_inc = self._increments(np.arange(M), zero)
+        self.hit_inc.flags.writeable = False
         self._rows = np.arange(n)
         # State, one row per sub-env.
         self.held = np.zeros((n, B), dtype=bool)
@@ -129,16 +134,14 @@ class EdgeLLMCacheVectorEnv(MeiVectorEnv):
         )
         return new
 
-    def _serve(self, r: np.ndarray, j: np.ndarray, missing: np.ndarray) -> None:
-        """Account requests ``j`` of rows ``r`` served with ``missing`` bytes fetched (the
-        single env's ``_serve``: each row's sums get one addition per request)."""
-        if r.size == 0:
-            return
+    def _increments(self, j: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        """``(k, len(_ACC_KEYS))``: what serving requests ``j`` with ``missing`` bytes fetched
+        adds to each sum (the single env's ``_serve``)."""
         single = self.single_env
         size = self.size[j]
         hit = missing <= 0.0
         fetch_s = cache.fetch_delay_s(missing, single._rtt, single._rate)
-        inc = np.zeros((r.size, len(_ACC_KEYS)))
+        inc = np.zeros((j.size, len(_ACC_KEYS)))
         inc[:, _A["requests"]] = 1.0
         inc[:, _A["hits"]] = hit
         inc[:, _A["bytes_requested"]] = size
@@ -153,6 +156,14 @@ class EdgeLLMCacheVectorEnv(MeiVectorEnv):
             inc[:, _A["reward"]] = (size - missing) / single.bytes_ref
         else:  # x + (-v) == x - v in IEEE arithmetic
             inc[:, _A["reward"]] = -(fetch_s / single.latency_ref_s)
+        return inc
+
+    def _serve(self, r: np.ndarray, j: np.ndarray, missing: np.ndarray | None) -> None:
+        """Account requests ``j`` of rows ``r`` served with ``missing`` bytes fetched (None:
+        hits). Each row's sums get one addition per request, as in the single env."""
+        if r.size == 0:
+            return
+        inc = self.hit_inc[j] if missing is None else self._increments(j, missing)
         self.acc[r] += inc
         self.tot[r] += inc[:, _TOT_COLS]
         self.t[r] += 1
@@ -230,10 +241,9 @@ class EdgeLLMCacheVectorEnv(MeiVectorEnv):
             self._record(active, j)
             hit = self.cached[active, j]
             if hit.all():
-                self._serve(active, j, np.zeros(active.size))
+                self._serve(active, j, None)
             else:
-                rh = active[hit]
-                self._serve(rh, j[hit], np.zeros(rh.size))
+                self._serve(active[hit], j[hit], None)
                 self._decide(active[~hit], j[~hit])
             active = active[(self.t[active] < T) & (self.pending[active] < 0)]
         ended = r[(self.t[r] >= T) & (self.pending[r] < 0)]
