@@ -380,6 +380,13 @@ class EdgeLLMCacheEnv(gym.Env[np.ndarray, int]):
     `reset(options={"requests": [...]})` replays a given sequence of model ids or names
     (any length >= 1).
 
+    `gym.make_vec("mei_envs/EdgeLLMCache-v0", num_envs=n,
+    vectorization_mode="vector_entry_point")` builds the native vector version
+    (`mei_envs.envs.edge_llm_cache_vector.EdgeLLMCacheVectorEnv`: numpy over the n caches,
+    SAME_STEP autoreset, lean infos, `action_masks()` of shape `(n, M + 1)`); sub-env `i`
+    seeded `seed + i` reproduces this env seeded `seed + i`. Its batched matrix products
+    are small: run it with `OMP_NUM_THREADS=1` (multi-threaded BLAS made it 4x slower here).
+
     ## Version History
 
     * v0: initial version. (Issue 10 later made `invalid_action="raise"` the default; a
