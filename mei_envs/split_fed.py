@@ -57,6 +57,7 @@ __all__ = [
     "minmax_shares",
     "pairwise_sum",
     "proportional_shares",
+    "spectral_efficiency",
 ]
 
 _TINY = 1e-300
@@ -86,10 +87,6 @@ class _FloatOps:
     minimum = staticmethod(min)
 
     @staticmethod
-    def clip(x: float, lo: float, hi: float) -> float:
-        return min(max(x, lo), hi)
-
-    @staticmethod
     def airtime(bits: float, rate: float) -> float:
         """``bits / rate`` (``inf`` at rate 0), 0 with nothing to send."""
         if bits > 0:
@@ -113,10 +110,6 @@ class _ArrayOps:
     maximum = staticmethod(np.maximum)
     minimum = staticmethod(np.minimum)
     where = staticmethod(np.where)
-
-    @staticmethod
-    def clip(x: Any, lo: Any, hi: Any) -> Any:
-        return np.minimum(np.maximum(x, lo), hi)
 
     @staticmethod
     def airtime(bits: Any, rate: Any) -> Any:
@@ -169,11 +162,14 @@ def link_rates(shares: Any, gamma_up_hz: Any, snr_down: Any, band: Band, ops: An
     SNR (constant power spectral density). Rates are :func:`mei_envs.wireless.link_rate_bps`.
     """
     b_up = shares * band.w_up_hz
-    eff_up = ops.clip(
-        ops.log2(1.0 + gamma_up_hz / ops.maximum(b_up, _TINY)), band.min_se, band.max_se
-    )
-    eff_down = ops.clip(ops.log2(1.0 + snr_down), band.min_se, band.max_se)
-    return b_up * eff_up, (shares * band.w_down_hz) * eff_down
+    eff_up = spectral_efficiency(gamma_up_hz / ops.maximum(b_up, _TINY), band, ops)
+    return b_up * eff_up, (shares * band.w_down_hz) * spectral_efficiency(snr_down, band, ops)
+
+
+def spectral_efficiency(snr: Any, band: Band, ops: Any = ARRAY_OPS) -> Any:
+    """Shannon efficiency held within the link-adaptation range [bit/s/Hz]
+    (:func:`mei_envs.wireless.link_rate_bps` over one hertz)."""
+    return ops.minimum(ops.maximum(ops.log2(1.0 + snr), band.min_se), band.max_se)
 
 
 def chain_times(
@@ -653,7 +649,7 @@ def advance_loss(
     ``effective_tokens``. Invert the loss curve to the effective tokens reached, add the
     round's, read the curve again; the loss never increases. Bit for bit the same as
     ``training.advance`` (``tests/test_split_fed_vector.py`` checks it)."""
-    frac = ops.clip((loss - floor) / span, 0.0, 1.0)
+    frac = ops.minimum(ops.maximum((loss - floor) / span, 0.0), 1.0)
     u0 = scale * ops.maximum(ops.recip(frac) - 1.0, 0.0) ** inv_decay_exponent
     u = u0 + effective_tokens
     new = floor + span / (1.0 + (u / scale) ** decay_exponent)
