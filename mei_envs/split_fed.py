@@ -252,6 +252,18 @@ def minmax_shares(
         return _minmax(base_s, up_bits, down_bits, gamma_up_hz, snr_down, band, rtol, max_iter)
 
 
+def _ev(
+    x: np.ndarray, base: Any, a: Any, g: Any, cd: Any, lo: float, hi: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``T_i(x) = base + a x / eff(g x) + cd x`` (``x = 1 / share``, increasing in ``x``)
+    and ``dT_i/dx``."""
+    k = g * x
+    raw = np.log2(1.0 + k)
+    eff = np.minimum(np.maximum(raw, lo), hi)
+    xde = ((raw > lo) & (raw < hi)) * (k / ((1.0 + k) * _LN2))  # x * d eff / dx
+    return base + (a * x) / eff + cd * x, a * (eff - xde) / (eff * eff) + cd
+
+
 def _minmax(
     base_s: Any,
     up_bits: Any,
@@ -262,97 +274,133 @@ def _minmax(
     rtol: float,
     max_iter: int,
 ) -> tuple[Any, Any]:
+    """:func:`minmax_shares` on ``(P, N)`` rows; each iteration works on the problems
+    (outer) and the problems' devices (inner) that have not converged yet."""
     base, up, down, gam, snr_d = np.broadcast_arrays(
         *(np.asarray(v, float) for v in (base_s, up_bits, down_bits, gamma_up_hz, snr_down))
     )
-    n = base.shape[-1]
+    lead, n = base.shape[:-1], base.shape[-1]
+    base, up, down, gam, snr_d = (v.reshape(-1, n) for v in (base, up, down, gam, snr_d))
     lo, hi = float(band.min_se), float(band.max_se)
     sends = (up > 0) | (down > 0)
     n_send = sends.sum(axis=-1, keepdims=True)
     any_send = n_send > 0
-    # T_i(x) = base + a x / eff(g x) + cd x with x = 1/share (increasing in x)
     a = up / band.w_up_hz
     g = gam / band.w_up_hz
     cd = down / (band.w_down_hz * np.minimum(np.maximum(np.log2(1.0 + snr_d), lo), hi))
-
-    def ev(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        k = g * x
-        raw = np.log2(1.0 + k)
-        eff = np.minimum(np.maximum(raw, lo), hi)
-        xde = ((raw > lo) & (raw < hi)) * (k / ((1.0 + k) * _LN2))  # x * d eff / dx
-        return base + (a * x) / eff + cd * x, a * (eff - xde) / (eff * eff) + cd
+    consts = (base, a, g, cd)
 
     ones = np.ones_like(base)
-    t_one, _ = ev(ones)
+    t_one, _ = _ev(ones, *consts, lo, hi)
     x_eq = np.where(sends, np.maximum(n_send, 1) * ones, 1.0)
-    t_eq, _ = ev(x_eq)
+    t_eq, _ = _ev(x_eq, *consts, lo, hi)
     ninf = -np.inf
     t_hi = np.where(any_send, np.where(sends, t_eq, ninf).max(axis=-1, keepdims=True), 0.0)
     t_lo = np.where(any_send, np.where(sends, base, ninf).max(axis=-1, keepdims=True), 0.0)
 
     def need(
-        t: np.ndarray, x0: np.ndarray, frozen: np.ndarray
+        t: np.ndarray, x0: np.ndarray, rows: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """x_i(t) = 1 / beta_i(t), dT_i/dx there, and whether device i can finish by t
-        (problems in ``frozen`` are not iterated)."""
-        ok = (t_one <= t) & sends
+        """x_i(t) = 1 / beta_i(t), dT_i/dx there, and whether device i can finish by t, for
+        the problems ``rows`` (None: all)."""
+        c = consts if rows is None else tuple(v[rows] for v in consts)
+        snd = sends if rows is None else sends[rows]
+        ok = ((t_one if rows is None else t_one[rows]) <= t) & snd
         x_lo = np.where(ok, np.maximum(x0, 1.0), 1.0)
-        f_lo, d_lo = ev(x_lo)
+        f_lo, d_lo = _ev(x_lo, *c, lo, hi)
         past = f_lo > t  # a warm start beyond the root: restart from the whole band
         if past.any():
             x_lo = np.where(past, 1.0, x_lo)
-            f_lo, d_lo = ev(x_lo)
+            f_lo, d_lo = _ev(x_lo, *c, lo, hi)
         x_hi = np.full_like(x_lo, np.inf)
+        live = None  # None: every problem still iterates
         for _ in range(max_iter):
-            done = ((t - f_lo <= rtol * t) | ~ok).all(axis=-1, keepdims=True) | frozen
+            if live is None:
+                tl, fl, ol = t, f_lo, ok
+            else:
+                tl, fl, ol = t[live], f_lo[live], ok[live]
+            done = ((tl - fl <= rtol * tl) | ~ol).all(axis=-1)
             if done.all():
                 break
-            x_new = x_lo + (t - f_lo) / d_lo
-            bad = (x_new >= x_hi) | (x_new <= x_lo) | ~np.isfinite(x_new)
+            if done.any() or live is not None:
+                keep = np.flatnonzero(~done)
+                live = keep if live is None else live[keep]
+                tl, fl, ol = tl[keep], fl[keep], ol[keep]
+                xl, dl, xh = x_lo[live], d_lo[live], x_hi[live]
+                cl = tuple(v[live] for v in c)
+            else:
+                xl, dl, xh, cl = x_lo, d_lo, x_hi, c
+            x_new = xl + (tl - fl) / dl
+            bad = (x_new >= xh) | (x_new <= xl) | ~np.isfinite(x_new)
             if bad.any():
-                mid = np.where(np.isfinite(x_hi), np.sqrt(x_lo * x_hi), 2.0 * x_lo)
+                mid = np.where(np.isfinite(xh), np.sqrt(xl * xh), 2.0 * xl)
                 x_new = np.where(bad, mid, x_new)
-            f_new, d_new = ev(x_new)
-            below = (f_new <= t) | ~ok
-            move = below & ~done
-            x_lo = np.where(move, x_new, x_lo)
-            f_lo = np.where(move, f_new, f_lo)
-            d_lo = np.where(move, d_new, d_lo)
-            x_hi = np.where(below | done, x_hi, x_new)
+            f_new, d_new = _ev(x_new, *cl, lo, hi)
+            below = (f_new <= tl) | ~ol
+            if live is None:
+                x_lo = np.where(below, x_new, xl)
+                f_lo = np.where(below, f_new, fl)
+                d_lo = np.where(below, d_new, dl)
+                x_hi = np.where(below, xh, x_new)
+            else:
+                x_lo[live] = np.where(below, x_new, xl)
+                f_lo[live] = np.where(below, f_new, fl)
+                d_lo[live] = np.where(below, d_new, dl)
+                x_hi[live] = np.where(below, xh, x_new)
         return x_lo, d_lo, ok
 
-    t = t_hi
-    lo_b, hi_b = t_lo, t_hi
+    t = t_hi.copy()
+    lo_b, hi_b = t_lo.copy(), t_hi.copy()
     x_warm = ones
-    best_x = x_eq
-    frozen = np.zeros_like(any_send)
+    best_x = x_eq.copy()
+    act = None  # None: every problem; else the indices still iterating
     for _ in range(max_iter):
-        x, dx, ok = need(t, x_warm, frozen)
-        reach = ok | ~sends
-        beta = np.where(sends, 1.0 / x, 0.0)
+        if act is None:
+            ts, xw, snd, anys = t, x_warm, sends, any_send
+            lb, hb, bx = lo_b, hi_b, best_x
+        else:
+            ts, xw, snd, anys = t[act], x_warm[act], sends[act], any_send[act]
+            lb, hb, bx = lo_b[act], hi_b[act], best_x[act]
+        x, dx, ok = need(ts, xw, act)
+        reach = ok | ~snd
+        beta = np.where(snd, 1.0 / x, 0.0)
         g_t = np.where(reach.all(axis=-1, keepdims=True), beta.sum(-1, keepdims=True) - 1.0, np.inf)
         feas = g_t <= 0.0
-        live = ~frozen
-        hi_b = np.where(feas & live, t, hi_b)
-        lo_b = np.where(feas | frozen, lo_b, t)
-        best_x = np.where(feas & live, x, best_x)
-        frozen = frozen | (hi_b - lo_b <= rtol * hi_b) | (feas & (g_t >= -rtol)) | ~any_send
-        if frozen.all():
+        hb = np.where(feas, ts, hb)
+        lb = np.where(feas, lb, ts)
+        bx = np.where(feas, x, bx)
+        conv = ((hb - lb <= rtol * hb) | (feas & (g_t >= -rtol)) | ~anys)[:, 0]
+        if act is None:
+            lo_b, hi_b, best_x = lb, hb, bx
+        else:
+            lo_b[act], hi_b[act], best_x[act] = lb, hb, bx
+        if conv.all():
             break
         # d beta / dT = -1 / (x^2 dT/dx)
-        dg = np.where(sends & ok, -1.0 / (x * x * dx), 0.0).sum(-1, keepdims=True)
-        t_new = t - g_t / dg
-        bad = ~np.isfinite(t_new) | (t_new <= lo_b) | (t_new >= hi_b)
-        t = np.where(frozen, t, np.where(bad, 0.5 * (lo_b + hi_b), t_new))
-        x_warm = np.where(feas & ~frozen, x, x_warm)
+        dg = np.where(snd & ok, -1.0 / (x * x * dx), 0.0).sum(-1, keepdims=True)
+        t_new = ts - g_t / dg
+        bad = ~np.isfinite(t_new) | (t_new <= lb) | (t_new >= hb)
+        t_new = np.where(bad, 0.5 * (lb + hb), t_new)
+        xw = np.where(feas, x, xw)
+        if act is None and not conv.any():
+            t, x_warm = t_new, xw
+            continue
+        keep = np.flatnonzero(~conv)
+        if act is None:
+            act = keep
+            x_warm = x_warm.copy()
+        else:
+            act = act[keep]
+        t[act] = t_new[keep]
+        x_warm[act] = xw[keep]
     shares = np.where(sends, 1.0 / best_x, 0.0)
     total = shares.sum(-1, keepdims=True)
     # Spread any round-off leftover over the senders (more band never slows a device).
     shares = np.where(any_send, shares / np.where(total > 0, total, 1.0), 1.0 / n)
     x_fin = np.where(shares > 0, 1.0 / np.maximum(shares, _TINY), 1.0)
-    times, _ = ev(x_fin)
+    times, _ = _ev(x_fin, *consts, lo, hi)
     times = np.where(sends, times, base)
-    return times.max(axis=-1), shares
+    return times.max(axis=-1).reshape(lead), shares.reshape(*lead, n)
 
 
 def proportional_shares(spectral_efficiency: Any) -> Any:
