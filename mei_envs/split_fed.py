@@ -221,17 +221,10 @@ _LN2 = float(np.log(2.0))
 
 
 def minmax_shares(
-    base_s: Any,
-    up_bits: Any,
-    down_bits: Any,
-    gamma_up_hz: Any,
-    snr_down: Any,
-    *,
-    band: Band,
-    rtol: float = 1e-12,
-    max_iter: int = 200,
+    *terms: Any, band: Band, rtol: float = 1e-12, max_iter: int = 200
 ) -> tuple[Any, Any]:
-    """Bandwidth shares minimising ``max_i T_i`` (sum of shares 1), and that round time.
+    """Bandwidth shares minimising ``max_i T_i`` (sum of shares 1), and that round time, of
+    ``terms = (base_s, up_bits, down_bits, gamma_up_hz, snr_down)`` (:func:`chain_times`).
 
     Exact up to ``rtol``: every ``T_i`` is decreasing in its share, so the optimum has all
     devices that send finish together at ``T*``, the least ``T`` with
@@ -248,8 +241,13 @@ def minmax_shares(
     Returns:
         ``(round_time_s, shares)`` with shapes ``(...)`` and ``(..., N)``.
     """
+    if len(terms) != 5:
+        raise TypeError(
+            f"minmax_shares takes 5 terms (base_s, up_bits, down_bits, gamma_up_hz, snr_down), "
+            f"got {len(terms)}"
+        )
     with np.errstate(all="ignore"):
-        return _minmax(base_s, up_bits, down_bits, gamma_up_hz, snr_down, band, rtol, max_iter)
+        return _minmax(terms, band, rtol, max_iter)
 
 
 def _ev(
@@ -264,21 +262,11 @@ def _ev(
     return base + (a * x) / eff + cd * x, a * (eff - xde) / (eff * eff) + cd
 
 
-def _minmax(
-    base_s: Any,
-    up_bits: Any,
-    down_bits: Any,
-    gamma_up_hz: Any,
-    snr_down: Any,
-    band: Band,
-    rtol: float,
-    max_iter: int,
-) -> tuple[Any, Any]:
-    """:func:`minmax_shares` on ``(P, N)`` rows; each iteration works on the problems
-    (outer) and the problems' devices (inner) that have not converged yet."""
-    base, up, down, gam, snr_d = np.broadcast_arrays(
-        *(np.asarray(v, float) for v in (base_s, up_bits, down_bits, gamma_up_hz, snr_down))
-    )
+def _minmax(terms: tuple, band: Band, rtol: float, max_iter: int) -> tuple[Any, Any]:
+    """:func:`minmax_shares` of ``terms = (base_s, up_bits, down_bits, gamma_up_hz,
+    snr_down)`` on ``(P, N)`` rows; each iteration works on the problems (outer) and the
+    problems' devices (inner) that have not converged yet."""
+    base, up, down, gam, snr_d = np.broadcast_arrays(*(np.asarray(v, float) for v in terms))
     lead, n = base.shape[:-1], base.shape[-1]
     base, up, down, gam, snr_d = (v.reshape(-1, n) for v in (base, up, down, gam, snr_d))
     lo, hi = float(band.min_se), float(band.max_se)
@@ -763,36 +751,19 @@ def _cost_tables(
     adapter = np.zeros((L, K))
     hw0 = devices[0]
 
+    # keywords every layer range shares (training step and device memory)
+    job: dict[str, Any] = dict(seq_len=seq_len, batch=batch, mode="lora", lora_targets=targets)
+    job.update(weight_precision=weight_precision, act_precision=act_precision)
+
     def step(layers: tuple[int, int], rank: int, head: bool, rg: bool) -> np.ndarray:
         out = hardware.time_train_step(
-            hw0,
-            arch,
-            layers,
-            seq_len=seq_len,
-            batch=batch,
-            mode="lora",
-            lora_rank=rank,
-            lora_targets=targets,
-            lm_head=head,
-            input_requires_grad=rg,
-            weight_precision=weight_precision,
-            act_precision=act_precision,
+            hw0, arch, layers, lora_rank=rank, lm_head=head, input_requires_grad=rg, **job
         )
         return np.array([out["flops"], out["bytes"]], float)
 
     def memory(cut: int, rank: int) -> float:
-        return costs.device_memory_bytes(
-            arch,
-            cut,
-            mode="lora",
-            seq_len=seq_len,
-            batch=batch,
-            weight_precision=weight_precision,
-            act_precision=act_precision,
-            lora_rank=rank,
-            lora_targets=targets,
-            include_lm_head=cut == L,
-        )["total"]
+        mem = costs.device_memory_bytes(arch, cut, lora_rank=rank, include_lm_head=cut == L, **job)
+        return mem["total"]
 
     for k, r in enumerate(ranks):
         if L > 1:

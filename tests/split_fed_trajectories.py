@@ -105,6 +105,16 @@ def rollout(config: dict[str, Any], seed: int, steps: int = STEPS) -> dict[str, 
     }
 
 
+def assert_unchanged(name: str, config: dict[str, Any], seed: int) -> None:
+    """Replay one pinned case and compare every recorded array exactly."""
+    pinned = np.load(PINNED_FILE)
+    got = rollout(config, seed)
+    for key in ("obs", "rew", "done", "info_len", "info_keys", "info"):
+        want = pinned[f"{name}/{seed}/{key}"]
+        assert got[key].shape == want.shape, (name, seed, key)
+        np.testing.assert_array_equal(got[key], want, err_msg=f"{name}/{seed}/{key}")
+
+
 def record(path: Path = PINNED_FILE) -> None:
     out = {}
     for name, config, seeds in CASES:

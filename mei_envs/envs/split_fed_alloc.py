@@ -211,6 +211,20 @@ class SplitFedAllocConfig(wireless.UplinkChannelConfig):
                 )
 
 
+def book_round(env: Any, j: Any, k: Any, rt: Any, t_i: Any, e_total: Any) -> Any:
+    """Close a round in the single env (floats) or the vector env (arrays, in place): the
+    loss, round count, clocks, last device times and the channel move on; returns whether
+    the target loss is reached."""
+    m = env.model
+    env._loss = m.next_loss(env._loss, j, k)
+    env._round += 1
+    env._time += rt
+    env._energy += e_total
+    env._last_t = t_i
+    env._advance_channel()
+    return env._loss <= m.target_loss + 1e-12
+
+
 # A round lasts seconds; the channel moves one block per nominal round of this length.
 ROUND_SLOT_S = 1.0
 # First zero of the Bessel J0 (rounded down, so J0 > 0 there).
@@ -479,13 +493,7 @@ class SplitFedAllocEnv(gym.Env[np.ndarray, np.ndarray]):
         shares = self._shares(share_spec, j, k, aggregate, gamma, snr_d)
         rt, t_i, _, energy = self._round_costs(j, k, aggregate, shares, gamma, snr_d)
         e_total = pairwise_sum(energy)
-        self._loss = m.next_loss(self._loss, j, k)
-        self._round += 1
-        self._time += rt
-        self._energy += e_total
-        self._last_t = t_i
-        self._advance_channel()
-        terminated = self._loss <= m.target_loss + 1e-12
+        terminated = book_round(self, j, k, rt, t_i, e_total)
         truncated = not terminated and (
             self._time >= cfg.time_budget_s or self._round >= cfg.max_rounds
         )

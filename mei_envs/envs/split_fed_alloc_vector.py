@@ -38,6 +38,7 @@ from mei_envs.envs.split_fed_alloc import (
     ALLOCATION_RULES,
     SplitFedAllocConfig,
     SplitFedAllocEnv,
+    book_round,
 )
 from mei_envs.split_fed import chain_times, device_energy_j, spectral_efficiency
 from mei_envs.vector import MeiVectorEnv
@@ -251,13 +252,7 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
             shares = self._rule_shares(rule, j, k, aggregate, gamma, snr_d)
         rt, t_i, _, energy = self._round_costs(self._types, j, k, aggregate, shares, gamma, snr_d)
         e_total = energy.sum(-1)
-        self._loss = m.next_loss(self._loss, j, k)
-        self._round += 1
-        self._time += rt
-        self._energy += e_total
-        self._last_t = t_i
-        self._advance_channel()
-        terminated = self._loss <= m.target_loss + 1e-12
+        terminated = book_round(self, j, k, rt, t_i, e_total)
         truncated = ~terminated & (
             (self._time >= cfg.time_budget_s) | (self._round >= cfg.max_rounds)
         )
