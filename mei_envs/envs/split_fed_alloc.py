@@ -151,7 +151,7 @@ class SplitFedAllocConfig(wireless.UplinkChannelConfig):
             )
         self._check_range("aggregation_interval", 1, 1000, integer=True)
         self._check_range("noniid", 0.0, 1.0)
-        self._check_range("n_devices", 1, 64, integer=True)
+        self._check_range("n_devices", 1, 256, integer=True)
         known = hardware.list_hardware()
         if (
             len(self.device_types) < 1
