@@ -313,9 +313,19 @@ class SplitFedAllocEnv(gym.Env[np.ndarray, np.ndarray]):
     where the references are the round time and device energy of the reference action
     (middle feasible cut, middle rank, equal split) on the episode's devices without fading.
     With ``lambda_energy = 0`` (default) the return is minus the time to target in units of
-    the reference round. ``info``: ``round_time_s``, ``device_times_s``, ``energy_J``,
-    ``loss``, ``cut``, ``rank``, ``shares``, ``straggler``, ``time_s``, ``cut_clipped``,
-    ``rank_clipped``, ``decision_epoch``, ``aggregated``, ``action_mask``.
+    the reference round.
+
+    ``info`` (config field ``info``): ``"full"`` (default) carries ``round_time_s``,
+    ``device_times_s``, ``energy_J``, ``device_energy_J``, ``loss``, ``cut``, ``rank``,
+    ``shares``, ``straggler``, ``time_s``, ``rounds``, ``cut_clipped``, ``rank_clipped``,
+    ``decision_epoch``, ``aggregated``, ``reached_target``, ``time_cost``, ``energy_cost`` and
+    ``action_mask`` every step (reset: ``loss``, ``time_s``, ``action_mask``). ``"lean"``
+    carries only the learning-curve keys of ``metadata["info_metrics"]`` (``round_time_s``,
+    ``energy_J``, ``rounds``, ``cut``, ``rank``, ``loss``, ``reached_target``,
+    ``cut_clipped``) and, on the step that ends an episode, their totals ``episode_<key>``
+    (sum, mean over rounds or last value, per the metadata); the reset info is empty. The
+    native vector env (:mod:`mei_envs.envs.split_fed_alloc_vector`, ``gym.make_vec(...,
+    vectorization_mode="vector_entry_point")``) always reports the lean keys.
 
     ## Starting State
 
@@ -335,7 +345,9 @@ class SplitFedAllocEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Version History
 
-    * v0: initial version.
+    * v0: initial version. Issue 12 added the ``info`` level and the native vector env and
+      made the step faster; recorded trajectories are unchanged bit for bit
+      (``tests/test_split_fed_pinned.py``).
     """
 
     config_class = SplitFedAllocConfig
