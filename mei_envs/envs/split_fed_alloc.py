@@ -386,6 +386,7 @@ class SplitFedAllocEnv(gym.Env[np.ndarray, np.ndarray]):
         self._ref_rank_k = (K - 1) // 2
         self.channel = wireless.build_uplink(cfg, _channel_slot_s(cfg))
         self._lean = cfg.info == "lean"
+        self._sl = cfg.scheme == "sl"
         self._types: np.ndarray | None = None
         self._build_tables()
 
@@ -500,7 +501,7 @@ class SplitFedAllocEnv(gym.Env[np.ndarray, np.ndarray]):
             j, k, cut_clipped, rank_clipped = self._clip(want_j, rank_k)
             self._cut_j, self._rank_k = j, k
         j, k = self._cut_j, self._rank_k
-        aggregate = 1.0 if (cfg.scheme != "sl" and (self._round + 1) % m.interval == 0) else 0.0
+        aggregate = 1.0 if (not self._sl and (self._round + 1) % m.interval == 0) else 0.0
         gamma, snr_d = self._gamma, self._snr_d  # this round's channel (the observation's)
         shares = self._shares(share_spec, j, k, aggregate, gamma, snr_d)
         rt, t_i, _, energy = self._round_costs(j, k, aggregate, shares, gamma, snr_d)
@@ -610,7 +611,7 @@ class SplitFedAllocEnv(gym.Env[np.ndarray, np.ndarray]):
 
     # ---- internals ---------------------------------------------------------------------
     def _decision_epoch(self) -> bool:
-        return self.config.scheme == "sl" or self._round % self.model.interval == 0
+        return self._sl or self._round % self.model.interval == 0
 
     def _decode(self, action: Any) -> tuple[int, int, Any]:
         cfg, m = self.config, self.model
@@ -688,7 +689,7 @@ class SplitFedAllocEnv(gym.Env[np.ndarray, np.ndarray]):
         base = m.base_list[j][k]
         t_dev = m.dev_train_list[j][k]
         bits = m.round_bits(j, k, aggregate)
-        sl = self.config.scheme == "sl"
+        sl = self._sl
         scalar = sl or isinstance(shares, float)
         sh = 1.0 if sl else shares
         t_i, t_up, r_up = [], [], []
@@ -753,7 +754,7 @@ class SplitFedAllocEnv(gym.Env[np.ndarray, np.ndarray]):
             min(self._time / cfg.time_budget_s, 1.0),
             (self._cut_j + 1) / m.L,
             self._rank_k / (m.K - 1) if m.K > 1 else 0.0,
-            float(self._decision_epoch()),
+            1.0 if self._sl or self._round % m.interval == 0 else 0.0,
         )
         return np.array(vals, dtype=np.float32)
 
