@@ -188,3 +188,24 @@ def test_pairwise_sum_is_numpy_sum() -> None:
         for _ in range(20):
             a = rng.random(n) * 10.0 ** rng.uniform(-6, 6, n)
             assert pairwise_sum(a.tolist()) == a.sum(), n
+
+
+def test_actions_within_the_tolerance_are_clipped_to_the_box() -> None:
+    """Entries in (1, 1 + 1e-6] act as 1 (float32 round-off of agents), in both envs."""
+    a = np.array([1.0, -1.0, 1.0, 0.3, -0.2, 0.9, 1.0], dtype=np.float64)
+    nudged = a.copy()
+    nudged[[0, 2, 6]] += 5e-7
+    nudged[1] -= 5e-7
+    results = []
+    for act in (a, nudged):
+        env = SplitFedAllocEnv()
+        env.reset(seed=4)
+        obs, rew, *_ = env.step(act)
+        vec = SplitFedAllocVectorEnv(2)
+        vec.reset(seed=4)
+        obs_v, rew_v, *_ = vec.step(np.stack([act, act]))
+        np.testing.assert_array_equal(obs_v[0], obs)
+        assert rew_v[0] == rew
+        results.append((obs, rew))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    assert results[0][1] == results[1][1]

@@ -625,9 +625,11 @@ class SplitFedAllocEnv(gym.Env[np.ndarray, np.ndarray]):
                     f"action={action!r}: must be {self.action_space.shape[0]} finite "
                     "floats in [-1, 1]"
                 )
-            if max(al) > 1.0 + 1e-6 or min(al) < -1.0 - 1e-6:
+            hi, lo = max(al), min(al)
+            if hi > 1.0 + 1e-6 or lo < -1.0 - 1e-6:
                 raise ValueError(f"action={action!r}: every entry must be in [-1, 1]")
-            al = [min(max(x, -1.0), 1.0) for x in al]
+            if hi > 1.0 or lo < -1.0:
+                al = [min(max(x, -1.0), 1.0) for x in al]
             pos = int(round((al[0] + 1.0) * 0.5 * (self.n_cuts - 1)))
             k = int(round((al[1] + 1.0) * 0.5 * (m.K - 1)))
             scale = cfg.share_logit_scale
