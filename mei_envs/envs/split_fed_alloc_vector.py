@@ -144,6 +144,7 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
         self._last_t = np.zeros((B, N))
         self._rows = np.arange(B)
         self._obs_static = np.zeros((B, 4 * N + 6), dtype=np.float32)
+        self._step_obs: np.ndarray | None = None
 
     # ---- randomness ----------------------------------------------------------------------
     def _draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -228,7 +229,11 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
         for arr in (self._cut_sum, self._rank_sum, self._clip_sum):
             arr[idx] = 0
         self._cut_j[idx], self._rank_k[idx] = ref_j, ref_k
-        return self._obs(), {}
+        if self._step_obs is None:
+            return self._obs(), {}
+        out = self._step_obs.copy()  # an autoreset: only the reset sub-envs change
+        out[idx] = self._obs(idx)
+        return out, {}
 
     # ---- step ----------------------------------------------------------------------------
     def step(
@@ -269,7 +274,11 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
         done = terminated | truncated
         if done.any():
             self._add_totals(infos, done)
-        obs, infos = self._autoreset(self._obs(), terminated, truncated, infos)
+        self._step_obs = self._obs()
+        try:
+            obs, infos = self._autoreset(self._step_obs, terminated, truncated, infos)
+        finally:
+            self._step_obs = None
         for key in _EPISODE_KEYS:  # only in final_info, as SyncVectorEnv reports them
             infos.pop(key, None)
             infos.pop("_" + key, None)
@@ -387,24 +396,31 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
             z = rows.values.transpose(1, 0, 2).reshape(2, -1)
             self._fade = self._gm.step(_Rows(z)).reshape(self.num_envs, self._N)
 
-    def _obs(self) -> np.ndarray:
+    def _obs(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """Observations of every sub-env, or of ``rows`` only (the sub-envs just reset);
+        caches this round's link parameters for the step."""
         cfg, m = self.config, self.model
         N = self._N
-        gamma, snr_d = m.link_params(self._gain * self._fade)
-        self._gamma, self._snr_d = gamma, snr_d
-        obs = self._obs_static.copy()  # device compute and memory columns, set at reset
+        sel: Any = slice(None) if rows is None else rows
+        gamma, snr_d = m.link_params(self._gain[sel] * self._fade[sel])
+        if rows is None:
+            self._gamma, self._snr_d = gamma, snr_d
+        else:
+            self._gamma[rows], self._snr_d[rows] = gamma, snr_d
+        obs = self._obs_static[sel].copy()  # device compute and memory columns, set at reset
         snr = 10.0 * np.log10(np.maximum(gamma / cfg.bandwidth_hz, 1e-30)) / 40.0
         obs[:, 0 : 4 * N : 4] = np.minimum(np.maximum(snr, -1.0), 1.0)
-        scale = 4.0 * self._ref_time[:, None]
-        obs[:, 3 : 4 * N : 4] = np.minimum(np.maximum(self._last_t / scale, 0.0), 1.0)
+        scale = 4.0 * self._ref_time[sel, None]
+        obs[:, 3 : 4 * N : 4] = np.minimum(np.maximum(self._last_t[sel] / scale, 0.0), 1.0)
         span = m.initial_loss - m.target_loss
-        obs[:, 4 * N] = np.minimum(np.maximum((self._loss - m.target_loss) / span, 0.0), 1.0)
-        left = (m.interval - self._round % m.interval) % m.interval
+        loss, rounds = self._loss[sel], self._round[sel]
+        obs[:, 4 * N] = np.minimum(np.maximum((loss - m.target_loss) / span, 0.0), 1.0)
+        left = (m.interval - rounds % m.interval) % m.interval
         obs[:, 4 * N + 1] = left / m.interval
-        obs[:, 4 * N + 2] = np.minimum(self._time / cfg.time_budget_s, 1.0)
-        obs[:, 4 * N + 3] = (self._cut_j + 1) / m.L
-        obs[:, 4 * N + 4] = self._rank_k / (m.K - 1) if m.K > 1 else 0.0
-        obs[:, 4 * N + 5] = (self._round % m.interval == 0) | self._sl
+        obs[:, 4 * N + 2] = np.minimum(self._time[sel] / cfg.time_budget_s, 1.0)
+        obs[:, 4 * N + 3] = (self._cut_j[sel] + 1) / m.L
+        obs[:, 4 * N + 4] = self._rank_k[sel] / (m.K - 1) if m.K > 1 else 0.0
+        obs[:, 4 * N + 5] = (rounds % m.interval == 0) | self._sl
         return obs
 
     def _lean_infos(
