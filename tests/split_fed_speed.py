@@ -1,0 +1,165 @@
+"""Issue 12 speed measurements of SplitFedAlloc-v0 (a script, not a test; ratios to CartPole-v1
+measured in the same process, medians of interleaved repeats).
+
+    python -m tests.split_fed_speed single [repeats]   # gym.make step/s ratio, reset us, per preset
+    python -m tests.split_fed_speed vector [repeats]   # native vector env at 1/16/256 envs
+    python -m tests.split_fed_speed scale [repeats]    # cost vs n_devices 2/10/50/200
+    python -m tests.split_fed_speed oracle             # myopic_oracle time per decision
+
+Run the same command on another checkout (``PYTHONPATH=<checkout>``) for a before/after pair;
+without a native vector env the ``vector`` mode falls back to ``make_vec(..., "sync")``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+import mei_envs  # noqa: F401  (registers the ids)
+from mei_envs.envs.split_fed_alloc import SplitFedAllocConfig
+
+ENV_ID = "mei_envs/SplitFedAlloc-v0"
+
+
+def _loop(env: Any, action: Any, steps: int) -> float:
+    env.reset(seed=0)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        _, _, term, trunc, _ = env.step(action)
+        if term or trunc:
+            env.reset()
+    return steps / (time.perf_counter() - t0)
+
+
+def _reset_us(env: Any, n: int) -> float:
+    env.reset(seed=0)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        env.reset()
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+def _vloop(env: Any, actions: Any, steps: int) -> float:
+    env.reset(seed=0)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        env.step(actions)
+    return steps * env.num_envs / (time.perf_counter() - t0)
+
+
+def _minmax_action(env: Any) -> np.ndarray:
+    u = env.unwrapped
+    return np.array([u.n_cuts // 2, u.model.K - 1, 2])
+
+
+def single(reps: int) -> None:
+    """Every preset (continuous, scalar action 1) and the discrete mode with the min-max rule."""
+    cartpole = gym.make("CartPole-v1")
+    envs = {p: gym.make(ENV_ID, preset=p) for p in SplitFedAllocConfig.PRESETS}
+    envs["discrete_minmax"] = gym.make(ENV_ID, action_mode="discrete")
+    acts = {k: _minmax_action(e) if k == "discrete_minmax" else 1 for k, e in envs.items()}
+    c, c_reset = [], []
+    sps: dict[str, list[float]] = {k: [] for k in envs}
+    rst: dict[str, list[float]] = {k: [] for k in envs}
+    for _ in range(reps):
+        c.append(_loop(cartpole, 1, 20000))
+        c_reset.append(_reset_us(cartpole, 2000))
+        for k, e in envs.items():
+            sps[k].append(_loop(e, acts[k], 300 if k == "discrete_minmax" else 3000))
+            rst[k].append(_reset_us(e, 300))
+    cm = statistics.median(c)
+    print(f"CartPole-v1 gym.make: {cm:.0f} steps/s, reset {statistics.median(c_reset):.1f} us")
+    for k in envs:
+        m = statistics.median(sps[k])
+        print(
+            f"single {k:26s} {m:9.0f} steps/s {1e6 / m:8.1f} us/step  ratio {m / cm:.3f}  "
+            f"reset {statistics.median(rst[k]):7.1f} us"
+        )
+
+
+def vector(reps: int) -> None:
+    for n in (1, 16, 256):
+        cp = gym.make_vec("CartPole-v1", num_envs=n, vectorization_mode="vector_entry_point")
+        try:
+            env = gym.make_vec(ENV_ID, num_envs=n, vectorization_mode="vector_entry_point")
+            mode = "native"
+        except Exception:  # a checkout without the native vector env
+            env = gym.make_vec(ENV_ID, num_envs=n, vectorization_mode="sync")
+            mode = "sync"
+        actions = np.ones((n, env.single_action_space.shape[0]), np.float32)
+        steps = max(3000 // n, 30)
+        c, r = [], []
+        for _ in range(reps):
+            c.append(_vloop(cp, np.ones(n, np.int64), steps * 4))
+            r.append(_vloop(env, actions, steps))
+        cm, m = statistics.median(c), statistics.median(r)
+        print(
+            f"vector n={n:4d} ({mode}) {m:10.0f} env-steps/s  CartPole native {cm:10.0f}  "
+            f"ratio {m / cm:.4f}"
+        )
+
+
+def scale(reps: int) -> None:
+    """Single-env step (continuous; discrete with the min-max rule), reset and native vector
+    step at 256 envs versus the number of devices, with fitted log-log exponents."""
+    sizes = [2, 10, 50, 200]
+    res: dict[int, dict[str, list[float]]] = {
+        n: {"c": [], "d": [], "r": [], "v": []} for n in sizes
+    }
+    for _ in range(reps):
+        for n in sizes:
+            for mode, key, steps in (("continuous", "c", 400), ("discrete", "d", 40)):
+                e = gym.make(ENV_ID, n_devices=n, action_mode=mode, time_budget_s=1e9)
+                a = 1 if mode == "continuous" else _minmax_action(e)
+                res[n][key].append(1e6 / _loop(e, a, steps))
+                if key == "c":
+                    res[n]["r"].append(_reset_us(e, 100))
+            v = gym.make_vec(
+                ENV_ID, num_envs=256, vectorization_mode="vector_entry_point", n_devices=n
+            )
+            acts = np.ones((256, v.single_action_space.shape[0]), np.float32)
+            res[n]["v"].append(1e6 / _vloop(v, acts, 20))
+    med = {n: {k: statistics.median(v) for k, v in d.items()} for n, d in res.items()}
+    for n in sizes:
+        m = med[n]
+        print(
+            f"N={n:4d} single continuous {m['c']:9.1f} us/step  discrete-minmax {m['d']:9.1f} "
+            f"us/step  reset {m['r']:8.1f} us  vector@256 {m['v']:7.2f} us/env-step"
+        )
+    x = np.log(sizes)
+    for key, name in (("c", "single"), ("d", "single minmax"), ("r", "reset"), ("v", "vector")):
+        slope = np.polyfit(x, np.log([med[n][key] for n in sizes]), 1)[0]
+        print(f"fitted exponent {name}: {slope:.2f}")
+
+
+def oracle() -> None:
+    from mei_envs.baselines.registry import make_policy
+
+    for p in SplitFedAllocConfig.PRESETS:
+        env = gym.make(ENV_ID, preset=p)
+        pol = make_policy(ENV_ID, "myopic_oracle", env)
+        obs, info = env.reset(seed=0)
+        epoch, other = [], []
+        for _ in range(30):
+            t0 = time.perf_counter()
+            a = pol.act(obs, info)
+            dt = time.perf_counter() - t0
+            (epoch if env.unwrapped.decision_state()["decision_epoch"] else other).append(dt)
+            obs, _, term, trunc, info = env.step(a)
+            if term or trunc:
+                obs, info = env.reset()
+        print(
+            f"{p:26s} myopic_oracle: decision epoch {statistics.median(epoch) * 1e3:7.1f} ms, "
+            f"other rounds {statistics.median(other) * 1e3:6.1f} ms"
+        )
+
+
+if __name__ == "__main__":
+    what = sys.argv[1] if len(sys.argv) > 1 else "single"
+    repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    {"single": single, "vector": vector, "scale": scale}.get(what, lambda _r: oracle())(repeats)
