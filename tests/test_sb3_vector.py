@@ -1,0 +1,302 @@
+"""The SB3 adapter of Gymnasium vector envs (``mei_envs.agents.vector``) and its use in training.
+
+The proof that the native path changes speed, not results: an algorithm seeded alike collects
+the same rollouts (observations, actions, rewards, episode starts, values, log-probs,
+returns) through :class:`VectorEnvAdapter` as through SB3's ``DummyVecEnv`` over single envs,
+and records the same episodes. It is checked on
+
+* ``SyncVectorEnv(..., autoreset_mode=SAME_STEP)`` over every registered env (the stand-in
+  for a native vector env: same layout of infos, and sub-env ``i`` *is* the single env);
+* a tiny native vector env written here on :class:`mei_envs.vector.MeiVectorEnv`, with masks
+  (an illegal action raises), truncation (bootstrapped from the terminal observation) and
+  lean info (per-episode totals ``episode_<key>``), through ``PPO``, ``MaskablePPO`` and the
+  trainer (``mei-envs train`` with ``vec_env="native"`` vs ``"dummy"``);
+* every registered env with a native vector env (``vector_entry_point``).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+pytest.importorskip("stable_baselines3")
+pytest.importorskip("sb3_contrib")
+
+import torch as th  # noqa: E402
+from sb3_contrib import MaskablePPO  # noqa: E402
+from stable_baselines3 import PPO  # noqa: E402
+from stable_baselines3.common.callbacks import BaseCallback  # noqa: E402
+from stable_baselines3.common.vec_env import VecNormalize  # noqa: E402
+
+import mei_envs  # noqa: E402
+from mei_envs.agents.envs import make_vec_env  # noqa: E402
+from mei_envs.agents.vector import VectorEnvAdapter  # noqa: E402
+from mei_envs.baselines.evaluation import make_env  # noqa: E402
+from mei_envs.vector import MeiVectorEnv  # noqa: E402
+
+TOY_ID = "mei_envs_test/ToyWalk-v0"
+BUFFER_FIELDS = (
+    "observations",
+    "actions",
+    "rewards",
+    "episode_starts",
+    "values",
+    "log_probs",
+    "returns",
+    "advantages",
+)
+
+
+# ---- a tiny env and its native vector version ------------------------------------------------
+class ToyWalk(gym.Env):
+    """Walk on 0..L towards a random goal: actions left/stay/right; stepping off the line is
+    illegal (raises; with ``config={"strict": False}`` it is a stay). Ends at the goal;
+    truncated after T steps. Reward: minus the distance plus N(0, 0.1) noise drawn every step.
+    Lean info: per step ``dist``, ``moves``, ``noise``; at the end ``episode_<key>`` totals
+    (``episode_dist`` deliberately 1000 + the sum, so a test can tell the totals were used)."""
+
+    L, T = 4, 6
+    metadata = {
+        "render_modes": [],
+        "info_metrics": {"dist": "sum", "moves": "mean", "noise": "last"},
+    }
+
+    def __init__(self, config: dict | None = None, render_mode: str | None = None) -> None:
+        self.strict = bool((config or {}).get("strict", True))
+        self.observation_space = spaces.Box(-1.0, 1.0, (3,), np.float32)
+        self.action_space = spaces.Discrete(3)
+        self.render_mode = render_mode
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.pos, self.goal = (int(v) for v in self.np_random.integers(0, self.L + 1, size=2))
+        self.t, self.dist_sum, self.moves = 0, 0.0, 0.0
+        return self._obs(), {"start": float(self.pos)}
+
+    def _obs(self) -> np.ndarray:
+        return np.array(
+            [self.pos / self.L * 2 - 1, self.goal / self.L * 2 - 1, self.t / self.T], np.float32
+        )
+
+    def action_masks(self) -> np.ndarray:
+        return np.array([self.pos > 0, True, self.pos < self.L])
+
+    def step(self, action: Any):
+        a = int(action)
+        if not self.action_masks()[a]:
+            if self.strict:
+                raise ValueError(f"illegal action {a} at position {self.pos}")
+            a = 1
+        self.pos += a - 1
+        self.t += 1
+        noise = float(self.np_random.normal())
+        dist = abs(self.pos - self.goal)
+        reward = -dist + 0.1 * noise
+        terminated = dist == 0
+        truncated = not terminated and self.t >= self.T
+        self.dist_sum += dist
+        self.moves += float(a != 1)
+        info = {"dist": float(dist), "moves": float(a != 1), "noise": noise}
+        if terminated or truncated:
+            info["episode_dist"] = 1000.0 + self.dist_sum
+            info["episode_moves"] = self.moves / self.t
+            info["episode_noise"] = noise
+        return self._obs(), reward, terminated, truncated, info
+
+
+class ToyWalkVector(MeiVectorEnv):
+    """ToyWalk for all sub-envs at once (noise drawn per sub-env from ``rngs[i]``)."""
+
+    def __init__(self, num_envs: int = 1, config: dict | None = None, render_mode=None) -> None:
+        super().__init__(ToyWalk(config), num_envs, render_mode)
+        self.strict = self.single_env.strict
+        n = self.num_envs
+        self.pos = np.zeros(n, np.int64)
+        self.goal = np.zeros(n, np.int64)
+        self.t = np.zeros(n, np.int64)
+        self.dist_sum = np.zeros(n)
+        self.moves = np.zeros(n)
+
+    def _reset_envs(self, mask: np.ndarray, options: dict | None = None):
+        for i in np.flatnonzero(mask):
+            self.pos[i], self.goal[i] = self.rngs[i].integers(0, ToyWalk.L + 1, size=2)
+        self.t[mask] = 0
+        self.dist_sum[mask] = 0.0
+        self.moves[mask] = 0.0
+        return self._obs(), {"start": self.pos.astype(float), "_start": mask.copy()}
+
+    def _obs(self) -> np.ndarray:
+        L, T = ToyWalk.L, ToyWalk.T
+        return np.stack([self.pos / L * 2 - 1, self.goal / L * 2 - 1, self.t / T], 1).astype(
+            np.float32
+        )
+
+    def action_masks(self) -> np.ndarray:
+        ones = np.ones(self.num_envs, bool)
+        return np.stack([self.pos > 0, ones, self.pos < ToyWalk.L], axis=1)
+
+    def step(self, actions: Any):
+        self._check_started()
+        a = np.asarray(actions, dtype=np.int64)
+        legal = self.action_masks()[np.arange(self.num_envs), a]
+        if not legal.all():
+            if self.strict:
+                raise ValueError(f"illegal actions {a} at positions {self.pos}")
+            a = np.where(legal, a, 1)
+        self.pos += a - 1
+        self.t += 1
+        noise = np.array([rng.normal() for rng in self.rngs])
+        dist = np.abs(self.pos - self.goal)
+        reward = -dist + 0.1 * noise
+        terminated = dist == 0
+        truncated = ~terminated & (self.t >= ToyWalk.T)
+        self.dist_sum += dist
+        self.moves += a != 1
+        done = terminated | truncated
+        ones = np.ones(self.num_envs, bool)
+        infos: dict[str, Any] = {
+            "dist": dist.astype(float),
+            "_dist": ones,
+            "moves": (a != 1).astype(float),
+            "_moves": ones,
+            "noise": noise,
+            "_noise": ones,
+        }
+        if done.any():
+            infos["episode_dist"], infos["_episode_dist"] = 1000.0 + self.dist_sum, done.copy()
+            infos["episode_moves"], infos["_episode_moves"] = self.moves / self.t, done.copy()
+            infos["episode_noise"], infos["_episode_noise"] = noise.copy(), done.copy()
+        obs, infos = self._autoreset(self._obs(), terminated, truncated, infos)
+        return obs, reward, terminated, truncated, infos
+
+
+if TOY_ID not in gym.registry:
+    gym.register(TOY_ID, entry_point=ToyWalk, vector_entry_point=ToyWalkVector)
+
+
+# ---- helpers -----------------------------------------------------------------------------
+class RolloutRecorder(BaseCallback):
+    """Copies of the rollout buffer at the end of every rollout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rollouts: list[dict[str, np.ndarray]] = []
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        buf = self.model.rollout_buffer
+        self.rollouts.append({k: getattr(buf, k).copy() for k in BUFFER_FIELDS})
+
+
+def collect(venv, algo=PPO, rollouts: int = 3, n_steps: int = 32, seed: int = 0):
+    """Train ``algo`` for ``rollouts`` rollouts; return the recorded buffers, the episodes of
+    ``ep_info_buffer`` (without their times) and the final parameters."""
+    th.manual_seed(seed)
+    model = algo(
+        "MlpPolicy",
+        venv,
+        n_steps=n_steps,
+        batch_size=32,
+        n_epochs=2,
+        seed=seed,
+        device="cpu",
+        policy_kwargs={"net_arch": [16]},
+    )
+    rec = RolloutRecorder()
+    model.learn(rollouts * n_steps * venv.num_envs, callback=rec)
+    episodes = [{k: v for k, v in ep.items() if k != "t"} for ep in model.ep_info_buffer]
+    params = {k: v.detach().clone() for k, v in model.policy.state_dict().items()}
+    venv.close()
+    return rec.rollouts, episodes, params
+
+
+def assert_same_training(a, b) -> None:
+    rollouts_a, episodes_a, params_a = a
+    rollouts_b, episodes_b, params_b = b
+    assert len(rollouts_a) == len(rollouts_b) > 0
+    for ra, rb in zip(rollouts_a, rollouts_b, strict=True):
+        for k in BUFFER_FIELDS:
+            np.testing.assert_array_equal(ra[k], rb[k], err_msg=k)
+    assert episodes_a, "no episode ended: the test would not cover terminal observations"
+    assert len(episodes_a) == len(episodes_b)
+    for ea, eb in zip(episodes_a, episodes_b, strict=True):
+        assert ea.keys() == eb.keys()
+        for k in ea:
+            np.testing.assert_equal(ea[k], eb[k], err_msg=k)
+    for k in params_a:
+        assert th.equal(params_a[k], params_b[k]), k
+
+
+def sync_adapter(env_id: str, n: int, env_config: dict, **kwargs) -> VectorEnvAdapter:
+    """The stand-in native vector env: SyncVectorEnv (SAME_STEP) over the single envs."""
+    fns = [functools.partial(make_env, env_id, env_config) for _ in range(n)]
+    venv = SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+    metrics = make_env(env_id, env_config).unwrapped.metadata.get("info_metrics", {})
+    return VectorEnvAdapter(venv, info_metrics=metrics, env_id=env_id, **kwargs)
+
+
+def dummy(env_id: str, n: int, env_config: dict, masked: bool = False):
+    metrics = make_env(env_id, env_config).unwrapped.metadata.get("info_metrics", {})
+    return make_vec_env(
+        env_id, n, env_config=env_config, info_metrics=metrics, masked=masked, vec_env="dummy"
+    )
+
+
+# Configs with short episodes, so three rollouts of 32 steps cross several episode ends.
+SHORT_CONFIGS = {
+    "mei_envs/EarlyExitUpload-v1": {"preset": "short_replies"},
+    "mei_envs/EdgeLLMCache-v0": {"requests_per_episode": 20},
+    "mei_envs/SplitFedAlloc-v0": {"preset": "few_devices", "max_rounds": 10},
+}
+
+
+# ---- rollout equality --------------------------------------------------------------------
+@pytest.mark.parametrize("env_id", mei_envs.ENV_IDS)
+def test_ppo_rollouts_through_sync_vector_env_equal_dummy(env_id):
+    cfg = SHORT_CONFIGS[env_id]
+    assert_same_training(collect(sync_adapter(env_id, 3, cfg)), collect(dummy(env_id, 3, cfg)))
+
+
+@pytest.mark.parametrize(
+    ("algo", "cfg", "normalize"),
+    [(PPO, {"strict": False}, False), (PPO, {"strict": False}, True), (MaskablePPO, {}, False)],
+)
+def test_rollouts_through_native_toy_vector_env_equal_dummy(algo, cfg, normalize):
+    metrics = ToyWalk.metadata["info_metrics"]
+    native = make_vec_env(TOY_ID, 4, env_config=cfg, info_metrics=metrics, vec_env="native")
+    assert isinstance(native, VectorEnvAdapter)
+    old = dummy(TOY_ID, 4, cfg, masked=algo is MaskablePPO)
+    if normalize:  # VecNormalize's reward statistics see the rewards' dtype (float32 in SB3)
+        native, old = VecNormalize(native), VecNormalize(old)
+    a = collect(native, algo)
+    b = collect(old, algo)
+    assert_same_training(a, b)
+    # Truncations happened and were bootstrapped alike (T steps cap every episode).
+    assert any(ep["l"] == ToyWalk.T for ep in a[1])
+    # The episode metrics are the env's own totals (episode_dist = 1000 + the sum).
+    assert all(ep["dist"] >= 1000.0 for ep in a[1])
+
+
+def test_unmasked_ppo_on_strict_toy_raises_through_the_adapter():
+    """The strict toy raises on illegal actions, so the masked test above proves the masks
+    reached MaskablePPO through env_method("action_masks")."""
+    native = make_vec_env(TOY_ID, 4, vec_env="native")
+    with pytest.raises(ValueError, match="illegal actions"):
+        collect(native, PPO, rollouts=10)
+
+
+@pytest.mark.parametrize("env_id", [e for e in mei_envs.ENV_IDS if gym.spec(e).vector_entry_point])
+def test_ppo_rollouts_through_native_vector_env_equal_dummy(env_id):
+    cfg = SHORT_CONFIGS[env_id]
+    metrics = make_env(env_id, cfg).unwrapped.metadata.get("info_metrics", {})
+    native = make_vec_env(env_id, 3, env_config=cfg, info_metrics=metrics, vec_env="native")
+    assert isinstance(native, VectorEnvAdapter)
+    assert_same_training(collect(native), collect(dummy(env_id, 3, cfg)))
