@@ -17,11 +17,13 @@ and records the same episodes. It is checked on
 from __future__ import annotations
 
 import functools
+import json
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import pytest
+import yaml
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
@@ -32,11 +34,13 @@ import torch as th  # noqa: E402
 from sb3_contrib import MaskablePPO  # noqa: E402
 from stable_baselines3 import PPO  # noqa: E402
 from stable_baselines3.common.callbacks import BaseCallback  # noqa: E402
+from stable_baselines3.common.monitor import Monitor  # noqa: E402
 from stable_baselines3.common.vec_env import VecNormalize  # noqa: E402
 
 import mei_envs  # noqa: E402
-from mei_envs.agents.envs import make_vec_env  # noqa: E402
-from mei_envs.agents.vector import VectorEnvAdapter  # noqa: E402
+from mei_envs.agents.envs import make_vec_env, resolve_vec_env  # noqa: E402
+from mei_envs.agents.train import TrainArgs, train  # noqa: E402
+from mei_envs.agents.vector import VectorEnvAdapter, unbatch_infos  # noqa: E402
 from mei_envs.baselines.evaluation import make_env  # noqa: E402
 from mei_envs.vector import MeiVectorEnv  # noqa: E402
 
@@ -300,3 +304,191 @@ def test_ppo_rollouts_through_native_vector_env_equal_dummy(env_id):
     native = make_vec_env(env_id, 3, env_config=cfg, info_metrics=metrics, vec_env="native")
     assert isinstance(native, VectorEnvAdapter)
     assert_same_training(collect(native), collect(dummy(env_id, 3, cfg)))
+
+
+# ---- the trainer: vec_env="native" and "dummy" train the same agent ------------------------
+def test_train_native_and_dummy_give_the_same_run(tmp_path):
+    hp = tmp_path / "maskable_ppo.yml"
+    hp.write_text(
+        yaml.safe_dump(
+            {
+                TOY_ID: {
+                    "n_timesteps": 256,
+                    "policy": "MlpPolicy",
+                    "n_envs": 4,
+                    "n_steps": 32,
+                    "batch_size": 64,
+                    "n_epochs": 2,
+                    "normalize": True,
+                }
+            }
+        )
+    )
+    runs = {}
+    for vec_env in ("native", "dummy"):
+        runs[vec_env] = train(
+            TrainArgs(
+                env_id=TOY_ID,
+                algo="maskable_ppo",
+                seed=3,
+                vec_env=vec_env,
+                hyperparams=str(hp),
+                run_dir=str(tmp_path / vec_env),
+                eval_freq=128,
+                eval_episodes=3,
+                checkpoint_freq=0,
+                tensorboard=False,
+                progress_bar=False,
+            )
+        )
+    from mei_envs.agents.files import read_run_config
+
+    assert read_run_config(runs["native"])["vec_env"] == "native"
+    assert read_run_config(runs["dummy"])["vec_env"] == "dummy"
+    models = {k: MaskablePPO.load(str(v / "model.zip"), device="cpu") for k, v in runs.items()}
+    sa, sb = (m.policy.state_dict() for m in models.values())
+    assert all(th.equal(sa[k], sb[k]) for k in sa)
+    npz = {k: np.load(v / "evaluations.npz") for k, v in runs.items()}
+    with npz["native"] as a, npz["dummy"] as b:
+        assert set(a) == set(b)
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    for i in range(4):
+        cols = {}
+        for k, run in runs.items():
+            lines = (run / "monitor" / f"{i}.monitor.csv").read_text().splitlines()
+            assert json.loads(lines[0][1:])["env_id"] == TOY_ID
+            rows = [line.split(",") for line in lines[1:]]
+            header = rows[0]
+            assert header == ["r", "l", "t", "dist", "moves", "noise"]
+            keep = [j for j, h in enumerate(header) if h != "t"]
+            cols[k] = [[row[j] for j in keep] for row in rows[1:]]
+        assert cols["native"] and cols["native"] == cols["dummy"]
+
+
+def test_auto_is_native_only_for_same_step_vector_envs():
+    assert resolve_vec_env(TOY_ID, "auto") == "native"
+    assert resolve_vec_env("CartPole-v1", "auto") == "dummy"  # its vector env is NEXT_STEP
+    assert resolve_vec_env("Pendulum-v1", "auto") == "dummy"
+    assert resolve_vec_env(TOY_ID, "dummy") == "dummy"
+    with pytest.raises(ValueError, match="vec_env='native'.*CartPole-v1"):
+        resolve_vec_env("CartPole-v1", "native")
+    with pytest.raises(ValueError, match="vec_env='fast'"):
+        resolve_vec_env(TOY_ID, "fast")
+    with pytest.raises(ValueError, match="native.*Pendulum-v1"):
+        train(TrainArgs(env_id="Pendulum-v1", algo="sac", vec_env="native"))
+
+
+def test_compare_config_passes_vec_env_to_its_training_jobs(tmp_path):
+    from mei_envs.experiments.compare import CompareConfig, CompareConfigError, _train_jobs
+
+    cfg = CompareConfig.from_dict({"vec_env": "dummy", "seeds": [0, 1]})
+    jobs = _train_jobs(cfg, tmp_path)
+    assert [j.to_train_args().vec_env for j in jobs] == ["dummy", "dummy"]
+    assert CompareConfig.from_dict({}).vec_env == "auto"
+    with pytest.raises(CompareConfigError, match="vec_env='fast'"):
+        CompareConfig.from_dict({"vec_env": "fast"})
+
+
+# ---- the adapter's VecEnv API --------------------------------------------------------------
+def test_seed_semantics_are_dummy_vec_envs():
+    """VecEnv.seed(s) seeds sub-env i with s + i at the next reset only; reset() without a
+    new seed continues the generators, as DummyVecEnv does."""
+    native = make_vec_env(TOY_ID, 3, vec_env="native")
+    old = dummy(TOY_ID, 3, {})
+    for venv in (native, old):
+        assert venv.seed(7) == [7, 8, 9]
+    np.testing.assert_array_equal(native.reset(), old.reset())
+    np.testing.assert_array_equal(native.reset(), old.reset())  # generators continue
+    for i in range(3):
+        single = make_env(TOY_ID)
+        first, info = single.reset(seed=7 + i)
+        native.seed(7)
+        np.testing.assert_array_equal(native.reset()[i], first)
+        assert native.reset_infos[i] == info
+    native.seed(7)
+    native.set_options({"anything": 1})  # one options dict for all sub-envs is passed on
+    with pytest.raises(ValueError, match="one options dict"):
+        native.set_options([{"a": 1}, {}, {}])
+        native.reset()
+
+
+def test_terminal_observation_and_truncation_flags():
+    metrics = ToyWalk.metadata["info_metrics"]
+    native = make_vec_env(TOY_ID, 2, info_metrics=metrics, vec_env="native")
+    old = dummy(TOY_ID, 2, {})
+    native.seed(1), old.seed(1)
+    native.reset(), old.reset()
+    rng = np.random.default_rng(0)
+    seen = {"terminated": 0, "truncated": 0}
+    for _ in range(60):
+        masks = np.stack(native.env_method("action_masks"))
+        np.testing.assert_array_equal(masks, np.stack(old.env_method("action_masks")))
+        actions = np.array([rng.choice(np.flatnonzero(m)) for m in masks])
+        (o1, r1, d1, i1), (o2, r2, d2, i2) = native.step(actions), old.step(actions)
+        np.testing.assert_array_equal(o1, o2)
+        np.testing.assert_array_equal(r1, r2)
+        assert r1.dtype == r2.dtype == np.float32
+        np.testing.assert_array_equal(d1, d2)
+        for a, b in zip(i1, i2, strict=True):
+            assert a["TimeLimit.truncated"] == b["TimeLimit.truncated"]
+            assert ("terminal_observation" in a) == ("terminal_observation" in b)
+            if "terminal_observation" in a:
+                np.testing.assert_array_equal(a["terminal_observation"], b["terminal_observation"])
+                seen["truncated" if a["TimeLimit.truncated"] else "terminated"] += 1
+                assert {k: v for k, v in a["episode"].items() if k != "t"} == {
+                    k: v for k, v in b["episode"].items() if k != "t"
+                }
+            assert {k for k in a if k != "episode"} == {k for k in b if k != "episode"}
+        assert native.reset_infos == old.reset_infos
+    assert seen["terminated"] > 0 and seen["truncated"] > 0
+
+
+def test_per_sub_env_access():
+    native = make_vec_env(TOY_ID, 3, vec_env="native")
+    native.reset()
+    assert native.has_attr("action_masks")
+    assert native.get_attr("strict", indices=[0, 2]) == [True, True]
+    assert native.env_is_wrapped(Monitor) == [True] * 3
+    native.set_attr("strict", False)
+    assert native.venv.strict is False
+    with pytest.raises(ValueError, match="set it for all sub-envs"):
+        native.set_attr("strict", True, indices=[1])
+    with pytest.raises(AttributeError, match="no per-sub-env methods"):
+        native.env_method("render")
+    masks = native.env_method("action_masks", indices=[1, 2])
+    np.testing.assert_array_equal(np.stack(masks), native.venv.action_masks()[1:])
+    # A vector env with sub-env objects serves their methods and attributes.
+    sync = sync_adapter(TOY_ID, 2, {})
+    sync.reset()
+    assert sync.env_method("action_masks")[0].shape == (3,)
+    assert sync.get_attr("strict") == [True, True]
+    assert sync.env_is_wrapped(gym.wrappers.OrderEnforcing) == [True, True]
+
+
+def test_rejects_next_step_vector_envs_and_dict_observations():
+    cartpole = gym.make_vec("CartPole-v1", 2, vectorization_mode="vector_entry_point")
+    with pytest.raises(ValueError, match="SAME_STEP"):
+        VectorEnvAdapter(cartpole)
+    with pytest.raises(ValueError, match="sum, mean, last"):
+        sync_adapter(TOY_ID, 2, {}).__class__(
+            SyncVectorEnv([lambda: gym.make(TOY_ID)], autoreset_mode=AutoresetMode.SAME_STEP),
+            info_metrics={"dist": "median"},
+        )
+
+
+def test_unbatch_infos_follows_the_masks():
+    infos = {
+        "a": np.array([1.0, 2.0, 3.0]),
+        "_a": np.array([True, False, True]),
+        "m": np.arange(6).reshape(3, 2),
+        "_m": np.ones(3, bool),
+        "sub": {"x": np.array([1, 2, 3]), "_x": np.array([False, True, False])},
+        "_sub": np.array([False, True, False]),
+    }
+    out = unbatch_infos(infos, 3)
+    assert out[0] == {"a": 1.0, "m": out[0]["m"]} and out[0]["m"].tolist() == [0, 1]
+    assert out[1]["sub"] == {"x": 2} and "a" not in out[1]
+    assert type(out[2]["a"]) is float
+    infos["m"][0, 0] = 99  # rows are copies
+    assert out[0]["m"].tolist() == [0, 1]
