@@ -43,31 +43,46 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvS
 _SKIP = frozenset({"final_obs", "final_info"})
 
 
-def unbatch_infos(infos: Mapping[str, Any], n: int) -> list[dict[str, Any]]:
+def unbatch_infos(
+    infos: Mapping[str, Any], n: int, extra: Mapping[str, list[Any]] | None = None
+) -> list[dict[str, Any]]:
     """Per-sub-env info dicts from a vector env's dict of arrays with ``_key`` masks.
 
     Sub-env ``i`` gets the keys whose mask is set at ``i``, as plain Python scalars (1-D
-    numeric arrays) or rows (other arrays); nested dicts are split the same way.
+    numeric arrays) or rows (other arrays, copied); nested dicts are split the same way.
     ``final_obs``/``final_info`` are left out (the adapter moves them where SB3 wants them).
+    ``extra`` adds keys every sub-env has (``{key: [value of sub-env 0, 1, ...]}``).
     """
-    out: list[dict[str, Any]] = [{} for _ in range(n)]
+    keys: list[str] = []
+    columns: list[Sequence[Any]] = []
+    partial: list[tuple[str, Sequence[Any], list[bool]]] = []
     for key, value in infos.items():
         if key[:1] == "_" or key in _SKIP:
             continue
         if isinstance(value, Mapping):
             values: Sequence[Any] = unbatch_infos(value, n)
-        elif isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype != object:
+        elif isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind != "O":
             values = value.tolist()
         else:  # rows of a 2-D array or objects: copies, so a reused buffer cannot change them
             values = [np.array(v, copy=True) for v in value]
         mask = infos.get("_" + key)
-        if mask is None:
-            for d, v in zip(out, values, strict=True):
-                d[key] = v
+        present = [True] * n if mask is None else mask.tolist()
+        if all(present):
+            keys.append(key)
+            columns.append(values)
         else:
-            for i, present in enumerate(mask.tolist()):
-                if present:
-                    out[i][key] = values[i]
+            partial.append((key, values, present))
+    if extra:
+        keys.extend(extra)
+        columns.extend(extra.values())
+    if keys:
+        out = [dict(zip(keys, row, strict=True)) for row in zip(*columns, strict=True)]
+    else:
+        out = [{} for _ in range(n)]
+    for key, values, present in partial:
+        for i, p in enumerate(present):
+            if p:
+                out[i][key] = values[i]
     return out
 
 
@@ -150,6 +165,7 @@ class VectorEnvAdapter(VecEnv):
         # Per-step aggregation is needed until an episode's end shows the env reports the
         # per-episode totals (episode_<key>) for every metric; then it stops.
         self._aggregate = bool(self.info_metrics)
+        self._warned = False
         self._start_episodes(np.ones(self.num_envs, dtype=bool))
 
     # ---- the VecEnv API -----------------------------------------------------------------
@@ -187,21 +203,21 @@ class VectorEnvAdapter(VecEnv):
         truncated = np.asarray(truncated, dtype=bool)
         dones = terminated | truncated
         rewards64 = np.asarray(rewards, dtype=np.float64)
-        out = unbatch_infos(infos, n)
-        time_limit = (truncated & ~terminated).tolist()
         ended = np.flatnonzero(dones).tolist()
-        final: list[dict[str, Any]] = []
-        if ended:
+        if not ended:
+            out = unbatch_infos(infos, n, {"TimeLimit.truncated": [False] * n})
+        else:
+            out = unbatch_infos(infos, n)
+            time_limit = (truncated & ~terminated).tolist()
             final_info = infos.get("final_info")
             final = unbatch_infos(final_info, n) if final_info is not None else [{}] * n
             final_obs = infos["final_obs"]
-            for i in ended:
-                self.reset_infos[i] = out[i]
-                step_info = dict(final[i])
-                step_info["terminal_observation"] = final_obs[i]
-                out[i] = step_info
-        for i in range(n):
-            out[i]["TimeLimit.truncated"] = time_limit[i]
+            for i in range(n):
+                if dones[i]:
+                    self.reset_infos[i] = out[i]
+                    out[i] = final[i]
+                    out[i]["terminal_observation"] = final_obs[i]
+                out[i]["TimeLimit.truncated"] = time_limit[i]
         if self.monitor:
             self._record(rewards64, dones, infos, ended, out)
         return (
@@ -298,6 +314,8 @@ class VectorEnvAdapter(VecEnv):
             self._last = {k: np.full(n, np.nan) for k in self.info_metrics}
         self._returns[mask] = 0.0
         self._lengths[mask] = 0
+        if not self._aggregate:
+            return
         for k in self.info_metrics:
             self._sums[k][mask] = 0.0
             self._counts[k][mask] = 0
@@ -354,7 +372,14 @@ class VectorEnvAdapter(VecEnv):
                     ep[k] = float(total)
                     continue
                 totals_everywhere = False
-                if not self._aggregate:  # totals stopped coming: aggregate from here on
+                if not self._aggregate:  # the env stopped reporting its totals
+                    if not self._warned:
+                        warnings.warn(
+                            f"episode_{k} missing at an episode end after earlier episodes "
+                            "reported it; the episode records hold NaN for it",
+                            stacklevel=3,
+                        )
+                        self._warned = True
                     ep[k] = float("nan")
                 elif how == "sum":
                     ep[k] = float(self._sums[k][i])
@@ -366,7 +391,7 @@ class VectorEnvAdapter(VecEnv):
             if self._writers:
                 self._writers[i].write_row(ep)
             info["episode"] = ep
-        self._aggregate = not totals_everywhere
+        self._aggregate = self._aggregate and not totals_everywhere
         mask = np.zeros(self.num_envs, dtype=bool)
         mask[ended] = True
         self._start_episodes(mask)

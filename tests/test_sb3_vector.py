@@ -492,3 +492,22 @@ def test_unbatch_infos_follows_the_masks():
     assert type(out[2]["a"]) is float
     infos["m"][0, 0] = 99  # rows are copies
     assert out[0]["m"].tolist() == [0, 1]
+
+
+def test_ppo_throughput_reports_both_rates_and_their_ratio():
+    from mei_envs.agents.throughput import ppo_steps_per_s
+
+    out = ppo_steps_per_s(
+        TOY_ID,
+        2,
+        64,
+        env_config={"strict": False},
+        repeats=2,
+        ppo_kwargs={"n_steps": 16, "batch_size": 16, "n_epochs": 1},
+    )
+    assert out["vec_env"] == "native" and out["reference"] == "CartPole-v1"
+    assert len(out["env_runs"]) == len(out["reference_runs"]) == 2
+    assert out["env_steps_per_s"] > 0 and out["reference_steps_per_s"] > 0
+    assert out["ratio"] == pytest.approx(out["env_steps_per_s"] / out["reference_steps_per_s"])
+    with pytest.raises(ValueError, match="repeats=0"):
+        ppo_steps_per_s(TOY_ID, 2, 64, repeats=0)
