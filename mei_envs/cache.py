@@ -127,6 +127,8 @@ class Catalog:
         mem = self.membership
         self.n_models, self.n_blocks = mem.shape
         self.member_f = mem.astype(np.float64)  # for matrix products (BLAS)
+        self.not_member = ~mem  # (M, B): blocks each model does not use
+        self.not_member_f = self.not_member.astype(np.float64)
         self.member_bytes = self.member_f * self.block_bytes  # (M, B)
         # One product gives both the missing-block counts and the missing bytes of all models.
         self.count_and_bytes = np.vstack([self.member_f, self.member_bytes])  # (2M, B)
@@ -398,6 +400,8 @@ class CacheState:
         self.refcount = np.zeros(c.n_blocks)  # small integers, kept as float64 for BLAS
         self.missing = c.model_bytes.copy()  # (M,) bytes each model misses now
         self.used_bytes = 0.0
+        self._absent = np.ones(c.n_blocks)  # scratch: 1.0 where a block is not held
+        self._scratch = np.zeros(c.n_blocks)
 
     def copy(self) -> CacheState:
         new = CacheState.__new__(CacheState)
@@ -408,20 +412,26 @@ class CacheState:
         new.refcount = self.refcount.copy()
         new.missing = self.missing.copy()
         new.used_bytes = self.used_bytes
+        new._absent = self._absent.copy()
+        new._scratch = np.zeros(self.catalog.n_blocks)
         return new
 
     def _refresh(self) -> np.ndarray:
-        """Recompute cached models, reference counts and used bytes; return newly cached."""
+        """Recompute cached models, reference counts and used bytes; return newly cached.
+
+        ``cached``, ``missing`` and ``refcount`` are replaced by new arrays (never written in
+        place), so a reader can tell from their identity whether the cache changed.
+        """
         c = self.catalog
-        absent = (~self.held).astype(np.float64)
-        prod = c.count_and_bytes @ absent
+        np.logical_not(self.held, out=self._absent)
+        prod = c.count_and_bytes @ self._absent
         M = c.n_models
         cached = prod[:M] == 0
         self.missing = prod[M:]
-        new = cached & ~self.cached
+        new = cached > self.cached  # cached now and not before
         self.cached = cached
-        self.refcount = cached.astype(np.float64) @ c.member_f
-        self.used_bytes = float(c.block_bytes @ self.held)
+        self.refcount = cached.astype(np.float64) @ c.member_f  # float @ float: BLAS
+        self.used_bytes = float(np.dot(c.block_bytes, self.held))
         return new
 
     # ---- queries ---------------------------------------------------------------------
@@ -443,9 +453,9 @@ class CacheState:
         Blocks of model ``pinned`` (the request being decided) are never freed.
         """
         c = self.catalog
-        free_able = self.refcount == 1
+        free_able = np.equal(self.refcount, 1.0, out=self._scratch)  # 1.0 / 0.0
         if pinned is not None and pinned >= 0:
-            free_able = free_able & ~c.membership[pinned]
+            free_able *= c.not_member_f[pinned]
         return np.where(self.cached, c.member_bytes @ free_able, 0.0)
 
     def fits(self, model: int) -> bool:
@@ -463,21 +473,24 @@ class CacheState:
         """Drop ``model``'s blocks no other cached model uses (keeping ``pinned``'s blocks);
         return the bytes freed."""
         c = self.catalog
-        drop = c.membership[model] & (self.refcount == 1)
+        drop = self.refcount == 1
+        drop &= c.membership[model]
         if pinned is not None and pinned >= 0:
-            drop &= ~c.membership[pinned]
+            drop &= c.not_member[pinned]
         before = self.used_bytes
-        self.held &= ~drop
+        # A cached model's blocks are all held, so dropping is toggling them off.
+        self.held ^= drop
         self._refresh()
         return before - self.used_bytes
 
     def drop_orphans(self) -> float:
         """Free held blocks no cached model uses (after a bypass); return bytes freed."""
-        orphan = self.held & (self.refcount == 0)
+        orphan = self.refcount == 0
+        orphan &= self.held
         if not orphan.any():
             return 0.0
         before = self.used_bytes
-        self.held &= ~orphan
+        self.held ^= orphan
         self._refresh()
         return before - self.used_bytes
 
@@ -610,6 +623,7 @@ class RequestStats:
     def __init__(self, n_models: int, half_lives: Sequence[float]) -> None:
         self.n_models = int(n_models)
         self.decay = [0.5 ** (1.0 / float(h)) for h in half_lives]
+        self._one_minus = [1.0 - d for d in self.decay]
         self._decay_arr = np.asarray(self.decay)[:, None]
         self.clear()
 
@@ -624,6 +638,7 @@ class RequestStats:
     def copy(self) -> RequestStats:
         new = RequestStats.__new__(RequestStats)
         new.n_models, new.decay, new._decay_arr = self.n_models, self.decay, self._decay_arr
+        new._one_minus = self._one_minus
         for k in ("marks", "count", "_ema", "_ema_t"):
             setattr(new, k, getattr(self, k).copy())
         return new
@@ -641,9 +656,9 @@ class RequestStats:
     def record(self, model: int, t: int) -> None:
         """Request ``t`` asked for ``model``."""
         gap = t - int(self._ema_t[model])
-        col = self._ema[:, model]
+        e = self._ema
         for i, d in enumerate(self.decay):
-            col[i] = col[i] * d**gap + (1.0 - d)
+            e[i, model] = float(e[i, model]) * d**gap + self._one_minus[i]
         self._ema_t[model] = t
         self.marks[0, model] = t
         self.count[model] += 1
