@@ -16,6 +16,7 @@ and records the same episodes. It is checked on
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from typing import Any
@@ -42,6 +43,7 @@ from mei_envs.agents.envs import make_vec_env, resolve_vec_env  # noqa: E402
 from mei_envs.agents.train import TrainArgs, train  # noqa: E402
 from mei_envs.agents.vector import VectorEnvAdapter, unbatch_infos  # noqa: E402
 from mei_envs.baselines.evaluation import make_env  # noqa: E402
+from mei_envs.registration import env_config_class  # noqa: E402
 from mei_envs.vector import MeiVectorEnv  # noqa: E402
 
 TOY_ID = "mei_envs_test/ToyWalk-v0"
@@ -263,10 +265,48 @@ SHORT_CONFIGS = {
 
 
 # ---- rollout equality --------------------------------------------------------------------
-@pytest.mark.parametrize("env_id", mei_envs.ENV_IDS)
-def test_ppo_rollouts_through_sync_vector_env_equal_dummy(env_id):
-    cfg = SHORT_CONFIGS[env_id]
-    assert_same_training(collect(sync_adapter(env_id, 3, cfg)), collect(dummy(env_id, 3, cfg)))
+def _config_fields(env_id: str) -> set[str]:
+    return {f.name for f in dataclasses.fields(env_config_class(env_id))}
+
+
+def _cases(native_only: bool) -> list[Any]:
+    """(env id, algorithm, config): masked envs with MaskablePPO (and PPO where the env can
+    take illegal actions as a no-op), each at full and lean info where the env has both."""
+    cases = []
+    for env_id in mei_envs.ENV_IDS:
+        if native_only and not gym.spec(env_id).vector_entry_point:
+            continue
+        base = SHORT_CONFIGS[env_id]
+        fields = _config_fields(env_id)
+        algo = MaskablePPO if env_id == "mei_envs/EdgeLLMCache-v0" else PPO
+        cases.append(pytest.param(env_id, algo, base, id=f"{env_id}-{algo.__name__}"))
+        if "info" in fields:
+            lean = {**base, "info": "lean"}
+            cases.append(pytest.param(env_id, algo, lean, id=f"{env_id}-{algo.__name__}-lean"))
+        if algo is MaskablePPO and "invalid_action" in fields:
+            bypass = {**base, "invalid_action": "bypass"}
+            cases.append(pytest.param(env_id, PPO, bypass, id=f"{env_id}-PPO-bypass"))
+    return cases
+
+
+@pytest.mark.parametrize(("env_id", "algo", "cfg"), _cases(native_only=False))
+def test_rollouts_through_sync_vector_env_equal_dummy(env_id, algo, cfg):
+    masked = algo is MaskablePPO
+    a = collect(sync_adapter(env_id, 3, cfg), algo)
+    b = collect(dummy(env_id, 3, cfg, masked=masked), algo)
+    assert_same_training(a, b)
+
+
+@pytest.mark.parametrize(("env_id", "algo", "cfg"), _cases(native_only=True))
+def test_rollouts_through_native_vector_env_equal_dummy(env_id, algo, cfg):
+    """The native vector env of every env that has one: the proof that ``vec_env="auto"``
+    leaves training results unchanged."""
+    metrics = make_env(env_id, cfg).unwrapped.metadata.get("info_metrics", {})
+    native = make_vec_env(env_id, 3, env_config=cfg, info_metrics=metrics, vec_env="native")
+    assert isinstance(native, VectorEnvAdapter)
+    a = collect(native, algo)
+    b = collect(dummy(env_id, 3, cfg, masked=algo is MaskablePPO), algo)
+    assert_same_training(a, b)
 
 
 @pytest.mark.parametrize(
@@ -295,15 +335,6 @@ def test_unmasked_ppo_on_strict_toy_raises_through_the_adapter():
     native = make_vec_env(TOY_ID, 4, vec_env="native")
     with pytest.raises(ValueError, match="illegal actions"):
         collect(native, PPO, rollouts=10)
-
-
-@pytest.mark.parametrize("env_id", [e for e in mei_envs.ENV_IDS if gym.spec(e).vector_entry_point])
-def test_ppo_rollouts_through_native_vector_env_equal_dummy(env_id):
-    cfg = SHORT_CONFIGS[env_id]
-    metrics = make_env(env_id, cfg).unwrapped.metadata.get("info_metrics", {})
-    native = make_vec_env(env_id, 3, env_config=cfg, info_metrics=metrics, vec_env="native")
-    assert isinstance(native, VectorEnvAdapter)
-    assert_same_training(collect(native), collect(dummy(env_id, 3, cfg)))
 
 
 # ---- the trainer: vec_env="native" and "dummy" train the same agent ------------------------
