@@ -26,9 +26,9 @@ from stable_baselines3 import PPO
 from mei_envs.agents.args import VEC_ENV_CHOICES
 from mei_envs.agents.envs import env_info_metrics, make_env, make_vec_env, resolve_vec_env
 
-# PPO's SB3 defaults except a rollout of 256 steps per env (2048 would make a timed run of a
-# few thousand steps a single rollout).
-DEFAULT_PPO_KWARGS: dict[str, Any] = {"n_steps": 256, "batch_size": 64, "n_epochs": 10}
+# The main job's PPO settings (agents/hyperparams/ppo.yml, all three envs): rollouts of 256
+# steps per env, minibatches of 256, 10 epochs; MlpPolicy's default net.
+DEFAULT_PPO_KWARGS: dict[str, Any] = {"n_steps": 256, "batch_size": 256, "n_epochs": 10}
 REFERENCE_ENV = "CartPole-v1"
 
 

@@ -542,3 +542,30 @@ def test_ppo_throughput_reports_both_rates_and_their_ratio():
     assert out["ratio"] == pytest.approx(out["env_steps_per_s"] / out["reference_steps_per_s"])
     with pytest.raises(ValueError, match="repeats=0"):
         ppo_steps_per_s(TOY_ID, 2, 64, repeats=0)
+
+
+def test_resume_through_the_native_path_appends_to_the_monitor_files(tmp_path):
+    hp = tmp_path / "ppo.yml"
+    hp.write_text(
+        yaml.safe_dump(
+            {TOY_ID: {"n_timesteps": 128, "policy": "MlpPolicy", "n_envs": 2, "n_steps": 32}}
+        )
+    )
+    fields = {
+        "env_id": TOY_ID,
+        "algo": "ppo",
+        "env_config": {"strict": False},
+        "hyperparams": str(hp),
+        "run_dir": str(tmp_path / "run"),
+        "eval_freq": 0,
+        "checkpoint_freq": 64,
+        "tensorboard": False,
+        "progress_bar": False,
+    }
+    run = train(TrainArgs(**fields))
+    before = (run / "monitor" / "0.monitor.csv").read_text().splitlines()
+    train(TrainArgs(**{**fields, "resume": True, "total_timesteps": 256}))
+    after = (run / "monitor" / "0.monitor.csv").read_text().splitlines()
+    assert after[: len(before)] == before and len(after) > len(before)
+    assert sum(line.startswith("#") for line in after) == 1  # one header: appended, not rewritten
+    assert yaml.safe_load((run / "COMPLETE").read_text())["num_timesteps"] == 256
