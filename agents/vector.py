@@ -323,7 +323,7 @@ class VectorEnvAdapter(VecEnv):
 
     def _step_values(
         self, infos: Mapping[str, Any], key: str, dones: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray] | None:
+    ) -> tuple[np.ndarray, np.ndarray]:
         """This step's value of ``key`` per sub-env and where it is present (a sub-env that
         ended has its step info under ``final_info``)."""
         present = np.zeros(self.num_envs, dtype=bool)
@@ -351,6 +351,13 @@ class VectorEnvAdapter(VecEnv):
         self._lengths += 1
         if self._aggregate:
             for k in self.info_metrics:
+                mask = infos.get("_" + k)
+                if not ended and k in infos and (mask is None or mask.all()):
+                    values = np.asarray(infos[k], dtype=np.float64)  # every sub-env has it
+                    self._sums[k] += values
+                    self._counts[k] += 1
+                    np.copyto(self._last[k], values)  # never alias the env's arrays
+                    continue
                 values, present = self._step_values(infos, k, dones)
                 self._sums[k] += np.where(present, values, 0.0)
                 self._counts[k] += present
