@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import pickle
 from typing import Any
 
 import gymnasium as gym
@@ -569,3 +570,43 @@ def test_resume_through_the_native_path_appends_to_the_monitor_files(tmp_path):
     assert after[: len(before)] == before and len(after) > len(before)
     assert sum(line.startswith("#") for line in after) == 1  # one header: appended, not rewritten
     assert yaml.safe_load((run / "COMPLETE").read_text())["num_timesteps"] == 256
+
+
+@pytest.mark.skipif(
+    not gym.spec("mei_envs/EarlyExitUpload-v1").vector_entry_point,
+    reason="EarlyExitUpload-v1 has no native vector env on this branch",
+)
+def test_main_job_settings_train_the_same_agent_native_or_dummy(tmp_path):
+    """The main job (PPO on EarlyExitUpload-v1 with the shipped hyperparameters: 8 envs,
+    VecNormalize on observations) trains the same agent through its native vector env as
+    through DummyVecEnv; only rollouts are shortened (n_steps 32) to keep the test small."""
+    runs = {}
+    for vec_env in ("native", "dummy"):
+        runs[vec_env] = train(
+            TrainArgs(
+                env_id="mei_envs/EarlyExitUpload-v1",
+                algo="ppo",
+                seed=0,
+                total_timesteps=512,
+                vec_env=vec_env,
+                hyperparams_override={"n_steps": 32, "n_epochs": 2},
+                run_dir=str(tmp_path / vec_env),
+                eval_freq=0,
+                checkpoint_freq=0,
+                tensorboard=False,
+                progress_bar=False,
+            )
+        )
+    models = {k: PPO.load(str(v / "model.zip"), device="cpu") for k, v in runs.items()}
+    sa, sb = (m.policy.state_dict() for m in models.values())
+    assert all(th.equal(sa[k], sb[k]) for k in sa)
+    stats = {k: pickle.loads((v / "vecnormalize.pkl").read_bytes()) for k, v in runs.items()}
+    np.testing.assert_array_equal(stats["native"].obs_rms.mean, stats["dummy"].obs_rms.mean)
+    np.testing.assert_array_equal(stats["native"].obs_rms.var, stats["dummy"].obs_rms.var)
+    for i in range(8):
+        rows = {
+            k: [line.split(",") for line in (v / "monitor" / f"{i}.monitor.csv").open()][2:]
+            for k, v in runs.items()
+        }
+        assert rows["native"], "no episode ended"
+        assert [r[:2] + r[3:] for r in rows["native"]] == [r[:2] + r[3:] for r in rows["dummy"]]
