@@ -9,6 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+# Values of TrainArgs.vec_env: "auto" is "native" where the env registers a vector_entry_point,
+# else "dummy" (mei_envs.agents.envs.resolve_vec_env).
+VEC_ENV_CHOICES = ("auto", "native", "dummy", "subproc")
+
 
 @dataclass
 class TrainArgs:
@@ -42,7 +46,14 @@ class TrainArgs:
         default=None, metadata={"help": "parallel training envs (default: YAML n_envs or 1)"}
     )
     vec_env: str = field(
-        default="dummy", metadata={"help": "vectorised env class", "choices": ("dummy", "subproc")}
+        default="auto",
+        metadata={
+            "help": "how the training envs are vectorised: native (the env's vector version "
+            "through the SB3 adapter), dummy or subproc (SB3's DummyVecEnv/SubprocVecEnv over "
+            "single envs), auto (native where the env registers one, else dummy); native and "
+            "dummy give the same rollouts",
+            "choices": VEC_ENV_CHOICES,
+        },
     )
     normalize: bool | None = field(
         default=None, metadata={"help": "wrap in VecNormalize (default: as the YAML says)"}
@@ -109,8 +120,8 @@ def check_train_args(args: TrainArgs) -> None:
         v = getattr(args, name)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise ValueError(f"{name}={v!r}: must be an integer >= 1 or None")
-    if args.vec_env not in ("dummy", "subproc"):
-        raise ValueError(f"vec_env={args.vec_env!r}: must be 'dummy' or 'subproc'")
+    if args.vec_env not in VEC_ENV_CHOICES:
+        raise ValueError(f"vec_env={args.vec_env!r}: must be one of {list(VEC_ENV_CHOICES)}")
     if not isinstance(args.env_config, Mapping):
         raise ValueError(f"env_config={args.env_config!r}: must be a mapping")
     if not isinstance(args.hyperparams_override, Mapping):

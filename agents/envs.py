@@ -1,8 +1,12 @@
 """Environment construction for training: monitored, optionally masked, vectorised copies.
 
 There is one ``make_env`` in the project (:func:`mei_envs.baselines.evaluation.make_env`);
-:func:`make_vec_env` wraps its envs in :class:`MetricsMonitor` (per-episode info metrics in
-the monitor files) and, for maskable algorithms, sb3-contrib's ``ActionMasker``.
+:func:`make_vec_env` either wraps its envs in :class:`MetricsMonitor` (per-episode info
+metrics in the monitor files) and, for maskable algorithms, sb3-contrib's ``ActionMasker``,
+and steps them one by one (``DummyVecEnv``/``SubprocVecEnv``), or, where the env has a native
+vector version (its registration's ``vector_entry_point``), steps all copies at once through
+:class:`~mei_envs.agents.vector.VectorEnvAdapter`, which monitors them the same way. Both
+give the same rollouts for the same seed (``tests/test_sb3_vector.py``).
 """
 
 from __future__ import annotations
@@ -14,10 +18,14 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.envs.registration import load_env_creator
+from gymnasium.vector import AutoresetMode
 from sb3_contrib.common.wrappers import ActionMasker
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
+from mei_envs.agents.args import VEC_ENV_CHOICES
+from mei_envs.agents.vector import VectorEnvAdapter
 from mei_envs.baselines.evaluation import make_env
 
 
@@ -26,6 +34,8 @@ class MetricsMonitor(Monitor):
 
     ``info_metrics`` maps info keys to ``"sum"``, ``"mean"`` or ``"last"`` (the env's
     ``metadata["info_metrics"]``); a key missing from a step's info is skipped for that step.
+    Where the episode's last info carries the env's own total ``episode_<key>`` (lean info),
+    that total is the episode's value.
     """
 
     def __init__(
@@ -69,7 +79,10 @@ class MetricsMonitor(Monitor):
             elapsed = time.time() - self.t_start
             ep_info: dict[str, Any] = {"r": round(ep_rew, 6), "l": ep_len, "t": round(elapsed, 6)}
             for k, how in self.info_metrics.items():
-                if how == "sum":
+                total = info.get("episode_" + k)
+                if total is not None:
+                    ep_info[k] = float(total)
+                elif how == "sum":
                     ep_info[k] = self._sums[k]
                 elif how == "mean":
                     ep_info[k] = self._sums[k] / self._counts[k] if self._counts[k] else np.nan
@@ -113,6 +126,59 @@ def _env_factory(
     return _init
 
 
+def has_native_vector_env(env_id: str) -> bool:
+    """Whether ``env_id``'s registration has a ``vector_entry_point`` whose class declares
+    ``AutoresetMode.SAME_STEP`` (what :class:`VectorEnvAdapter` takes; Gymnasium's own
+    CartPole vector env resets on the next step and is not used)."""
+    entry = gym.spec(env_id).vector_entry_point
+    if entry is None:
+        return False
+    creator = load_env_creator(entry) if isinstance(entry, str) else entry
+    mode = getattr(creator, "metadata", {}).get("autoreset_mode")
+    return mode is not None and AutoresetMode(mode) is AutoresetMode.SAME_STEP
+
+
+def resolve_vec_env(env_id: str, vec_env: str) -> str:
+    """``vec_env`` with ``"auto"`` made concrete: ``"native"`` if the env has a native vector
+    version, else ``"dummy"``.
+
+    Raises:
+        ValueError: an unknown choice, or ``"native"`` for an env without a vector version.
+    """
+    if vec_env not in VEC_ENV_CHOICES:
+        raise ValueError(f"vec_env={vec_env!r}: must be one of {list(VEC_ENV_CHOICES)}")
+    if vec_env == "auto":
+        return "native" if has_native_vector_env(env_id) else "dummy"
+    if vec_env == "native" and not has_native_vector_env(env_id):
+        raise ValueError(
+            f"vec_env='native': {env_id} has no native vector env with SAME_STEP autoreset (a "
+            "vector_entry_point in its registration); use 'auto', 'dummy' or 'subproc'"
+        )
+    return vec_env
+
+
+def make_native_vec_env(
+    env_id: str,
+    n_envs: int,
+    *,
+    env_config: Mapping[str, Any] | None = None,
+    monitor_dir: Path | None = None,
+    info_metrics: Mapping[str, str] | None = None,
+    append_monitor: bool = False,
+) -> VectorEnvAdapter:
+    """The env's native vector version with ``n_envs`` sub-envs, as an SB3 ``VecEnv``."""
+    kwargs = {"config": dict(env_config)} if env_config else {}
+    venv = gym.make_vec(env_id, num_envs=n_envs, vectorization_mode="vector_entry_point", **kwargs)
+    return VectorEnvAdapter(
+        venv,
+        monitor=True,
+        info_metrics=dict(info_metrics or {}),
+        monitor_dir=monitor_dir,
+        append_monitor=append_monitor,
+        env_id=env_id,
+    )
+
+
 def make_vec_env(
     env_id: str,
     n_envs: int,
@@ -124,9 +190,23 @@ def make_vec_env(
     vec_env: str = "dummy",
     append_monitor: bool = False,
 ) -> VecEnv:
-    """``n_envs`` monitored copies of the env (monitor files ``monitor_dir/<i>.monitor.csv``)."""
-    if vec_env not in ("dummy", "subproc"):
-        raise ValueError(f"vec_env={vec_env!r}: must be 'dummy' or 'subproc'")
+    """``n_envs`` monitored copies of the env (monitor files ``monitor_dir/<i>.monitor.csv``).
+
+    ``vec_env``: ``"dummy"``/``"subproc"`` (SB3's ``DummyVecEnv``/``SubprocVecEnv`` over
+    single envs), ``"native"`` (the env's vector version through
+    :class:`~mei_envs.agents.vector.VectorEnvAdapter`; masks come from its
+    ``action_masks()``) or ``"auto"`` (native where registered, else dummy).
+    """
+    vec_env = resolve_vec_env(env_id, vec_env)
+    if vec_env == "native":
+        return make_native_vec_env(
+            env_id,
+            n_envs,
+            env_config=env_config,
+            monitor_dir=monitor_dir,
+            info_metrics=info_metrics,
+            append_monitor=append_monitor,
+        )
     fns = [
         _env_factory(
             env_id,

@@ -20,6 +20,10 @@ A run folder holds::
     COMPLETE                written last, atomically
 
 Same ``seed`` => same run (global RNGs, env seeds ``seed + i``, deterministic torch on CPU).
+Training envs are the env's native vector version where it registers one (``vec_env="auto"``,
+through :class:`~mei_envs.agents.vector.VectorEnvAdapter`) or single envs in SB3's
+``DummyVecEnv`` (``vec_env="dummy"``); both collect the same rollouts for the same seed, so the
+choice changes speed, not results. config.yml records the resolved choice as ``vec_env``.
 Evaluation envs are seeded from ``eval_seed`` (far from training seeds), and every evaluation
 replays the same episodes so the curve compares like with like.
 
@@ -55,7 +59,7 @@ from mei_envs.agents.callbacks import (
     SeededEvalCallback,
     StepProgress,
 )
-from mei_envs.agents.envs import env_info_metrics, make_env, make_vec_env
+from mei_envs.agents.envs import env_info_metrics, make_env, make_vec_env, resolve_vec_env
 from mei_envs.agents.files import (
     latest_checkpoint,
     make_logger,
@@ -192,6 +196,7 @@ def train(args: TrainArgs) -> Path:
     """
     if not args.resume:  # fail on a mismatched action space before reading any YAML
         _check_args(args)
+        resolve_vec_env(args.env_id, args.vec_env)  # "native" without a vector env: say so now
         probe = make_env(args.env_id, args.env_config)
         try:
             check_algo_for_env(args.algo, probe)
@@ -228,10 +233,12 @@ def train(args: TrainArgs) -> Path:
         trim_run_logs(run_dir, start[1], rh.n_envs)
     cls = get_algo_class(args.algo)
     planned, note = planned_timesteps(cls, rh, start[1] if start else 0)
+    vec_env = resolve_vec_env(args.env_id, args.vec_env)
 
     config = {
         "args": _yaml_safe(dataclasses.asdict(args)),
         "hyperparams": _yaml_safe(hp),
+        "vec_env": vec_env,  # args.vec_env resolved ("auto" -> native or dummy)
         "info_metrics": info_metrics,
         "planned_timesteps": planned,
         "versions": package_versions(_VERSIONED),
@@ -246,7 +253,7 @@ def train(args: TrainArgs) -> Path:
         monitor_dir=run_dir / "monitor",
         info_metrics=info_metrics,
         masked=masked,
-        vec_env=args.vec_env,
+        vec_env=vec_env,
         append_monitor=args.resume,
     )
     try:

@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from mei_envs.agents.args import VEC_ENV_CHOICES
 from mei_envs.config import Config, ConfigError
 from mei_envs.experiments.io import (
     mark_complete,
@@ -66,6 +67,9 @@ class CompareConfig(Config):
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2])
     total_timesteps: int | None = None  # None: each algo's YAML n_timesteps for this env
     n_envs: int | None = None  # None: each algo's YAML n_envs
+    # Training envs: "auto" (the env's native vector version where it registers one, else
+    # DummyVecEnv), "native", "dummy" or "subproc"; native and dummy give the same rollouts.
+    vec_env: str = "auto"
     hyperparams_override: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     eval_freq: int = 10_000  # env steps between training-time evaluations
     train_eval_episodes: int = 30  # episodes per training-time evaluation
@@ -155,6 +159,7 @@ class CompareConfig(Config):
             if self.baselines not in ("all", "none"):
                 self._fail("baselines", "must be 'all', 'none' or a list of policy names")
         self._check_choice("backend", BACKENDS)
+        self._check_choice("vec_env", VEC_ENV_CHOICES)
         for name in ("out_dir", "device"):
             if not getattr(self, name):
                 self._fail(name, "must be a non-empty string")
@@ -336,6 +341,7 @@ def _train_jobs(cfg: CompareConfig, run_dir: Path) -> list[SweepJob]:
             env_config=dict(cfg.env_config),
             total_timesteps=cfg.total_timesteps,
             n_envs=cfg.n_envs,
+            vec_env=cfg.vec_env,
             hyperparams_override=dict(cfg.hyperparams_override.get(algo, {})),
             eval_freq=cfg.eval_freq,
             eval_episodes=cfg.train_eval_episodes,
