@@ -1,0 +1,209 @@
+"""``mei-envs bench`` on tiny budgets: the structure of its JSON and Markdown, positive
+ratios, legal actions, the scaling fit. No timing assertions (this machine is shared)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from mei_envs import bench
+from mei_envs.cache import catalog_from_dict
+from mei_envs.cli import main
+
+EE = "mei_envs/EarlyExitUpload-v1"
+CACHE = "mei_envs/EdgeLLMCache-v0"
+
+
+@pytest.mark.parametrize("exponent", [0.5, 1.0, 1.5, 2.0])
+def test_fit_recovers_a_known_exponent(exponent: float) -> None:
+    sizes = np.array([10, 50, 200, 1000, 5000])
+    # Deterministic +-3% "noise" around c * n^b.
+    noise = 1.0 + 0.03 * np.array([1, -1, 0.5, -0.5, 0.2])
+    fit = bench.fit_exponent(sizes, 2e-6 * sizes**exponent * noise)
+    assert fit is not None
+    assert fit["exponent"] == pytest.approx(exponent, abs=0.03)
+    assert fit["coef"] == pytest.approx(2e-6, rel=0.2)
+    assert 0.99 < fit["r2"] <= 1.0
+
+
+def test_fit_needs_two_distinct_positive_sizes() -> None:
+    assert bench.fit_exponent([10, 10], [1.0, 2.0]) is None
+    assert bench.fit_exponent([10], [1.0]) is None
+    # Non-positive points are dropped, not fitted.
+    fit = bench.fit_exponent([0, 10, 100, 1000], [5.0, 1.0, 10.0, 100.0])
+    assert fit is not None and fit["exponent"] == pytest.approx(1.0)
+
+
+def test_pick_draws_only_legal_indices_and_all_of_them() -> None:
+    env = gym.make_vec("CartPole-v1", num_envs=3, vectorization_mode="vector_entry_point")
+    sampler = bench.LegalSampler(env, seed=0, vector=True)
+    mask = np.array([[0, 1, 0, 1, 1], [1, 0, 0, 0, 0], [0, 0, 0, 0, 1]], dtype=bool)
+    seen = [set(), set(), set()]
+    for _ in range(300):
+        picks = sampler._pick(mask)
+        for row, k in enumerate(picks):
+            assert mask[row, k]
+            seen[row].add(int(k))
+    assert seen == [{1, 3, 4}, {0}, {4}]
+
+
+def test_single_env_sampler_is_legal_on_a_masked_env() -> None:
+    env = gym.make(CACHE)
+    sampler = bench.LegalSampler(env, seed=3)
+    assert sampler.masked
+    env.reset(seed=3)
+    for _ in range(200):
+        mask = env.unwrapped.action_masks()
+        a = sampler.sample()
+        assert mask[a], a
+        _, _, term, trunc, _ = env.step(a)
+        if term or trunc:
+            env.reset()
+
+
+def test_replay_reproduces_the_recorded_episodes() -> None:
+    env = gym.make(EE)
+    rec = bench.record_single(env, seed=5, block_s=0.002)
+    assert rec.episodes_ended >= 1 and len(rec.actions) >= rec.episodes_ended
+    assert bench.replay_single(env, 5, rec) > 0
+    # Another seed ends its episodes elsewhere: the replay notices.
+    short = bench.Recording(rec.actions, rec.episodes_ended + 1, 0.0)
+    with pytest.raises(RuntimeError, match="not deterministic"):
+        bench.replay_single(env, 5, short)
+
+
+def test_quick_run_structure_json_and_markdown() -> None:
+    res = bench.run(
+        bench.QUICK,
+        [EE],
+        parts=("single", "vector", "policies"),
+        presets=["default", "short_replies"],
+        policies=["eager", "dp_oracle"],
+    )
+    res = json.loads(json.dumps(res))  # JSON-ready
+    m = res["machine"]
+    for key in ("cpu", "cores", "python", "numpy", "gymnasium", "date_utc"):
+        assert m[key]
+    rows = res["envs"][EE]["presets"]
+    assert list(rows) == ["default", "short_replies"]
+    for row in rows.values():
+        s = row["single"]
+        assert s["ratio_to_cartpole"] > 0 and s["steps_per_s"] > 0
+        assert s["cartpole_steps_per_s"] > 0 and s["reset_us"] > 0
+        assert s["reset_ratio_to_cartpole"] > 0
+        assert min(s["ratio_min_max"]) <= s["ratio_to_cartpole"] <= max(s["ratio_min_max"])
+        assert set(row["vector"]) == {"1", "16", "256"}
+        for v in row["vector"].values():
+            if bench.has_vector_entry_point(EE):
+                assert v["ratio_to_cartpole_vector"] > 0 and v["ratio_to_own_single"] > 0
+            else:
+                assert v == "none"
+        assert set(row["policies"]) == {"eager", "dp_oracle"}
+        dp = row["policies"]["dp_oracle"]
+        assert dp["kind"] == "oracle" and "error" not in dp
+        assert dp["build_s"] > 0 and dp["us_per_decision_median"] > 0
+        assert 1 <= dp["decisions"] <= bench.QUICK.max_decisions
+    md = bench.to_markdown(res)
+    assert md.startswith("Machine: ")
+    assert "| EarlyExitUpload-v1 | default |" in md
+    assert "| EarlyExitUpload-v1 | short_replies | dp_oracle | oracle |" in md
+    header = next(line for line in md.splitlines() if line.startswith("| env | preset | step"))
+    assert "vec256 x CartPole vec256" in header
+
+
+def test_vector_speed_against_cartpole_itself() -> None:
+    # CartPole-v1 has a native vector env: the vector path runs whatever our envs have.
+    v = bench.vector_env_speed(bench.REFERENCE_ID, {}, 4, bench.QUICK, single_steps_per_s=1e4)
+    assert isinstance(v, dict)
+    assert v["num_envs"] == 4 and v["env_steps_per_s"] > 0
+    assert v["ratio_to_cartpole_vector"] > 0 and v["ratio_to_own_single"] > 0
+    assert v["masked_actions"] is False
+
+
+@pytest.mark.parametrize("n", [1, 10, 50])
+def test_scaled_catalog_has_exactly_n_models(n: int, tmp_path) -> None:
+    doc = bench.scaled_catalog_doc(n)
+    cat = catalog_from_dict(doc)
+    assert cat.n_models == n
+    kinds = {m["kind"] for m in doc["models"]}
+    assert "base" in kinds
+    if n >= 50:
+        assert {"lora", "partial", "quantised"} <= kinds
+    path = tmp_path / "cat.json"
+    path.write_text(json.dumps(doc))
+    env = gym.make(CACHE, config={"catalog_file": str(path)})
+    assert env.unwrapped.n_models == n
+    env.reset(seed=0)
+
+
+def test_unreachable_size_is_reported_with_the_field(tmp_path) -> None:
+    axis = bench.ScalingAxis(
+        "mei_envs/SplitFedAlloc-v0", "devices", (100_000,), lambda n: {"n_devices": n}
+    )
+    p = bench.scaling_point(axis, 100_000, bench.QUICK)
+    assert "n_devices" in p["not_reachable"] and "us_per_step" not in p
+
+
+def test_scaling_axis_output_and_fits(tmp_path) -> None:
+    axis = bench.ScalingAxis(
+        EE, "tokens", (8, 32), lambda n: {"tokens": n}, ("dp_oracle",), per_unit="tokens"
+    )
+    points = [bench.scaling_point(axis, n, bench.QUICK) for n in axis.sizes]
+    for p in points:
+        assert p["us_per_step"] > 0 and p["us_per_unit"] > 0
+        assert p["dp_oracle"]["build_s"] > 0
+    fits = bench._scaling_fits(axis, points)
+    assert {"us_per_step", "us_per_unit", "dp_oracle.build_s"} <= set(fits)
+    res = {
+        "machine": bench.machine_info(),
+        "settings": {"repeats": 1, "vector_sizes": [1]},
+        "reference": bench.REFERENCE_ID,
+        "envs": {},
+        "scaling": [
+            {"env_id": EE, "axis": "tokens", "per_unit": "tokens", "points": points, "fits": fits}
+        ],
+    }
+    md = bench.to_markdown(res)
+    assert "Scaling: mei_envs/EarlyExitUpload-v1 vs tokens" in md
+    assert "Fitted exponents" in md and "dp_oracle.build_s" in md
+
+
+def test_time_limit_interrupts_a_long_call() -> None:
+    t0 = time.perf_counter()
+    with pytest.raises(bench.BudgetExceeded), bench.time_limit(0.05):
+        while True:
+            pass
+    assert time.perf_counter() - t0 < 5.0
+
+
+def test_ppo_part_is_skipped_without_sb3(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "stable_baselines3", None)  # import raises ImportError
+    out = bench.ppo_speed([EE], bench.QUICK)
+    assert "skipped" in out and "stable" in out["skipped"].lower()
+
+
+def test_cli_bench_writes_json_and_markdown(tmp_path, capsys) -> None:
+    argv = ["bench", "--quick", "--env", EE, "--parts", "single", "--preset", "default"]
+    assert main([*argv, "--out", str(tmp_path), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    res = json.loads((tmp_path / "bench.json").read_text())
+    assert list(res["envs"]) == [EE] and res["command"].startswith("mei-envs bench --quick")
+    assert (tmp_path / "bench.md").read_text().strip() == out.strip()
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--parts", "single,bogus"], "bogus"),
+        (["--preset", "nope"], "nope"),
+        (["--env", "mei_envs/Nope-v0"], "Nope-v0"),
+    ],
+)
+def test_cli_bench_bad_flags(flags, needle, tmp_path, capsys) -> None:
+    assert main(["bench", "--quick", *flags, "--out", str(tmp_path)]) == 2
+    assert needle in capsys.readouterr().err
