@@ -736,7 +736,8 @@ def _ppo_measure_fn(params: dict[str, Any]) -> tuple[Callable[..., float], str]:
         from stable_baselines3 import PPO
         from stable_baselines3.common.env_util import make_vec_env
 
-        venv = make_vec_env(env_id, n_envs=params["n_envs"], seed=seed)
+        # A callable, so SB3 passes no render_mode (our envs do not render).
+        venv = make_vec_env(lambda: gym.make(env_id), n_envs=params["n_envs"], seed=seed)
         model = PPO(
             "MlpPolicy",
             venv,

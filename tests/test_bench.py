@@ -207,3 +207,78 @@ def test_cli_bench_writes_json_and_markdown(tmp_path, capsys) -> None:
 def test_cli_bench_bad_flags(flags, needle, tmp_path, capsys) -> None:
     assert main(["bench", "--quick", *flags, "--out", str(tmp_path)]) == 2
     assert needle in capsys.readouterr().err
+
+
+# ---- a masked env with a native vector version (the path our envs take once they have one) --
+class _MaskedEnv(gym.Env):
+    """Discrete(5); only even actions are legal; an illegal one raises. Ends after 7 steps."""
+
+    observation_space = gym.spaces.Box(0.0, 1.0, (1,), np.float32)
+    action_space = gym.spaces.Discrete(5)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(1, np.float32), {}
+
+    def action_masks(self) -> np.ndarray:
+        return np.arange(5) % 2 == 0
+
+    def step(self, action):
+        if not self.action_masks()[action]:
+            raise ValueError(f"illegal action {action}")
+        self.t += 1
+        return np.zeros(1, np.float32), 0.0, self.t >= 7, False, {}
+
+
+class _MaskedVectorEnv(gym.vector.VectorEnv):
+    metadata = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
+
+    def __init__(self, num_envs: int = 1, **kwargs) -> None:
+        self.num_envs = num_envs
+        self.single_observation_space = _MaskedEnv.observation_space
+        self.single_action_space = _MaskedEnv.action_space
+        self.observation_space = gym.vector.utils.batch_space(
+            self.single_observation_space, num_envs
+        )
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
+        self.t = np.zeros(num_envs, dtype=np.int64)
+        self.steps = 0
+
+    def reset(self, *, seed=None, options=None):
+        self.t[:] = 0
+        return np.zeros((self.num_envs, 1), np.float32), {}
+
+    def action_masks(self) -> np.ndarray:
+        # Sub-env i may also take action 1 on odd steps of its episode.
+        mask = np.tile(np.arange(5) % 2 == 0, (self.num_envs, 1))
+        mask[:, 1] = self.t % 2 == 1
+        return mask
+
+    def step(self, actions):
+        actions = np.asarray(actions)
+        if not self.action_masks()[np.arange(self.num_envs), actions].all():
+            raise ValueError(f"illegal actions {actions}")
+        self.steps += 1
+        self.t += 1
+        done = self.t >= 7
+        self.t[done] = 0
+        zeros = np.zeros(self.num_envs)
+        return np.zeros((self.num_envs, 1), np.float32), zeros, done, zeros.astype(bool), {}
+
+
+@pytest.fixture
+def masked_env_id():
+    env_id = "bench_test/Masked-v0"
+    gym.register(id=env_id, entry_point=_MaskedEnv, vector_entry_point=_MaskedVectorEnv)
+    yield env_id
+    del gym.registry[env_id]
+
+
+def test_vector_speed_samples_legal_actions_from_vector_masks(masked_env_id) -> None:
+    # An illegal action raises inside step, so finishing proves every action was legal.
+    v = bench.vector_env_speed(masked_env_id, {}, 16, bench.QUICK, single_steps_per_s=1e4)
+    assert v["masked_actions"] is True
+    assert v["env_steps_per_s"] > 0 and v["ratio_to_cartpole_vector"] > 0
+    s = bench.single_env_speed(masked_env_id, {}, bench.QUICK)
+    assert s["masked_actions"] is True and s["ratio_to_cartpole"] > 0
