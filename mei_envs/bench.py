@@ -665,9 +665,12 @@ def _scaling_fits(axis: ScalingAxis, points: list[dict[str, Any]]) -> dict[str, 
 
 # ---- PPO --------------------------------------------------------------------------------------
 def ppo_speed(env_ids: Sequence[str], settings: BenchSettings) -> dict[str, Any]:
-    """PPO training env-steps/s on each env against CartPole-v1 with the same settings
-    (``mei_envs.agents.throughput.ppo_steps_per_s`` when present, else SB3 directly on a
-    DummyVecEnv). Interleaved: CartPole and the env alternate, ``ppo_repeats`` times."""
+    """PPO training env-steps/s on each env against CartPole-v1 with the same settings.
+
+    Uses ``mei_envs.agents.throughput.ppo_steps_per_s`` when it is importable (it runs the
+    interleaved comparison itself, through the SB3 adapter where the env has a native vector
+    env); otherwise SB3 directly: PPO ``MlpPolicy`` on a ``DummyVecEnv`` of each, alternated,
+    ``ppo_repeats`` times, ``learn()`` wall time."""
     try:
         import stable_baselines3  # noqa: F401
         import torch
@@ -680,82 +683,97 @@ def ppo_speed(env_ids: Sequence[str], settings: BenchSettings) -> dict[str, Any]
         "batch_size": s.ppo_batch_size,
         "n_epochs": s.ppo_n_epochs,
         "total_timesteps": s.ppo_timesteps,
+        "repeats": s.ppo_repeats,
     }
-    measure, how = _ppo_measure_fn(params)
+    helper = _throughput_helper()
     out: dict[str, Any] = {
         "settings": params,
-        "method": how,
+        "method": (
+            "mei_envs.agents.throughput.ppo_steps_per_s"
+            if helper
+            else "SB3 PPO('MlpPolicy') on make_vec_env (DummyVecEnv), learn() wall time"
+        ),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "envs": {},
     }
     for env_id in env_ids:
         try:
-            env_v, ref_v = [], []
-            for r in range(s.ppo_repeats):
-                pair = [(env_v, env_id), (ref_v, REFERENCE_ID)]
-                for dst, eid in pair if r % 2 == 0 else pair[::-1]:
-                    dst.append(measure(eid, seed=r))
-            ratios = [a / b for a, b in zip(env_v, ref_v, strict=True)]
-            out["envs"][env_id] = {
-                "env_steps_per_s": _median(env_v),
-                "cartpole_env_steps_per_s": _median(ref_v),
-                "ratio_to_cartpole": _median(ratios),
-            }
+            out["envs"][env_id] = (
+                _ppo_via_helper(helper, env_id, params) if helper else _ppo_direct(env_id, params)
+            )
         except Exception as exc:  # noqa: BLE001 - one env's failure is reported, not fatal
             out["envs"][env_id] = {"error": _err(exc)}
     return out
 
 
-def _ppo_measure_fn(params: dict[str, Any]) -> tuple[Callable[..., float], str]:
-    import inspect
-
+def _throughput_helper() -> Callable[..., Any] | None:
     try:
         from mei_envs.agents.throughput import ppo_steps_per_s  # type: ignore[import-not-found]
     except ImportError:
-        ppo_steps_per_s = None
-    if ppo_steps_per_s is not None:
-        sig = inspect.signature(ppo_steps_per_s)
-        accepts_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-        kw = {k: v for k, v in params.items() if accepts_any or k in sig.parameters}
+        return None
+    return ppo_steps_per_s
 
-        def via_helper(env_id: str, seed: int) -> float:
-            extra = {"seed": seed} if accepts_any or "seed" in sig.parameters else {}
-            res = ppo_steps_per_s(env_id, **kw, **extra)
-            if isinstance(res, Mapping):
-                res = res.get("env_steps_per_s", res.get("steps_per_s"))
-            return float(res)
 
-        return via_helper, (
-            "mei_envs.agents.throughput.ppo_steps_per_s("
-            + ", ".join(f"{k}={v}" for k, v in kw.items())
-            + ")"
-        )
+def _ppo_via_helper(
+    helper: Callable[..., Any], env_id: str, params: Mapping[str, Any]
+) -> dict[str, Any]:
+    import inspect
 
-    def direct(env_id: str, seed: int) -> float:
+    sig = inspect.signature(helper)
+    kw = {
+        "n_envs": params["n_envs"],
+        "total_steps": params["total_timesteps"],
+        "repeats": params["repeats"],
+        "ppo_kwargs": {k: params[k] for k in ("n_steps", "batch_size", "n_epochs")},
+        "seed": 0,
+    }
+    res = helper(env_id, **{k: v for k, v in kw.items() if k in sig.parameters})
+    ref = res.get("reference_steps_per_s")
+    return {
+        "env_steps_per_s": float(res["env_steps_per_s"]),
+        "cartpole_env_steps_per_s": float(ref) if ref is not None else None,
+        "ratio_to_cartpole": float(res.get("ratio", res["env_steps_per_s"] / ref)),
+        "vec_env": res.get("vec_env"),
+    }
+
+
+def _ppo_direct(env_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    def measure(eid: str, seed: int) -> float:
         from stable_baselines3 import PPO
         from stable_baselines3.common.env_util import make_vec_env
 
         # A callable, so SB3 passes no render_mode (our envs do not render).
-        venv = make_vec_env(lambda: gym.make(env_id), n_envs=params["n_envs"], seed=seed)
-        model = PPO(
-            "MlpPolicy",
-            venv,
-            n_steps=params["n_steps"],
-            batch_size=params["batch_size"],
-            n_epochs=params["n_epochs"],
-            seed=seed,
-            device="cpu",
-            verbose=0,
-        )
-        t0 = time.perf_counter()
-        model.learn(total_timesteps=params["total_timesteps"])
-        dt = time.perf_counter() - t0
-        steps = model.num_timesteps
-        venv.close()
-        return steps / dt
+        venv = make_vec_env(lambda: gym.make(eid), n_envs=params["n_envs"], seed=seed)
+        try:
+            model = PPO(
+                "MlpPolicy",
+                venv,
+                n_steps=params["n_steps"],
+                batch_size=params["batch_size"],
+                n_epochs=params["n_epochs"],
+                seed=seed,
+                device="cpu",
+                verbose=0,
+            )
+            t0 = time.perf_counter()
+            model.learn(total_timesteps=params["total_timesteps"])
+            return model.num_timesteps / (time.perf_counter() - t0)
+        finally:
+            venv.close()
 
-    return direct, "SB3 PPO('MlpPolicy') on make_vec_env (DummyVecEnv), learn() wall time"
+    env_v, ref_v = [], []
+    for r in range(params["repeats"]):
+        pair = [(env_v, env_id), (ref_v, REFERENCE_ID)]
+        for dst, eid in pair if r % 2 == 0 else pair[::-1]:
+            dst.append(measure(eid, seed=r))
+    ratios = [a / b for a, b in zip(env_v, ref_v, strict=True)]
+    return {
+        "env_steps_per_s": _median(env_v),
+        "cartpole_env_steps_per_s": _median(ref_v),
+        "ratio_to_cartpole": _median(ratios),
+        "vec_env": "dummy",
+    }
 
 
 # ---- the whole run -----------------------------------------------------------------------------
@@ -818,21 +836,34 @@ def run(
             row: dict[str, Any] = {}
             single_sps = None
             if "single" in parts:
-                row["single"] = single_env_speed(env_id, kw, settings)
-                single_sps = row["single"]["steps_per_s"]
-                log(
-                    f"{env_id} [{preset}] single {row['single']['ratio_to_cartpole']:.2f}x "
-                    f"CartPole, reset {row['single']['reset_us']:.1f} us"
-                )
+                try:
+                    row["single"] = single_env_speed(env_id, kw, settings)
+                except Exception as exc:  # noqa: BLE001 - reported in the row, run goes on
+                    row["single"] = {"error": _err(exc)}
+                    log(f"{env_id} [{preset}] single FAILED: {_err(exc)}")
+                else:
+                    single_sps = row["single"]["steps_per_s"]
+                    log(
+                        f"{env_id} [{preset}] single {row['single']['ratio_to_cartpole']:.2f}x "
+                        f"CartPole, reset {row['single']['reset_us']:.1f} us"
+                    )
             if "vector" in parts:
                 row["vector"] = {}
                 for n in settings.vector_sizes:
-                    v = vector_env_speed(env_id, kw, n, settings, single_sps)
+                    try:
+                        v = vector_env_speed(env_id, kw, n, settings, single_sps)
+                    except Exception as exc:  # noqa: BLE001 - reported in the row
+                        v = {"num_envs": n, "error": _err(exc)}
                     row["vector"][str(n)] = v
                     if isinstance(v, dict):
                         log(
-                            f"{env_id} [{preset}] vector n={n}: {v['env_steps_per_s']:.0f} "
-                            f"env-steps/s, {v['ratio_to_cartpole_vector']:.3f}x CartPole vec"
+                            f"{env_id} [{preset}] vector n={n}: "
+                            + (
+                                f"FAILED: {v['error']}"
+                                if "error" in v
+                                else f"{v['env_steps_per_s']:.0f} env-steps/s, "
+                                f"{v['ratio_to_cartpole_vector']:.3f}x CartPole vec"
+                            )
                         )
             if "policies" in parts:
                 row["policies"] = {}
@@ -851,7 +882,10 @@ def run(
                     continue
                 points = []
                 for size in axis.sizes:
-                    points.append(scaling_point(axis, size, settings))
+                    try:
+                        points.append(scaling_point(axis, size, settings))
+                    except Exception as exc:  # noqa: BLE001 - reported in the table
+                        points.append({"size": size, "error": _err(exc)})
                     log(f"scaling {axis.env_id} {axis.name}={size}: {_scaling_log(points[-1])}")
                 result["scaling"].append(
                     {
@@ -870,8 +904,8 @@ def run(
 
 
 def _scaling_log(p: dict[str, Any]) -> str:
-    if "not_reachable" in p:
-        return "not reachable"
+    if "not_reachable" in p or "error" in p:
+        return p.get("not_reachable") or p["error"]
     cells = [f"{k}={v:.3g}" for k, v in p.items() if k.startswith("us_per")]
     cells += [f"{k}: {_policy_cell(v)}" for k, v in p.items() if isinstance(v, dict)]
     return ", ".join(cells)
@@ -936,9 +970,13 @@ def to_markdown(result: dict[str, Any]) -> str:
         head += [f"vec{n} x CartPole vec{n}" for n in sizes]
         head += [f"vec{sizes[-1]} env-steps/s", f"vec{sizes[-1]} x own single"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        errors = []
         for env_id, preset, r in rows:
             s = r.get("single", {})
             v = r.get("vector", {})
+            for what, x in [("single", s), *((f"vec{n}", v.get(n)) for n in sizes)]:
+                if isinstance(x, dict) and "error" in x:
+                    errors.append(f"{env_id} [{preset}] {what}: {x['error']}")
             cells = [
                 env_id.split("/")[-1],
                 preset,
@@ -957,11 +995,16 @@ def to_markdown(result: dict[str, Any]) -> str:
                 )
             last = v.get(sizes[-1])
             if isinstance(last, dict):
-                cells += [_si(last["env_steps_per_s"]), _f(last.get("ratio_to_own_single"), ".1f")]
+                cells += [
+                    _si(last.get("env_steps_per_s")),
+                    _f(last.get("ratio_to_own_single"), ".1f"),
+                ]
             else:
                 cells += [last or "-", "-"]
             lines.append("| " + " | ".join(cells) + " |")
-        ref = [r["single"] for _, _, r in rows if "single" in r]
+        if errors:
+            lines += ["", "Failed: " + "; ".join(errors) + "."]
+        ref = [r["single"] for _, _, r in rows if "cartpole_steps_per_s" in r.get("single", {})]
         if ref:
             cp = _median([x["cartpole_steps_per_s"] for x in ref])
             cp_reset = _median([x["cartpole_reset_us"] for x in ref])
@@ -1004,6 +1047,9 @@ def to_markdown(result: dict[str, Any]) -> str:
                     f"| {p['size']} | not reachable through the config: {p['not_reachable']} |"
                 )
                 continue
+            if "error" in p:
+                lines.append(f"| {p['size']} | failed: {p['error']} |")
+                continue
             cells = [str(p["size"])] + ([_f(p.get("us_per_step"), ".1f")] if step else [])
             if ax["per_unit"]:
                 cells.append(_f(p.get("us_per_unit"), ".2f"))
@@ -1031,16 +1077,17 @@ def to_markdown(result: dict[str, Any]) -> str:
                 f"PPO ({ppo['method']}; {json.dumps(ppo['settings'])}; torch "
                 f"{ppo['torch']}, {ppo['torch_threads']} threads)",
                 "",
-                "| env | PPO env-steps/s | CartPole PPO env-steps/s | ratio |",
-                "|---|---|---|---|",
+                "| env | vec env | PPO env-steps/s | CartPole PPO env-steps/s | ratio |",
+                "|---|---|---|---|---|",
             ]
             for env_id, p in ppo["envs"].items():
                 if "error" in p:
-                    lines.append(f"| {env_id.split('/')[-1]} | {p['error']} | | |")
+                    lines.append(f"| {env_id.split('/')[-1]} | {p['error']} | | | |")
                     continue
                 lines.append(
-                    f"| {env_id.split('/')[-1]} | {_si(p['env_steps_per_s'])} | "
-                    f"{_si(p['cartpole_env_steps_per_s'])} | {p['ratio_to_cartpole']:.2f} |"
+                    f"| {env_id.split('/')[-1]} | {p.get('vec_env') or '-'} | "
+                    f"{_si(p['env_steps_per_s'])} | {_si(p['cartpole_env_steps_per_s'])} | "
+                    f"{p['ratio_to_cartpole']:.2f} |"
                 )
         lines.append("")
     return "\n".join(lines)

@@ -282,3 +282,60 @@ def test_vector_speed_samples_legal_actions_from_vector_masks(masked_env_id) -> 
     assert v["env_steps_per_s"] > 0 and v["ratio_to_cartpole_vector"] > 0
     s = bench.single_env_speed(masked_env_id, {}, bench.QUICK)
     assert s["masked_actions"] is True and s["ratio_to_cartpole"] > 0
+
+
+def test_markdown_reports_a_failed_measurement() -> None:
+    res = {
+        "machine": bench.machine_info(),
+        "settings": {"repeats": 1, "vector_sizes": [1]},
+        "reference": bench.REFERENCE_ID,
+        "envs": {
+            EE: {
+                "presets": {
+                    "default": {
+                        "single": {"error": "RuntimeError: boom"},
+                        "vector": {"1": {"num_envs": 1, "error": "ValueError: bad"}},
+                    }
+                }
+            }
+        },
+    }
+    md = bench.to_markdown(res)
+    assert "| EarlyExitUpload-v1 | default | - |" in md
+    assert "single: RuntimeError: boom" in md and "vec1: ValueError: bad" in md
+
+
+def test_ppo_part_uses_the_throughput_helper_when_present(monkeypatch) -> None:
+    pytest.importorskip("stable_baselines3")
+    import types
+
+    calls = []
+
+    def ppo_steps_per_s(
+        env_id, n_envs=8, total_steps=8192, *, repeats=3, ppo_kwargs=None, seed=0, vec_env="auto"
+    ):
+        calls.append((env_id, n_envs, total_steps, repeats, dict(ppo_kwargs)))
+        return {
+            "env_steps_per_s": 300.0,
+            "reference_steps_per_s": 600.0,
+            "ratio": 0.5,
+            "vec_env": "dummy",
+        }
+
+    fake = types.ModuleType("mei_envs.agents.throughput")
+    fake.ppo_steps_per_s = ppo_steps_per_s
+    monkeypatch.setitem(sys.modules, "mei_envs.agents.throughput", fake)
+    out = bench.ppo_speed([EE], bench.QUICK)
+    q = bench.QUICK
+    assert calls == [
+        (
+            EE,
+            q.ppo_n_envs,
+            q.ppo_timesteps,
+            q.ppo_repeats,
+            {"n_steps": q.ppo_n_steps, "batch_size": q.ppo_batch_size, "n_epochs": q.ppo_n_epochs},
+        )
+    ]
+    assert out["method"].startswith("mei_envs.agents.throughput")
+    assert out["envs"][EE]["ratio_to_cartpole"] == 0.5
+    assert out["envs"][EE]["cartpole_env_steps_per_s"] == 600.0
