@@ -66,6 +66,7 @@ class BenchSettings:
     vector_sizes: tuple[int, ...] = VECTOR_SIZES
     max_decisions: int = 200  # decisions per policy episode (an episode may end earlier)
     policy_limit_s: float = 10.0  # wall-clock cap on building + running one policy [s]
+    preset_policy_limit_s: float = 3.0  # the same cap at the presets other than "default"
     scaling_block_s: float = 0.1  # timed block of a scaling point [s]
     scaling_repeats: int = 3
     scaling_max_record_s: float = 20.0  # a scaling point's recording stops mid-episode here
@@ -78,12 +79,13 @@ class BenchSettings:
     ppo_repeats: int = 3
 
 
-FULL = BenchSettings(block_s=0.1, repeats=7)
+FULL = BenchSettings(block_s=0.05, repeats=5)
 QUICK = BenchSettings(
     block_s=0.003,
     repeats=3,
     max_decisions=10,
     policy_limit_s=3.0,
+    preset_policy_limit_s=3.0,
     scaling_block_s=0.003,
     scaling_repeats=2,
     scaling_max_record_s=0.5,
@@ -424,17 +426,24 @@ def vector_env_speed(
 
 # ---- policies ----------------------------------------------------------------------------------
 def policy_cost(
-    env_id: str, kwargs: Mapping[str, Any], name: str, settings: BenchSettings, seed: int = 0
+    env_id: str,
+    kwargs: Mapping[str, Any],
+    name: str,
+    settings: BenchSettings,
+    seed: int = 0,
+    limit_s: float | None = None,
 ) -> dict[str, Any]:
     """Build time, per-episode reset time and time per decision of one registered policy over
-    (up to ``max_decisions`` decisions of) one episode, capped at ``policy_limit_s``."""
+    (up to ``max_decisions`` decisions of) one episode, capped at ``limit_s`` (default
+    ``policy_limit_s``) of wall-clock time."""
     from mei_envs.baselines.registry import get_policy_spec, make_policy
 
     spec = get_policy_spec(env_id, name)
     out: dict[str, Any] = {"policy": name, "kind": spec.kind}
     act_s: list[float] = []
+    limit_s = settings.policy_limit_s if limit_s is None else limit_s
     try:
-        with time_limit(settings.policy_limit_s):
+        with time_limit(limit_s):
             env = gym.make(env_id, **kwargs)
             t0 = time.perf_counter()
             pol = make_policy(env_id, name, env)
@@ -453,7 +462,7 @@ def policy_cost(
             out["episode_done"] = bool(done)
     except BudgetExceeded:
         where = f"after {len(act_s)} decisions" if act_s else "before the first decision"
-        out["error"] = f"stopped by the {settings.policy_limit_s:g} s budget {where}"
+        out["error"] = f"stopped by the {limit_s:g} s budget {where}"
     except (ValueError, MemoryError, RuntimeError) as exc:
         out["error"] = _err(exc)
     if act_s:
@@ -739,12 +748,19 @@ def _ppo_via_helper(
 
 
 def _ppo_direct(env_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    # Plain PPO ignores action masks: an env that can refuse illegal actions is asked to serve
+    # them its documented unmasked way (EdgeLLMCache: invalid_action="bypass").
+    cfg_cls = gym.envs.registration.load_env_creator(gym.spec(env_id).entry_point)
+    fields = getattr(getattr(cfg_cls, "config_class", None), "__dataclass_fields__", {})
+    unmasked = {"invalid_action": "bypass"} if "invalid_action" in fields else {}
+
     def measure(eid: str, seed: int) -> float:
+        kw = unmasked if eid == env_id else {}
         from stable_baselines3 import PPO
         from stable_baselines3.common.env_util import make_vec_env
 
         # A callable, so SB3 passes no render_mode (our envs do not render).
-        venv = make_vec_env(lambda: gym.make(eid), n_envs=params["n_envs"], seed=seed)
+        venv = make_vec_env(lambda: gym.make(eid, **kw), n_envs=params["n_envs"], seed=seed)
         try:
             model = PPO(
                 "MlpPolicy",
@@ -773,6 +789,7 @@ def _ppo_direct(env_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
         "cartpole_env_steps_per_s": _median(ref_v),
         "ratio_to_cartpole": _median(ratios),
         "vec_env": "dummy",
+        "env_kwargs": unmasked,
     }
 
 
@@ -870,7 +887,12 @@ def run(
                 for name in env_policies(env_id):
                     if policies is not None and name not in policies:
                         continue
-                    row["policies"][name] = policy_cost(env_id, kw, name, settings)
+                    limit = (
+                        settings.policy_limit_s
+                        if preset == "default"
+                        else settings.preset_policy_limit_s
+                    )
+                    row["policies"][name] = policy_cost(env_id, kw, name, settings, limit_s=limit)
                     log(f"{env_id} [{preset}] policy {name}: {_policy_cell(row['policies'][name])}")
             entry["presets"][preset] = row
         result["envs"][env_id] = entry
@@ -966,7 +988,14 @@ def to_markdown(result: dict[str, Any]) -> str:
     rows = [(e, p, r) for e, d in envs.items() for p, r in d["presets"].items()]
     if any("single" in r or "vector" in r for _, _, r in rows):
         sizes = [str(n) for n in result["settings"]["vector_sizes"]]
-        head = ["env", "preset", "step x CartPole", "us/step", "reset us (CartPole)"]
+        head = [
+            "env",
+            "preset",
+            "step x CartPole",
+            "us/step",
+            "reset us (CartPole)",
+            "reset / CartPole's",
+        ]
         head += [f"vec{n} x CartPole vec{n}" for n in sizes]
         head += [f"vec{sizes[-1]} env-steps/s", f"vec{sizes[-1]} x own single"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -985,6 +1014,7 @@ def to_markdown(result: dict[str, Any]) -> str:
                 f"{_f(s.get('reset_us'), '.1f')} ({_f(s.get('cartpole_reset_us'), '.1f')})"
                 if s
                 else "-",
+                _f(s.get("reset_ratio_to_cartpole"), ".1f"),
             ]
             for n in sizes:
                 x = v.get(n)

@@ -68,7 +68,7 @@ def test_single_env_sampler_is_legal_on_a_masked_env() -> None:
 
 def test_replay_reproduces_the_recorded_episodes() -> None:
     env = gym.make(EE)
-    rec = bench.record_single(env, seed=5, block_s=0.002)
+    rec = bench.record_single(env, seed=5, block_s=0.002, max_s=30.0)
     assert rec.episodes_ended >= 1 and len(rec.actions) >= rec.episodes_ended
     assert bench.replay_single(env, 5, rec) > 0
     # Another seed ends its episodes elsewhere: the replay notices.
