@@ -63,7 +63,8 @@ def check_algo_for_env(algo: str, env: gym.Env | spaces.Space) -> None:
     Raises:
         ValueError: unknown ``algo`` (lists the known ones), or an action space the algorithm
             cannot handle (names the algorithm, the space and the supported kinds); also when
-            ``maskable_ppo`` is asked for an env without ``action_masks()``.
+            ``maskable_ppo`` is asked for an env without ``action_masks()``, or an algorithm
+            without masks for an env that raises on masked actions (``invalid_action``).
     """
     get_algo_class(algo)
     space = env if isinstance(env, spaces.Space) else env.action_space
@@ -75,6 +76,17 @@ def check_algo_for_env(algo: str, env: gym.Env | spaces.Space) -> None:
             f"the env's action space is {space}"
         )
     is_vec_env = hasattr(env, "env_method")  # VecEnv: masks are checked by sb3-contrib
+    base = getattr(env, "unwrapped", env)
+    if (
+        algo != "maskable_ppo"
+        and callable(getattr(base, "action_masks", None))
+        and getattr(getattr(base, "config", None), "invalid_action", None) == "raise"
+    ):
+        raise ValueError(
+            f"algo={algo!r} acts without action masks, but {type(base).__name__} raises on a "
+            "masked action (its invalid_action='raise'): use --algo maskable_ppo, or serve "
+            "masked actions as bypasses with --set invalid_action=bypass"
+        )
     if algo == "maskable_ppo" and not isinstance(env, spaces.Space) and not is_vec_env:
         base = getattr(env, "unwrapped", env)
         if not callable(getattr(base, "action_masks", None)):

@@ -127,9 +127,13 @@ class Catalog:
         mem = self.membership
         self.n_models, self.n_blocks = mem.shape
         self.member_f = mem.astype(np.float64)  # for matrix products (BLAS)
+        self.not_member = ~mem  # (M, B): blocks each model does not use
+        self.not_member_f = self.not_member.astype(np.float64)
         self.member_bytes = self.member_f * self.block_bytes  # (M, B)
         # One product gives both the missing-block counts and the missing bytes of all models.
         self.count_and_bytes = np.vstack([self.member_f, self.member_bytes])  # (2M, B)
+        self.count_and_bytes_t = np.ascontiguousarray(self.count_and_bytes.T)  # (B, 2M)
+        self.member_bytes_t = np.ascontiguousarray(self.member_bytes.T)  # (B, M)
         self.model_bytes = self.member_bytes.sum(axis=1)
         self.unique_bytes = float(self.block_bytes.sum())
         users = mem.sum(axis=0)
@@ -373,6 +377,78 @@ def build_catalog(
 
 
 # ---- cache state -----------------------------------------------------------------------------
+# Broadcastable transitions of the cache state: ``held`` is ``(B,)`` for one cache (CacheState,
+# the single env, the oracles) or ``(n, B)`` for n caches (the native vector env). Sizes of a
+# generated catalog are exact binary fractions (bytes per element 4, 2, 1, 1/2, 9/16, 17/16),
+# so every sum below is exact and the one- and many-cache forms give the same bits.
+def held_quantities(
+    catalog: Catalog, held: np.ndarray, absent: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
+    """``(cached, missing, refcount, used)`` for the blocks ``held`` (``(..., B)`` bool).
+
+    ``cached`` ``(..., M)``: every block of the model held; ``missing`` ``(..., M)``: bytes of
+    each model's blocks not held; ``refcount`` ``(..., B)``: cached models using each block
+    (float); ``used``: bytes held (a float for one cache). ``absent``: optional float
+    ``(B,)`` scratch buffer (one cache only).
+    """
+    if absent is None:
+        absent = np.logical_not(held).astype(np.float64)
+    else:
+        np.logical_not(held, out=absent)
+    M = catalog.n_models
+    if held.ndim == 1:
+        prod = catalog.count_and_bytes @ absent
+        used: Any = float(np.dot(catalog.block_bytes, held))
+    else:
+        prod = absent @ catalog.count_and_bytes_t
+        used = held @ catalog.block_bytes
+    cached = prod[..., :M] == 0
+    refcount = cached.astype(np.float64) @ catalog.member_f  # float @ float: BLAS
+    return cached, prod[..., M:], refcount, used
+
+
+def freed_bytes(
+    catalog: Catalog,
+    cached: np.ndarray,
+    refcount: np.ndarray,
+    pinned: Any = None,
+    scratch: np.ndarray | None = None,
+) -> np.ndarray:
+    """Bytes evicting each model frees (``(..., M)``; 0 for models not cached): its blocks no
+    other cached model uses, except blocks of model ``pinned`` (the request being decided; an
+    int, or an int array with one entry per cache, all >= 0)."""
+    if scratch is None:
+        free_able = (refcount == 1.0).astype(np.float64)
+    else:
+        free_able = np.equal(refcount, 1.0, out=scratch)  # 1.0 / 0.0
+    if refcount.ndim == 1:
+        if pinned is not None and pinned >= 0:
+            free_able *= catalog.not_member_f[pinned]
+        return np.where(cached, catalog.member_bytes @ free_able, 0.0)
+    if pinned is not None:
+        free_able *= catalog.not_member_f[pinned]
+    return np.where(cached, free_able @ catalog.member_bytes_t, 0.0)
+
+
+def eviction_drop(catalog: Catalog, refcount: np.ndarray, model: Any, pinned: Any) -> np.ndarray:
+    """Blocks evicting cached ``model`` drops: its blocks no other cached model uses, except
+    blocks of ``pinned`` (broadcast over caches like :func:`freed_bytes`; ``pinned`` None or
+    < 0 for none, one cache only)."""
+    drop = refcount == 1
+    drop &= catalog.membership[model]
+    if refcount.ndim > 1 or (pinned is not None and pinned >= 0):
+        drop &= catalog.not_member[pinned]
+    return drop
+
+
+def fetch_delay_s(missing_bytes: Any, rtt_s: float, rate_bps: float) -> Any:
+    """Cloud fetch delay of a request missing ``missing_bytes`` [s]: 0 on a hit, else one
+    round trip plus the bytes over the backhaul. Floats or arrays."""
+    if isinstance(missing_bytes, np.ndarray):
+        return np.where(missing_bytes <= 0.0, 0.0, rtt_s + 8.0 * missing_bytes / rate_bps)
+    return 0.0 if missing_bytes <= 0.0 else rtt_s + 8.0 * missing_bytes / rate_bps
+
+
 class CacheState:
     """Blocks held at one edge server, with every model-level quantity derived from them.
 
@@ -398,6 +474,8 @@ class CacheState:
         self.refcount = np.zeros(c.n_blocks)  # small integers, kept as float64 for BLAS
         self.missing = c.model_bytes.copy()  # (M,) bytes each model misses now
         self.used_bytes = 0.0
+        self._absent = np.ones(c.n_blocks)  # scratch: 1.0 where a block is not held
+        self._scratch = np.zeros(c.n_blocks)
 
     def copy(self) -> CacheState:
         new = CacheState.__new__(CacheState)
@@ -408,20 +486,21 @@ class CacheState:
         new.refcount = self.refcount.copy()
         new.missing = self.missing.copy()
         new.used_bytes = self.used_bytes
+        new._absent = self._absent.copy()
+        new._scratch = np.zeros(self.catalog.n_blocks)
         return new
 
     def _refresh(self) -> np.ndarray:
-        """Recompute cached models, reference counts and used bytes; return newly cached."""
-        c = self.catalog
-        absent = (~self.held).astype(np.float64)
-        prod = c.count_and_bytes @ absent
-        M = c.n_models
-        cached = prod[:M] == 0
-        self.missing = prod[M:]
-        new = cached & ~self.cached
+        """Recompute cached models, reference counts and used bytes; return newly cached.
+
+        ``cached``, ``missing`` and ``refcount`` are replaced by new arrays (never written in
+        place), so a reader can tell from their identity whether the cache changed.
+        """
+        cached, self.missing, self.refcount, self.used_bytes = held_quantities(
+            self.catalog, self.held, self._absent
+        )
+        new = cached > self.cached  # cached now and not before
         self.cached = cached
-        self.refcount = cached.astype(np.float64) @ c.member_f
-        self.used_bytes = float(c.block_bytes @ self.held)
         return new
 
     # ---- queries ---------------------------------------------------------------------
@@ -442,11 +521,7 @@ class CacheState:
 
         Blocks of model ``pinned`` (the request being decided) are never freed.
         """
-        c = self.catalog
-        free_able = self.refcount == 1
-        if pinned is not None and pinned >= 0:
-            free_able = free_able & ~c.membership[pinned]
-        return np.where(self.cached, c.member_bytes @ free_able, 0.0)
+        return freed_bytes(self.catalog, self.cached, self.refcount, pinned, self._scratch)
 
     def fits(self, model: int) -> bool:
         """Whether ``model``'s missing blocks fit in the free space now."""
@@ -462,22 +537,21 @@ class CacheState:
     def evict(self, model: int, pinned: int | None = None) -> float:
         """Drop ``model``'s blocks no other cached model uses (keeping ``pinned``'s blocks);
         return the bytes freed."""
-        c = self.catalog
-        drop = c.membership[model] & (self.refcount == 1)
-        if pinned is not None and pinned >= 0:
-            drop &= ~c.membership[pinned]
+        drop = eviction_drop(self.catalog, self.refcount, model, pinned)
         before = self.used_bytes
-        self.held &= ~drop
+        # A cached model's blocks are all held, so dropping is toggling them off.
+        self.held ^= drop
         self._refresh()
         return before - self.used_bytes
 
     def drop_orphans(self) -> float:
         """Free held blocks no cached model uses (after a bypass); return bytes freed."""
-        orphan = self.held & (self.refcount == 0)
+        orphan = self.refcount == 0
+        orphan &= self.held
         if not orphan.any():
             return 0.0
         before = self.used_bytes
-        self.held &= ~orphan
+        self.held ^= orphan
         self._refresh()
         return before - self.used_bytes
 
@@ -530,15 +604,18 @@ class ZipfDriftRequests:
         events = np.flatnonzero(rng.random(n) < self.drift_rate) if M > 1 else np.empty(0, int)
         a = rng.integers(0, M, size=events.size)
         b = (a + 1 + rng.integers(0, max(M - 1, 1), size=events.size)) % M
+        if events.size == 0:
+            return perm[ranks]
         out = np.empty(n, dtype=np.int64)
         start = 0
-        pos = np.empty(M, dtype=np.int64)  # rank of each model
-        pos[perm] = np.arange(M)
-        for k, t in enumerate(events.tolist()):
+        pos = [0] * M  # rank of each model
+        for r, m in enumerate(perm.tolist()):
+            pos[m] = r
+        for t, ak, bk in zip(events.tolist(), a.tolist(), b.tolist(), strict=True):
             out[start:t] = perm[ranks[start:t]]
-            ra, rb = pos[a[k]], pos[b[k]]
-            perm[ra], perm[rb] = b[k], a[k]
-            pos[a[k]], pos[b[k]] = rb, ra
+            ra, rb = pos[ak], pos[bk]
+            perm[ra], perm[rb] = bk, ak
+            pos[ak], pos[bk] = rb, ra
             start = t
         out[start:] = perm[ranks[start:]]
         return out
@@ -610,6 +687,7 @@ class RequestStats:
     def __init__(self, n_models: int, half_lives: Sequence[float]) -> None:
         self.n_models = int(n_models)
         self.decay = [0.5 ** (1.0 / float(h)) for h in half_lives]
+        self._one_minus = [1.0 - d for d in self.decay]
         self._decay_arr = np.asarray(self.decay)[:, None]
         self.clear()
 
@@ -624,6 +702,7 @@ class RequestStats:
     def copy(self) -> RequestStats:
         new = RequestStats.__new__(RequestStats)
         new.n_models, new.decay, new._decay_arr = self.n_models, self.decay, self._decay_arr
+        new._one_minus = self._one_minus
         for k in ("marks", "count", "_ema", "_ema_t"):
             setattr(new, k, getattr(self, k).copy())
         return new
@@ -641,9 +720,9 @@ class RequestStats:
     def record(self, model: int, t: int) -> None:
         """Request ``t`` asked for ``model``."""
         gap = t - int(self._ema_t[model])
-        col = self._ema[:, model]
+        e = self._ema
         for i, d in enumerate(self.decay):
-            col[i] = col[i] * d**gap + (1.0 - d)
+            e[i, model] = float(e[i, model]) * d**gap + self._one_minus[i]
         self._ema_t[model] = t
         self.marks[0, model] = t
         self.count[model] += 1

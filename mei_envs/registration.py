@@ -21,6 +21,7 @@ ENV_SPECS: tuple[dict[str, Any], ...] = (
     {
         "id": "mei_envs/EdgeLLMCache-v0",
         "entry_point": "mei_envs.envs.edge_llm_cache:EdgeLLMCacheEnv",
+        "vector_entry_point": "mei_envs.envs.edge_llm_cache_vector:EdgeLLMCacheVectorEnv",
     },
     {
         "id": "mei_envs/SplitFedAlloc-v0",

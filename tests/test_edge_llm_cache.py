@@ -284,7 +284,8 @@ def test_models_larger_than_the_cache_are_bypassed_without_asking(tmp_path) -> N
 
 
 def test_invalid_actions(tmp_path) -> None:
-    env = _unit_env(tmp_path, 4, 2.0, invalid_action="raise")
+    env = _unit_env(tmp_path, 4, 2.0)  # the default: invalid_action="raise"
+    assert env.config.invalid_action == "raise"
     with pytest.raises(RuntimeError, match="reset"):
         env.step(0)
     env.reset(seed=0, options={"requests": [0, 1, 2, 3, 0]})
@@ -302,8 +303,8 @@ def test_invalid_actions(tmp_path) -> None:
         before["_pending"],
         before["_acc"],
     )
-    # The default serves an illegal eviction as a bypass and counts it.
-    env = _unit_env(tmp_path, 4, 2.0)
+    # invalid_action="bypass" serves an illegal eviction as a bypass and counts it.
+    env = _unit_env(tmp_path, 4, 2.0, invalid_action="bypass")
     env.reset(seed=0, options={"requests": [0, 1, 2, 3, 0]})
     _, _, _, _, info = env.step(3)
     assert info["invalid_actions"] == 1 and info["bypasses"] == 1 and info["model"] == 3
@@ -372,7 +373,8 @@ def test_presets_build_and_pass_check_env(preset: str) -> None:
     from gymnasium.utils.env_checker import check_env
     from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-    env = gym.make(ENV_ID, preset=preset, requests_per_episode=300)
+    # check_env samples unmasked random actions: serve masked ones as bypasses.
+    env = gym.make(ENV_ID, preset=preset, requests_per_episode=300, invalid_action="bypass")
     check_env(env.unwrapped, skip_render_check=True)
     sb3_check_env(env.unwrapped, warn=True)
     assert env.unwrapped.config.preset == preset

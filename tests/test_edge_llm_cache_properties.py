@@ -127,6 +127,7 @@ any_configs = st.fixed_dictionaries(
         "fetch_deadline_s": _maybe(st.floats(0.0, 10.0), st.just(-1.0)),
         "reward": _maybe(st.sampled_from(["hits", "bytes", "latency"]), st.just("energy")),
         "invalid_action": _maybe(st.sampled_from(["bypass", "raise"]), st.just("ignore")),
+        "info": _maybe(st.sampled_from(["full", "lean"]), st.just("verbose")),
         "half_lives": _maybe(
             st.lists(st.floats(1.0, 1e4), min_size=1, max_size=3),
             st.sampled_from([[], [0.5], [1.0] * 9]),

@@ -28,6 +28,7 @@ from mei_envs.llm import costs
 
 REWARDS = ("hits", "bytes", "latency")
 INVALID_ACTIONS = ("bypass", "raise")
+INFO_LEVELS = ("full", "lean")
 N_MODEL_FEATURES_BASE = 9  # per-model features besides the moving averages
 N_GLOBAL_FEATURES = 3
 
@@ -75,7 +76,12 @@ class EdgeLLMCacheConfig(EnvConfig):
     # AI-model download budget of 1 s (REFERENCE.md 1) applied to the part the cache controls.
     fetch_deadline_s: float = 1.0
     reward: str = "hits"  # "hits" | "bytes" (bytes served from cache) | "latency"
-    invalid_action: str = "bypass"  # illegal eviction: serve as a bypass | "raise"
+    # A masked action (evicting an uncached model or one that frees nothing): "raise" a
+    # ValueError, state unchanged (issue 10), or "bypass": serve it as a bypass and count it
+    # in info["invalid_actions"] (for agents without masks: PPO, A2C, DQN, check_env).
+    invalid_action: str = "raise"
+    # "full": every key below; "lean": only metadata["info_metrics"] (+ episode totals).
+    info: str = "full"
     # Half-lives of the per-model request-rate moving averages in the observation [requests].
     half_lives: tuple[float, ...] = (20.0, 200.0, 2000.0)
 
@@ -137,6 +143,7 @@ class EdgeLLMCacheConfig(EnvConfig):
         self._check_range("fetch_deadline_s", 0.0, 1e6)
         self._check_choice("reward", REWARDS)
         self._check_choice("invalid_action", INVALID_ACTIONS)
+        self._check_choice("info", INFO_LEVELS)
         if not 1 <= len(self.half_lives) <= 8:
             raise ConfigError(f"{name}.half_lives={list(self.half_lives)!r}: need 1 to 8 values")
         for h in self.half_lives:
@@ -307,10 +314,12 @@ class EdgeLLMCacheEnv(gym.Env[np.ndarray, int]):
     freeing its blocks that no other cached model uses (blocks the requested model needs are
     kept); action `M` bypasses (serves the request from the cloud without caching it). Legal
     actions: cached models that free at least one byte, and bypass; `action_masks()` and
-    `info["action_mask"]` give them (sb3-contrib MaskablePPO). An illegal eviction is served
-    as a bypass and counted in `info["invalid_actions"]` (`invalid_action="bypass"`, the
-    default, so unmasked agents can train), or raises `ValueError` leaving the state
-    unchanged (`invalid_action="raise"`). A non-integer or out-of-range action always raises.
+    `info["action_mask"]` give them (sb3-contrib MaskablePPO). A masked action (evicting a
+    model that is not cached or frees nothing now) raises `ValueError` naming the legal
+    actions and leaves the state unchanged (`invalid_action="raise"`, the default). Agents
+    that act without masks (PPO, A2C, DQN, random `action_space.sample()`, `check_env`)
+    need `invalid_action="bypass"`: a masked eviction is then served as a bypass and counted
+    in `info["invalid_actions"]`. A non-integer or out-of-range action always raises.
 
     ## Observation Space
 
@@ -342,10 +351,16 @@ class EdgeLLMCacheEnv(gym.Env[np.ndarray, int]):
     delay of a whole model; the delivery to the user (model bytes / `user_rate_bps`) is the
     same for every policy and is only reported in `info`.
 
-    `info` carries, per step: `requests`, `hits`, `bytes_requested`, `bytes_hit`,
-    `backhaul_bytes`, `latency_s` (fetch + delivery), `deadline_met`, `evictions`,
-    `bypasses`, `invalid_actions`; and the episode so far: `hit_ratio`, `byte_hit_ratio`,
-    `mean_latency_s`, `deadline_satisfaction`.
+    `info` (`info="full"`, the default) carries, per step: `requests`, `hits`,
+    `bytes_requested`, `bytes_hit`, `backhaul_bytes`, `latency_s` (fetch + delivery),
+    `deadline_met`, `evictions`, `bypasses`, `invalid_actions`; the episode so far:
+    `hit_ratio`, `byte_hit_ratio`, `mean_latency_s`, `deadline_satisfaction`; and the state:
+    `t` (requests served), `model` (the pending request, -1 if none), `used_bytes` and
+    `action_mask`. `info="lean"` carries only the keys of `metadata["info_metrics"]`: the
+    four episode-so-far ratios and the per-step `backhaul_bytes`, `requests`, `hits`,
+    `evictions`, `bypasses`, `invalid_actions`; on the step that ends the episode also
+    `episode_<key>` for each of them (the ratios' final values, the others' episode sums).
+    Masks then come from `action_masks()` only.
 
     ## Starting State
 
@@ -367,7 +382,8 @@ class EdgeLLMCacheEnv(gym.Env[np.ndarray, int]):
 
     ## Version History
 
-    * v0: initial version.
+    * v0: initial version. (Issue 10 later made `invalid_action="raise"` the default; a
+      legal action's results did not change.)
     """
 
     config_class = EdgeLLMCacheConfig
@@ -427,12 +443,22 @@ class EdgeLLMCacheEnv(gym.Env[np.ndarray, int]):
         self._rtt = float(cfg.cloud_rtt_s)
         self._deadline = float(cfg.fetch_deadline_s)
         self._reward_mode = REWARDS.index(cfg.reward)
+        self._lean = cfg.info == "lean"
         self.bytes_ref = float(cat.model_bytes.mean())
         self.latency_ref_s = self._rtt + 8.0 * self.bytes_ref / self._rate
         self._inv_cap = 1.0 / self.capacity_bytes
-        self._work = np.zeros((self.n_features, M))  # observation rows, feature-major
+        # Observation rows, feature-major, below one hidden row: buf[0] is 1.0 for models
+        # requested before (so buf[0:2] = [requested before, cached] masks the recency rows).
+        self._buf = np.zeros((self.n_features + 1, M))
+        self._work = self._buf[1:]
         self._work[2] = np.minimum(cat.model_bytes * self._inv_cap, 1.0)
         self._work[5] = cat.shared_fraction
+        self._seen = self._buf[0:2]
+        self._no_freed = np.zeros(M)
+        self._no_freed.flags.writeable = False
+        self._bypass_only = np.zeros(M + 1, dtype=bool)
+        self._bypass_only[M] = True
+        self._bypass_only.flags.writeable = False
         self._requests: np.ndarray | None = None
         self._done = True
         self._final_pending = False
@@ -452,10 +478,16 @@ class EdgeLLMCacheEnv(gym.Env[np.ndarray, int]):
         self.stats.clear()
         self._t = 0
         self._pending = -1
-        self._freed = np.zeros(self.n_models)
+        self._freed = self._no_freed
+        self._mask = self._bypass_only
+        self._tables = _time_tables(self._T, tuple(self.stats.decay))
+        self._rows_of: tuple[Any, Any] = (None, None)  # arrays the state rows were built from
+        self._work[1] = 0.0
+        self._seen[0] = 0.0
         self._done = False
         self._tot = dict.fromkeys(_TOTAL_KEYS, 0.0)
         self._acc = _zero_acc()
+        self._ep_sums = dict.fromkeys(LEAN_SUM_KEYS, 0.0)
         self._advance()
         self._final_pending = self._done
         return self._obs(), self._info()
@@ -471,7 +503,7 @@ class EdgeLLMCacheEnv(gym.Env[np.ndarray, int]):
             self._final_pending = False
         else:
             j = self._pending
-            if a != self.bypass_action and not self._freed[a] > 0.0:
+            if a != self.bypass_action and not self._mask[a]:
                 if self.config.invalid_action == "raise":
                     why = "not cached" if not self.state.cached[a] else "frees no bytes now"
                     raise ValueError(
@@ -489,18 +521,16 @@ class EdgeLLMCacheEnv(gym.Env[np.ndarray, int]):
                 self._decide(j)
             if self._pending < 0:
                 self._advance()
-        info = self._info()
+        info = self._info(step=True)
         reward = acc["reward"]
         self._acc = _zero_acc()
         return self._obs(), reward, self._done, False, info
 
     def action_masks(self) -> np.ndarray:
-        """Legal actions: cached models whose eviction frees bytes now, and bypass."""
-        mask = np.zeros(self.n_models + 1, dtype=bool)
-        if self._pending >= 0:
-            mask[: self.n_models] = self._freed > 0.0
-        mask[self.n_models] = True
-        return mask
+        """Legal actions: cached models whose eviction frees bytes now, and bypass.
+
+        A read-only array, computed once per decision (copy it to change it)."""
+        return self._mask
 
     def decision_state(self) -> dict[str, Any]:
         """What an online cache knows at the current decision (read by baselines).
@@ -552,20 +582,32 @@ class EdgeLLMCacheEnv(gym.Env[np.ndarray, int]):
             self.stats.copy(),
             self._t,
             self._pending,
-            self._freed.copy(),
+            self._freed,  # never written in place
             self._done,
             self._final_pending,
             dict(self._tot),
             dict(self._acc),
+            dict(self._ep_sums),
         )
 
     def restore(self, snap: tuple) -> None:
         """Return to a :meth:`snapshot` taken in the same episode."""
-        st, stats, t, pend, freed, done, fin, tot, acc = snap
+        st, stats, t, pend, freed, done, fin, tot, acc, ep_sums = snap
         self.state, self.stats = st.copy(), stats.copy()
-        self._t, self._pending, self._freed = t, pend, freed.copy()
+        self._t, self._pending, self._freed = t, pend, freed
+        self._mask = self._mask_of(freed) if pend >= 0 else self._bypass_only
+        self._work[1] = 0.0
+        if pend >= 0:
+            self._work[1, pend] = 1.0
+        self._seen[0] = self.stats.count > 0
         self._done, self._final_pending = done, fin
-        self._tot, self._acc = dict(tot), dict(acc)
+        self._tot, self._acc, self._ep_sums = dict(tot), dict(acc), dict(ep_sums)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Pickle copies views as separate arrays: make the row views share the buffer again.
+        self.__dict__.update(state)
+        self._work = self._buf[1:]
+        self._seen = self._buf[0:2]
 
     # ---- internals ---------------------------------------------------------------------
     def _draw_requests(self, options: Mapping[str, Any] | None) -> np.ndarray:
@@ -607,7 +649,7 @@ class EdgeLLMCacheEnv(gym.Env[np.ndarray, int]):
         acc = self._acc
         size = self._model_bytes[j]
         hit = missing <= 0.0
-        fetch_s = 0.0 if hit else self._rtt + 8.0 * missing / self._rate
+        fetch_s = cache.fetch_delay_s(missing, self._rtt, self._rate)
         met = fetch_s <= self._deadline
         latency = fetch_s + self._delivery_s[j]
         acc["requests"] += 1.0
@@ -637,13 +679,28 @@ class EdgeLLMCacheEnv(gym.Env[np.ndarray, int]):
         self._acc["bypasses"] += 1.0
         self._serve(j, self.state.missing_bytes(j))
         self.state.drop_orphans()
-        self._pending = -1
+        self._set_pending(-1)
 
     def _admit(self, j: int, missing: float) -> None:
         new = self.state.admit(j)
         self.stats.since[new] = self._t
         self._serve(j, missing)
-        self._pending = -1
+        self._set_pending(-1)
+
+    def _set_pending(self, j: int) -> None:
+        w = self._work
+        if self._pending >= 0:
+            w[1, self._pending] = 0.0
+        if j >= 0:
+            w[1, j] = 1.0
+        self._pending = j
+
+    def _mask_of(self, freed: np.ndarray) -> np.ndarray:
+        mask = np.empty(self.n_models + 1, dtype=bool)
+        np.greater(freed, 0.0, out=mask[:-1])
+        mask[-1] = True
+        mask.flags.writeable = False
+        return mask
 
     def _decide(self, j: int) -> bool:
         """Handle a miss of ``j``: admit if it fits, bypass if no choice exists, else make
@@ -657,60 +714,73 @@ class EdgeLLMCacheEnv(gym.Env[np.ndarray, int]):
             self._admit(j, missing)
             return False
         freed = st.freed_bytes(pinned=j)
-        if not (freed > 0.0).any():
+        mask = self._mask_of(freed)
+        if mask.sum() == 1:  # only the bypass
             self._bypass(j)
             return False
-        self._pending = j
+        self._set_pending(j)
         self._freed = freed
+        self._mask = mask
         return True
 
     def _advance(self) -> None:
         """Serve requests until one needs a decision or the episode ends."""
-        reqs, T, cached, stats = self._req_list, self._T, self.state.cached, self.stats
+        reqs, T, st, stats, seen = self._req_list, self._T, self.state, self.stats, self._seen
+        self._freed, self._mask = self._no_freed, self._bypass_only
         while self._t < T:
             j = reqs[self._t]
             stats.record(j, self._t)
-            if cached[j]:
+            seen[0, j] = 1.0
+            if st.cached[j]:
                 self._serve(j, 0.0)
                 continue
             if self._decide(j):
                 return
-            cached = self.state.cached  # admission/bypass replaced the array
-        self._pending = -1
-        self._freed = np.zeros(self.n_models)
+        self._set_pending(-1)
         self._done = True
 
     def _obs(self) -> np.ndarray:
-        st, stats, M, F = self.state, self.stats, self.n_models, self.n_features
-        t, cap, j = self._t, st.capacity, self._pending
-        w = self._work  # (F, M); rows 2 and 5 are static
-        w[0] = st.cached
-        w[1] = 0.0
-        if j >= 0:
-            w[1, j] = 1.0
-        np.multiply(self._freed, self._inv_cap, out=w[3])
-        np.minimum(w[3], 1.0, out=w[3])
-        np.multiply(st.missing, self._inv_cap, out=w[4])
-        np.minimum(w[4], 1.0, out=w[4])
-        np.greater(self._freed, 0.0, out=w[6])
-        marks = stats.marks  # last request, cached since
+        st, M, F = self.state, self.n_models, self.n_features
+        t, cap, j, T = self._t, st.capacity, self._pending, self._T
+        w = self._work  # (F, M); rows 2 and 5 are static, row 1 is kept by _set_pending
+        if self._rows_of[0] is not st.missing:  # the cache changed: rows 0 and 4
+            w[0] = st.cached
+            np.multiply(st.missing, self._inv_cap, out=w[4])
+            np.minimum(w[4], 1.0, out=w[4])
+        if self._rows_of[1] is not self._freed:  # a new decision: rows 3 and 6
+            np.multiply(self._freed, self._inv_cap, out=w[3])
+            np.minimum(w[3], 1.0, out=w[3])
+            w[6] = self._mask[:M]
+        self._rows_of = (st.missing, self._freed)
+        stats, tables = self.stats, self._tables
         rec = w[7:9]
-        np.log1p(np.maximum(t - marks, 0), out=rec)
-        rec *= -1.0 / self._log_T
-        rec += 1.0
-        rec[marks < 0] = 0.0
-        w[9:] = stats.ema(min(t, self._T - 1))
+        if tables is not None:
+            # Table look-ups of the same float64 values the formulas below give.
+            log_tab, pow_tab = tables
+            np.take(log_tab, t - stats.marks, out=rec)
+            rec *= self._seen  # 0 where never requested / not cached
+            te = min(t, T - 1)
+            np.multiply(stats._ema, pow_tab.take(te - stats._ema_t, axis=1), out=w[9:])
+        else:
+            marks = stats.marks  # last request, cached since
+            np.log1p(np.maximum(t - marks, 0), out=rec)
+            rec *= -1.0 / self._log_T
+            rec += 1.0
+            rec[marks < 0] = 0.0
+            w[9:] = stats.ema(min(t, T - 1))
         out = np.empty(F * M + N_GLOBAL_FEATURES, dtype=np.float32)
         out[: F * M] = w.reshape(-1)
         need = st.used_bytes + st.missing[j] - cap if j >= 0 else 0.0
-        out[F * M] = min(max(st.free_bytes / cap, 0.0), 1.0)
+        out[F * M] = min(max((cap - st.used_bytes) / cap, 0.0), 1.0)
         out[F * M + 1] = min(max(need / cap, 0.0), 1.0)
-        out[F * M + 2] = t / self._T
+        out[F * M + 2] = t / T
         return out
 
-    def _info(self) -> dict[str, Any]:
+    def _info(self, step: bool = False) -> dict[str, Any]:
         tot = self._tot
         n = max(tot["requests"], 1.0)
+        if self._lean:
+            return self._lean_info(tot, n, step)
         info = dict(self._acc)
         info.pop("reward")
         info.update(
@@ -721,10 +791,59 @@ class EdgeLLMCacheEnv(gym.Env[np.ndarray, int]):
             t=self._t,
             model=self._pending,
             used_bytes=self.state.used_bytes,
-            action_mask=self.action_masks(),
+            action_mask=self._mask,
         )
         return info
 
+    def _lean_info(self, tot: dict[str, float], n: float, step: bool) -> dict[str, Any]:
+        acc = self._acc
+        info = {
+            "hit_ratio": tot["hits"] / n,
+            "byte_hit_ratio": tot["bytes_hit"] / max(tot["bytes_requested"], 1e-300),
+            "mean_latency_s": tot["latency_s"] / n,
+            "deadline_satisfaction": tot["deadline_met"] / n,
+        }
+        sums = self._ep_sums
+        for k in LEAN_SUM_KEYS:
+            info[k] = acc[k]
+        if not step:  # reset: its requests are charged (and summed) in the first step
+            return info
+        for k in LEAN_SUM_KEYS:
+            sums[k] += acc[k]
+        if self._done:
+            for k in LEAN_LAST_KEYS:
+                info["episode_" + k] = info[k]
+            for k in LEAN_SUM_KEYS:
+                info["episode_" + k] = sums[k]
+        return info
+
+
+# Episodes up to this many requests get per-episode look-up tables for the time features.
+MAX_TABLE_REQUESTS = 1 << 17
+
+
+@functools.lru_cache(maxsize=8)
+def _time_tables(T: int, decay: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Read-only tables of the observation's time features for episodes of ``T`` requests:
+    ``log_tab[k] = 1 - log(1 + k) / log(1 + T)`` (recency after k requests, k <= T + 1) and
+    ``pow_tab[s, k] = decay[s] ** k`` (k < T); None when ``T`` is too long to tabulate.
+
+    Computed by the same numpy float64 operations as the per-step formulas, so a look-up
+    returns the same bits."""
+    if T > MAX_TABLE_REQUESTS:
+        return None
+    log_tab = np.log1p(np.arange(T + 2))
+    log_tab *= -1.0 / math.log1p(T)
+    log_tab += 1.0
+    pow_tab = np.asarray(decay)[:, None] ** np.arange(T)[None, :]
+    log_tab.flags.writeable = False
+    pow_tab.flags.writeable = False
+    return log_tab, pow_tab
+
+
+# The keys of info="lean" (EdgeLLMCacheEnv.metadata["info_metrics"], by aggregation).
+LEAN_LAST_KEYS = ("hit_ratio", "byte_hit_ratio", "mean_latency_s", "deadline_satisfaction")
+LEAN_SUM_KEYS = ("backhaul_bytes", "requests", "hits", "evictions", "bypasses", "invalid_actions")
 
 _ACC_KEYS = (
     "reward",
