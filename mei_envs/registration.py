@@ -26,6 +26,7 @@ ENV_SPECS: tuple[dict[str, Any], ...] = (
     {
         "id": "mei_envs/SplitFedAlloc-v0",
         "entry_point": "mei_envs.envs.split_fed_alloc:SplitFedAllocEnv",
+        "vector_entry_point": "mei_envs.envs.split_fed_alloc_vector:SplitFedAllocVectorEnv",
     },
 )
 

@@ -39,65 +39,182 @@ Everything that depends on the round's numbers broadcasts: leading axes for cand
 from __future__ import annotations
 
 import functools
-from typing import Any
+import math
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from mei_envs import wireless
+from mei_envs import radio, wireless
 
 __all__ = [
+    "ARRAY_OPS",
+    "FLOAT_OPS",
+    "Band",
+    "chain_times",
+    "device_energy_j",
     "device_round_times",
+    "link_rates",
     "minmax_shares",
+    "pairwise_sum",
     "proportional_shares",
+    "spectral_efficiency",
 ]
 
 _TINY = 1e-300
+_INF = math.inf
 
 
-def _rates(
-    shares: Any,
-    gamma_up_hz: Any,
-    snr_down: Any,
-    w_up_hz: float,
-    w_down_hz: float,
-    lo: float,
-    hi: float,
-) -> tuple[Any, Any]:
+class Band(NamedTuple):
+    """The shared band: total uplink and downlink bandwidth [Hz] and the spectral-efficiency
+    range of link adaptation [bit/s/Hz] (:func:`mei_envs.wireless.link_rate_bps`)."""
+
+    w_up_hz: float
+    w_down_hz: float
+    min_se: float
+    max_se: float
+
+
+# ---- one copy of every per-device formula, on floats or on arrays ---------------------------
+# The formulas below use arithmetic operators and the few functions of an ``ops`` backend:
+# ``FLOAT_OPS`` (math on Python floats: the single env's per-device loop, a few hundred ns a
+# device) or ``ARRAY_OPS`` (numpy ufuncs: the vector env, the oracle, the tests). Both give the
+# same bits (libm's log2/exp/pow on this platform; the pinned trajectories check it).
+class _FloatOps:
+    log2 = staticmethod(math.log2)
+    log10 = staticmethod(math.log10)
+    exp = staticmethod(math.exp)
+    maximum = staticmethod(max)
+    minimum = staticmethod(min)
+
+    @staticmethod
+    def airtime(bits: float, rate: float) -> float:
+        """``bits / rate`` (``inf`` at rate 0), 0 with nothing to send."""
+        if bits > 0:
+            return bits / rate if rate > 0 else _INF
+        return 0.0
+
+    @staticmethod
+    def recip(x: float) -> float:
+        """``1 / x`` with ``inf`` at 0 (``x >= 0``)."""
+        return 1.0 / x if x > 0 else _INF
+
+    @staticmethod
+    def where(cond: bool, a: float, b: float) -> float:
+        return a if cond else b
+
+
+class _ArrayOps:
+    log2 = staticmethod(np.log2)
+    log10 = staticmethod(np.log10)
+    exp = staticmethod(np.exp)
+    maximum = staticmethod(np.maximum)
+    minimum = staticmethod(np.minimum)
+    where = staticmethod(np.where)
+
+    @staticmethod
+    def airtime(bits: Any, rate: Any) -> Any:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(bits > 0, bits / rate, 0.0)
+
+    @staticmethod
+    def recip(x: Any) -> Any:
+        with np.errstate(divide="ignore"):
+            return 1.0 / x
+
+
+FLOAT_OPS = _FloatOps()
+ARRAY_OPS = _ArrayOps()
+
+
+def pairwise_sum(values: list[float]) -> float:
+    """Sum of a list of floats in numpy's order for a contiguous float64 ``sum`` (pairwise:
+    sequential below 8 terms, eight interleaved partial sums up to 128 terms, halves above),
+    so the float and array paths agree bit for bit."""
+    n = len(values)
+    if n < 8:
+        acc = -0.0
+        for v in values:
+            acc += v
+        return acc
+    if n > 128:
+        half = n // 2
+        half -= half % 8
+        return pairwise_sum(values[:half]) + pairwise_sum(values[half:])
+    r = values[:8]
+    i = 8
+    stop = n - n % 8
+    while i < stop:
+        for q in range(8):
+            r[q] += values[i + q]
+        i += 8
+    acc = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+    while i < n:
+        acc += values[i]
+        i += 1
+    return acc
+
+
+def link_rates(shares: Any, gamma_up_hz: Any, snr_down: Any, band: Band, ops: Any = ARRAY_OPS):
     """Uplink and downlink rates [bit/s] of ``shares`` of the two bands.
 
     ``gamma_up_hz = p g / (N0 NF)`` is the uplink SNR-bandwidth product (SNR over ``B`` Hz is
-    ``gamma / B``); ``snr_down`` is the downlink SNR (constant power spectral density).
+    ``gamma / B``: the device's power is spread over its band); ``snr_down`` is the downlink
+    SNR (constant power spectral density). Rates are :func:`mei_envs.wireless.link_rate_bps`.
     """
-    b_up = shares * w_up_hz
-    r_up = wireless.link_rate_bps(b_up, gamma_up_hz / np.maximum(b_up, _TINY), lo, hi)
-    r_down = wireless.link_rate_bps(shares * w_down_hz, snr_down, lo, hi)
-    return r_up, r_down
+    b_up = shares * band.w_up_hz
+    eff_up = spectral_efficiency(gamma_up_hz / ops.maximum(b_up, _TINY), band, ops)
+    return b_up * eff_up, (shares * band.w_down_hz) * spectral_efficiency(snr_down, band, ops)
 
 
-def device_round_times(
+def spectral_efficiency(snr: Any, band: Band, ops: Any = ARRAY_OPS) -> Any:
+    """Shannon efficiency held within the link-adaptation range [bit/s/Hz]
+    (:func:`mei_envs.wireless.link_rate_bps` over one hertz)."""
+    return ops.minimum(ops.maximum(ops.log2(1.0 + snr), band.min_se), band.max_se)
+
+
+def chain_times(
     shares: Any,
     base_s: Any,
     up_bits: Any,
     down_bits: Any,
     gamma_up_hz: Any,
     snr_down: Any,
-    *,
-    w_up_hz: float,
-    w_down_hz: float,
-    min_se: float,
-    max_se: float,
-) -> tuple[Any, Any, Any]:
+    band: Band,
+    ops: Any = ARRAY_OPS,
+) -> tuple[Any, Any, Any, Any]:
     """Per-device chain times ``T_i = base_i + up_i / R_up_i + down_i / R_down_i`` [s].
 
-    Returns ``(T, uplink airtime, downlink airtime)``; a device with bits to send and a zero
-    share gets ``inf``.
+    Returns ``(T, uplink airtime, downlink airtime, uplink rate)``; a device with bits to
+    send and a zero share gets ``inf``.
     """
-    shares = np.asarray(shares, float)
-    r_up, r_down = _rates(shares, gamma_up_hz, snr_down, w_up_hz, w_down_hz, min_se, max_se)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t_up = np.where(up_bits > 0, up_bits / r_up, 0.0)
-        t_down = np.where(down_bits > 0, down_bits / r_down, 0.0)
-    return base_s + t_up + t_down, t_up, t_down
+    r_up, r_down = link_rates(shares, gamma_up_hz, snr_down, band, ops)
+    t_up = ops.airtime(up_bits, r_up)
+    t_down = ops.airtime(down_bits, r_down)
+    return base_s + t_up + t_down, t_up, t_down, r_up
+
+
+def device_energy_j(
+    radio_params: Any,
+    round_s: Any,
+    t_dev: Any,
+    t_up: Any,
+    r_up: Any,
+    active_w: Any,
+    idle_w: Any,
+    ops: Any = ARRAY_OPS,
+) -> Any:
+    """Energy of a device in a round [J]: compute at active power, uplink transmit energy
+    (:func:`mei_envs.radio.transmit_energy_j`), idle power the rest of the round."""
+    tx = radio.transmit_energy_j(radio_params, r_up, t_up)
+    idle_s = ops.maximum(round_s - t_dev - t_up, 0.0)
+    return active_w * t_dev + tx + idle_w * idle_s
+
+
+def device_round_times(shares: Any, *terms: Any, band: Band) -> tuple[Any, Any, Any]:
+    """:func:`chain_times` on arrays (``terms = base_s, up_bits, down_bits, gamma_up_hz,
+    snr_down``): ``(T, uplink airtime, downlink airtime)``."""
+    t, t_up, t_down, _ = chain_times(np.asarray(shares, float), *terms, band, ARRAY_OPS)
+    return t, t_up, t_down
 
 
 _LN2 = float(np.log(2.0))
@@ -110,10 +227,7 @@ def minmax_shares(
     gamma_up_hz: Any,
     snr_down: Any,
     *,
-    w_up_hz: float,
-    w_down_hz: float,
-    min_se: float,
-    max_se: float,
+    band: Band,
     rtol: float = 1e-12,
     max_iter: int = 200,
 ) -> tuple[Any, Any]:
@@ -127,23 +241,39 @@ def minmax_shares(
     inner solve ``beta_i(T)`` is a safeguarded Newton iteration on ``x = 1 / beta`` (``T_i``
     is increasing in ``x``), both falling back to bisection whenever a step leaves its
     bracket. Devices with nothing to send get share 0. Leading axes broadcast (one problem
-    per leading index); the last axis is the devices.
+    per leading index; the last axis is the devices): each problem stops changing once it
+    has converged, so a batch of problems gives each problem's own solve bit for bit (the
+    vector env and the oracle solve many at once).
 
     Returns:
         ``(round_time_s, shares)`` with shapes ``(...)`` and ``(..., N)``.
     """
+    with np.errstate(all="ignore"):
+        return _minmax(base_s, up_bits, down_bits, gamma_up_hz, snr_down, band, rtol, max_iter)
+
+
+def _minmax(
+    base_s: Any,
+    up_bits: Any,
+    down_bits: Any,
+    gamma_up_hz: Any,
+    snr_down: Any,
+    band: Band,
+    rtol: float,
+    max_iter: int,
+) -> tuple[Any, Any]:
     base, up, down, gam, snr_d = np.broadcast_arrays(
         *(np.asarray(v, float) for v in (base_s, up_bits, down_bits, gamma_up_hz, snr_down))
     )
     n = base.shape[-1]
-    lo, hi = float(min_se), float(max_se)
+    lo, hi = float(band.min_se), float(band.max_se)
     sends = (up > 0) | (down > 0)
     n_send = sends.sum(axis=-1, keepdims=True)
     any_send = n_send > 0
     # T_i(x) = base + a x / eff(g x) + cd x with x = 1/share (increasing in x)
-    a = up / w_up_hz
-    g = gam / w_up_hz
-    cd = down / (w_down_hz * np.minimum(np.maximum(np.log2(1.0 + snr_d), lo), hi))
+    a = up / band.w_up_hz
+    g = gam / band.w_up_hz
+    cd = down / (band.w_down_hz * np.minimum(np.maximum(np.log2(1.0 + snr_d), lo), hi))
 
     def ev(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         k = g * x
@@ -160,8 +290,11 @@ def minmax_shares(
     t_hi = np.where(any_send, np.where(sends, t_eq, ninf).max(axis=-1, keepdims=True), 0.0)
     t_lo = np.where(any_send, np.where(sends, base, ninf).max(axis=-1, keepdims=True), 0.0)
 
-    def need(t: np.ndarray, x0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """x_i(t) = 1 / beta_i(t), dT_i/dx there, and whether device i can finish by t."""
+    def need(
+        t: np.ndarray, x0: np.ndarray, frozen: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """x_i(t) = 1 / beta_i(t), dT_i/dx there, and whether device i can finish by t
+        (problems in ``frozen`` are not iterated)."""
         ok = (t_one <= t) & sends
         x_lo = np.where(ok, np.maximum(x0, 1.0), 1.0)
         f_lo, d_lo = ev(x_lo)
@@ -171,7 +304,8 @@ def minmax_shares(
             f_lo, d_lo = ev(x_lo)
         x_hi = np.full_like(x_lo, np.inf)
         for _ in range(max_iter):
-            if np.all((t - f_lo <= rtol * t) | ~ok):
+            done = ((t - f_lo <= rtol * t) | ~ok).all(axis=-1, keepdims=True) | frozen
+            if done.all():
                 break
             x_new = x_lo + (t - f_lo) / d_lo
             bad = (x_new >= x_hi) | (x_new <= x_lo) | ~np.isfinite(x_new)
@@ -180,33 +314,37 @@ def minmax_shares(
                 x_new = np.where(bad, mid, x_new)
             f_new, d_new = ev(x_new)
             below = (f_new <= t) | ~ok
-            x_lo = np.where(below, x_new, x_lo)
-            f_lo = np.where(below, f_new, f_lo)
-            d_lo = np.where(below, d_new, d_lo)
-            x_hi = np.where(below, x_hi, x_new)
+            move = below & ~done
+            x_lo = np.where(move, x_new, x_lo)
+            f_lo = np.where(move, f_new, f_lo)
+            d_lo = np.where(move, d_new, d_lo)
+            x_hi = np.where(below | done, x_hi, x_new)
         return x_lo, d_lo, ok
 
     t = t_hi
     lo_b, hi_b = t_lo, t_hi
     x_warm = ones
     best_x = x_eq
+    frozen = np.zeros_like(any_send)
     for _ in range(max_iter):
-        x, dx, ok = need(t, x_warm)
+        x, dx, ok = need(t, x_warm, frozen)
         reach = ok | ~sends
         beta = np.where(sends, 1.0 / x, 0.0)
         g_t = np.where(reach.all(axis=-1, keepdims=True), beta.sum(-1, keepdims=True) - 1.0, np.inf)
         feas = g_t <= 0.0
-        hi_b = np.where(feas, t, hi_b)
-        lo_b = np.where(feas, lo_b, t)
-        best_x = np.where(feas, x, best_x)
-        if np.all((hi_b - lo_b <= rtol * hi_b) | (feas & (g_t >= -rtol)) | ~any_send):
+        live = ~frozen
+        hi_b = np.where(feas & live, t, hi_b)
+        lo_b = np.where(feas | frozen, lo_b, t)
+        best_x = np.where(feas & live, x, best_x)
+        frozen = frozen | (hi_b - lo_b <= rtol * hi_b) | (feas & (g_t >= -rtol)) | ~any_send
+        if frozen.all():
             break
         # d beta / dT = -1 / (x^2 dT/dx)
         dg = np.where(sends & ok, -1.0 / (x * x * dx), 0.0).sum(-1, keepdims=True)
         t_new = t - g_t / dg
         bad = ~np.isfinite(t_new) | (t_new <= lo_b) | (t_new >= hi_b)
-        t = np.where(bad, 0.5 * (lo_b + hi_b), t_new)
-        x_warm = np.where(feas, x, x_warm)
+        t = np.where(frozen, t, np.where(bad, 0.5 * (lo_b + hi_b), t_new))
+        x_warm = np.where(feas & ~frozen, x, x_warm)
     shares = np.where(sends, 1.0 / best_x, 0.0)
     total = shares.sum(-1, keepdims=True)
     # Spread any round-off leftover over the senders (more band never slows a device).
@@ -236,7 +374,7 @@ class SplitFedModel:
     """
 
     def __init__(self, cfg: Any) -> None:
-        from mei_envs import hardware, radio, training
+        from mei_envs import hardware, training
         from mei_envs.llm import catalog, costs
 
         self.cfg = cfg
@@ -325,10 +463,49 @@ class SplitFedModel:
         else:
             self.device_share = np.zeros(L)
 
-        # Channel process: one uplink model at the config's distance; every device's
-        # fading is its normalised power gain, scaled by its own mean SNR.
-        self._ref_snr_scale = None
-        self.channel = None  # built lazily by build_channel(slot_s)
+        self.band = Band(
+            float(cfg.bandwidth_hz),
+            float(cfg.downlink_bandwidth_hz),
+            float(cfg.min_spectral_efficiency_bps_per_hz),
+            float(cfg.max_spectral_efficiency_bps_per_hz),
+        )
+        # Progress constants per rank (floor, L0 - floor, token scale) and per cut (effective
+        # tokens of one round), from mei_envs.training's own functions (see advance_loss).
+        tc = self.target_class
+        rk = self.ranks.astype(float)
+        self.loss_floor = np.asarray(training.floor_loss(p, rk, tc), float)
+        self.loss_span = p.initial_loss - self.loss_floor
+        self.token_scale = np.asarray(training._scale(p, rk, tc), float)
+        self.decay_exponent = float(
+            training._per_target(p, "decay_exponent", training._target_index(tc))
+        )
+        self.inv_decay_exponent = 1.0 / self.decay_exponent
+        self.round_effective_tokens = np.asarray(
+            training.effective_tokens(
+                p,
+                self.round_tokens,
+                self.batch_tokens,
+                interval=self.interval,
+                noniid=cfg.noniid,
+                device_share=self.device_share,
+            ),
+            float,
+        )
+        # Fast-path tables as nested lists (plain floats): [j][k][d] and [j][k].
+        n_srv = 1 if cfg.scheme == "sl" else self.N
+        self.base_table = self.dev_train_s + n_srv * self.srv_job_s[None]  # (D, L, K) [s]
+        self.base_list = self.base_table.transpose(1, 2, 0).tolist()
+        self.dev_train_list = self.dev_train_s.transpose(1, 2, 0).tolist()
+        self.smashed_list = self.smashed_bits.tolist()
+        self.adapter_list = self.adapter_bits.tolist()
+        self.active_power_list = self.active_power_w.tolist()
+        self.idle_power_list = self.idle_power_w.tolist()
+        self._progress_lists = (
+            self.loss_floor.tolist(),
+            self.loss_span.tolist(),
+            self.token_scale.tolist(),
+            self.round_effective_tokens.tolist(),
+        )
 
     # ---- devices and channel --------------------------------------------------------------
     def path_gain(self, distance_m: Any, shadow_db: Any) -> Any:
@@ -337,9 +514,8 @@ class SplitFedModel:
         return 10.0 ** (-(np.asarray(pl) + shadow_db) / 10.0)
 
     def link_params(self, gain: Any) -> tuple[Any, Any]:
-        """(uplink SNR-bandwidth product [Hz], downlink SNR) of a power gain."""
-        cfg = self.cfg
-        gamma_up = cfg.tx_power_w * gain / self.noise_w_per_hz
+        """(uplink SNR-bandwidth product [Hz], downlink SNR) of a power gain (float or array)."""
+        gamma_up = self.cfg.tx_power_w * gain / self.noise_w_per_hz
         snr_down = self.downlink_psd_w_per_hz * gain / self.noise_w_per_hz
         return gamma_up, snr_down
 
@@ -349,6 +525,22 @@ class SplitFedModel:
         return self.mem_need_bytes <= usable
 
     # ---- one round -----------------------------------------------------------------------
+    def round_bits(self, cut_index: Any, rank_index: Any, aggregate: Any) -> Any:
+        """Bits each device sends up (and receives down) in a round: the smashed data, plus
+        the device-side adapters in an exchange round (``aggregate`` 1; ``1/I`` amortised;
+        every turn in ``sl``). Floats for int indices on the list tables, else arrays."""
+        if isinstance(cut_index, int) and isinstance(rank_index, int):
+            smashed, adapter = (
+                self.smashed_list[cut_index],
+                self.adapter_list[cut_index][rank_index],
+            )
+        else:
+            smashed = self.smashed_bits[np.asarray(cut_index)]
+            adapter = self.adapter_bits[np.asarray(cut_index), np.asarray(rank_index)]
+        if self.cfg.scheme == "sl":
+            return smashed + adapter
+        return smashed + aggregate * adapter
+
     def round_terms(
         self, device_types: Any, cut_index: Any, rank_index: Any, aggregate: Any
     ) -> tuple[Any, Any, Any, Any]:
@@ -358,19 +550,10 @@ class SplitFedModel:
         ``aggregate`` is 1 in an adapter-exchange round, 0 otherwise, or ``1/I`` for the
         amortised round.
         """
-        cfg = self.cfg
-        j = np.asarray(cut_index)
-        k = np.asarray(rank_index)
-        t_dev = self.dev_train_s[np.asarray(device_types), j, k]
-        smashed = self.smashed_bits[j]
-        adapter = self.adapter_bits[j, k]
-        if cfg.scheme == "sl":
-            base = t_dev + self.srv_job_s[j, k]
-            bits = smashed + adapter
-        else:
-            base = t_dev + self.N * self.srv_job_s[j, k]
-            bits = smashed + aggregate * adapter
-        bits = bits + 0.0 * t_dev
+        d, j, k = np.asarray(device_types), np.asarray(cut_index), np.asarray(rank_index)
+        t_dev = self.dev_train_s[d, j, k]
+        base = self.base_table[d, j, k]
+        bits = self.round_bits(j, k, aggregate) + 0.0 * t_dev
         return base, bits, bits, t_dev
 
     def round_time(
@@ -380,39 +563,23 @@ class SplitFedModel:
 
         ``sl`` ignores the shares: each turn has the whole band; the round is the sum.
         """
-        cfg = self.cfg
-        kw = dict(
-            w_up_hz=cfg.bandwidth_hz,
-            w_down_hz=cfg.downlink_bandwidth_hz,
-            min_se=cfg.min_spectral_efficiency_bps_per_hz,
-            max_se=cfg.max_spectral_efficiency_bps_per_hz,
-        )
-        if cfg.scheme == "sl":
-            t, tu, td = device_round_times(1.0, base, up, down, gamma_up, snr_down, **kw)
+        if self.cfg.scheme == "sl":
+            t, tu, td, _ = chain_times(1.0, base, up, down, gamma_up, snr_down, self.band)
             return t.sum(axis=-1), t, tu, td
-        t, tu, td = device_round_times(shares, base, up, down, gamma_up, snr_down, **kw)
+        t, tu, td, _ = chain_times(
+            np.asarray(shares, float), base, up, down, gamma_up, snr_down, self.band
+        )
         return t.max(axis=-1), t, tu, td
 
     def best_shares(
         self, base: Any, up: Any, down: Any, gamma_up: Any, snr_down: Any
     ) -> tuple[Any, Any]:
         """Min-max shares (exact) and the round time; ``sl``: the whole band per turn."""
-        cfg = self.cfg
-        if cfg.scheme == "sl":
+        if self.cfg.scheme == "sl":
             rt, *_ = self.round_time(None, base, up, down, gamma_up, snr_down)
             n = np.shape(base)[-1]
             return rt, np.full(np.shape(base), 1.0 / n)
-        return minmax_shares(
-            base,
-            up,
-            down,
-            gamma_up,
-            snr_down,
-            w_up_hz=cfg.bandwidth_hz,
-            w_down_hz=cfg.downlink_bandwidth_hz,
-            min_se=cfg.min_spectral_efficiency_bps_per_hz,
-            max_se=cfg.max_spectral_efficiency_bps_per_hz,
-        )
+        return minmax_shares(base, up, down, gamma_up, snr_down, band=self.band)
 
     def device_energy(
         self,
@@ -423,39 +590,70 @@ class SplitFedModel:
         shares: Any,
         gamma_up: Any,
     ) -> Any:
-        """Energy of each device in a round [J]: compute at active power, uplink transmit
-        energy (radio profile's ``alpha_u * rate + beta``), idle power the rest of the round."""
-        from mei_envs import radio
-
-        cfg = self.cfg
+        """Energy of each device in a round [J] (:func:`device_energy_j` at the uplink rate
+        of its share; the whole band in ``sl``)."""
         d = np.asarray(device_types)
-        sh = np.ones_like(t_up) if cfg.scheme == "sl" else shares
-        b_up = sh * cfg.bandwidth_hz
-        r_up = wireless.link_rate_bps(
-            b_up,
-            gamma_up / np.maximum(b_up, _TINY),
-            cfg.min_spectral_efficiency_bps_per_hz,
-            cfg.max_spectral_efficiency_bps_per_hz,
+        sh = np.ones_like(t_up) if self.cfg.scheme == "sl" else shares
+        r_up, _ = link_rates(sh, gamma_up, 0.0, self.band)
+        return device_energy_j(
+            self.radio,
+            np.asarray(round_s)[..., None],
+            t_dev,
+            t_up,
+            r_up,
+            self.active_power_w[d],
+            self.idle_power_w[d],
         )
-        tx = radio.transmit_energy_j(self.radio, r_up, t_up)
-        idle_s = np.maximum(np.asarray(round_s)[..., None] - t_dev - t_up, 0.0)
-        return self.active_power_w[d] * t_dev + tx + self.idle_power_w[d] * idle_s
 
     def next_loss(self, loss: Any, cut_index: Any, rank_index: Any) -> Any:
-        """Loss after one round at (cut, rank) from ``loss`` (fitted progress model)."""
-        from mei_envs import training
-
-        return training.advance(
-            self.progress,
-            loss,
-            self.round_tokens,
-            self.ranks[np.asarray(rank_index)],
-            self.target_class,
-            batch_tokens=self.batch_tokens,
-            interval=self.interval,
-            noniid=self.cfg.noniid,
-            device_share=self.device_share[np.asarray(cut_index)],
+        """Loss after one round at (cut, rank) from ``loss`` (fitted progress model,
+        :func:`advance_loss`); a float for a float loss and int indices."""
+        if isinstance(cut_index, int) and isinstance(rank_index, int) and isinstance(loss, float):
+            lf, span, scale, du = self._progress_lists
+            k = rank_index
+            return advance_loss(
+                loss,
+                lf[k],
+                span[k],
+                scale[k],
+                self.decay_exponent,
+                self.inv_decay_exponent,
+                du[cut_index],
+                FLOAT_OPS,
+            )
+        j, k = np.asarray(cut_index), np.asarray(rank_index)
+        out = advance_loss(
+            np.asarray(loss, float),
+            self.loss_floor[k],
+            self.loss_span[k],
+            self.token_scale[k],
+            self.decay_exponent,
+            self.inv_decay_exponent,
+            self.round_effective_tokens[j],
         )
+        return float(out) if np.ndim(out) == 0 else out
+
+
+def advance_loss(
+    loss: Any,
+    floor: Any,
+    span: Any,
+    scale: Any,
+    decay_exponent: float,
+    inv_decay_exponent: float,
+    effective_tokens: Any,
+    ops: Any = ARRAY_OPS,
+) -> Any:
+    """:func:`mei_envs.training.advance` with its per-(cut, rank) constants precomputed:
+    ``floor`` and ``span = L0 - floor`` of the rank, its token ``scale``, the round's
+    ``effective_tokens``. Invert the loss curve to the effective tokens reached, add the
+    round's, read the curve again; the loss never increases. Bit for bit the same as
+    ``training.advance`` (``tests/test_split_fed_vector.py`` checks it)."""
+    frac = ops.minimum(ops.maximum((loss - floor) / span, 0.0), 1.0)
+    u0 = scale * ops.maximum(ops.recip(frac) - 1.0, 0.0) ** inv_decay_exponent
+    u = u0 + effective_tokens
+    new = floor + span / (1.0 + (u / scale) ** decay_exponent)
+    return ops.where(u0 < _INF, ops.minimum(new, loss), loss)
 
 
 def _affine_in_cut(fn: Any, lo: int, hi: int) -> np.ndarray:

@@ -15,12 +15,12 @@ from mei_envs.baselines.registry import make_policy
 from mei_envs.baselines.split_fed import action_cost, candidate_costs
 from mei_envs.config import ConfigError
 from mei_envs.envs.split_fed_alloc import SplitFedAllocConfig, SplitFedAllocEnv
-from mei_envs.split_fed import device_round_times, minmax_shares
+from mei_envs.split_fed import Band, device_round_times, minmax_shares
 
 ENV_ID = "mei_envs/SplitFedAlloc-v0"
 MODES = ["continuous", "discrete"]
 HEURISTICS = ["fixed_equal", "proportional", "fl_only", "minmax_bandwidth"]
-LINK = dict(w_up_hz=20e6, w_down_hz=20e6, min_se=0.1523, max_se=5.5547)
+LINK = dict(band=Band(20e6, 20e6, 0.1523, 5.5547))
 
 
 def _rollout(env: gym.Env, seed: int, steps: int = 60) -> list:

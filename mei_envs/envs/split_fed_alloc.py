@@ -9,7 +9,9 @@ this module maps them to Gymnasium spaces and rewards. Baselines and oracles in
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -20,12 +22,21 @@ from gymnasium import spaces
 from mei_envs import hardware, radio, wireless
 from mei_envs.config import ConfigError
 from mei_envs.llm import catalog, costs
-from mei_envs.split_fed import LORA_TARGETS, SplitFedModel, proportional_shares
+from mei_envs.split_fed import (
+    FLOAT_OPS,
+    LORA_TARGETS,
+    SplitFedModel,
+    chain_times,
+    device_energy_j,
+    pairwise_sum,
+    spectral_efficiency,
+)
 
 SCHEMES = ("sfl", "sl", "fl")
 ACTION_MODES = ("continuous", "discrete")
 ALLOCATION_RULES = ("equal", "proportional", "minmax")
 TARGET_CHOICES = tuple(LORA_TARGETS)
+INFO_LEVELS = ("full", "lean")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +90,9 @@ class SplitFedAllocConfig(wireless.UplinkChannelConfig):
     # continuous shares = softmax(scale * a), a in [-1, 1]: shares within a factor e^3 ~ 20
     # of each other (the min-max splits of the presets stay within ~10)
     share_logit_scale: float = 1.5
+    # per-step info: "full" (every key, see the docstring) or "lean" (the learning-curve
+    # metrics of metadata["info_metrics"] and, at the episode end, their episode totals)
+    info: str = "full"
 
     PRESETS: ClassVar[Mapping[str, Mapping[str, Any]]] = {
         "default": {},
@@ -165,6 +179,7 @@ class SplitFedAllocConfig(wireless.UplinkChannelConfig):
         self._check_range("max_rounds", 1, 1_000_000, integer=True)
         self._check_range("lambda_energy", 0.0, 1e6)
         self._check_range("share_logit_scale", 0.0, 50.0, lo_open=True)
+        self._check_choice("info", INFO_LEVELS)
         self._check_memory()
 
     def _check_memory(self) -> None:
@@ -344,7 +359,52 @@ class SplitFedAllocEnv(gym.Env[np.ndarray, np.ndarray]):
         self._ref_cut_j = int(m.allowed_cuts[(self.n_cuts - 1) // 2]) - 1
         self._ref_rank_k = (K - 1) // 2
         self.channel = wireless.build_uplink(cfg, _channel_slot_s(cfg))
+        self._lean = cfg.info == "lean"
         self._types: np.ndarray | None = None
+        self._build_tables()
+
+    def _build_tables(self) -> None:
+        """Per-episode quantities that depend only on the device types, tabulated per type
+        (memory feasibility follows the device with the least usable memory)."""
+        cfg, m = self.config, self.model
+        allowed = m.allowed_cuts - 1
+        self._allowed_list = allowed.tolist()
+        self._ranks_list = m.ranks.tolist()
+        self._feasible_by_type = []
+        self._mask_by_type = []
+        self._headroom_by_type = []
+        for d in range(len(cfg.device_types)):
+            feas = m.mem_need_bytes <= m.usable_memory_bytes[d]
+            feas.setflags(write=False)
+            self._feasible_by_type.append(feas)
+            cut_ok = feas[allowed, 0]
+            if cfg.action_mode == "continuous":
+                mask = cut_ok.copy()
+            else:
+                mask = np.concatenate(
+                    [cut_ok, np.ones(m.K, dtype=bool), np.ones(len(ALLOCATION_RULES), bool)]
+                )
+            mask.setflags(write=False)
+            self._mask_by_type.append(mask)
+            deepest = int(np.where(cut_ok, allowed + 1, 0).max())
+            self._headroom_by_type.append(deepest / m.L)
+        self._usable_list = m.usable_memory_bytes.tolist()
+        tflops = np.clip(np.log10(m.device_tflops) / 2.0, -1.0, 1.0)
+        self._tflops_obs = tflops.tolist()
+        self._clip_cache: dict[tuple[int, int, int], tuple[int, int, bool, bool]] = {}
+        if self.channel.mode == "fsmc":
+            fsmc = self.channel.fsmc
+            # the chain's own cumulative tables (FiniteStateMarkovChannel.step/sample_initial)
+            self._cum_rows = fsmc._cum.tolist()
+            self._cum_pi = fsmc._cum_pi.tolist()
+            self._fade_list = (fsmc.snr_linear / self.channel.mean_snr).tolist()
+            self._gm = None
+        else:
+            self._gm = wireless.GaussMarkovFading(
+                self.channel.rho, k_factor=self.config.k_factor, n_links=self.config.n_devices
+            )
+        self._obs_static = [0.0] * (4 * cfg.n_devices)
+        self._span = m.initial_loss - m.target_loss
 
     # ---- Gymnasium API -----------------------------------------------------------------
     def reset(
@@ -355,44 +415,49 @@ class SplitFedAllocEnv(gym.Env[np.ndarray, np.ndarray]):
             raise ValueError(f"reset options {sorted(options)}: this env takes none")
         cfg, m, rng = self.config, self.model, self.np_random
         N = cfg.n_devices
-        self._types = rng.integers(0, len(cfg.device_types), size=N)
-        self._dist = rng.uniform(cfg.min_distance_m, cfg.distance_m, size=N)
-        self._shadow = rng.normal(0.0, cfg.shadowing_std_db, size=N)
-        self._gain_mean = m.path_gain(self._dist, self._shadow)
-        if self.channel.mode == "fsmc":
-            fsmc = self.channel.fsmc
-            self._fade_table = fsmc.snr_linear / self.channel.mean_snr
-            self._states = np.array([fsmc.sample_initial(rng) for _ in range(N)], dtype=np.intp)
-            self._fade = self._fade_table[self._states]
+        types = rng.integers(0, len(cfg.device_types), size=N)
+        dist = rng.uniform(cfg.min_distance_m, cfg.distance_m, size=N)
+        shadow = rng.normal(0.0, cfg.shadowing_std_db, size=N)
+        self._types = types
+        tl = types.tolist()
+        self._types_l = tl
+        self._gain_l = m.path_gain(dist, shadow).tolist()
+        if self._gm is None:
+            cum = self._cum_pi
+            self._states = [bisect.bisect_right(cum, u) for u in rng.random(N).tolist()]
+            table = self._fade_list
+            self._fade_l = [table[s] for s in self._states]
         else:
-            self._gm = wireless.GaussMarkovFading(
-                self.channel.rho, k_factor=cfg.k_factor, n_links=N
-            )
-            self._fade = np.asarray(self._gm.reset(rng), float)
-        self._feasible = m.feasible(self._types)  # (L, K)
-        usable = m.usable_memory_bytes[self._types]
-        fits = m.mem_need_bytes[None, :, 0] <= usable[:, None]  # (N, L) at the lowest rank
-        allowed = m.allowed_cuts - 1
-        deepest = np.where(fits[:, allowed], allowed[None, :] + 1, 0).max(axis=1)
-        self._headroom = deepest / m.L
+            self._fade_l = self._gm.reset(rng).tolist()
+        usable = self._usable_list
+        dmin = min(tl, key=usable.__getitem__)
+        self._dmin = dmin
+        self._feasible = self._feasible_by_type[dmin]
+        static, tf, head = self._obs_static, self._tflops_obs, self._headroom_by_type
+        for i, d in enumerate(tl):
+            static[4 * i + 1] = tf[d]
+            static[4 * i + 2] = head[d]
         # The reference action on mean channels sets the reward scales.
-        ref_j = self._deepest_feasible(self._ref_cut_j, self._ref_rank_k)
+        ref_j = self._clip(self._ref_cut_j, self._ref_rank_k)[0]
         self._ref_j, self._ref_k = ref_j, self._ref_rank_k
-        gamma, snr_d = m.link_params(self._gain_mean)
-        base, up, down, t_dev = m.round_terms(self._types, ref_j, self._ref_k, 1.0 / m.interval)
-        eq = np.full(N, 1.0 / N)
-        rt, _, tu, _ = m.round_time(eq, base, up, down, gamma, snr_d)
-        e = m.device_energy(self._types, rt, t_dev, tu, eq, gamma)
-        self.ref_time_s = float(rt)
-        self.ref_energy_j = max(float(e.sum()), 1e-12)
+        gamma, snr_d = self._link(self._gain_l)
+        eq = 1.0 / N
+        rt, _, _, e = self._round_costs(ref_j, self._ref_k, 1.0 / m.interval, eq, gamma, snr_d)
+        self.ref_time_s = rt
+        self.ref_energy_j = max(pairwise_sum(e), 1e-12)
         self._loss = float(m.initial_loss)
         self._round = 0
         self._time = 0.0
         self._energy = 0.0
+        self._cut_sum = self._rank_sum = self._clip_sum = 0
         self._cut_j, self._rank_k = ref_j, self._ref_k
-        self._last_t = np.zeros(N)
+        self._last_t = [0.0] * N
         self._done = False
-        info = {"loss": self._loss, "time_s": 0.0, "action_mask": self.action_masks()}
+        info = (
+            {}
+            if self._lean
+            else {"loss": self._loss, "time_s": 0.0, "action_mask": self.action_masks().copy()}
+        )
         return self._obs(), info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -405,23 +470,20 @@ class SplitFedAllocEnv(gym.Env[np.ndarray, np.ndarray]):
         epoch = self._decision_epoch()
         cut_clipped = rank_clipped = False
         if epoch:
-            want_j = int(m.allowed_cuts[cut_pos]) - 1
+            want_j = self._allowed_list[cut_pos]
             j, k, cut_clipped, rank_clipped = self._clip(want_j, rank_k)
             self._cut_j, self._rank_k = j, k
         j, k = self._cut_j, self._rank_k
         aggregate = 1.0 if (cfg.scheme != "sl" and (self._round + 1) % m.interval == 0) else 0.0
-        gamma, snr_d = m.link_params(self._gain_mean * self._fade)
-        base, up, down, t_dev = m.round_terms(self._types, j, k, aggregate)
-        shares = self._shares(share_spec, base, up, down, gamma, snr_d)
-        rt, t_i, tu, _ = m.round_time(shares, base, up, down, gamma, snr_d)
-        rt = float(rt)
-        energy = m.device_energy(self._types, rt, t_dev, tu, shares, gamma)
-        e_total = float(energy.sum())
-        self._loss = float(m.next_loss(self._loss, j, k))
+        gamma, snr_d = self._gamma, self._snr_d  # this round's channel (the observation's)
+        shares = self._shares(share_spec, j, k, aggregate, gamma, snr_d)
+        rt, t_i, _, energy = self._round_costs(j, k, aggregate, shares, gamma, snr_d)
+        e_total = pairwise_sum(energy)
+        self._loss = m.next_loss(self._loss, j, k)
         self._round += 1
         self._time += rt
         self._energy += e_total
-        self._last_t = np.asarray(t_i, float)
+        self._last_t = t_i
         self._advance_channel()
         terminated = self._loss <= m.target_loss + 1e-12
         truncated = not terminated and (
@@ -430,28 +492,63 @@ class SplitFedAllocEnv(gym.Env[np.ndarray, np.ndarray]):
         self._done = terminated or truncated
         t_cost = rt / self.ref_time_s
         e_cost = cfg.lambda_energy * e_total / self.ref_energy_j
-        info = {
-            "round_time_s": rt,
-            "device_times_s": self._last_t.copy(),
-            "energy_J": e_total,
-            "device_energy_J": np.asarray(energy, float),
-            "loss": self._loss,
-            "cut": int(j + 1),
-            "rank": int(m.ranks[k]),
-            "shares": np.asarray(shares, float),
-            "straggler": int(np.argmax(self._last_t)),
-            "time_s": self._time,
-            "rounds": 1,
-            "cut_clipped": bool(cut_clipped),
-            "rank_clipped": bool(rank_clipped),
-            "decision_epoch": bool(epoch),
-            "aggregated": bool(aggregate),
-            "reached_target": bool(terminated),
-            "time_cost": t_cost,
-            "energy_cost": e_cost,
-            "action_mask": self.action_masks(),
-        }
+        cut, rank = j + 1, self._ranks_list[k]
+        self._cut_sum += cut
+        self._rank_sum += rank
+        self._clip_sum += cut_clipped
+        if self._lean:
+            info = {
+                "round_time_s": rt,
+                "energy_J": e_total,
+                "rounds": 1,
+                "cut": cut,
+                "rank": rank,
+                "loss": self._loss,
+                "reached_target": terminated,
+                "cut_clipped": cut_clipped,
+            }
+            if self._done:
+                info.update(self.episode_totals())
+        else:
+            info = {
+                "round_time_s": rt,
+                "device_times_s": np.array(t_i),
+                "energy_J": e_total,
+                "device_energy_J": np.array(energy),
+                "loss": self._loss,
+                "cut": cut,
+                "rank": rank,
+                "shares": np.array([shares] * cfg.n_devices)
+                if isinstance(shares, float)
+                else np.array(shares, float),
+                "straggler": t_i.index(max(t_i)),
+                "time_s": self._time,
+                "rounds": 1,
+                "cut_clipped": cut_clipped,
+                "rank_clipped": rank_clipped,
+                "decision_epoch": epoch,
+                "aggregated": bool(aggregate),
+                "reached_target": terminated,
+                "time_cost": t_cost,
+                "energy_cost": e_cost,
+                "action_mask": self.action_masks().copy(),
+            }
         return self._obs(), -(t_cost + e_cost), terminated, truncated, info
+
+    def episode_totals(self) -> dict[str, Any]:
+        """Per-episode totals of ``metadata["info_metrics"]`` so far, as ``episode_<key>``
+        (sums, means over rounds, last values); the lean info adds them at the episode end."""
+        n = max(self._round, 1)
+        return {
+            "episode_round_time_s": self._time,
+            "episode_energy_J": self._energy,
+            "episode_rounds": self._round,
+            "episode_cut": self._cut_sum / n,
+            "episode_rank": self._rank_sum / n,
+            "episode_loss": self._loss,
+            "episode_reached_target": self._loss <= self.model.target_loss + 1e-12,
+            "episode_cut_clipped": self._clip_sum,
+        }
 
     # ---- helpers for baselines and oracles ---------------------------------------------
     def decision_state(self) -> dict[str, Any]:
@@ -460,7 +557,7 @@ class SplitFedAllocEnv(gym.Env[np.ndarray, np.ndarray]):
         and whether cut/rank may change now."""
         return {
             "device_types": self._types.copy(),
-            "gain": self._gain_mean * self._fade,
+            "gain": np.array(self._gain_l) * np.array(self._fade_l),
             "loss": self._loss,
             "round": self._round,
             "cut_index": self._cut_j,
@@ -471,13 +568,8 @@ class SplitFedAllocEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def action_masks(self) -> np.ndarray:
         """MultiDiscrete masks (cuts feasible at the lowest rank, all ranks, all rules);
-        in continuous mode the cut mask alone."""
-        cut_ok = self._feasible[self.model.allowed_cuts - 1, 0]
-        if self.config.action_mode == "continuous":
-            return cut_ok.copy()
-        return np.concatenate(
-            [cut_ok, np.ones(self.model.K, dtype=bool), np.ones(len(ALLOCATION_RULES), bool)]
-        )
+        in continuous mode the cut mask alone. A cached read-only array."""
+        return self._mask_by_type[self._dmin]
 
     def encode_action(self, cut: int, rank_index: int, shares: Any = None, rule: int = 2) -> Any:
         """The env action choosing ``cut`` (1..L), ``rank_index`` and ``shares`` (continuous:
@@ -506,32 +598,33 @@ class SplitFedAllocEnv(gym.Env[np.ndarray, np.ndarray]):
             a = np.asarray(action, dtype=np.float64)
             if a.ndim == 0 and np.isfinite(a):
                 a = np.full(self.action_space.shape, float(a))  # a scalar fills every entry
-            if a.shape != self.action_space.shape or not np.all(np.isfinite(a)):
+            al = a.tolist() if a.shape == self.action_space.shape else None
+            if al is None or not all(map(math.isfinite, al)):
                 raise ValueError(
-                    f"action={action!r}: must be {self.action_space.shape[0]} finite floats "
-                    "in [-1, 1]"
+                    f"action={action!r}: must be {self.action_space.shape[0]} finite "
+                    "floats in [-1, 1]"
                 )
-            if np.any(np.abs(a) > 1.0 + 1e-6):
+            if max(al) > 1.0 + 1e-6 or min(al) < -1.0 - 1e-6:
                 raise ValueError(f"action={action!r}: every entry must be in [-1, 1]")
-            a = np.clip(a, -1.0, 1.0)
-            pos = int(round((a[0] + 1.0) * 0.5 * (self.n_cuts - 1)))
-            k = int(round((a[1] + 1.0) * 0.5 * (m.K - 1)))
-            z = cfg.share_logit_scale * a[2:]
-            w = np.exp(z - z.max())
-            return pos, k, w / w.sum()
+            al = [min(max(x, -1.0), 1.0) for x in al]
+            pos = int(round((al[0] + 1.0) * 0.5 * (self.n_cuts - 1)))
+            k = int(round((al[1] + 1.0) * 0.5 * (m.K - 1)))
+            scale = cfg.share_logit_scale
+            z = [scale * x for x in al[2:]]
+            zmax = max(z)
+            exp = math.exp
+            w = [exp(v - zmax) for v in z]
+            total = pairwise_sum(w)
+            return pos, k, [v / total for v in w]
         a = np.asarray(action)
         nvec = self.action_space.nvec
-        if (
-            a.shape != (3,)
-            or not np.issubdtype(a.dtype, np.integer)
-            or np.any(a < 0)
-            or np.any(a >= nvec)
-        ):
+        al = a.tolist() if a.shape == (3,) and np.issubdtype(a.dtype, np.integer) else None
+        if al is None or not (0 <= al[0] < self.n_cuts and 0 <= al[1] < m.K and 0 <= al[2] < 3):
             raise ValueError(
                 f"action={action!r}: must be 3 integers with 0 <= a < {nvec.tolist()} "
                 "(cut index, rank index, allocation rule)"
             )
-        return int(a[0]), int(a[1]), ALLOCATION_RULES[int(a[2])]
+        return al[0], al[1], ALLOCATION_RULES[al[2]]
 
     def _deepest_feasible(self, j: int, k: int) -> int:
         ok = self._feasible[self.model.allowed_cuts - 1, k]
@@ -543,60 +636,106 @@ class SplitFedAllocEnv(gym.Env[np.ndarray, np.ndarray]):
         return int(above.min()) if above.size else -1
 
     def _clip(self, j: int, k: int) -> tuple[int, int, bool, bool]:
-        """Feasible (cut index, rank index) nearest the request, and what was clipped."""
+        """Feasible (cut index, rank index) nearest the request, and what was clipped
+        (memoised per least-memory device type)."""
+        key = (self._dmin, j, k)
+        hit = self._clip_cache.get(key)
+        if hit is not None:
+            return hit
         k0 = k
         while k >= 0:
             jj = self._deepest_feasible(j, k)
             if jj >= 0:
-                return jj, k, jj != j, k != k0
+                out = (jj, k, jj != j, k != k0)
+                self._clip_cache[key] = out
+                return out
             k -= 1
         raise RuntimeError("no feasible cut at any rank (the config validation should prevent it)")
 
-    def _shares(self, spec: Any, base: Any, up: Any, down: Any, gamma: Any, snr_d: Any) -> Any:
+    def _link(self, gain: list[float]) -> tuple[list[float], list[float]]:
+        """Per-device (uplink SNR-bandwidth product, downlink SNR) of power gains."""
+        link = self.model.link_params
+        pairs = [link(g) for g in gain]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+
+    def _round_costs(
+        self, j: int, k: int, aggregate: float, shares: Any, gamma: list, snr_d: list
+    ) -> tuple[float, list[float], list[float], list[float]]:
+        """(round time, per-device times, uplink airtimes, energies) of one round on floats:
+        the model's per-device formulas, one device at a time."""
+        m = self.model
+        band, radio_p, ops = m.band, m.radio, FLOAT_OPS
+        base = m.base_list[j][k]
+        t_dev = m.dev_train_list[j][k]
+        bits = m.round_bits(j, k, aggregate)
+        sl = self.config.scheme == "sl"
+        scalar = sl or isinstance(shares, float)
+        sh = 1.0 if sl else shares
+        t_i, t_up, r_up = [], [], []
+        for i, d in enumerate(self._types_l):
+            t, tu, _, r = chain_times(
+                sh if scalar else sh[i], base[d], bits, bits, gamma[i], snr_d[i], band, ops
+            )
+            t_i.append(t)
+            t_up.append(tu)
+            r_up.append(r)
+        rt = pairwise_sum(t_i) if sl else max(t_i)
+        act, idle = m.active_power_list, m.idle_power_list
+        energy = [
+            device_energy_j(radio_p, rt, t_dev[d], t_up[i], r_up[i], act[d], idle[d], ops)
+            for i, d in enumerate(self._types_l)
+        ]
+        return rt, t_i, t_up, energy
+
+    def _shares(self, spec: Any, j: int, k: int, aggregate: float, gamma: list, snr_d: list) -> Any:
+        """Bandwidth shares (a list, or one float for the equal split) of an action."""
         cfg, m = self.config, self.model
         N = cfg.n_devices
         if not isinstance(spec, str):
             return spec
         if spec == "equal":
-            return np.full(N, 1.0 / N)
+            return 1.0 / N
         if spec == "proportional":
-            se = wireless.link_rate_bps(
-                1.0,
-                gamma / (cfg.bandwidth_hz / N),
-                cfg.min_spectral_efficiency_bps_per_hz,
-                cfg.max_spectral_efficiency_bps_per_hz,
-            )
-            return proportional_shares(se)
-        _, sh = m.best_shares(base, up, down, gamma, snr_d)
-        return sh
+            per = cfg.bandwidth_hz / N
+            se = [1.0 * spectral_efficiency(g / per, m.band, FLOAT_OPS) for g in gamma]
+            total = pairwise_sum(se)
+            return [v / total for v in se]
+        base, up, down, _ = m.round_terms(self._types, j, k, aggregate)
+        _, sh = m.best_shares(base, up, down, np.array(gamma), np.array(snr_d))
+        return sh.tolist()
 
     def _advance_channel(self) -> None:
         rng = self.np_random
-        if self.channel.mode == "fsmc":
-            self._states = np.asarray(self.channel.fsmc.step(self._states, rng), dtype=np.intp)
-            self._fade = self._fade_table[self._states]
+        if self._gm is None:
+            cum, table, right = self._cum_rows, self._fade_list, bisect.bisect_right
+            states = [
+                right(cum[s], u)
+                for s, u in zip(self._states, rng.random(len(self._states)).tolist(), strict=True)
+            ]
+            self._states = states
+            self._fade_l = [table[s] for s in states]
         else:
-            self._fade = np.asarray(self._gm.step(rng), float)
+            self._fade_l = self._gm.step(rng).tolist()
 
     def _obs(self) -> np.ndarray:
         cfg, m = self.config, self.model
-        N = cfg.n_devices
-        obs = np.empty(4 * N + 6, dtype=np.float32)
-        gamma, _ = m.link_params(self._gain_mean * self._fade)
-        snr_db = 10.0 * np.log10(np.maximum(gamma / cfg.bandwidth_hz, 1e-30))
-        obs[0 : 4 * N : 4] = np.clip(snr_db / 40.0, -1.0, 1.0)
-        obs[1 : 4 * N : 4] = np.clip(np.log10(m.device_tflops[self._types]) / 2.0, -1.0, 1.0)
-        obs[2 : 4 * N : 4] = self._headroom
-        obs[3 : 4 * N : 4] = np.clip(self._last_t / (4.0 * self.ref_time_s), 0.0, 1.0)
-        span = m.initial_loss - m.target_loss
-        obs[4 * N] = min(max((self._loss - m.target_loss) / span, 0.0), 1.0)
+        gamma, snr_d = self._link([g * f for g, f in zip(self._gain_l, self._fade_l, strict=True)])
+        self._gamma, self._snr_d = gamma, snr_d
+        vals = self._obs_static[:]
+        w, log10 = cfg.bandwidth_hz, math.log10
+        vals[0::4] = [min(max(10.0 * log10(max(g / w, 1e-30)) / 40.0, -1.0), 1.0) for g in gamma]
+        scale = 4.0 * self.ref_time_s
+        vals[3::4] = [min(max(t / scale, 0.0), 1.0) for t in self._last_t]
         left = (m.interval - self._round % m.interval) % m.interval
-        obs[4 * N + 1] = left / m.interval
-        obs[4 * N + 2] = min(self._time / cfg.time_budget_s, 1.0)
-        obs[4 * N + 3] = (self._cut_j + 1) / m.L
-        obs[4 * N + 4] = self._rank_k / (m.K - 1) if m.K > 1 else 0.0
-        obs[4 * N + 5] = float(self._decision_epoch())
-        return obs
+        vals += (
+            min(max((self._loss - m.target_loss) / self._span, 0.0), 1.0),
+            left / m.interval,
+            min(self._time / cfg.time_budget_s, 1.0),
+            (self._cut_j + 1) / m.L,
+            self._rank_k / (m.K - 1) if m.K > 1 else 0.0,
+            float(self._decision_epoch()),
+        )
+        return np.array(vals, dtype=np.float32)
 
 
 __all__ = [

@@ -1,0 +1,190 @@
+"""SplitFedAlloc-v0's native vector env against SyncVectorEnv(SAME_STEP) over the single env,
+the lean info level, and the model's shared formulas against their sources."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+from mei_envs import training
+from mei_envs.envs.split_fed_alloc import SplitFedAllocEnv
+from mei_envs.envs.split_fed_alloc_vector import BLOCK_ROUNDS, SplitFedAllocVectorEnv
+from mei_envs.split_fed import SplitFedModel, pairwise_sum
+
+ENV_ID = "mei_envs/SplitFedAlloc-v0"
+LEAN_KEYS = tuple(SplitFedAllocEnv.metadata["info_metrics"])
+EPISODE_KEYS = tuple(f"episode_{k}" for k in LEAN_KEYS)
+
+# (config, seed, steps): both action modes, every scheme, both channel modes, presets; short
+# budgets so every sub-env crosses several episode ends, and runs past BLOCK_ROUNDS rounds.
+CASES = [
+    ({"time_budget_s": 150.0}, 0, 90),
+    ({"action_mode": "discrete", "time_budget_s": 120.0}, 3, 60),
+    ({"preset": "many_devices_weak_server", "action_mode": "discrete", "max_rounds": 9}, 5, 40),
+    ({"preset": "narrow_band", "lambda_energy": 1.0, "max_rounds": 30}, 7, 80),
+    ({"scheme": "sl", "n_devices": 3, "time_budget_s": 200.0}, 11, 50),
+    ({"scheme": "fl", "preset": "jetson_fleet", "max_rounds": 12}, 2, 40),
+    (
+        {"channel": "gauss_markov", "k_factor": 1.0, "speed_mps": 5.0, "max_rounds": 25},
+        4,
+        BLOCK_ROUNDS + 20,
+    ),
+    ({"preset": "jetson_fleet", "action_mode": "discrete", "max_rounds": 7}, 9, 30),
+]
+
+
+def _actions(vec: gym.vector.VectorEnv, rng: np.random.Generator) -> np.ndarray:
+    """Legal random actions: uniform boxes, or masked cut choices (discrete)."""
+    if vec.single_env.config.action_mode == "continuous":
+        return rng.uniform(-1.0, 1.0, vec.action_space.shape).astype(np.float32)
+    masks = vec.action_masks()
+    n_cuts, K = vec.single_env.n_cuts, vec.model.K
+    rows = []
+    for mask in masks:
+        cut = rng.choice(np.flatnonzero(mask[:n_cuts]))
+        rows.append([cut, rng.integers(K), rng.integers(3)])
+    return np.asarray(rows, dtype=np.int64)
+
+
+def _check_infos(got: dict, want: dict, keys: tuple[str, ...], where: str) -> None:
+    """Same masks (a missing key = an all-False mask) and the same values under them."""
+    for key in keys:
+        none = np.zeros(len(want.get("_final_obs", got.get("_final_obs", [0] * 4))), bool)
+        mask = want.get("_" + key, none)
+        np.testing.assert_array_equal(got.get("_" + key, none), mask, err_msg=f"{where} _{key}")
+        if not mask.any():
+            continue
+        np.testing.assert_array_equal(got[key][mask], want[key][mask], err_msg=f"{where} {key}")
+
+
+@pytest.mark.parametrize(("config", "seed", "steps"), CASES)
+def test_vector_env_matches_sync_vector_env(config: dict, seed: int, steps: int) -> None:
+    n = 4
+    cfg = {**config, "info": "lean"}
+    vec = gym.make_vec(ENV_ID, num_envs=n, vectorization_mode="vector_entry_point", config=cfg)
+    assert isinstance(vec, SplitFedAllocVectorEnv)
+    ref = SyncVectorEnv(
+        [lambda: gym.make(ENV_ID, config=cfg)] * n, autoreset_mode=AutoresetMode.SAME_STEP
+    )
+    obs, info = vec.reset(seed=seed)
+    obs_r, info_r = ref.reset(seed=seed)
+    np.testing.assert_array_equal(obs, obs_r)
+    assert info == {} and info_r == {}
+    rng = np.random.default_rng(seed + 100)
+    ends = 0
+    for t in range(steps):
+        if vec.single_env.config.action_mode == "discrete":
+            want_masks = np.stack([e.unwrapped.action_masks() for e in ref.envs])
+            np.testing.assert_array_equal(vec.action_masks(), want_masks)
+        a = _actions(vec, rng)
+        obs, rew, term, trunc, info = vec.step(a)
+        obs_r, rew_r, term_r, trunc_r, info_r = ref.step(a)
+        where = f"step {t}"
+        np.testing.assert_array_equal(obs, obs_r, err_msg=where)
+        np.testing.assert_array_equal(rew, rew_r, err_msg=where)
+        np.testing.assert_array_equal(term, term_r, err_msg=where)
+        np.testing.assert_array_equal(trunc, trunc_r, err_msg=where)
+        _check_infos(info, info_r, LEAN_KEYS + EPISODE_KEYS, where)
+        done = term | trunc
+        assert ("_final_obs" in info) == done.any()
+        if done.any():
+            ends += int(done.sum())
+            np.testing.assert_array_equal(info["_final_obs"], info_r["_final_obs"])
+            for i in np.flatnonzero(done):
+                np.testing.assert_array_equal(info["final_obs"][i], info_r["final_obs"][i])
+            _check_infos(info["final_info"], info_r["final_info"], LEAN_KEYS + EPISODE_KEYS, where)
+    assert ends >= n, "the case must cross episode ends"
+    # an explicit reset without a seed continues every generator as the single envs do
+    obs, _ = vec.reset()
+    obs_r, _ = ref.reset()
+    np.testing.assert_array_equal(obs, obs_r)
+    a = _actions(vec, rng)
+    np.testing.assert_array_equal(vec.step(a)[0], ref.step(a)[0])
+
+
+def test_bad_actions_raise_and_leave_the_batch_unchanged() -> None:
+    for mode, bad in (
+        ("continuous", np.full((3, 7), 1.5)),
+        ("continuous", np.full((3, 7), np.nan)),
+        ("discrete", np.array([[99, 0, 0]] * 3)),
+        ("discrete", np.zeros((3, 3), dtype=float)),
+    ):
+        vec = SplitFedAllocVectorEnv(3, action_mode=mode)
+        obs, _ = vec.reset(seed=0)
+        loss, t = vec._loss.copy(), vec._time.copy()
+        with pytest.raises(ValueError, match="actions"):
+            vec.step(bad)
+        np.testing.assert_array_equal(vec._loss, loss)
+        np.testing.assert_array_equal(vec._time, t)
+        np.testing.assert_array_equal(vec._obs(), obs)
+
+
+def test_lean_info_keys_and_episode_totals() -> None:
+    full = SplitFedAllocEnv(time_budget_s=100.0)
+    lean = SplitFedAllocEnv(time_budget_s=100.0, info="lean")
+    full.reset(seed=1)
+    assert lean.reset(seed=1)[1] == {}
+    rounds, t_sum, cuts, clipped = 0, 0.0, [], 0
+    rng = np.random.default_rng(0)
+    done = False
+    while not done:
+        a = rng.uniform(-1, 1, full.action_space.shape).astype(np.float32)
+        o_f, r_f, term, trunc, i_f = full.step(a)
+        o_l, r_l, term_l, trunc_l, i_l = lean.step(a)
+        np.testing.assert_array_equal(o_f, o_l)
+        assert (r_f, term, trunc) == (r_l, term_l, trunc_l)
+        done = term or trunc
+        rounds += 1
+        t_sum += i_f["round_time_s"]
+        cuts.append(i_f["cut"])
+        clipped += i_f["cut_clipped"]
+        for key in LEAN_KEYS:
+            assert i_l[key] == i_f[key], key
+        assert set(i_l) == set(LEAN_KEYS) | (set(EPISODE_KEYS) if done else set())
+    assert i_l["episode_rounds"] == rounds
+    assert i_l["episode_round_time_s"] == pytest.approx(t_sum, rel=1e-12)
+    assert i_l["episode_cut"] == pytest.approx(np.mean(cuts), rel=1e-12)
+    assert i_l["episode_cut_clipped"] == clipped
+    assert i_l["episode_loss"] == i_f["loss"]
+    assert "action_mask" in i_f and "action_mask" not in i_l
+
+
+def test_info_level_is_validated() -> None:
+    from mei_envs.config import ConfigError
+
+    with pytest.raises(ConfigError, match="info"):
+        SplitFedAllocEnv(info="verbose")
+
+
+@pytest.mark.parametrize("preset", ["default", "attention_only", "jetson_fleet"])
+def test_advance_loss_tables_match_training_advance(preset: str) -> None:
+    env = SplitFedAllocEnv(preset=preset)
+    m: SplitFedModel = env.model
+    rng = np.random.default_rng(0)
+    loss = rng.uniform(m.target_loss - 0.05, m.initial_loss + 0.05, 200)
+    j = rng.integers(0, m.L, 200)
+    k = rng.integers(0, m.K, 200)
+    want = training.advance(
+        m.progress,
+        loss,
+        m.round_tokens,
+        m.ranks[k],
+        m.target_class,
+        batch_tokens=m.batch_tokens,
+        interval=m.interval,
+        noniid=m.cfg.noniid,
+        device_share=m.device_share[j],
+    )
+    np.testing.assert_array_equal(m.next_loss(loss, j, k), want)
+    floats = [m.next_loss(float(x), int(a), int(b)) for x, a, b in zip(loss, j, k, strict=True)]
+    np.testing.assert_array_equal(floats, want)
+
+
+def test_pairwise_sum_is_numpy_sum() -> None:
+    rng = np.random.default_rng(3)
+    for n in [*range(1, 40), 64, 127, 128, 129, 200, 300]:
+        for _ in range(20):
+            a = rng.random(n) * 10.0 ** rng.uniform(-6, 6, n)
+            assert pairwise_sum(a.tolist()) == a.sum(), n
