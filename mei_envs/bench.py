@@ -736,6 +736,7 @@ def _ppo_via_helper(
         "repeats": params["repeats"],
         "ppo_kwargs": {k: params[k] for k in ("n_steps", "batch_size", "n_epochs")},
         "seed": 0,
+        "env_config": _unmasked_config(env_id) or None,
     }
     res = helper(env_id, **{k: v for k, v in kw.items() if k in sig.parameters})
     ref = res.get("reference_steps_per_s")
@@ -744,15 +745,20 @@ def _ppo_via_helper(
         "cartpole_env_steps_per_s": float(ref) if ref is not None else None,
         "ratio_to_cartpole": float(res.get("ratio", res["env_steps_per_s"] / ref)),
         "vec_env": res.get("vec_env"),
+        "env_kwargs": kw["env_config"] or {},
     }
 
 
+def _unmasked_config(env_id: str) -> dict[str, Any]:
+    """Plain PPO ignores action masks: an env that can refuse illegal actions is asked to
+    serve them its documented unmasked way (EdgeLLMCache: ``invalid_action="bypass"``)."""
+    env_cls = gym.envs.registration.load_env_creator(gym.spec(env_id).entry_point)
+    fields = getattr(getattr(env_cls, "config_class", None), "__dataclass_fields__", {})
+    return {"invalid_action": "bypass"} if "invalid_action" in fields else {}
+
+
 def _ppo_direct(env_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    # Plain PPO ignores action masks: an env that can refuse illegal actions is asked to serve
-    # them its documented unmasked way (EdgeLLMCache: invalid_action="bypass").
-    cfg_cls = gym.envs.registration.load_env_creator(gym.spec(env_id).entry_point)
-    fields = getattr(getattr(cfg_cls, "config_class", None), "__dataclass_fields__", {})
-    unmasked = {"invalid_action": "bypass"} if "invalid_action" in fields else {}
+    unmasked = _unmasked_config(env_id)
 
     def measure(eid: str, seed: int) -> float:
         kw = unmasked if eid == env_id else {}

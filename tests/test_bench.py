@@ -312,9 +312,17 @@ def test_ppo_part_uses_the_throughput_helper_when_present(monkeypatch) -> None:
     calls = []
 
     def ppo_steps_per_s(
-        env_id, n_envs=8, total_steps=8192, *, repeats=3, ppo_kwargs=None, seed=0, vec_env="auto"
+        env_id,
+        n_envs=8,
+        total_steps=8192,
+        *,
+        repeats=3,
+        ppo_kwargs=None,
+        seed=0,
+        vec_env="auto",
+        env_config=None,
     ):
-        calls.append((env_id, n_envs, total_steps, repeats, dict(ppo_kwargs)))
+        calls.append((env_id, n_envs, total_steps, repeats, dict(ppo_kwargs), env_config))
         return {
             "env_steps_per_s": 300.0,
             "reference_steps_per_s": 600.0,
@@ -325,17 +333,16 @@ def test_ppo_part_uses_the_throughput_helper_when_present(monkeypatch) -> None:
     fake = types.ModuleType("mei_envs.agents.throughput")
     fake.ppo_steps_per_s = ppo_steps_per_s
     monkeypatch.setitem(sys.modules, "mei_envs.agents.throughput", fake)
-    out = bench.ppo_speed([EE], bench.QUICK)
+    out = bench.ppo_speed([EE, CACHE], bench.QUICK)
     q = bench.QUICK
-    assert calls == [
-        (
-            EE,
-            q.ppo_n_envs,
-            q.ppo_timesteps,
-            q.ppo_repeats,
-            {"n_steps": q.ppo_n_steps, "batch_size": q.ppo_batch_size, "n_epochs": q.ppo_n_epochs},
-        )
-    ]
+    ppo_kwargs = {
+        "n_steps": q.ppo_n_steps,
+        "batch_size": q.ppo_batch_size,
+        "n_epochs": q.ppo_n_epochs,
+    }
+    settings = (q.ppo_n_envs, q.ppo_timesteps, q.ppo_repeats, ppo_kwargs)
+    # Plain PPO ignores masks: the cache env is asked to bypass illegal evictions.
+    assert calls == [(EE, *settings, None), (CACHE, *settings, {"invalid_action": "bypass"})]
     assert out["method"].startswith("mei_envs.agents.throughput")
     assert out["envs"][EE]["ratio_to_cartpole"] == 0.5
     assert out["envs"][EE]["cartpole_env_steps_per_s"] == 600.0
