@@ -17,6 +17,7 @@ ENV_SPECS: tuple[dict[str, Any], ...] = (
     {
         "id": "mei_envs/EarlyExitUpload-v1",
         "entry_point": "mei_envs.envs.early_exit_upload:EarlyExitUploadEnv",
+        "vector_entry_point": "mei_envs.envs.early_exit_upload_vector:EarlyExitUploadVectorEnv",
     },
     {
         "id": "mei_envs/EdgeLLMCache-v0",

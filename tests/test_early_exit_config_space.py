@@ -137,6 +137,7 @@ DRAWS: dict[str, tuple[Callable[[Gen], Any], Callable[[Gen], Any]]] = {
     ),
     "lambda_energy": (mix(uniform(0.0, 10.0), log_uniform(1e-9, 1e6), lambda r: 1e6), BAD_NUM),
     "flush_at_end": (lambda r: bool(r.integers(2)), choice(["yes", 2, None])),
+    "info": (choice(["full", "lean"]), BAD_STR),
 }
 DRAWS = {k: v for k, v in DRAWS.items() if k in FIELDS}
 

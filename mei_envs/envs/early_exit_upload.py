@@ -8,11 +8,12 @@ same cost function as the environment instead of a copy of its formulas.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 import os
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -25,6 +26,7 @@ from mei_envs.llm import catalog, costs
 
 CHANNEL_MODES = wireless.CHANNEL_MODES
 INITIAL_RADIO = ("idle", "connected")
+INFO_LEVELS = ("full", "lean")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +95,9 @@ class EarlyExitUploadConfig(wireless.UplinkChannelConfig):
     upload_fractions: tuple[float, ...] = (0.0, 1.0)  # action i uploads this share of backlog
     lambda_energy: float = 1.0  # weight of energy against latency in the reward
     flush_at_end: bool = True  # upload the final backlog after the last token (energy only)
+    # --- what `info` carries (see the env docstring): "full" (every key, the default) or
+    # "lean" (the metadata's info_metrics per step, episode totals at the end) ---
+    info: str = "full"
 
     def validate(self) -> None:
         name = type(self).__name__
@@ -138,6 +143,7 @@ class EarlyExitUploadConfig(wireless.UplinkChannelConfig):
                 self._check_range(field, 0.0, limits.get(field, 10.0))
         self._check_range("lambda_energy", 0.0, 1e6)
         self._check_choice("initial_radio", INITIAL_RADIO)
+        self._check_choice("info", INFO_LEVELS)
         fr = self.upload_fractions
         if len(fr) < 2 or any(not (0.0 <= f <= 1.0) for f in fr) or len(set(fr)) != len(fr):
             raise ConfigError(
@@ -163,6 +169,26 @@ def exit_transition_matrix(exit_prob: float, correlation: float) -> np.ndarray:
     p11 = p + (1.0 - p) * rho
     p01 = p * (1.0 - rho)
     return np.array([[1.0 - p01, p01], [1.0 - p11, p11]])
+
+
+def snr_observation(snr_linear: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """SNR [dB] (floored at -300 dB) and its observation: dB / 40 clipped to [-1, 1], float32."""
+    snr_db = 10.0 * np.log10(np.maximum(snr_linear, 1e-30))
+    return snr_db, np.clip(snr_db / 40.0, -1.0, 1.0).astype(np.float32)
+
+
+class Episode(NamedTuple):
+    """An episode's exogenous path (all drawn at reset), as Python lists: per token the exit
+    indicator and exit-head confidence; per channel slot (the ``snr_history - 1`` before
+    the episode, then one per token) the FSMC state, SNR [dB], its observation and the
+    link rate [bit/s]."""
+
+    exits: list[int]
+    states: list[int]
+    snr_db: list[float]
+    snr_obs: list[float]
+    rates: list[float]
+    conf: list[float]
 
 
 class EarlyExitUploadModel:
@@ -215,6 +241,25 @@ class EarlyExitUploadModel:
         self.state_rate_bps = self.channel.state_rate_bps
         self.exit_P = exit_transition_matrix(cfg.exit_prob, cfg.exit_correlation)
         self.exit_stationary = np.array([1.0 - cfg.exit_prob, cfg.exit_prob])
+        self._p_exit = (float(self.exit_P[0, 1]), float(self.exit_P[1, 1]))
+        self._token_index = np.arange(K)
+        # Per-token tables of token_cost: the next token's device time and whether there
+        # is one (the last token's upload overlaps nothing).
+        self.t_dev_next_s = np.append(self.t_dev_s[1:], 0.0)
+        self.not_last = np.append(np.ones(K - 1), 0.0)
+        # Per FSMC state: SNR [dB], its observation and the link rate (fsmc mode looks
+        # each slot's up; gauss_markov computes them per slot). The cumulative tables are
+        # the FSMC's own (what its sample_path searches).
+        self._fsmc_cum = self.fsmc._cum.tolist()
+        self._fsmc_cum_pi = self.fsmc._cum_pi.tolist()
+        state_db, state_obs = snr_observation(self.fsmc.snr_linear)
+        self._state_snr_db = state_db.tolist()
+        self._state_snr_obs = state_obs.tolist()
+        self._state_rate = np.asarray(self.state_rate_bps, float).tolist()
+        self.mean_rate_bps = float(np.dot(self.fsmc.stationary, self.state_rate_bps))
+        # States uploaded by action a at an exited token with backlog b: n_up_table[a, b].
+        b = np.arange(self.limit + 1)
+        self.n_up_table = np.stack([self.n_upload(a, b) for a in range(len(cfg.upload_fractions))])
 
         # Normalisers of the reward: the nominal token time, and the tail energy of one
         # nominal token step (the energy a burst keeps spending per token afterwards).
@@ -246,20 +291,86 @@ class EarlyExitUploadModel:
     # ---- exogenous processes -----------------------------------------------------------
     def sample_exits(self, rng: np.random.Generator) -> np.ndarray:
         """Exit indicators of the K tokens (stationary start)."""
-        K, P = self.K, self.exit_P
-        u = rng.random(K)
-        out = np.empty(K, dtype=np.int8)
-        e = int(u[0] < self.cfg.exit_prob)
-        out[0] = e
-        for k in range(1, K):
-            e = int(u[k] < P[e, 1])
-            out[k] = e
-        return out
+        return self._exit_chain(rng.random(self.K)).astype(np.int8)
+
+    def _exit_chain(self, u: np.ndarray) -> np.ndarray:
+        """The exit chain driven by uniforms ``u`` (one per token, bools out): token 0 exits
+        when ``u[0] < exit_prob``, token k when ``u[k] < P[e_{k-1}, 1]``.
+
+        As ``P[0, 1] <= P[1, 1]`` (correlation >= 0), ``u[k] < P[0, 1]`` means an exit and
+        ``u[k] >= P[1, 1]`` none whatever the previous token did; otherwise the token repeats
+        it. So the chain is a forward fill of the decided tokens: the same comparisons as
+        stepping it, with no Python loop.
+        """
+        p01, p11 = self._p_exit
+        exit_now = u < p01
+        decided = exit_now | (u >= p11)
+        exit_now[0] = u[0] < self.cfg.exit_prob
+        decided[0] = True
+        src = np.where(decided, self._token_index, 0)
+        np.maximum.accumulate(src, out=src)
+        return exit_now[src]
 
     def sample_channel(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """SNRs (linear), FSMC states and link rates of the H-1 slots before the episode and
         the K token steps (see :meth:`mei_envs.wireless.UplinkChannel.sample_path`)."""
         return self.channel.sample_path(rng, self.K + self.cfg.snr_history - 1)
+
+    def _fsmc_path(self, u: list[float]) -> list[int]:
+        """The FSMC state path driven by uniforms ``u`` (the stationary draw, then one per
+        transition): the same cumulative tables and comparisons as
+        :meth:`mei_envs.wireless.FiniteStateMarkovChannel.sample_path`."""
+        cum = self._fsmc_cum
+        s = bisect.bisect_right(self._fsmc_cum_pi, u[0])
+        out = [s]
+        for x in u[1:]:
+            s = bisect.bisect_right(cum[s], x)
+            out.append(s)
+        return out
+
+    def sample_episode(
+        self,
+        rng: np.random.Generator,
+        exits: np.ndarray | None = None,
+        states: np.ndarray | None = None,
+    ) -> Episode:
+        """Every random draw of an episode, in the env's order: the K exit uniforms, the
+        channel path of ``K + snr_history - 1`` slots, then the K exit-head confidences.
+
+        In ``fsmc`` mode the draws are uniforms only, so one ``rng.random(2K + N)`` makes
+        them (the same stream as ``sample_exits``, ``sample_channel`` and ``rng.random(K)``
+        one after the other) and each slot's SNR [dB], observation and rate are looked up
+        from its state. ``exits`` and ``states`` (fsmc mode) replace the drawn paths (the
+        draws are still made, so the generator moves on the same).
+        """
+        K, N = self.K, self.K + self.cfg.snr_history - 1
+        if self.channel.mode == "fsmc":
+            u = rng.random(2 * K + N)
+            ex = self._exit_chain(u[:K])
+            st = self._fsmc_path(u[K : K + N].tolist()) if states is None else states.tolist()
+            snr_db = [self._state_snr_db[s] for s in st]
+            snr_obs = [self._state_snr_obs[s] for s in st]
+            rates = [self._state_rate[s] for s in st]
+            uc = u[K + N :]
+        else:
+            if states is not None:
+                raise ValueError("sample_episode: states only with channel='fsmc'")
+            ex = self._exit_chain(rng.random(K))
+            snr, st_arr, rt = self.sample_channel(rng)
+            st, rates = st_arr.tolist(), rt.tolist()
+            snr_db, snr_obs = (x.tolist() for x in snr_observation(snr))
+            uc = rng.random(K)
+        if exits is not None:
+            ex = np.asarray(exits) == 1
+        return Episode(
+            ex.view(np.int8).tolist(), st, snr_db, snr_obs, rates, self.confidences(ex, uc)
+        )
+
+    def confidences(self, exits: np.ndarray, u: np.ndarray) -> list[float]:
+        """Exit-head confidence of each token (``exits``: bools) from uniforms ``u``: uniform
+        on ``[exit_threshold, 1)`` for an exit, on ``[0, exit_threshold)`` otherwise."""
+        lo, hi = self.cfg.exit_threshold, 1.0
+        return np.where(exits, lo + u * (hi - lo), u * lo).tolist()
 
     def rate_bps(self, snr_linear: Any) -> Any:
         """Link-adapted uplink rate (:func:`mei_envs.wireless.link_rate_bps`)."""
@@ -267,9 +378,12 @@ class EarlyExitUploadModel:
 
     # ---- the cost of one token ---------------------------------------------------------
     def token_cost(
-        self, k: int, backlog: Any, n_up: Any, rate_bps: Any, timer: Any, exited: Any
+        self, k: Any, backlog: Any, n_up: Any, rate_bps: Any, timer: Any, exited: Any
     ) -> tuple[Any, Any, Any, Any, Any]:
         """Latency [s], radio energy [J], stall [s], airtime [s] and wake flag of token ``k``.
+
+        Looks up the token's cost tables and evaluates :meth:`token_cost_at`; every
+        argument may be a numpy array (the DP and the vector env broadcast them).
 
         Args:
             k: token index in the episode.
@@ -279,8 +393,35 @@ class EarlyExitUploadModel:
             timer: token steps since the last burst, capped at ``tail_steps`` (= asleep).
             exited: 1 if the token exits on the device, else 0 (forced upload).
         """
+        t_srv = self.t_srv_s[k, np.minimum(backlog + 1, self.limit + 1)]
+        return self.token_cost_at(
+            self.t_dev_s[k],
+            self.t_dev_next_s[k],
+            self.not_last[k],
+            t_srv,
+            n_up,
+            rate_bps,
+            timer,
+            exited,
+        )
+
+    def token_cost_at(
+        self,
+        t_dev: Any,
+        t_dev_next: Any,
+        not_last: Any,
+        t_srv: Any,
+        n_up: Any,
+        rate_bps: Any,
+        timer: Any,
+        exited: Any,
+    ) -> tuple[Any, Any, Any, Any, Any]:
+        """:meth:`token_cost` given the token's table entries: the device time ``t_dev``, the
+        next token's ``t_dev_next`` (``not_last`` = 0 for the last token, whose upload
+        overlaps nothing) and the server catch-up ``t_srv``. Arithmetic only: Python scalars
+        in the env's step, broadcast numpy arrays in the DP and the vector env (one copy).
+        """
         rp = self.radio
-        t_dev = self.t_dev_s[k]
         sending = n_up > 0
         asleep = timer >= self.tail_steps
         wake = sending * asleep
@@ -289,13 +430,10 @@ class EarlyExitUploadModel:
         background = radio.background_power_w(rp, asleep)
         t_wake = wake * rp.wake_s
         energy = background * t_dev + radio.wake_energy_j(rp, wake) + tx_energy
-        if k + 1 < self.K:
-            # A voluntary upload overlaps the next token's compute; only the excess stalls.
-            over = t_wake + airtime - self.t_dev_s[k + 1]
-            stall = (over + abs(over)) * 0.5
-        else:
-            stall = 0.0 * airtime  # nothing waits for an upload after the last token
-        t_srv = self.t_srv_s[k, np.minimum(backlog + 1, self.limit + 1)]
+        # A voluntary upload overlaps the next token's compute; only the excess stalls
+        # (nothing waits for an upload after the last token).
+        over = t_wake + airtime - t_dev_next
+        stall = not_last * ((over + abs(over)) * 0.5)
         forced_latency = t_dev + t_wake + airtime + t_srv
         latency = exited * (t_dev + stall) + (1 - exited) * forced_latency
         energy = energy + (1 - exited) * rp.tail_power_w * t_srv
@@ -324,8 +462,13 @@ class EarlyExitUploadModel:
 
     def cost(self, latency_s: Any, energy_j: Any) -> Any:
         """Per-step cost (the negative reward)."""
+        latency_cost, energy_cost = self.cost_terms(latency_s, energy_j)
+        return latency_cost + energy_cost
+
+    def cost_terms(self, latency_s: Any, energy_j: Any) -> tuple[Any, Any]:
+        """The latency and energy terms of :meth:`cost` (normalised, energy weighted)."""
         lam = self.cfg.lambda_energy
-        return latency_s / self.latency_ref_s + lam * energy_j / self.energy_ref_j
+        return latency_s / self.latency_ref_s, lam * energy_j / self.energy_ref_j
 
     def n_upload(self, action: int, backlog: Any) -> Any:
         """States uploaded when action ``action`` is taken at an exited token (round half
@@ -421,6 +564,29 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
     chosen at a decision), ``limit_uploads`` (full backlog), ``wakeups``, ``backlog``,
     ``snr_db`` and the two cost components.
 
+    ## Info
+
+    Two levels (config field ``info``):
+
+    * ``"full"`` (default): every step's `info` has the sums over its tokens of
+      ``latency_s``, ``energy_J``, ``stall_s``, ``airtime_s``, ``bytes_sent``, ``wakeups``,
+      ``compute_energy_J``, ``tokens``, ``voluntary_uploads``, ``forced_uploads``,
+      ``limit_uploads`` and ``flush_energy_J``; the state after it: ``token_index``,
+      ``backlog``, ``snr_db``, ``channel_state``, ``radio_timer``; ``action_mask``; and the
+      reward's ``latency_cost`` and ``energy_cost``. `reset`'s `info` has the same but the
+      two cost terms (the sums so far: the forced tokens before the first decision, which
+      the first `step` reports again).
+    * ``"lean"``: every step's `info` has only the keys of ``metadata["info_metrics"]``
+      (``latency_s``, ``energy_J``, ``stall_s``, ``bytes_sent``, ``forced_uploads``,
+      ``voluntary_uploads``, ``limit_uploads``, ``wakeups``, ``compute_energy_J``), and the
+      step that ends the episode adds their episode totals as ``episode_<key>`` (each a sum
+      over the episode's steps, as the metadata declares). `reset`'s `info` is empty.
+      Observations, rewards and episodes are the same as with ``"full"``.
+
+    The native vector env (``gym.make_vec(id, n, vectorization_mode="vector_entry_point")``,
+    :class:`mei_envs.envs.early_exit_upload_vector.EarlyExitUploadVectorEnv`) reports the
+    lean keys whatever ``info`` says.
+
     ## Starting State
 
     Backlog 0, context ``prompt_tokens``, radio asleep (``initial_radio="idle"``) or in its
@@ -440,10 +606,12 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
     ``gym.make("mei_envs/EarlyExitUpload-v1", config={...})`` or keyword arguments; keys and
     defaults are the fields of :class:`EarlyExitUploadConfig`. `reset(options=...)` accepts
     ``exit_sequence`` (K ints) and, in fsmc mode, ``channel_states`` (K + snr_history - 1
-    state indices) to replay a given path.
+    state indices) to replay a given path. ``info="lean"`` trims `info` (see Info).
 
     ## Version History
 
+    * v1 (issue 12, same trajectories bit for bit): faster `step`/`reset`, config field
+      ``info`` (``"full"``/``"lean"``), a native vector env (``vector_entry_point``).
     * v1: path loss from 3GPP TR 38.901 (UMa/UMi, LOS/NLOS) at the configured carrier
       (`path_loss_model`; TR 36.814's 2 GHz formula kept as ``"36814_macro"``), default user
       at 250 m (was 600 m with TR 36.814); FSMC state rates preserve expected airtime
@@ -483,15 +651,37 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
     ) -> None:
         cfg = EarlyExitUploadConfig.for_env(config, render_mode, **kwargs)
         self.config = cfg
-        self.model = EarlyExitUploadModel(cfg)
+        self.model = m = EarlyExitUploadModel(cfg)
         H = cfg.snr_history
         self._H = H
         self.action_space = spaces.Discrete(len(cfg.upload_fractions))
         self.observation_space = spaces.Box(-1.0, 1.0, shape=(H + 7,), dtype=np.float32)
-        self._t_dev = self.model.t_dev_s.tolist()
-        self._dev_energy = self.model.device_energy_j.tolist()
-        self._mean_rate = float(np.dot(self.model.fsmc.stationary, self.model.state_rate_bps))
-        self._exits: np.ndarray | None = None
+        # Plain-Python copies of the per-token tables for the scalar hot path.
+        self._hot = (
+            m.K,
+            m.limit,
+            H - 1,
+            m.t_dev_s.tolist(),
+            m.t_dev_next_s.tolist(),
+            m.not_last.tolist(),
+            m.device_energy_j.tolist(),
+            m.t_srv_s.item,
+            m.token_cost_at,
+            m.transition,
+            m.state_bits,
+        )
+        self._n_up = m.n_up_table.tolist()
+        self._mean_rate = m.mean_rate_bps
+        P, K = cfg.prompt_tokens, m.K
+        self._left_obs = [(K - k) / K for k in range(K + 1)]
+        self._ctx_obs = [(P + k) / (P + K) for k in range(K + 1)]
+        self._mask = np.ones(self.action_space.n, dtype=bool)
+        self._mask.flags.writeable = False
+        self._lean = cfg.info == "lean"
+        self._ep: Episode | None = None
+        self._acc = ZERO_ACC
+        self._k, self._backlog, self._timer = 0, 0, 0
+        self._done = False
         self._final_pending = False
 
     # ---- Gymnasium API -----------------------------------------------------------------
@@ -500,52 +690,44 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         m = self.model
-        rng = self.np_random
-        exits = m.sample_exits(rng)
-        snr, states, rates = m.sample_channel(rng)
         if options:
-            exits, snr, states = self._apply_options(options, exits, snr, states)
-        self._exits = exits
-        self._snr = snr
-        snr_db = 10.0 * np.log10(np.maximum(snr, 1e-30))
-        self._snr_db = snr_db.tolist()
-        self._snr_obs = np.clip(snr_db / 40.0, -1.0, 1.0).astype(np.float32)
-        self._states = states
-        if options and "channel_states" in options:
-            rates = m.state_rate_bps[states]
-        self._rates = rates.tolist()
-        lo, hi = self.config.exit_threshold, 1.0
-        u = rng.random(m.K)
-        self._conf = np.where(exits == 1, lo + u * (hi - lo), u * lo).tolist()
+            self._ep = m.sample_episode(self.np_random, **self._check_options(options))
+        else:
+            self._ep = m.sample_episode(self.np_random)
         self._k = 0
         self._backlog = 0
         self._timer = m.tail_steps if self.config.initial_radio == "idle" else 0
         self._done = False
-        self._acc = _zero_info()
-        self._advance_forced()
+        self._episode = [0.0] * len(LEAN_KEYS)
+        acc = self._acc = self._advance(ZERO_ACC, None)
         # If no token left asks for a decision, one more step (whose action is ignored)
         # delivers the cost of the forced tokens and terminates.
         self._final_pending = self._done
-        return self._obs(), self._info(self._acc)
+        return self._obs(), ({} if self._lean else self._info(acc))
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        if self._exits is None:
+        if self._ep is None:
             raise RuntimeError("EarlyExitUploadEnv.step called before reset()")
         if self._done and not self._final_pending:
             raise RuntimeError("EarlyExitUploadEnv.step called after the episode ended; reset()")
-        a = check_discrete_action(action, self.action_space.n)
+        if type(action) is int and 0 <= action < self.action_space.n:
+            a = action
+        else:
+            a = check_discrete_action(action, self.action_space.n)
         acc = self._acc
         if self._final_pending:
             self._final_pending = False
         else:
-            n_up = self.model.n_upload(a, self._backlog)
-            self._process_token(n_up, exited=1, acc=acc)
-            self._advance_forced()
-        info = self._info(acc)
-        reward = -float(self.model.cost(acc["latency_s"], acc["energy_J"]))
-        info["latency_cost"] = acc["latency_s"] / self.model.latency_ref_s
-        info["energy_cost"] = self.config.lambda_energy * acc["energy_J"] / self.model.energy_ref_j
-        self._acc = _zero_info()
+            acc = self._advance(acc, self._n_up[a][self._backlog])
+        self._acc = ZERO_ACC
+        latency_cost, energy_cost = self.model.cost_terms(acc[0], acc[1])
+        reward = -(latency_cost + energy_cost)
+        if self._lean:
+            info = self._lean_info(acc)
+        else:
+            info = self._info(acc)
+            info["latency_cost"] = latency_cost
+            info["energy_cost"] = energy_cost
         return self._obs(), reward, self._done, False, info
 
     def decision_state(self) -> dict[str, int | bool]:
@@ -556,96 +738,133 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
         return {
             "token": self._k,
             "backlog": self._backlog,
-            "channel_state": int(self._states[k + self._H - 1]),
+            "channel_state": self._ep.states[k + self._H - 1],
             "radio_timer": self._timer,
             "decision": not self._done,
         }
 
     def action_masks(self) -> np.ndarray:
-        """Legal actions (all of them at every decision the env asks for)."""
-        return np.ones(self.action_space.n, dtype=bool)
+        """Legal actions (all of them at every decision the env asks for; a cached
+        read-only array)."""
+        return self._mask
 
     # ---- internals ---------------------------------------------------------------------
-    def _process_token(
-        self, n_up: int, exited: int, acc: dict[str, float], at_limit: bool = False
-    ) -> None:
-        m, k = self.model, self._k
-        rate = self._rates[k + self._H - 1]
-        b, timer = self._backlog, self._timer
-        latency, energy, stall, airtime, wake = m.token_cost(k, b, n_up, rate, timer, exited)
-        acc["latency_s"] += float(latency)
-        acc["energy_J"] += float(energy)
-        acc["stall_s"] += float(stall)
-        acc["airtime_s"] += float(airtime)
-        acc["bytes_sent"] += n_up * m.state_bits / 8.0
-        acc["wakeups"] += float(wake)
-        acc["compute_energy_J"] += self._dev_energy[k]
-        acc["tokens"] += 1
-        if not exited:
-            acc["forced_uploads"] += 1.0
-        elif not at_limit:
-            acc["voluntary_uploads"] += float(n_up > 0)
-        self._backlog, self._timer = m.transition(b, timer, n_up)
-        self._k = k + 1
-        if self._k == m.K:
-            self._done = True
-            if self.config.flush_at_end and self._backlog > 0:
-                e = float(m.flush_energy(self._backlog, rate, self._timer))
-                acc["energy_J"] += e
-                acc["flush_energy_J"] += e
-                acc["bytes_sent"] += self._backlog * m.state_bits / 8.0
-                acc["wakeups"] += float(self._timer >= m.tail_steps)
-                self._backlog = 0
-
-    def _advance_forced(self) -> None:
-        """Process tokens with no choice until a decision token or the end."""
-        m, acc = self.model, self._acc
-        while not self._done:
-            k = self._k
-            if self._exits[k] == 0:
-                self._process_token(self._backlog + 1, exited=0, acc=acc)
-            elif self._backlog >= m.limit:
-                acc["limit_uploads"] += 1.0
-                self._process_token(self._backlog + 1, exited=1, acc=acc, at_limit=True)
+    def _advance(self, acc: tuple[float, ...], n_decision: int | None) -> tuple[float, ...]:
+        """Process the decision token (uploading ``n_decision`` states; None at reset: no
+        decision) and the forced tokens after it up to the next decision or the end; return
+        ``acc`` (sums in ``ACCOUNT_KEYS`` order) with their costs added."""
+        lat, en, stl, air, sent, wakes, comp, toks, vol, forced, lim, flush = acc
+        K, limit, h1, t_dev, t_next, not_last, dev_energy, t_srv, cost_at, transition, bits = (
+            self._hot
+        )
+        exits, rates = self._ep.exits, self._ep.rates
+        k, b, timer = self._k, self._backlog, self._timer
+        n = n_decision
+        while k < K:
+            if n is not None:  # the decision token: it exited, the action chose n
+                exited, voluntary = 1, True
+            elif exits[k] == 0:  # not exited: forced upload of the backlog and itself
+                n, exited, voluntary = b + 1, 0, False
+            elif b >= limit:  # exited with a full backlog: forced upload
+                lim += 1.0
+                n, exited, voluntary = b + 1, 1, False
             else:
-                return
+                break  # a decision token: the agent acts on it
+            rate = rates[k + h1]
+            # (b <= limit always, so the server table's column b + 1 exists)
+            latency, energy, stall, airtime, wake = cost_at(
+                t_dev[k], t_next[k], not_last[k], t_srv(k, b + 1), n, rate, timer, exited
+            )
+            lat += latency
+            en += energy
+            stl += stall
+            air += airtime
+            sent += n * bits / 8.0
+            wakes += wake
+            comp += dev_energy[k]
+            toks += 1
+            if not exited:
+                forced += 1.0
+            elif voluntary:
+                vol += float(n > 0)
+            b, timer = transition(b, timer, n)
+            k += 1
+            n = None
+            if k == K:
+                self._done = True
+                if self.config.flush_at_end and b > 0:
+                    m = self.model
+                    e = float(m.flush_energy(b, rate, timer))
+                    en += e
+                    flush += e
+                    sent += b * bits / 8.0
+                    wakes += float(timer >= m.tail_steps)
+                    b = 0
+        self._k, self._backlog, self._timer = k, b, timer
+        return lat, en, stl, air, sent, wakes, comp, toks, vol, forced, lim, flush
 
     def _obs(self) -> np.ndarray:
-        m, H, k = self.model, self._H, min(self._k, self.model.K - 1)
-        cfg = self.config
-        obs = np.empty(H + 7, dtype=np.float32)
-        obs[:H] = self._snr_obs[k + H - 1 :: -1][:H] if k + H - 1 >= 0 else 0.0
-        obs[H] = self._backlog / m.limit
-        obs[H + 1] = (m.K - self._k) / m.K
-        obs[H + 2] = (cfg.prompt_tokens + self._k) / (cfg.prompt_tokens + m.K)
+        ep, H, k = self._ep, self._H, self._k
         live = not self._done
-        obs[H + 3] = float(live and self._exits[k] == 1)
-        obs[H + 4] = self._conf[k] if live else 0.0
-        obs[H + 5] = 1.0 - min(self._timer, m.tail_steps) / m.tail_steps
-        obs[H + 6] = min(self._rates[k + H - 1] / self._mean_rate, 1.0)
-        return obs
-
-    def _info(self, acc: dict[str, float]) -> dict[str, Any]:
-        k = min(self._k, self.model.K - 1)
-        info = dict(acc)
-        info.update(
-            token_index=self._k,
-            backlog=self._backlog,
-            snr_db=self._snr_db[k + self._H - 1],
-            channel_state=int(self._states[k + self._H - 1]),
-            radio_timer=self._timer,
-            action_mask=self.action_masks(),
+        j = k if live else k - 1  # the last token's channel after the end
+        tail = self.model.tail_steps
+        rate = ep.rates[j + H - 1] / self._mean_rate
+        return np.array(
+            [
+                *ep.snr_obs[j : j + H][::-1],
+                self._backlog / self.model.limit,
+                self._left_obs[k],
+                self._ctx_obs[k],
+                float(live and ep.exits[j] == 1),
+                ep.conf[j] if live else 0.0,
+                1.0 - self._timer / tail,  # timer <= tail_steps always
+                rate if rate < 1.0 else 1.0,
+            ],
+            dtype=np.float32,
         )
+
+    def _info(self, acc: tuple[float, ...]) -> dict[str, Any]:
+        ep, k = self._ep, self._k
+        j = k + self._H - 1 if k < self.model.K else k + self._H - 2
+        return {
+            "latency_s": acc[0],
+            "energy_J": acc[1],
+            "stall_s": acc[2],
+            "airtime_s": acc[3],
+            "bytes_sent": acc[4],
+            "wakeups": acc[5],
+            "compute_energy_J": acc[6],
+            "tokens": acc[7],
+            "voluntary_uploads": acc[8],
+            "forced_uploads": acc[9],
+            "limit_uploads": acc[10],
+            "flush_energy_J": acc[11],
+            "token_index": self._k,
+            "backlog": self._backlog,
+            "snr_db": ep.snr_db[j],
+            "channel_state": ep.states[j],
+            "radio_timer": self._timer,
+            "action_mask": self._mask.copy(),  # a new array: infos must not share data
+        }
+
+    def _lean_info(self, acc: tuple[float, ...]) -> dict[str, Any]:
+        values = [acc[i] for i in _LEAN_INDEX]
+        info = dict(zip(LEAN_KEYS, values, strict=True))
+        tot = self._episode
+        for i, v in enumerate(values):
+            tot[i] += v
+        if self._done:
+            info.update(zip(EPISODE_KEYS, tot, strict=True))
         return info
 
-    def _apply_options(
-        self, options: dict[str, Any], exits: np.ndarray, snr: np.ndarray, states: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _check_options(self, options: dict[str, Any]) -> dict[str, np.ndarray]:
+        """The reset options as arrays for :meth:`EarlyExitUploadModel.sample_episode`
+        (``ValueError`` naming a bad one; checked before anything is drawn)."""
         allowed = {"exit_sequence", "channel_states"}
         unknown = sorted(set(options) - allowed)
         if unknown:
             raise ValueError(f"reset options {unknown}: unknown; allowed: {sorted(allowed)}")
-        m = self.model
+        m, out = self.model, {}
         if "exit_sequence" in options:
             seq = np.asarray(options["exit_sequence"])
             if seq.shape != (m.K,) or not np.isin(seq, (0, 1)).all():
@@ -653,7 +872,7 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
                     f"reset option exit_sequence={options['exit_sequence']!r}: must be "
                     f"{m.K} values in {{0, 1}}"
                 )
-            exits = seq.astype(np.int8)
+            out["exits"] = seq.astype(np.int8)
         if "channel_states" in options:
             if self.config.channel != "fsmc":
                 raise ValueError("reset option channel_states: only with channel='fsmc'")
@@ -669,9 +888,8 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
                     f"reset option channel_states={options['channel_states']!r}: must be "
                     f"{n} integers in [0, {m.fsmc.n_states - 1}]"
                 )
-            states = seq.astype(np.int64)
-            snr = m.fsmc.snr_linear[states]
-        return exits, snr, states
+            out["states"] = seq.astype(np.int64)
+        return out
 
 
 # Per-step accounting in `info` (summed over the tokens a step processes).
@@ -689,7 +907,8 @@ ACCOUNT_KEYS = (
     "limit_uploads",
     "flush_energy_J",
 )
-
-
-def _zero_info() -> dict[str, float]:
-    return dict.fromkeys(ACCOUNT_KEYS, 0.0)
+# info="lean": the learning-curve metrics per step, their episode totals at the end.
+LEAN_KEYS = tuple(EarlyExitUploadEnv.metadata["info_metrics"])
+EPISODE_KEYS = tuple(f"episode_{k}" for k in LEAN_KEYS)
+_LEAN_INDEX = tuple(ACCOUNT_KEYS.index(k) for k in LEAN_KEYS)
+ZERO_ACC = (0.0,) * len(ACCOUNT_KEYS)

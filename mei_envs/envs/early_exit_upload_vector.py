@@ -1,0 +1,291 @@
+"""Native vector version of ``mei_envs/EarlyExitUpload-v1`` (issue 12).
+
+``gym.make_vec("mei_envs/EarlyExitUpload-v1", num_envs=n,
+vectorization_mode="vector_entry_point")`` steps ``n`` sub-envs with numpy arrays. The
+contract (:mod:`mei_envs.vector`): SAME_STEP autoreset, sub-env ``i`` seeded ``seed + i``
+reproduces the single env seeded ``seed + i`` step by step, across episodes; infos are the
+single env's ``info="lean"`` keys (whatever the config's ``info`` says) in
+``SyncVectorEnv``'s layout.
+
+One copy of the dynamics: the single env, the DP oracle and this vector env all evaluate
+:meth:`EarlyExitUploadModel.token_cost` (via ``token_cost_at``),
+:meth:`EarlyExitUploadModel.transition`, ``n_upload`` (its table) and ``flush_energy``;
+episodes are drawn by :meth:`EarlyExitUploadModel.sample_episode` from each sub-env's own
+generator, at reset, as the single env draws them (the step itself draws nothing).
+
+How a step stays batched: at a decision the agent's token is processed for every sub-env
+at once; the forced tokens after it are (a) at most one from the state the decision left
+(a non-exited token, or an exited one with a full backlog), then (b) a run of non-exited
+tokens, each starting from backlog 0 with the radio in its tail (a forced upload empties
+the backlog and restarts the tail). The costs of (b) depend on the episode only, so they are
+computed once per episode (``token_cost`` over all its tokens) and added in token order with
+``np.add.accumulate``: the same floating-point sums, in the same order, as the single env's
+token-by-token loop, so rewards and infos are bit-identical to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from mei_envs.envs.early_exit_upload import (
+    EPISODE_KEYS,
+    LEAN_KEYS,
+    EarlyExitUploadConfig,
+    EarlyExitUploadEnv,
+)
+from mei_envs.vector import MeiVectorEnv
+
+# Columns of the per-step sums (LEAN_KEYS order).
+_LAT, _EN, _STALL, _SENT, _FORCED, _VOL, _LIM, _WAKE, _COMP = range(len(LEAN_KEYS))
+if LEAN_KEYS != (
+    "latency_s",
+    "energy_J",
+    "stall_s",
+    "bytes_sent",
+    "forced_uploads",
+    "voluntary_uploads",
+    "limit_uploads",
+    "wakeups",
+    "compute_energy_J",
+):  # pragma: no cover - a guard for whoever edits the env's info_metrics
+    raise ImportError(f"EarlyExitUploadVectorEnv: update its columns for {LEAN_KEYS}")
+
+
+class EarlyExitUploadVectorEnv(MeiVectorEnv):
+    """``num_envs`` EarlyExitUpload sub-envs stepped with numpy (see the module docstring).
+
+    Args:
+        num_envs: number of sub-envs.
+        config: an :class:`EarlyExitUploadConfig` or a mapping (presets apply), as for the
+            single env; ``**kwargs`` override fields.
+        render_mode: must be None.
+
+    ``action_masks()`` returns the ``(num_envs, n_actions)`` legal actions (all True).
+    """
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        config: EarlyExitUploadConfig | Mapping[str, Any] | None = None,
+        render_mode: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        single = EarlyExitUploadEnv(config, render_mode, **kwargs)
+        super().__init__(single, num_envs, render_mode)
+        m = self.model = single.model
+        cfg = self.config
+        n, K, H = self.num_envs, m.K, cfg.snr_history
+        N = K + H - 1
+        self._H, self._K = H, K
+        self._rows = np.arange(n)
+        self._window = H - 1 - np.arange(H)  # slot offsets of the SNR observation, newest first
+        self._left_obs = np.array(single._left_obs)
+        self._ctx_obs = np.array(single._ctx_obs)
+        self._t_dev_pad = np.append(m.t_dev_s, 0.0)
+        self._timer0 = m.tail_steps if cfg.initial_radio == "idle" else 0
+        # Per sub-env: the episode's draws, and per token the costs of a forced upload from
+        # backlog 0 in the radio tail (what every token after a run's first one pays).
+        self._exits = np.zeros((n, K), dtype=bool)
+        self._conf = np.zeros((n, K))
+        self._rates = np.ones((n, N))
+        self._snr_obs = np.zeros((n, N), dtype=np.float32)
+        self._next_exit = np.full((n, K + 1), K, dtype=np.int64)
+        self._run_cost = np.zeros((n, K + 1, len(LEAN_KEYS)))
+        # State.
+        self._k = np.zeros(n, dtype=np.int64)
+        self._b = np.zeros(n, dtype=np.int64)
+        self._timer = np.zeros(n, dtype=np.int64)
+        self._pending = np.zeros(n, dtype=bool)  # ended at reset: one more step delivers it
+        self._acc = np.zeros((n, len(LEAN_KEYS)))  # sums of the step in progress
+        self._episode = np.zeros((n, len(LEAN_KEYS)))
+        self._masks = np.ones((n, single.action_space.n), dtype=bool)
+        self._masks.flags.writeable = False
+        self._all = np.ones(n, dtype=bool)
+        self._all.flags.writeable = False
+
+    def action_masks(self) -> np.ndarray:
+        """Legal actions of every sub-env, ``(num_envs, n_actions)`` (a cached read-only
+        array: every action is legal at every decision)."""
+        return self._masks
+
+    # ---- reset -------------------------------------------------------------------------
+    def _reset_envs(
+        self, mask: np.ndarray, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        m, K, H = self.model, self._K, self._H
+        opts = self.single_env._check_options(options) if options else {}
+        idx = np.flatnonzero(mask)
+        for i in idx:
+            ep = m.sample_episode(self.rngs[i], **opts)
+            self._exits[i] = ep.exits
+            self._conf[i] = ep.conf
+            self._rates[i] = ep.rates
+            self._snr_obs[i] = ep.snr_obs
+        ex = self._exits[idx]
+        # Next exited token at or after each token (K if none).
+        pos = np.where(ex, np.arange(K), K)
+        self._next_exit[idx, :K] = np.minimum.accumulate(pos[:, ::-1], axis=1)[:, ::-1]
+        # A forced (non-exited) upload of one state from backlog 0, radio in its tail.
+        tok = np.arange(K)
+        lat, en, stall, _, wake = m.token_cost(tok, 0, 1, self._rates[idx, H - 1 :], 0, 0)
+        cost = self._run_cost[idx]
+        cost[:, :K, _LAT], cost[:, :K, _EN], cost[:, :K, _STALL] = lat, en, stall
+        cost[:, :K, _SENT] = 1 * m.state_bits / 8.0
+        cost[:, :K, _FORCED] = 1.0
+        cost[:, :K, _WAKE] = wake
+        cost[:, :K, _COMP] = m.device_energy_j
+        self._run_cost[idx] = cost
+        self._k[idx] = 0
+        self._b[idx] = 0
+        self._timer[idx] = self._timer0
+        self._acc[idx] = 0.0
+        self._episode[idx] = 0.0
+        self._advance(idx, None)
+        self._pending[idx] = self._k[idx] == K
+        return self._observe(), {}
+
+    # ---- step --------------------------------------------------------------------------
+    def step(
+        self, actions: Any
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        self._check_started()
+        a = np.asarray(actions)
+        n_actions = self.single_action_space.n
+        if a.shape != (self.num_envs,) or a.dtype.kind not in "iu":
+            raise ValueError(
+                f"actions={actions!r}: must be {self.num_envs} integers in [0, {n_actions - 1}]"
+            )
+        if a.min() < 0 or a.max() >= n_actions:
+            raise ValueError(f"actions={actions!r}: every action must be in [0, {n_actions - 1}]")
+        m = self.model
+        if self._pending.any():  # ended at reset: this step only delivers their costs
+            live = np.flatnonzero(~self._pending)
+            self._pending[:] = False
+            if live.size:
+                self._advance(live, m.n_up_table[a[live], self._b[live]])
+        else:
+            self._advance(self._rows, m.n_up_table[a, self._b])
+        acc = self._acc
+        self._acc = np.zeros_like(acc)
+        self._episode += acc
+        lc, ec = m.cost_terms(acc[:, _LAT], acc[:, _EN])
+        reward = -(lc + ec)
+        terminated = self._k == self._K
+        infos: dict[str, Any] = {}
+        for c, key in enumerate(LEAN_KEYS):
+            infos[key], infos["_" + key] = acc[:, c], self._all
+        if terminated.any():
+            tot = self._episode.copy()
+            for c, key in enumerate(EPISODE_KEYS):
+                infos[key], infos["_" + key] = tot[:, c], terminated
+        truncated = np.zeros(self.num_envs, dtype=bool)
+        obs, infos = self._autoreset(self._observe(), terminated, truncated, infos)
+        return obs, reward, terminated, truncated, infos
+
+    # ---- internals ---------------------------------------------------------------------
+    def _advance(self, idx: np.ndarray, n_decision: np.ndarray | None) -> None:
+        """Move the sub-envs ``idx`` (none of them ended) to their next decision or the end:
+        the decision token (``n_decision`` states uploaded; None at reset: no decision),
+        at most one forced token from the state it leaves, then a run of non-exited tokens
+        (costs from the per-episode table), adding the costs to the step sums in token
+        order with one ``np.add.accumulate`` (the single env's sums, bit for bit)."""
+        m, K, H, limit = self.model, self._K, self._H, self.model.limit
+        n_cols = len(LEAN_KEYS)
+        k, b, timer = self._k[idx], self._b[idx], self._timer[idx]
+        exits, rates = self._exits[idx], self._rates[idx]
+        sub = np.arange(idx.size)
+        parts = [self._acc[idx][:, None, :]]
+        # The token that may be forced: the one after the decision, or the current one.
+        if n_decision is not None:
+            b1, t1 = m.transition(b, timer, n_decision)
+            k1 = k + 1
+        else:
+            b1, t1, k1 = b, timer, k
+        k1c = np.minimum(k1, K - 1)
+        exited1 = exits[sub, k1c]
+        forced = (k1 < K) & (~exited1 | (b1 >= limit))
+        n1 = np.where(forced, b1 + 1, 0)
+        ex1 = exited1.astype(np.int64)
+        if n_decision is not None:  # both tokens in one evaluation of the cost function
+            kk = np.concatenate([k, k1c])
+            lat, en, stall, _, wake = m.token_cost(
+                kk,
+                np.concatenate([b, b1]),
+                np.concatenate([n_decision, n1]),
+                rates[np.concatenate([sub, sub]), kk + H - 1],
+                np.concatenate([timer, t1]),
+                np.concatenate([np.ones_like(ex1), ex1]),
+            )
+            dec = np.zeros((idx.size, 2, n_cols))
+            dec[:, 0, _LAT], dec[:, 0, _EN], dec[:, 0, _STALL] = (
+                lat[: idx.size],
+                en[: idx.size],
+                stall[: idx.size],
+            )
+            dec[:, 0, _SENT] = n_decision * m.state_bits / 8.0
+            dec[:, 0, _VOL] = n_decision > 0
+            dec[:, 0, _WAKE] = wake[: idx.size]
+            dec[:, 0, _COMP] = m.device_energy_j[k]
+            # The backlog left after the last token is flushed (energy only).
+            flush = (k1 == K) & (b1 > 0) if m.cfg.flush_at_end else np.zeros(idx.size, bool)
+            if flush.any():
+                rate0 = rates[sub, k + H - 1]
+                dec[:, 1, _EN] = np.where(flush, m.flush_energy(b1, rate0, t1), 0.0)
+                dec[:, 1, _SENT] = np.where(flush, b1 * m.state_bits / 8.0, 0.0)
+                dec[:, 1, _WAKE] = flush & (t1 >= m.tail_steps)
+                b1 = np.where(flush, 0, b1)
+            parts.append(dec)
+            lat, en, stall, wake = (
+                lat[idx.size :],
+                en[idx.size :],
+                stall[idx.size :],
+                wake[idx.size :],
+            )
+        else:
+            lat, en, stall, _, wake = m.token_cost(k1c, b1, n1, rates[sub, k1c + H - 1], t1, ex1)
+        first = np.zeros((idx.size, 1, n_cols))
+        first[:, 0, _LAT], first[:, 0, _EN], first[:, 0, _STALL] = lat, en, stall
+        first[:, 0, _SENT] = n1 * m.state_bits / 8.0
+        first[:, 0, _FORCED] = 1 - ex1
+        first[:, 0, _LIM] = ex1
+        first[:, 0, _WAKE] = wake
+        first[:, 0, _COMP] = m.device_energy_j[k1c]
+        first[~forced] = 0.0
+        parts.append(first)
+        b2, t2 = m.transition(b1, t1, n1)
+        b2, t2 = np.where(forced, b2, b1), np.where(forced, t2, t1)
+        k2 = k1 + forced
+        # The run of non-exited tokens after it (from backlog 0, radio in its tail).
+        stop = self._next_exit[idx, k2]
+        run = stop - k2
+        longest = int(run.max())
+        if longest:
+            steps = np.arange(longest)
+            costs = self._run_cost[idx[:, None], np.minimum(k2[:, None] + steps, K)]
+            costs[steps[None, :] >= run[:, None]] = 0.0  # adding 0.0 leaves a sum unchanged
+            parts.append(costs)
+            ran = run > 0
+            b2, t2 = np.where(ran, 0, b2), np.where(ran, 0, t2)
+        self._acc[idx] = np.add.accumulate(np.concatenate(parts, axis=1), axis=1)[:, -1]
+        self._k[idx], self._b[idx], self._timer[idx] = stop, b2, t2
+
+    def _observe(self) -> np.ndarray:
+        K, H = self._K, self._H
+        k = self._k
+        done = k == K
+        j = np.minimum(k, K - 1)
+        rows = self._rows
+        obs = np.empty((self.num_envs, H + 7), dtype=np.float32)
+        obs[:, :H] = self._snr_obs[rows[:, None], j[:, None] + self._window]
+        obs[:, H] = self._b / self.model.limit
+        obs[:, H + 1] = self._left_obs[k]
+        obs[:, H + 2] = self._ctx_obs[k]
+        obs[:, H + 3] = self._exits[rows, j] & ~done
+        obs[:, H + 4] = np.where(done, 0.0, self._conf[rows, j])
+        obs[:, H + 5] = 1.0 - self._timer / self.model.tail_steps
+        rate = self._rates[rows, j + H - 1] / self.model.mean_rate_bps
+        obs[:, H + 6] = np.minimum(rate, 1.0)
+        return obs

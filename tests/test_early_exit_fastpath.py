@@ -1,0 +1,140 @@
+"""EarlyExitUpload's fast single-env path (issue 12): the episode sampler draws the same
+numbers as the step-by-step samplers it replaced, the cost function gives the same bits on
+scalars and arrays, and ``info="lean"`` changes nothing but `info`."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from mei_envs.config import ConfigError
+from mei_envs.envs.early_exit_upload import (
+    EPISODE_KEYS,
+    LEAN_KEYS,
+    EarlyExitUploadConfig,
+    EarlyExitUploadEnv,
+)
+
+ENV_ID = "mei_envs/EarlyExitUpload-v1"
+CONFIGS = [
+    {},
+    {"channel": "gauss_markov"},
+    {"channel": "gauss_markov", "k_factor": 3.0, "dp_channel_states": 4},
+    {"fsmc_states": 16, "exit_correlation": 0.0, "tokens": 7, "snr_history": 1},
+    {"exit_correlation": 0.95, "exit_prob": 0.3, "tokens": 200},
+    {"preset": "vehicular"},
+]
+
+
+def _legacy_episode(model, rng):
+    """The draws as the env made them before issue 12: exits step by step, the channel's
+    own path sampler, then the confidences."""
+    K, P = model.K, model.exit_P
+    u = rng.random(K)
+    exits = [int(u[0] < model.cfg.exit_prob)]
+    for k in range(1, K):
+        exits.append(int(u[k] < P[exits[-1], 1]))
+    snr, states, rates = model.channel.sample_path(rng, K + model.cfg.snr_history - 1)
+    snr_db = 10.0 * np.log10(np.maximum(snr, 1e-30))
+    lo = model.cfg.exit_threshold
+    uc = rng.random(K)
+    conf = np.where(np.array(exits) == 1, lo + uc * (1.0 - lo), uc * lo)
+    obs = np.clip(snr_db / 40.0, -1.0, 1.0).astype(np.float32)
+    return exits, states.tolist(), snr_db.tolist(), obs.tolist(), rates.tolist(), conf.tolist()
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_episode_sampler_draws_what_the_step_by_step_samplers_drew(config) -> None:
+    model = EarlyExitUploadEnv(config=config).model
+    for seed in range(8):
+        r1, r2 = np.random.default_rng(seed), np.random.default_rng(seed)
+        got = model.sample_episode(r1)
+        want = _legacy_episode(model, r2)
+        for name, a, b in zip(got._fields, got, want, strict=True):
+            assert a == b, (config, seed, name)
+        assert r1.random() == r2.random()  # the generator moved on by as much
+
+
+@pytest.mark.parametrize("config", CONFIGS[:3])
+def test_token_cost_gives_the_same_bits_on_arrays_and_scalars(config) -> None:
+    m = EarlyExitUploadEnv(config=config).model
+    rng = np.random.default_rng(1)
+    n = 500
+    k = rng.integers(0, m.K, n)
+    k[:5] = m.K - 1  # the last token (its upload overlaps nothing)
+    b = rng.integers(0, m.limit + 1, n)
+    n_up = np.where(rng.random(n) < 0.5, b + 1, 0)
+    rate = m.state_rate_bps[rng.integers(0, m.fsmc.n_states, n)]
+    timer = rng.integers(0, m.tail_steps + 1, n)
+    exited = rng.integers(0, 2, n)
+    arrays = m.token_cost(k, b, n_up, rate, timer, exited)
+    for i in range(n):
+        ki = int(k[i])
+        scalar = m.token_cost_at(
+            m.t_dev_s.tolist()[ki],
+            m.t_dev_next_s.tolist()[ki],
+            m.not_last.tolist()[ki],
+            m.t_srv_s.item(ki, int(b[i]) + 1),
+            int(n_up[i]),
+            float(rate[i]),
+            int(timer[i]),
+            int(exited[i]),
+        )
+        for a, s in zip(arrays, scalar, strict=True):
+            assert a[i] == s, (i, a[i], s)
+
+
+def _roll(env, seed, actions):
+    obs, info = env.reset(seed=seed)
+    out = [(obs, None, info)]
+    done, i = False, 0
+    while not done:
+        obs, rew, term, trunc, info = env.step(actions[i % len(actions)])
+        out.append((obs, rew, info))
+        done, i = term or trunc, i + 1
+    return out
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_lean_info_changes_only_info(config) -> None:
+    actions = np.random.default_rng(3).integers(0, 2, 97).tolist()
+    for seed in (0, 5):
+        full = _roll(EarlyExitUploadEnv(config=config), seed, actions)
+        lean = _roll(EarlyExitUploadEnv(config={**config, "info": "lean"}), seed, actions)
+        assert len(full) == len(lean)
+        assert lean[0][2] == {}
+        totals = dict.fromkeys(LEAN_KEYS, 0.0)
+        for (of, rf, inf), (ol, rl, inl) in zip(full[1:], lean[1:], strict=True):
+            np.testing.assert_array_equal(of, ol)
+            assert rf == rl
+            for key in LEAN_KEYS:
+                assert inl[key] == inf[key], key
+                totals[key] += inf[key]
+        last = lean[-1][2]
+        assert set(last) == set(LEAN_KEYS) | set(EPISODE_KEYS)
+        if len(lean) > 2:
+            assert set(lean[-2][2]) == set(LEAN_KEYS)
+        for key in LEAN_KEYS:
+            assert last[f"episode_{key}"] == totals[key], key
+        # Every token's hidden state is accounted for in the episode totals (flush on).
+        m = EarlyExitUploadEnv(config=config).model
+        assert last["episode_bytes_sent"] == pytest.approx(m.K * m.state_bits / 8)
+
+
+def test_info_level_is_validated() -> None:
+    with pytest.raises(ConfigError, match=r"\.info="):
+        EarlyExitUploadConfig.from_dict({"info": "verbose"})
+    env = gym.make(ENV_ID, info="lean")
+    _, info = env.reset(seed=0)
+    assert info == {}
+
+
+def test_action_mask_is_cached_read_only_and_info_gets_a_copy() -> None:
+    env = EarlyExitUploadEnv()
+    _, info = env.reset(seed=0)
+    mask = env.action_masks()
+    assert mask is env.action_masks() and not mask.flags.writeable
+    with pytest.raises(ValueError):
+        mask[0] = False
+    assert info["action_mask"] is not mask and np.array_equal(info["action_mask"], mask)
