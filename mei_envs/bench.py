@@ -461,8 +461,15 @@ def policy_cost(
                 done = term or trunc
             out["episode_done"] = bool(done)
     except BudgetExceeded:
-        where = f"after {len(act_s)} decisions" if act_s else "before the first decision"
-        out["error"] = f"stopped by the {limit_s:g} s budget {where}"
+        if "build_s" not in out:
+            where = "while building (build > cap)"
+        elif "episode_reset_s" not in out:
+            where = "in the episode reset (reset > cap)"
+        elif not act_s:
+            where = "in the first decision"
+        else:
+            where = f"after {len(act_s)} decisions"
+        out["error"] = f"stopped by the {limit_s:g} s cap {where}"
     except (ValueError, MemoryError, RuntimeError) as exc:
         out["error"] = _err(exc)
     if act_s:
@@ -667,8 +674,12 @@ def _scaling_fits(axis: ScalingAxis, points: list[dict[str, Any]]) -> dict[str, 
         fits[f"{name}.us_per_decision"] = fit(
             lambda p, n=name: p.get(n, {}).get("us_per_decision_median")
         )
-        fits[f"{name}.build_s"] = fit(lambda p, n=name: p.get(n, {}).get("build_s"))
-        fits[f"{name}.episode_reset_s"] = fit(lambda p, n=name: p.get(n, {}).get("episode_reset_s"))
+        # Build and reset are fitted only where they do work (a solve or a search): a
+        # quantity that stays under a millisecond is timer noise and overhead.
+        for key in ("build_s", "episode_reset_s"):
+            values = [p.get(name, {}).get(key) for p in points]
+            if max((v for v in values if v is not None), default=0.0) >= 1e-3:
+                fits[f"{name}.{key}"] = fit(lambda p, n=name, k=key: p.get(n, {}).get(k))
     return {k: v for k, v in fits.items() if v is not None}
 
 
