@@ -1,6 +1,7 @@
-"""``mei-envs`` command line: list, evaluate, profile, train, compare, plot, sweep.
+"""``mei-envs`` command line: list, evaluate, bench, profile, train, compare, plot, sweep.
 
-``list``, ``evaluate`` and ``profile`` need only the core install; ``train``, ``compare``,
+``list``, ``evaluate``, ``bench`` (its ``--ppo`` part needs torch and SB3) and ``profile``
+need only the core install; ``train``, ``compare``,
 ``plot`` and ``sweep`` import the training stack lazily.
 
 Every sub-command's handler is wrapped by :func:`guarded`, the one place that turns errors
@@ -94,6 +95,63 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from mei_envs.bench import PARTS, main_from_args
+
+    parts = [p.strip() for p in (args.parts or ",".join(PARTS)).split(",") if p.strip()]
+    presets = None
+    if args.preset:
+        presets = [p.strip() for p in args.preset.split(",") if p.strip()]
+    flags = [
+        *(["--quick"] if args.quick else []),
+        *[f"--env {e}" for e in args.env or []],
+        f"--out {args.out}",
+        *(["--ppo"] if args.ppo else []),
+        *([f"--parts {args.parts}"] if args.parts else []),
+        *([f"--preset {args.preset}"] if args.preset else []),
+    ]
+    return main_from_args(
+        quick=args.quick,
+        env_ids=args.env,
+        out=args.out,
+        ppo=args.ppo,
+        parts=parts,
+        presets=presets,
+        quiet=args.quiet,
+        command=" ".join(["mei-envs bench", *flags]),
+    )
+
+
+def add_bench_parser(sub: Any) -> argparse.ArgumentParser:
+    """The ``bench`` sub-command's options (also used by ``benchmarks/bench.py``)."""
+    p = sub.add_parser(
+        "bench",
+        help="speed of every env, vector env and policy as ratios to CartPole-v1",
+        description="Benchmark every registered env (default config and each preset) against "
+        "CartPole-v1 in the same process: single-env steps/s, reset cost, native vector env "
+        "at 1/16/256 envs, policies' time per decision and per solve, cost growth with "
+        "scenario size (fitted exponents), and optionally PPO. Writes bench.json and "
+        "bench.md to --out and prints the Markdown.",
+    )
+    p.add_argument("--quick", action="store_true", help="tiny budgets (tests, CI): noisy")
+    p.add_argument(
+        "--env", action="append", metavar="ID", help="only this env (repeatable; default: all)"
+    )
+    p.add_argument("--out", default="bench_results", help="output directory (default: %(default)s)")
+    p.add_argument(
+        "--ppo", action="store_true", help="also PPO env-steps/s vs CartPole (torch + SB3; slow)"
+    )
+    p.add_argument(
+        "--parts",
+        metavar="LIST",
+        help="comma-separated subset of single,vector,policies,scaling (default: all)",
+    )
+    p.add_argument("--preset", metavar="LIST", help="comma-separated presets (default: all)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=guarded("bench", _cmd_bench))
+    return p
+
+
 # Optional dependency -> the pyproject extra that installs it.
 _EXTRA_OF = {
     "torch": "train",
@@ -135,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluation config is an error, not a warning",
     )
     p.set_defaults(func=guarded("evaluate", _cmd_evaluate))
+
+    add_bench_parser(sub)
 
     _add_optional(sub, "mei_envs.cli_profile", "add_profile_parser")
     _add_optional(sub, "mei_envs.agents.cli", "add_train_parser")
