@@ -1,8 +1,9 @@
 """Fit the training-progress model of :mod:`mei_envs.training` to real LoRA fine-tuning curves.
 
-Run (about 10 minutes on 2 CPU cores at the default settings)::
+Run (the 16 LoRA runs go to ``--workers`` processes, 2 by default, one torch thread each;
+the curves are the same floats for any number of workers)::
 
-    OMP_NUM_THREADS=2 nice -n 10 python -m mei_envs.experiments.fit_training_progress \
+    OMP_NUM_THREADS=1 nice -n 10 python -m mei_envs.experiments.fit_training_progress \
         --out mei_envs/data/training_progress.json
 
 What it does, top to bottom (no download: the model is built from a config with random
@@ -69,7 +70,9 @@ class FitArgs:
     n_clients: int = 4
     eval_every: int = 10  # steps (rounds in FedAvg) between held-out evaluations
     eval_batches: int = 4  # held-out batches per evaluation
-    threads: int = 1
+    threads: int = 1  # torch threads per process
+    # processes running the LoRA runs in parallel (same curves for any value; see run())
+    workers: int = 2
     refit: str = ""  # path of an earlier output: refit its raw curves without training
     out: str = "mei_envs/data/training_progress.json"
 
@@ -106,23 +109,49 @@ def sample_text(
 
 
 # ---- torch parts (imported lazily so --help works without torch) --------------------------
-def build_model(args: FitArgs, torch: Any) -> Any:
-    from transformers import GPT2Config, GPT2LMHeadModel
+def architecture(args: FitArgs) -> dict[str, Any]:
+    """The fitted model as a :class:`mei_envs.llm.catalog.Architecture` record: GPT-2's
+    block layout (learned positions, LayerNorm, biased projections, a GELU MLP of width
+    4h, tied embeddings) at the small sizes of ``args``."""
+    return {
+        "name": "fit-gpt2-tiny",
+        "family": "gpt2",
+        "n_layers": args.n_layer,
+        "d_model": args.n_embd,
+        "n_heads": args.n_head,
+        "n_kv_heads": args.n_head,
+        "head_dim": args.n_embd // args.n_head,
+        "d_ff": 4 * args.n_embd,
+        "ffn_type": "mlp",
+        "activation": "gelu_new",
+        "vocab_size": args.vocab,
+        "tied_embeddings": True,
+        "qkv_bias": True,
+        "o_bias": True,
+        "mlp_bias": True,
+        "norm": "layernorm",
+        "pos_embedding": "learned",
+        "max_positions": args.seq_len,
+        "norm_eps": 1e-5,
+        "source": "experiments/fit_training_progress.py (random init, pre-trained here)",
+    }
 
-    cfg = GPT2Config(
-        vocab_size=args.vocab,
-        n_positions=args.seq_len,
-        n_embd=args.n_embd,
-        n_layer=args.n_layer,
-        n_head=args.n_head,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
-    cfg._attn_implementation = "eager"  # explicit attention matmuls (REFERENCE.md s2)
-    return GPT2LMHeadModel(cfg)
+
+def build_model(args: FitArgs, torch: Any) -> Any:
+    """The model with random weights from the global torch seed, eager attention (explicit
+    attention matmuls, REFERENCE.md s2) and no dropout (:func:`mei_envs.llm.profile.hf_config`)."""
+    from transformers.utils import logging as hf_logging
+
+    from mei_envs.llm.profile import build_model as build_hf_model
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # GPT-2's bos/eos id 50256 is outside this vocabulary
+    try:
+        model = build_hf_model(architecture(args), device="cpu")
+    finally:
+        hf_logging.set_verbosity(level)
+    model.config.bos_token_id = model.config.eos_token_id = 0  # no special tokens here
+    return model
 
 
 def lm_loss(model: Any, batch: Any) -> Any:
@@ -154,7 +183,135 @@ def lora_model(base_state: dict, args: FitArgs, rank: int, targets: str, torch: 
     return get_peft_model(model, cfg)
 
 
+def _finetune_central(
+    shared: dict[str, Any], targets: str, rank: int, torch: Any
+) -> dict[str, Any]:
+    """One centralised LoRA run on ``shared["ft_data"]`` (same data order for every run)."""
+    args = shared["args"]
+    torch.manual_seed(args.seed)
+    m = lora_model(shared["base_state"], args, rank, targets, torch)
+    params = [p for p in m.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.ft_lr, weight_decay=0.0)
+    steps, losses = [0], [evaluate(m, shared["eval_set"], torch)]
+    for step, b in enumerate(shared["ft_data"][: args.ft_steps]):
+        loss = lm_loss(m, b)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if (step + 1) % args.eval_every == 0:
+            steps.append(step + 1)
+            losses.append(evaluate(m, shared["eval_set"], torch))
+    tokens_per_step = args.batch * args.seq_len
+    return {
+        "kind": "central",
+        "rank": rank,
+        "targets": targets,
+        "interval": 1,
+        "noniid": 0.0,
+        "clients": 1,
+        "batch_tokens": tokens_per_step,
+        "tokens": [s * tokens_per_step for s in steps],
+        "loss": losses,
+    }
+
+
+def _finetune_fedavg(
+    shared: dict[str, Any], noniid: float, interval: int, client_seeds: list[int], torch: Any
+) -> dict[str, Any]:
+    """FedAvg of LoRA adapters with one local step per round; client k draws its batches
+    from ``default_rng(client_seeds[k])``."""
+    args = shared["args"]
+    fine, eval_set = shared["fine"], shared["eval_set"]
+    all_topics = np.arange(args.n_topics)
+    torch.manual_seed(args.seed)
+    client_models, opts = [], []
+    for _ in range(args.n_clients):
+        m = lora_model(shared["base_state"], args, args.fed_rank, "all_linear", torch)
+        client_models.append(m)
+        params = [p for p in m.parameters() if p.requires_grad]
+        opts.append(torch.optim.AdamW(params, lr=args.ft_lr, weight_decay=0.0))
+    names = [n for n, p in client_models[0].named_parameters() if p.requires_grad]
+    for m in client_models[1:]:
+        m.load_state_dict(client_models[0].state_dict())
+    rngs = [np.random.default_rng(s) for s in client_seeds]
+    steps, losses = [0], [evaluate(client_models[0], eval_set, torch)]
+    avg = client_models[0]
+    for rnd in range(args.fed_rounds):
+        for k, (m, opt) in enumerate(zip(client_models, opts, strict=True)):
+            pool = np.array([k % args.n_topics]) if noniid else all_topics
+            (b,) = _batches(args, fine, pool, 1, rngs[k], torch)
+            loss = lm_loss(m, b)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if (rnd + 1) % interval == 0:
+            with torch.no_grad():
+                states = [dict(m.named_parameters()) for m in client_models]
+                for n in names:
+                    mean = torch.stack([s[n] for s in states]).mean(0)
+                    for s in states:
+                        s[n].copy_(mean)
+        if (rnd + 1) % args.eval_every == 0:
+            # Evaluate the average of the adapters (what an aggregation would give).
+            with torch.no_grad():
+                saved = {n: p.detach().clone() for n, p in avg.named_parameters()}
+                states = [dict(m.named_parameters()) for m in client_models]
+                for n in names:
+                    states[0][n].copy_(torch.stack([s[n] for s in states]).mean(0))
+                val = evaluate(avg, eval_set, torch)
+                for n, p in avg.named_parameters():
+                    p.copy_(saved[n])
+            steps.append(rnd + 1)
+            losses.append(val)
+    tokens_per_step = args.batch * args.seq_len
+    return {
+        "kind": "fedavg",
+        "rank": args.fed_rank,
+        "targets": "all_linear",
+        "interval": interval,
+        "noniid": noniid,
+        "clients": args.n_clients,
+        "batch_tokens": tokens_per_step * args.n_clients,
+        "tokens": [s * tokens_per_step * args.n_clients for s in steps],
+        "loss": losses,
+    }
+
+
+# Worker-process state: the pre-trained weights and the data, sent once per worker.
+_SHARED: dict[str, Any] = {}
+
+
+def _init_worker(shared: dict[str, Any]) -> None:
+    import torch
+
+    torch.set_num_threads(shared["args"].threads)
+    _SHARED.clear()
+    _SHARED.update(shared)
+
+
+def _run_job(job: tuple) -> dict[str, Any]:
+    import torch
+
+    kind, *rest = job
+    fn = _finetune_central if kind == "central" else _finetune_fedavg
+    return fn(_SHARED, *rest, torch)
+
+
+def _batches(
+    args: FitArgs, topics: np.ndarray, topic_pool: np.ndarray, n: int, r: Any, torch: Any
+) -> list:
+    ids = r.choice(topic_pool, size=(n, args.batch))
+    return [torch.from_numpy(sample_text(r, topics, ids[i], args.seq_len)) for i in range(n)]
+
+
 def run(args: FitArgs) -> dict[str, Any]:
+    """Pre-train, then the LoRA runs (central ranks x targets, FedAvg non-IID x intervals).
+
+    The LoRA runs are independent given the pre-trained weights, the data and their seeds
+    (each re-seeds torch and draws its batches from its own generators, seeded here in the
+    order of a sequential run), so ``args.workers`` processes run them in parallel and the
+    curves are the same, to the last digit, as with ``workers=1``.
+    """
     import torch
 
     torch.set_num_threads(args.threads)
@@ -165,8 +322,7 @@ def run(args: FitArgs) -> dict[str, Any]:
     tokens_per_step = args.batch * args.seq_len
 
     def batches(topics: np.ndarray, topic_pool: np.ndarray, n: int, r: np.random.Generator):
-        ids = r.choice(topic_pool, size=(n, args.batch))
-        return [torch.from_numpy(sample_text(r, topics, ids[i], args.seq_len)) for i in range(n)]
+        return _batches(args, topics, topic_pool, n, r, torch)
 
     all_topics = np.arange(args.n_topics)
     data_rng = np.random.default_rng(args.seed + 1)
@@ -190,114 +346,90 @@ def run(args: FitArgs) -> dict[str, Any]:
     print(f"pretrained in {time.time() - t0:.0f}s, base loss {base_eval[0]:.3f}", flush=True)
 
     ft_data = batches(fine, all_topics, max(args.ft_steps, 1), data_rng)
-    curves: list[dict[str, Any]] = []
-
-    # -- centralised LoRA fine-tuning: ranks x targets (same data order for every run)
-    for targets in ("attention", "all_linear"):
-        for rank in args.ranks:
-            torch.manual_seed(args.seed)
-            m = lora_model(base_state, args, rank, targets, torch)
-            params = [p for p in m.parameters() if p.requires_grad]
-            opt = torch.optim.AdamW(params, lr=args.ft_lr, weight_decay=0.0)
-            steps, losses = [0], [evaluate(m, eval_set, torch)]
-            for step, b in enumerate(ft_data[: args.ft_steps]):
-                loss = lm_loss(m, b)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                if (step + 1) % args.eval_every == 0:
-                    steps.append(step + 1)
-                    losses.append(evaluate(m, eval_set, torch))
-            curves.append(
-                {
-                    "kind": "central",
-                    "rank": rank,
-                    "targets": targets,
-                    "interval": 1,
-                    "noniid": 0.0,
-                    "clients": 1,
-                    "batch_tokens": tokens_per_step,
-                    "tokens": [s * tokens_per_step for s in steps],
-                    "loss": losses,
-                }
-            )
-            print(
-                f"{targets:10s} r={rank:3d}: {losses[0]:.3f} -> {losses[-1]:.3f} "
-                f"({time.time() - t0:.0f}s)",
-                flush=True,
-            )
-
-    # -- FedAvg of LoRA adapters with local steps, IID and non-IID clients
+    # -- the LoRA runs: centralised ranks x targets, then FedAvg with local steps (IID and
+    # non-IID clients); the FedAvg clients' seeds are drawn in the sequential run's order
+    jobs: list[tuple] = [
+        ("central", targets, rank) for targets in ("attention", "all_linear") for rank in args.ranks
+    ]
     for noniid in (0.0, 1.0):
         client_rngs = [np.random.default_rng(args.seed + 100 + k) for k in range(args.n_clients)]
         for interval in args.fed_intervals:
-            torch.manual_seed(args.seed)
-            client_models, opts = [], []
-            for _ in range(args.n_clients):
-                m = lora_model(base_state, args, args.fed_rank, "all_linear", torch)
-                client_models.append(m)
-                params = [p for p in m.parameters() if p.requires_grad]
-                opts.append(torch.optim.AdamW(params, lr=args.ft_lr, weight_decay=0.0))
-            names = [n for n, p in client_models[0].named_parameters() if p.requires_grad]
-            for m in client_models[1:]:
-                m.load_state_dict(client_models[0].state_dict())
-            rngs = [np.random.default_rng(r.integers(1 << 31)) for r in client_rngs]
-            steps, losses = [0], [evaluate(client_models[0], eval_set, torch)]
-            avg = client_models[0]
-            for rnd in range(args.fed_rounds):
-                for k, (m, opt) in enumerate(zip(client_models, opts, strict=True)):
-                    pool = np.array([k % args.n_topics]) if noniid else all_topics
-                    (b,) = batches(fine, pool, 1, rngs[k])
-                    loss = lm_loss(m, b)
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                if (rnd + 1) % interval == 0:
-                    with torch.no_grad():
-                        states = [dict(m.named_parameters()) for m in client_models]
-                        for n in names:
-                            mean = torch.stack([s[n] for s in states]).mean(0)
-                            for s in states:
-                                s[n].copy_(mean)
-                if (rnd + 1) % args.eval_every == 0:
-                    # Evaluate the average of the adapters (what an aggregation would give).
-                    with torch.no_grad():
-                        saved = {n: p.detach().clone() for n, p in avg.named_parameters()}
-                        states = [dict(m.named_parameters()) for m in client_models]
-                        for n in names:
-                            states[0][n].copy_(torch.stack([s[n] for s in states]).mean(0))
-                        val = evaluate(avg, eval_set, torch)
-                        for n, p in avg.named_parameters():
-                            p.copy_(saved[n])
-                    steps.append(rnd + 1)
-                    losses.append(val)
-            curves.append(
-                {
-                    "kind": "fedavg",
-                    "rank": args.fed_rank,
-                    "targets": "all_linear",
-                    "interval": interval,
-                    "noniid": noniid,
-                    "clients": args.n_clients,
-                    "batch_tokens": tokens_per_step * args.n_clients,
-                    "tokens": [s * tokens_per_step * args.n_clients for s in steps],
-                    "loss": losses,
-                }
+            jobs.append(
+                ("fedavg", noniid, interval, [int(r.integers(1 << 31)) for r in client_rngs])
+            )
+    shared = {
+        "args": args,
+        "base_state": base_state,
+        "ft_data": ft_data[: args.ft_steps],
+        "eval_set": eval_set,
+        "fine": fine,
+    }
+    if args.workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, not fork: a forked child of a process that ran torch can hang in OpenMP.
+        from mei_envs.experiments import fit_training_progress as this
+
+        pool = ProcessPoolExecutor(
+            max_workers=min(args.workers, len(jobs)),
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=this._init_worker,
+            initargs=(shared,),
+        )
+        results = pool.map(this._run_job, jobs)
+    else:
+        pool = None
+        _init_worker(shared)
+        results = map(_run_job, jobs)
+    curves: list[dict[str, Any]] = []
+    try:
+        for c in results:
+            curves.append(c)
+            what = (
+                f"{c['targets']:10s} r={c['rank']:3d}"
+                if c["kind"] == "central"
+                else f"fedavg noniid={c['noniid']:.0f} I={c['interval']:3d}"
             )
             print(
-                f"fedavg noniid={noniid:.0f} I={interval:3d}: {losses[0]:.3f} -> "
-                f"{losses[-1]:.3f} ({time.time() - t0:.0f}s)",
+                f"{what}: {c['loss'][0]:.3f} -> {c['loss'][-1]:.3f} ({time.time() - t0:.0f}s)",
                 flush=True,
             )
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return {"curves": curves, "train_seconds": time.time() - t0, "tokens_per_step": tokens_per_step}
 
 
 # ---- fit --------------------------------------------------------------------------------
+def predict(p: Any, curve: dict[str, Any]) -> np.ndarray:
+    """The model's loss (:func:`mei_envs.training.loss_curve` with parameters ``p``) at the
+    token counts of one raw curve, under that curve's rank, targets, batch and FedAvg
+    setting."""
+    from mei_envs.training import loss_curve
+
+    return loss_curve(
+        p,
+        np.asarray(curve["tokens"], float),
+        curve["rank"],
+        curve["targets"],
+        batch_tokens=curve["batch_tokens"],
+        interval=curve["interval"],
+        noniid=curve["noniid"],
+        device_share=1.0,
+    )
+
+
+def curve_residuals(p: Any, curves: list[dict[str, Any]]) -> np.ndarray:
+    """Predicted minus measured loss over every point of ``curves``, concatenated [nats]."""
+    return np.concatenate([predict(p, c) - np.asarray(c["loss"]) for c in curves])
+
+
 def fit(curves: list[dict[str, Any]]) -> dict[str, Any]:
     """Least-squares fit of :func:`mei_envs.training.loss_curve` to every curve at once."""
     from scipy.optimize import least_squares
 
-    from mei_envs.training import TrainingProgressParams, loss_curve
+    from mei_envs.training import TrainingProgressParams
 
     l0 = float(np.mean([c["loss"][0] for c in curves]))
     tok_scale = float(np.median([c["tokens"][-1] for c in curves if c["kind"] == "central"]))
@@ -323,21 +455,7 @@ def fit(curves: list[dict[str, Any]]) -> dict[str, Any]:
         )
 
     def residuals(theta: np.ndarray) -> np.ndarray:
-        p = params(theta)
-        res = []
-        for c in curves:
-            pred = loss_curve(
-                p,
-                np.asarray(c["tokens"], float),
-                c["rank"],
-                c["targets"],
-                batch_tokens=c["batch_tokens"],
-                interval=c["interval"],
-                noniid=c["noniid"],
-                device_share=1.0,
-            )
-            res.append(pred - np.asarray(c["loss"]))
-        return np.concatenate(res)
+        return curve_residuals(params(theta), curves)
 
     lo_loss = min(min(c["loss"]) for c in curves)
     cls_lb = [0.0, 0.0, 0.0, -10.0, -3.0]
@@ -357,20 +475,7 @@ def fit(curves: list[dict[str, Any]]) -> dict[str, Any]:
         if sol is None or cand.cost < sol.cost:
             sol = cand
     p = params(sol.x)
-    per_curve = []
-    for c in curves:
-        pred = loss_curve(
-            p,
-            np.asarray(c["tokens"], float),
-            c["rank"],
-            c["targets"],
-            batch_tokens=c["batch_tokens"],
-            interval=c["interval"],
-            noniid=c["noniid"],
-            device_share=1.0,
-        )
-        err = np.abs(pred - np.asarray(c["loss"]))
-        per_curve.append(float(err.max()))
+    per_curve = [float(np.abs(predict(p, c) - np.asarray(c["loss"])).max()) for c in curves]
     r = sol.fun
     return {
         "params": dataclasses.asdict(p),
