@@ -1,0 +1,47 @@
+"""The rollout oracle on tiny instances: with the whole episode as horizon it is at least as
+good as each of its base policies (rollout's cost-improvement property) and never better than
+the exact offline optimum."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mei_envs.baselines.edge_llm_cache import solve_offline
+from mei_envs.baselines.registry import list_policies, make_policy
+from tests.test_edge_llm_cache_oracles import ENV_ID, _env
+
+
+def _play(env, requests, name: str, **params) -> float:
+    pol = make_policy(ENV_ID, name, env, **params)
+    obs, info = env.reset(seed=0, options={"requests": requests})
+    pol.reset(obs, info)
+    total, done = 0.0, False
+    while not done:
+        obs, r, done, _, info = env.step(pol.act(obs, info))
+        total += r
+    return total
+
+
+@pytest.mark.parametrize("reward", ["hits", "bytes"])
+def test_full_horizon_rollout_improves_on_its_bases_and_is_bounded_by_opt(tmp_path, reward):
+    rng = np.random.default_rng(2024 if reward == "hits" else 7)
+    strictly_better = 0
+    for _ in range(40):
+        env, requests = _env(tmp_path, rng, unit=False, reward=reward)
+        ro = _play(env, requests, "rollout", horizon=None)
+        bases = [_play(env, requests, b) for b in ("belady", "belady_shared")]
+        env.reset(seed=0, options={"requests": requests})
+        opt, _ = solve_offline(env)
+        assert ro >= max(bases) - 1e-9, (ro, bases)
+        assert ro <= opt + 1e-9, (ro, opt)
+        strictly_better += ro > max(bases) + 1e-9
+    assert strictly_better >= 1  # the lookahead finds something the bases miss
+
+
+def test_rollout_is_registered_and_checks_its_parameters(tmp_path):
+    assert "rollout" in {s.name for s in list_policies(ENV_ID)[ENV_ID]}
+    env, _ = _env(tmp_path, np.random.default_rng(0), unit=False)
+    for bad, match in (({"horizon": 0}, "horizon=0"), ({"bases": ["lru"]}, "bases=")):
+        with pytest.raises(ValueError, match=match):
+            make_policy(ENV_ID, "rollout", env, **bad)
