@@ -79,7 +79,7 @@ class BenchSettings:
     ppo_repeats: int = 3
 
 
-FULL = BenchSettings(block_s=0.05, repeats=5)
+FULL = BenchSettings(block_s=0.1, repeats=5)
 QUICK = BenchSettings(
     block_s=0.003,
     repeats=3,
@@ -245,10 +245,11 @@ def record_single(
     block_s: float,
     max_steps: int = 200_000,
     max_s: float | None = None,
+    min_steps: int = 1,
 ) -> Recording:
     """Legal actions from ``reset(seed)`` on (later episodes by ``reset()``) until at least
-    ``block_s`` seconds have passed and an episode has ended; or ``max_steps`` steps, or
-    ``max_s`` seconds (default 20 blocks) mid-episode."""
+    ``block_s`` seconds have passed, at least ``min_steps`` were taken and an episode has
+    ended; or ``max_steps`` steps, or ``max_s`` seconds (default 20 blocks) mid-episode."""
     sampler = LegalSampler(env, seed)
     max_s = 20 * block_s if max_s is None else max_s
     env.reset(seed=seed)
@@ -263,11 +264,26 @@ def record_single(
         if term or trunc:
             ends += 1
             env.reset()
-            if elapsed >= block_s:
+            if elapsed >= block_s and len(actions) >= min_steps:
                 break
         elif elapsed >= max_s:
             break
     return Recording(actions, ends, time.perf_counter() - t0)
+
+
+def calibrated_recording(
+    env: gym.Env, seed: int, block_s: float, max_s: float | None = None
+) -> Recording:
+    """A recording whose *replay* lasts about ``block_s`` (recording is slower: it samples
+    the actions). A block much shorter than the scheduler's time slice would time the
+    machine's other processes, not the env."""
+    rec = record_single(env, seed, block_s, max_s=max_s)
+    t = replay_single(env, seed, rec)
+    if t < block_s:
+        need = int(len(rec.actions) * block_s / max(t, 1e-9)) + 1
+        long_s = max(40 * block_s, 5.0, max_s or 0.0)
+        rec = record_single(env, seed, 0.0, min_steps=need, max_s=long_s)
+    return rec
 
 
 def replay_single(env: gym.Env, seed: int, rec: Recording) -> float:
@@ -290,8 +306,19 @@ def replay_single(env: gym.Env, seed: int, rec: Recording) -> float:
     return dt
 
 
+def calibrated_vector_recording(env: Any, seed: int, block_s: float) -> Recording:
+    """:func:`record_vector` sized so that its replay lasts about ``block_s``."""
+    rec = record_vector(env, seed, block_s)
+    t = replay_vector(env, seed, rec)
+    if t < block_s:
+        need = int(len(rec.actions) * block_s / max(t, 1e-9)) + 1
+        rec = record_vector(env, seed, 0.0, min_steps=need)
+    return rec
+
+
 def record_vector(env: Any, seed: int, block_s: float, min_steps: int = 8) -> Recording:
-    """Legal batched actions of a vector env from ``reset(seed)`` for about ``block_s`` s."""
+    """Legal batched actions of a vector env from ``reset(seed)`` for about ``block_s`` s
+    (and at least ``min_steps`` steps)."""
     sampler = LegalSampler(env, seed, vector=True)
     env.reset(seed=seed)
     actions: list[Any] = []
@@ -338,8 +365,8 @@ def single_env_speed(
     """Steps/s through ``gym.make`` (and reset cost) against CartPole-v1, interleaved."""
     env = gym.make(env_id, **kwargs)
     ref = gym.make(REFERENCE_ID)
-    rec = record_single(env, RECORD_SEED, settings.block_s)
-    rec_ref = record_single(ref, RECORD_SEED, settings.block_s)
+    rec = calibrated_recording(env, RECORD_SEED, settings.block_s)
+    rec_ref = calibrated_recording(ref, RECORD_SEED, settings.block_s)
     env_sps, ref_sps = _paired(
         lambda: len(rec.actions) / replay_single(env, RECORD_SEED, rec),
         lambda: len(rec_ref.actions) / replay_single(ref, RECORD_SEED, rec_ref),
@@ -400,8 +427,8 @@ def vector_env_speed(
     mode = "vector_entry_point"
     env = gym.make_vec(env_id, num_envs=n, vectorization_mode=mode, **kwargs)
     ref = gym.make_vec(REFERENCE_ID, num_envs=n, vectorization_mode=mode)
-    rec = record_vector(env, RECORD_SEED, settings.block_s)
-    rec_ref = record_vector(ref, RECORD_SEED, settings.block_s)
+    rec = calibrated_vector_recording(env, RECORD_SEED, settings.block_s)
+    rec_ref = calibrated_vector_recording(ref, RECORD_SEED, settings.block_s)
     env_sps, ref_sps = _paired(
         lambda: n * len(rec.actions) / replay_vector(env, RECORD_SEED, rec),
         lambda: n * len(rec_ref.actions) / replay_vector(ref, RECORD_SEED, rec_ref),
@@ -635,7 +662,7 @@ def scaling_point(axis: ScalingAxis, size: int, settings: BenchSettings) -> dict
     if axis.step:
         # The recording (same steps) is the warm-up; it runs whole episodes when it can, so
         # the per-unit cost includes resets.
-        rec = record_single(
+        rec = calibrated_recording(
             env, RECORD_SEED, settings.scaling_block_s, max_s=settings.scaling_max_record_s
         )
         secs = [replay_single(env, RECORD_SEED, rec) for _ in range(settings.scaling_repeats)]
