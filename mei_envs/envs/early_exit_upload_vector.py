@@ -154,7 +154,11 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         self._timer[idx] = self._timer0
         self._acc[idx] = 0.0
         self._episode[idx] = 0.0
-        self._advance(idx, None)
+        # Sub-envs whose first token does not exit start with forced tokens (backlog 0 is
+        # below the limit, so an exited first token is a decision).
+        forced_start = idx[~self._exits[idx, 0]]
+        if forced_start.size:
+            self._advance(forced_start, None)
         self._pending[idx] = self._k[idx] == K
         obs = self._step_obs  # within an autoreset: the step's observation, reset rows redone
         self._step_obs = None
