@@ -196,12 +196,12 @@ def train(args: TrainArgs) -> Path:
     """
     if not args.resume:  # fail on a mismatched action space before reading any YAML
         _check_args(args)
-        resolve_vec_env(args.env_id, args.vec_env)  # "native" without a vector env: say so now
-        probe = make_env(args.env_id, args.env_config)
+        probe = make_env(args.env_id, args.env_config)  # an unknown id or config: named here
         try:
             check_algo_for_env(args.algo, probe)
         finally:
             probe.close()
+        resolve_vec_env(args.env_id, args.vec_env)  # "native" without a vector env: say so now
     run_dir, args, hp = _prepare_run_dir(args)
     th.set_num_threads(args.torch_threads)
     if args.device == "cpu":
