@@ -268,6 +268,12 @@ def solve_offline(
             total = pending_reward
         else:
             total = pending_reward + value_from(root)
+    except RecursionError:
+        raise ValueError(
+            f"offline_opt: the search is deeper than Python's recursion limit "
+            f"({len(inner.requests)} requests in the episode); use a tiny instance (few models, "
+            "a short request sequence)"
+        ) from None
     finally:
         inner.restore(root)
     return total, best

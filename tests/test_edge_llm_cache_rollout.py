@@ -45,3 +45,13 @@ def test_rollout_is_registered_and_checks_its_parameters(tmp_path):
     for bad, match in (({"horizon": 0}, "horizon=0"), ({"bases": ["lru"]}, "bases=")):
         with pytest.raises(ValueError, match=match):
             make_policy(ENV_ID, "rollout", env, **bad)
+
+
+def test_offline_opt_on_a_full_episode_is_a_clear_error():
+    import gymnasium as gym
+
+    env = gym.make(ENV_ID)
+    pol = make_policy(ENV_ID, "offline_opt", env)
+    obs, info = env.reset(seed=0)
+    with pytest.raises(ValueError, match="offline_opt: .*tiny instance"):
+        pol.reset(obs, info)
