@@ -109,32 +109,26 @@ def sample_text(
 
 
 # ---- torch parts (imported lazily so --help works without torch) --------------------------
-def architecture(args: FitArgs) -> dict[str, Any]:
-    """The fitted model as a :class:`mei_envs.llm.catalog.Architecture` record: GPT-2's
-    block layout (learned positions, LayerNorm, biased projections, a GELU MLP of width
-    4h, tied embeddings) at the small sizes of ``args``."""
-    return {
-        "name": "fit-gpt2-tiny",
-        "family": "gpt2",
-        "n_layers": args.n_layer,
-        "d_model": args.n_embd,
-        "n_heads": args.n_head,
-        "n_kv_heads": args.n_head,
-        "head_dim": args.n_embd // args.n_head,
-        "d_ff": 4 * args.n_embd,
-        "ffn_type": "mlp",
-        "activation": "gelu_new",
-        "vocab_size": args.vocab,
-        "tied_embeddings": True,
-        "qkv_bias": True,
-        "o_bias": True,
-        "mlp_bias": True,
-        "norm": "layernorm",
-        "pos_embedding": "learned",
-        "max_positions": args.seq_len,
-        "norm_eps": 1e-5,
-        "source": "experiments/fit_training_progress.py (random init, pre-trained here)",
-    }
+def architecture(args: FitArgs) -> Any:
+    """The fitted model: the catalog's GPT-2 (learned positions, LayerNorm, biased
+    projections, a tanh-GELU MLP of width 4h, tied embeddings) at the small sizes of
+    ``args`` (a :class:`mei_envs.llm.catalog.Architecture`)."""
+    from mei_envs.llm.catalog import get_architecture
+
+    return dataclasses.replace(
+        get_architecture("gpt2"),
+        name="fit-gpt2-tiny",
+        n_layers=args.n_layer,
+        d_model=args.n_embd,
+        n_heads=args.n_head,
+        n_kv_heads=args.n_head,
+        head_dim=args.n_embd // args.n_head,
+        d_ff=4 * args.n_embd,
+        vocab_size=args.vocab,
+        max_positions=args.seq_len,
+        published_params=None,
+        source="experiments/fit_training_progress.py (random init, pre-trained here)",
+    )
 
 
 def build_model(args: FitArgs, torch: Any) -> Any:

@@ -163,8 +163,15 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.get("baselines") is not None:  # a subset, e.g. [fixed_equal, myopic_oracle]
         keep = {*cfg["baselines"], "fixed_equal", "myopic_oracle"}  # the table needs both
         names = [n for n in names if n in keep]
+    # Baselines are deterministic: a run on the same env config and held-out episodes may
+    # reuse another run's numbers (``baselines_from: <out_dir>/summary.json``).
+    reused = json.loads(Path(cfg["baselines_from"]).read_text()) if "baselines_from" in cfg else {}
     results: dict[str, Any] = {}
     for name, policy in [*((n, n) for n in names), *agents.items()]:
+        if name in reused and name in names:
+            results[name] = reused[name]
+            print(f"{name:18s} from {cfg['baselines_from']}", flush=True)
+            continue
         results[name] = run_policy(env_config, policy, cfg["eval_episodes"], cfg["eval_seed"])
         r = results[name]
         print(
