@@ -16,7 +16,8 @@ so ``gymnasium.make_vec(id, num_envs=n, vectorization_mode="vector_entry_point")
   ``SyncVectorEnv(..., autoreset_mode=SAME_STEP)`` over the single envs.
 - **Infos** are dicts of arrays with ``_key`` masks (Gymnasium's vector convention).
 
-A subclass implements ``_reset_envs(mask, options)`` (draw new episodes for the sub-envs in
+A subclass sets ``single_env_class``, builds its batched state in ``_setup(single_env)``, and
+implements ``_reset_envs(mask, options)`` (draw new episodes for the sub-envs in
 ``mask`` from ``self.rngs[i]``, exactly as the single env's ``reset`` draws them) and the
 batched ``step``, calling ``_autoreset`` at its end.
 """
@@ -24,7 +25,7 @@ batched ``step``, calling ``_autoreset`` at its end.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -56,16 +57,29 @@ def seed_list(seed: int | Sequence[int | None] | None, num_envs: int) -> list[in
 class MeiVectorEnv(VectorEnv):
     """Base class of the native vector envs (see the module docstring for the contract).
 
-    ``single_env`` is one instance of the single env built from the same config; the vector
-    env takes its spaces, config and domain model from it and never steps it.
+    ``XVectorEnv(num_envs, config=None, render_mode=None, **kwargs)`` takes the single env's
+    arguments: it builds one ``single_env_class`` instance from them (``self.single_env``),
+    takes its spaces, config and domain model, never steps it, and calls ``_setup``.
     """
 
     metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
 
-    def __init__(self, single_env: gym.Env, num_envs: int, render_mode: str | None = None):
+    #: The single env this vector env batches: ``single_env_class(config, render_mode,
+    #: **kwargs)`` validates the config and builds the spaces and the domain model once.
+    single_env_class: ClassVar[type[gym.Env]]
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        config: Any = None,
+        render_mode: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         if render_mode is not None:
             raise ValueError(f"render_mode={render_mode!r}: this env has no render modes")
-        self.num_envs = check_num_envs(num_envs)
+        num_envs = check_num_envs(num_envs)
+        single_env = self.single_env_class(config, render_mode, **kwargs)
+        self.num_envs = num_envs
         self.single_env = single_env
         self.config = getattr(single_env, "config", None)
         self.single_observation_space = single_env.observation_space
@@ -77,6 +91,10 @@ class MeiVectorEnv(VectorEnv):
         self.render_mode = None
         self.rngs: list[np.random.Generator] = []
         self._started = False
+        self._setup(single_env)
+
+    def _setup(self, single_env: gym.Env) -> None:
+        """Build the batched state from the single env (spaces, config are set)."""
 
     # ---- seeding and reset -------------------------------------------------------------
     def _seed(self, seed: int | Sequence[int | None] | None) -> None:

@@ -120,8 +120,9 @@ class ToyWalk(gym.Env):
 class ToyWalkVector(MeiVectorEnv):
     """ToyWalk for all sub-envs at once (noise drawn per sub-env from ``rngs[i]``)."""
 
-    def __init__(self, num_envs: int = 1, config: dict | None = None, render_mode=None) -> None:
-        super().__init__(ToyWalk(config), num_envs, render_mode)
+    single_env_class = ToyWalk
+
+    def _setup(self, single: ToyWalk) -> None:
         self.strict = self.single_env.strict
         n = self.num_envs
         self.pos = np.zeros(n, np.int64)

@@ -16,7 +16,7 @@ from mei_envs.vector import MeiVectorEnv, check_num_envs, seed_list
 class Walk(gym.Env):
     """A random walk that ends at |x| >= 3: draws one step at reset and one per step."""
 
-    def __init__(self) -> None:
+    def __init__(self, config=None, render_mode=None) -> None:
         self.observation_space = spaces.Box(-10.0, 10.0, (1,), np.float64)
         self.action_space = spaces.Discrete(2)
 
@@ -32,8 +32,9 @@ class Walk(gym.Env):
 
 
 class WalkVector(MeiVectorEnv):
-    def __init__(self, num_envs: int = 1) -> None:
-        super().__init__(Walk(), num_envs)
+    single_env_class = Walk
+
+    def _setup(self, single: Walk) -> None:
         self.x = np.zeros(self.num_envs)
 
     def _reset_envs(self, mask, options=None):

@@ -12,16 +12,15 @@ import bisect
 import dataclasses
 import math
 import os
-from collections.abc import Mapping
 from typing import Any, ClassVar, NamedTuple
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
 from mei_envs import hardware, radio, wireless
 from mei_envs.checks import check_discrete_action
 from mei_envs.config import ConfigError
+from mei_envs.envs.base import MeiEnv
 from mei_envs.llm import catalog, costs
 
 CHANNEL_MODES = wireless.CHANNEL_MODES
@@ -513,7 +512,7 @@ class EarlyExitUploadModel:
         return int(n) if n.ndim == 0 else n
 
 
-class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
+class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
     """
     ## Description
 
@@ -678,14 +677,8 @@ class EarlyExitUploadEnv(gym.Env[np.ndarray, np.int64]):
         },
     }
 
-    def __init__(
-        self,
-        config: EarlyExitUploadConfig | Mapping[str, Any] | None = None,
-        render_mode: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        cfg = EarlyExitUploadConfig.for_env(config, render_mode, **kwargs)
-        self.config = cfg
+    def _setup(self) -> None:
+        cfg = self.config
         self.model = m = EarlyExitUploadModel(cfg)
         H = cfg.snr_history
         self._H = H

@@ -25,7 +25,6 @@ token-by-token loop, so rewards and infos are bit-identical to it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -33,7 +32,6 @@ import numpy as np
 from mei_envs.envs.early_exit_upload import (
     EPISODE_KEYS,
     LEAN_KEYS,
-    EarlyExitUploadConfig,
     EarlyExitUploadEnv,
 )
 from mei_envs.vector import MeiVectorEnv
@@ -69,15 +67,9 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
     ``action_masks()`` returns the ``(num_envs, n_actions)`` legal actions (all True).
     """
 
-    def __init__(
-        self,
-        num_envs: int = 1,
-        config: EarlyExitUploadConfig | Mapping[str, Any] | None = None,
-        render_mode: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        single = EarlyExitUploadEnv(config, render_mode, **kwargs)
-        super().__init__(single, num_envs, render_mode)
+    single_env_class = EarlyExitUploadEnv
+
+    def _setup(self, single: EarlyExitUploadEnv) -> None:
         m = self.model = single.model
         cfg = self.config
         n, K, H = self.num_envs, m.K, cfg.snr_history

@@ -16,13 +16,13 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
 from mei_envs import cache
 from mei_envs.checks import check_discrete_action
 from mei_envs.config import ConfigError, EnvConfig
+from mei_envs.envs.base import MeiEnv
 from mei_envs.llm import catalog as llm_catalog
 from mei_envs.llm import costs
 
@@ -277,7 +277,7 @@ def _load_trace(path: str, stamp: tuple[int, int], names: tuple[str, ...]) -> np
     return cache.load_trace(path, names)
 
 
-class EdgeLLMCacheEnv(gym.Env[np.ndarray, int]):
+class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
     """Replace LLMs in an edge server's cache, where models share parameter blocks.
 
     ## Description
@@ -411,14 +411,8 @@ class EdgeLLMCacheEnv(gym.Env[np.ndarray, int]):
         },
     }
 
-    def __init__(
-        self,
-        config: EdgeLLMCacheConfig | Mapping[str, Any] | None = None,
-        render_mode: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        cfg = EdgeLLMCacheConfig.for_env(config, render_mode, **kwargs)
-        self.config = cfg
+    def _setup(self) -> None:
+        cfg = self.config
         shared = cfg.build_catalog()
         self.catalog = shared if cfg.sharing else shared.without_sharing()
         cat = self.catalog

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -41,7 +40,6 @@ from mei_envs.envs.edge_llm_cache import (
     LEAN_LAST_KEYS,
     LEAN_SUM_KEYS,
     N_GLOBAL_FEATURES,
-    EdgeLLMCacheConfig,
     EdgeLLMCacheEnv,
     _time_tables,
 )
@@ -68,15 +66,9 @@ def _python_pow_table(T: int, decay: tuple[float, ...]) -> np.ndarray | None:
 class EdgeLLMCacheVectorEnv(MeiVectorEnv):
     """``num_envs`` EdgeLLMCache-v0 caches stepped together (see the module docstring)."""
 
-    def __init__(
-        self,
-        num_envs: int = 1,
-        config: EdgeLLMCacheConfig | Mapping[str, Any] | None = None,
-        render_mode: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        single = EdgeLLMCacheEnv(config, **kwargs)
-        super().__init__(single, num_envs, render_mode)
+    single_env_class = EdgeLLMCacheEnv
+
+    def _setup(self, single: EdgeLLMCacheEnv) -> None:
         cfg, cat = single.config, single.catalog
         n, M, B = self.num_envs, single.n_models, cat.n_blocks
         S = len(single.stats.decay)

@@ -15,12 +15,12 @@ import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
 from mei_envs import hardware, radio, wireless
 from mei_envs.config import ConfigError
+from mei_envs.envs.base import MeiEnv
 from mei_envs.llm import catalog, costs
 from mei_envs.split_fed import (
     FLOAT_OPS,
@@ -241,7 +241,7 @@ def _channel_slot_s(cfg: SplitFedAllocConfig) -> float:
     return _J0_FIRST_ZERO / (2.0 * np.pi * f_d)
 
 
-class SplitFedAllocEnv(gym.Env[np.ndarray, np.ndarray]):
+class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
     """
     ## Description
 
@@ -365,14 +365,8 @@ class SplitFedAllocEnv(gym.Env[np.ndarray, np.ndarray]):
         },
     }
 
-    def __init__(
-        self,
-        config: SplitFedAllocConfig | Mapping[str, Any] | None = None,
-        render_mode: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        cfg = SplitFedAllocConfig.for_env(config, render_mode, **kwargs)
-        self.config = cfg
+    def _setup(self) -> None:
+        cfg = self.config
         m = SplitFedModel(cfg)
         self.model = m
         N, K = cfg.n_devices, m.K

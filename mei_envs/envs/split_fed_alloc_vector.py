@@ -28,7 +28,6 @@ reports them). ``action_masks()`` gives the ``(num_envs, n_actions)`` masks in d
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -36,7 +35,6 @@ import numpy as np
 from mei_envs import wireless
 from mei_envs.envs.split_fed_alloc import (
     ALLOCATION_RULES,
-    SplitFedAllocConfig,
     SplitFedAllocEnv,
     book_round,
 )
@@ -73,15 +71,9 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
         config, render_mode, **kwargs: as :class:`SplitFedAllocEnv` (presets, fields).
     """
 
-    def __init__(
-        self,
-        num_envs: int = 1,
-        config: SplitFedAllocConfig | Mapping[str, Any] | None = None,
-        render_mode: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        single = SplitFedAllocEnv(config, **kwargs)
-        super().__init__(single, num_envs, render_mode)
+    single_env_class = SplitFedAllocEnv
+
+    def _setup(self, single: SplitFedAllocEnv) -> None:
         cfg, m = single.config, single.model
         self.model = m
         B, N = self.num_envs, cfg.n_devices
