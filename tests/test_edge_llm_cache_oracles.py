@@ -41,8 +41,8 @@ def _env(tmp_path, rng: np.random.Generator, *, unit: bool, reward: str = "hits"
     return env, requests
 
 
-def _return(env: EdgeLLMCacheEnv, name: str, requests: list[int]) -> float:
-    pol = make_policy(ENV_ID, name, env)
+def _return(env: EdgeLLMCacheEnv, name: str, requests: list[int], **params) -> float:
+    pol = make_policy(ENV_ID, name, env, **params)
     obs, info = env.reset(seed=0, options={"requests": requests})
     pol.reset(obs, info)
     total, done = 0.0, False

@@ -9,18 +9,7 @@ import pytest
 
 from mei_envs.baselines.edge_llm_cache import solve_offline
 from mei_envs.baselines.registry import list_policies, make_policy
-from tests.test_edge_llm_cache_oracles import ENV_ID, _env
-
-
-def _play(env, requests, name: str, **params) -> float:
-    pol = make_policy(ENV_ID, name, env, **params)
-    obs, info = env.reset(seed=0, options={"requests": requests})
-    pol.reset(obs, info)
-    total, done = 0.0, False
-    while not done:
-        obs, r, done, _, info = env.step(pol.act(obs, info))
-        total += r
-    return total
+from tests.test_edge_llm_cache_oracles import ENV_ID, _env, _return
 
 
 @pytest.mark.parametrize("reward", ["hits", "bytes"])
@@ -29,8 +18,8 @@ def test_full_horizon_rollout_improves_on_its_bases_and_is_bounded_by_opt(tmp_pa
     strictly_better = 0
     for _ in range(40):
         env, requests = _env(tmp_path, rng, unit=False, reward=reward)
-        ro = _play(env, requests, "rollout", horizon=None)
-        bases = [_play(env, requests, b) for b in ("belady", "belady_shared")]
+        ro = _return(env, requests=requests, name="rollout", horizon=None)
+        bases = [_return(env, b, requests) for b in ("belady", "belady_shared")]
         env.reset(seed=0, options={"requests": requests})
         opt, _ = solve_offline(env)
         assert ro >= max(bases) - 1e-9, (ro, bases)
