@@ -1,7 +1,7 @@
 """Issue 12 speed measurements of SplitFedAlloc-v0 (a script, not a test; ratios to CartPole-v1
 measured in the same process, medians of interleaved repeats).
 
-    python benchmarks/split_fed_speed.py single [repeats]   # gym.make step/s ratio, reset us, per preset
+    python benchmarks/split_fed_speed.py single [repeats]  # gym.make step/s ratio, reset us
     python benchmarks/split_fed_speed.py vector [repeats]   # native vector env at 1/16/256 envs
     python benchmarks/split_fed_speed.py scale [repeats]    # cost vs n_devices 2/10/50/200
     python benchmarks/split_fed_speed.py oracle             # myopic_oracle time per decision

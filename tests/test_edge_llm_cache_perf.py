@@ -14,6 +14,7 @@ from mei_envs.envs.edge_llm_cache import (
     LEAN_SUM_KEYS,
     EdgeLLMCacheEnv,
 )
+from tests.vector_checks import step_both
 
 ENV_ID = "mei_envs/EdgeLLMCache-v0"
 
@@ -142,13 +143,8 @@ def test_vector_env_equals_sync_vector_env(config, seed, tables, monkeypatch) ->
             acts = np.array([_legal(rng, m) for m in masks])
         else:
             acts = rng.integers(0, masks.shape[1], size=n)
-        o1, r1, t1, u1, i1 = vec.step(acts)
-        o2, r2, t2, u2, i2 = ref.step(acts)
         where = f"step {step}"
-        np.testing.assert_array_equal(o1, o2, err_msg=where)
-        np.testing.assert_array_equal(r1, r2, err_msg=where)
-        np.testing.assert_array_equal(t1, t2, err_msg=where)
-        np.testing.assert_array_equal(u1, u2, err_msg=where)
+        o1, r1, t1, u1, i1, i2 = step_both(vec, ref, acts, where)
         _assert_infos_equal(i1, i2, where)
         if t1.any():
             ends += int(t1.sum())

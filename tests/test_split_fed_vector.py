@@ -12,6 +12,7 @@ from mei_envs import training
 from mei_envs.envs.split_fed_alloc import SplitFedAllocEnv
 from mei_envs.envs.split_fed_alloc_vector import BLOCK_ROUNDS, SplitFedAllocVectorEnv
 from mei_envs.split_fed import SplitFedModel, pairwise_sum
+from tests.vector_checks import step_both
 
 ENV_ID = "mei_envs/SplitFedAlloc-v0"
 LEAN_KEYS = tuple(SplitFedAllocEnv.metadata["info_metrics"])
@@ -79,13 +80,8 @@ def test_vector_env_matches_sync_vector_env(config: dict, seed: int, steps: int)
             want_masks = np.stack([e.unwrapped.action_masks() for e in ref.envs])
             np.testing.assert_array_equal(vec.action_masks(), want_masks)
         a = _actions(vec, rng)
-        obs, rew, term, trunc, info = vec.step(a)
-        obs_r, rew_r, term_r, trunc_r, info_r = ref.step(a)
         where = f"step {t}"
-        np.testing.assert_array_equal(obs, obs_r, err_msg=where)
-        np.testing.assert_array_equal(rew, rew_r, err_msg=where)
-        np.testing.assert_array_equal(term, term_r, err_msg=where)
-        np.testing.assert_array_equal(trunc, trunc_r, err_msg=where)
+        obs, rew, term, trunc, info, info_r = step_both(vec, ref, a, where)
         _check_infos(info, info_r, LEAN_KEYS + EPISODE_KEYS, where)
         done = term | trunc
         assert ("_final_obs" in info) == done.any()
