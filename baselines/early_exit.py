@@ -118,19 +118,25 @@ def solve_dp(
         if policy.min() < 0 or policy.max() >= A:
             raise ValueError(f"policy: actions must be in [0, {A - 1}]")
 
+    w_cache: dict[tuple[int, int], np.ndarray] = {}
+
     def continuation(k: int, e: int, b_next: np.ndarray, r_next: np.ndarray) -> np.ndarray:
         if k == K - 1:
             if not cfg.flush_at_end:
                 return np.zeros(shape)
             return lam_e * model.flush_energy(b_next, rate_c, r_next) * np.ones(shape)
-        # W[c, b', r'] = sum_e' Pe[e, e'] sum_c' Pc[c, c'] V[k+1, e', b', c', r']
-        w = np.einsum("f,cd,fbdr->cbr", Pe[e], Pc, value[k + 1])
+        # W[c, b', r'] = sum_e' Pe[e, e'] sum_c' Pc[c, c'] V[k+1, e', b', c', r'], once per
+        # (token, exit state): every action's continuation at that token reads the same W.
+        w = w_cache.get((k, e))
+        if w is None:
+            w = w_cache[k, e] = np.einsum("f,cd,fbdr->cbr", Pe[e], Pc, value[k + 1])
         bb = np.broadcast_to(np.minimum(b_next, B), shape)  # b' > B is masked by the caller
         rr = np.broadcast_to(r_next, shape)
         cc = np.broadcast_to(ch, shape)
         return w[cc, bb, rr]
 
     for k in range(K - 1, -1, -1):
+        w_cache.clear()  # only token k's continuations are needed from here on
         # Not exited: the backlog and the token's own state are uploaded.
         n = b + 1
         lat, en, *_ = model.token_cost(k, b, n, rate_c, r, 0)
