@@ -100,7 +100,7 @@ class MetricsMonitor(Monitor):
 
 
 def _action_masks(env: gym.Env) -> np.ndarray:
-    return np.asarray(env.unwrapped.action_masks(), dtype=bool)
+    return np.array(env.unwrapped.action_masks(), dtype=bool)  # a writable copy for torch
 
 
 def env_info_metrics(env: gym.Env) -> dict[str, str]:

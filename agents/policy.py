@@ -60,9 +60,9 @@ class AgentPolicy:
     def _masks(self, info: dict[str, Any]) -> np.ndarray:
         base = self.env.unwrapped
         if callable(getattr(base, "action_masks", None)):
-            return np.asarray(base.action_masks(), dtype=bool)
+            return np.array(base.action_masks(), dtype=bool)  # writable copy (torch)
         if "action_mask" in info:
-            return np.asarray(info["action_mask"], dtype=bool)
+            return np.array(info["action_mask"], dtype=bool)
         raise ValueError(
             f"maskable agent: env {type(base).__name__} has no action_masks() and info has no "
             "'action_mask'"

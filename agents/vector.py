@@ -273,7 +273,7 @@ class VectorEnvAdapter(VecEnv):
     ) -> list[Any]:
         idx = self._get_indices(indices)
         if method_name == "action_masks" and hasattr(self.venv, "action_masks"):
-            masks = np.asarray(self.venv.action_masks(*method_args, **method_kwargs), dtype=bool)
+            masks = np.array(self.venv.action_masks(*method_args, **method_kwargs), dtype=bool)
             if masks.shape[:1] != (self.num_envs,):
                 raise ValueError(
                     f"{type(self.venv).__name__}.action_masks() returned shape {masks.shape}; "
