@@ -157,28 +157,6 @@ def resolve_vec_env(env_id: str, vec_env: str) -> str:
     return vec_env
 
 
-def make_native_vec_env(
-    env_id: str,
-    n_envs: int,
-    *,
-    env_config: Mapping[str, Any] | None = None,
-    monitor_dir: Path | None = None,
-    info_metrics: Mapping[str, str] | None = None,
-    append_monitor: bool = False,
-) -> VectorEnvAdapter:
-    """The env's native vector version with ``n_envs`` sub-envs, as an SB3 ``VecEnv``."""
-    kwargs = {"config": dict(env_config)} if env_config else {}
-    venv = gym.make_vec(env_id, num_envs=n_envs, vectorization_mode="vector_entry_point", **kwargs)
-    return VectorEnvAdapter(
-        venv,
-        monitor=True,
-        info_metrics=dict(info_metrics or {}),
-        monitor_dir=monitor_dir,
-        append_monitor=append_monitor,
-        env_id=env_id,
-    )
-
-
 def make_vec_env(
     env_id: str,
     n_envs: int,
@@ -198,21 +176,26 @@ def make_vec_env(
     ``action_masks()``) or ``"auto"`` (native where registered, else dummy).
     """
     vec_env = resolve_vec_env(env_id, vec_env)
+    cfg, metrics = dict(env_config or {}), dict(info_metrics or {})
     if vec_env == "native":
-        return make_native_vec_env(
-            env_id,
-            n_envs,
-            env_config=env_config,
+        kwargs = {"config": cfg} if cfg else {}
+        venv = gym.make_vec(
+            env_id, num_envs=n_envs, vectorization_mode="vector_entry_point", **kwargs
+        )
+        return VectorEnvAdapter(
+            venv,
+            monitor=True,
+            info_metrics=metrics,
             monitor_dir=monitor_dir,
-            info_metrics=info_metrics,
             append_monitor=append_monitor,
+            env_id=env_id,
         )
     fns = [
         _env_factory(
             env_id,
-            dict(env_config or {}),
+            cfg,
             None if monitor_dir is None else str(monitor_dir / str(i)),
-            dict(info_metrics or {}),
+            metrics,
             masked,
             append_monitor,
         )

@@ -606,7 +606,7 @@ def scaling_axes(tmpdir: Path) -> list[ScalingAxis]:
         "mei_envs/EdgeLLMCache-v0",
         "mei_envs/SplitFedAlloc-v0",
     )
-    return [
+    cache_axes = [
         ScalingAxis(
             cache_id,
             "catalog models",
@@ -623,29 +623,24 @@ def scaling_axes(tmpdir: Path) -> list[ScalingAxis]:
             ("offline_opt",),
             step=False,
         ),
-        ScalingAxis(
-            sf, "devices", (2, 10, 50, 200), lambda n: {"n_devices": n}, ("myopic_oracle",)
-        ),
-        ScalingAxis(
-            ee, "tokens", (16, 64, 256, 1024), lambda n: {"tokens": n}, ("dp_oracle",), "tokens"
-        ),
-        ScalingAxis(
-            ee,
-            "backlog limit",
-            (4, 16, 64, 256),
-            lambda n: {"backlog_limit": n},
-            ("dp_oracle",),
-            step=False,
-        ),
-        ScalingAxis(
-            ee,
-            "FSMC states",
-            (2, 8, 32, 64),
-            lambda n: {"fsmc_states": n},
-            ("dp_oracle",),
-            step=False,
-        ),
     ]
+    # Axes whose size is the value of one config field:
+    # (env, field, what the size counts, sizes, oracle, per-unit field, step timed)
+    field_axes = [
+        (sf, "n_devices", "devices", (2, 10, 50, 200), "myopic_oracle", None, True),
+        (ee, "tokens", "tokens", (16, 64, 256, 1024), "dp_oracle", "tokens", True),
+        (ee, "backlog_limit", "backlog limit", (4, 16, 64, 256), "dp_oracle", None, False),
+        (ee, "fsmc_states", "FSMC states", (2, 8, 32, 64), "dp_oracle", None, False),
+    ]
+    return cache_axes + [
+        ScalingAxis(env_id, name, sizes, _field_config(field), (oracle,), per_unit, step)
+        for env_id, field, name, sizes, oracle, per_unit, step in field_axes
+    ]
+
+
+def _field_config(field: str) -> Callable[[int], dict[str, Any]]:
+    """The config of a size on an axis whose size is the value of config field ``field``."""
+    return lambda n: {field: n}
 
 
 def scaling_point(axis: ScalingAxis, size: int, settings: BenchSettings) -> dict[str, Any]:

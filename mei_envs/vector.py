@@ -19,7 +19,8 @@ so ``gymnasium.make_vec(id, num_envs=n, vectorization_mode="vector_entry_point")
 A subclass sets ``single_env_class``, builds its batched state in ``_setup(single_env)``, and
 implements ``_reset_envs(mask, options)`` (draw new episodes for the sub-envs in
 ``mask`` from ``self.rngs[i]``, exactly as the single env's ``reset`` draws them) and the
-batched ``step``, calling ``_autoreset`` at its end.
+batched ``_step(actions)`` (validate, step, call ``_autoreset`` at its end), which the base's
+``step`` calls once ``reset`` has been called.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ import numpy as np
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
+
+#: What a vector env's ``step`` returns: observations, rewards, terminated, truncated, infos.
+VectorStep = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]
 
 
 def check_num_envs(num_envs: Any) -> int:
@@ -126,6 +130,17 @@ class MeiVectorEnv(VectorEnv):
     def _check_started(self) -> None:
         if not self._started:
             raise RuntimeError(f"{type(self).__name__}.step called before reset()")
+
+    # ---- step --------------------------------------------------------------------------
+    def step(self, actions: Any) -> VectorStep:
+        """Step every sub-env (``_step``); a RuntimeError before the first ``reset``."""
+        self._check_started()
+        return self._step(actions)
+
+    def _step(self, actions: Any) -> VectorStep:
+        """The batched step: validate ``actions`` (a ValueError naming them, state unchanged),
+        advance every sub-env and end with ``_autoreset``."""
+        raise NotImplementedError
 
     # ---- SAME_STEP autoreset -----------------------------------------------------------
     def _autoreset(

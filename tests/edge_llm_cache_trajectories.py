@@ -1,6 +1,7 @@
 """Record or check pinned EdgeLLMCache-v0 trajectories (observations, rewards, every info key).
 
-Recorded (run as a script, once) before the speed-ups of issue 12 and replayed by
+Recorded (run as a script, ``python -m tests.edge_llm_cache_trajectories``, once) before the
+speed-ups of issue 12 and replayed by
 ``tests/test_edge_llm_cache_pinned.py``: every rewrite of the env must keep them bit-identical.
 Each case plays two episodes (the second from ``reset()`` without a seed, so the generator's
 state carries over) with actions drawn from a seeded generator: legal ones (uniform over
@@ -18,6 +19,7 @@ import numpy as np
 
 import mei_envs  # noqa: F401  (registers the ids)
 from mei_envs.envs.edge_llm_cache import EdgeLLMCacheEnv
+from tests.trajectory_pins import record
 
 PINNED_FILE = Path(__file__).resolve().parent / "data" / "edge_llm_cache_pinned.npz"
 
@@ -109,17 +111,6 @@ def rollout(config: dict[str, Any], seed: int, legal_only: bool) -> dict[str, np
     }
 
 
-def all_rollouts() -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
-    for name, config, seeds, legal in CASES:
-        for seed in seeds:
-            for key, arr in rollout(config, seed, legal).items():
-                out[f"{name}/{seed}/{key}"] = arr
-    return out
-
-
 if __name__ == "__main__":
-    PINNED_FILE.parent.mkdir(parents=True, exist_ok=True)
-    data = all_rollouts()
-    np.savez_compressed(PINNED_FILE, **data)
+    data = record(CASES, rollout, PINNED_FILE)
     print(json.dumps({k: list(v.shape) for k, v in data.items() if k.endswith("/act")}))

@@ -2,7 +2,8 @@
 
 The refactors of the architecture issue must not move any trajectory. This module records
 rollouts of several configs and seeds to ``tests/data/early_exit_pinned.npz`` (run it as a
-script, once, before a refactor) and ``tests/test_pinned_trajectories.py`` replays them.
+script, ``python -m tests.pinned_trajectories``, once, before a refactor) and
+``tests/test_pinned_trajectories.py`` replays them.
 
 The file was recorded on EarlyExitUpload-v0. v1 changed the defaults (TR 38.901 path loss
 at the carrier, airtime-preserving FSMC rates, 250 m), so the cases replay on v1 with v0's
@@ -22,6 +23,7 @@ import numpy as np
 
 import mei_envs  # noqa: F401  (registers the ids)
 from mei_envs.envs.early_exit_upload import ACCOUNT_KEYS
+from tests.trajectory_pins import record
 
 PINNED_FILE = Path(__file__).resolve().parent / "data" / "early_exit_pinned.npz"
 ENV_ID = "mei_envs/EarlyExitUpload-v1"
@@ -82,17 +84,6 @@ def rollout(config: dict[str, Any], seed: int) -> dict[str, np.ndarray]:
     }
 
 
-def all_rollouts() -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
-    for name, config, seeds in CASES:
-        for seed in seeds:
-            for key, arr in rollout(config, seed).items():
-                out[f"{name}/{seed}/{key}"] = arr
-    return out
-
-
 if __name__ == "__main__":
-    PINNED_FILE.parent.mkdir(parents=True, exist_ok=True)
-    data = all_rollouts()
-    np.savez_compressed(PINNED_FILE, **data)
+    data = record(CASES, rollout, PINNED_FILE)
     print(json.dumps({k: list(v.shape) for k, v in data.items()}, indent=None)[:500])

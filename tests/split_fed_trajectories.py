@@ -7,6 +7,7 @@ to ``tests/data/split_fed_pinned.npz``; ``tests/test_split_fed_pinned.py`` repla
 Actions are legal random actions from a generator seeded from the case's seed (masked cut
 choices in discrete mode). Each rollout runs a fixed number of steps through ``gym.make``,
 resetting (without a new seed) when an episode ends, so episode boundaries are crossed.
+Record with ``python -m tests.split_fed_trajectories``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import gymnasium as gym
 import numpy as np
 
 import mei_envs  # noqa: F401  (registers the ids)
+from tests.trajectory_pins import record
 
 PINNED_FILE = Path(__file__).resolve().parent / "data" / "split_fed_pinned.npz"
 ENV_ID = "mei_envs/SplitFedAlloc-v0"
@@ -105,28 +107,9 @@ def rollout(config: dict[str, Any], seed: int, steps: int = STEPS) -> dict[str, 
     }
 
 
-def assert_unchanged(name: str, config: dict[str, Any], seed: int) -> None:
-    """Replay one pinned case and compare every recorded array exactly."""
-    pinned = np.load(PINNED_FILE)
-    got = rollout(config, seed)
-    for key in ("obs", "rew", "done", "info_len", "info_keys", "info"):
-        want = pinned[f"{name}/{seed}/{key}"]
-        assert got[key].shape == want.shape, (name, seed, key)
-        np.testing.assert_array_equal(got[key], want, err_msg=f"{name}/{seed}/{key}")
-
-
-def record(path: Path = PINNED_FILE) -> None:
-    out = {}
-    for name, config, seeds in CASES:
-        for seed in seeds:
-            got = rollout(config, seed)
-            for key, val in got.items():
-                out[f"{name}/{seed}/{key}"] = val
-            print(f"{name}/{seed}: {got['rew'].size} steps, {int(got['done'].any(1).sum())} ends")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, **out)
-    print(f"wrote {path}")
-
-
 if __name__ == "__main__":
-    record()
+    data = record(CASES, rollout, PINNED_FILE)
+    for key, done in data.items():
+        if key.endswith("/done"):
+            print(f"{key[:-5]}: {len(done)} steps, {int(done.any(1).sum())} ends")
+    print(f"wrote {PINNED_FILE}")

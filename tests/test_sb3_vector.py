@@ -149,8 +149,7 @@ class ToyWalkVector(MeiVectorEnv):
         ones = np.ones(self.num_envs, bool)
         return np.stack([self.pos > 0, ones, self.pos < ToyWalk.L], axis=1)
 
-    def step(self, actions: Any):
-        self._check_started()
+    def _step(self, actions: Any):
         a = np.asarray(actions, dtype=np.int64)
         legal = self.action_masks()[np.arange(self.num_envs), a]
         if not legal.all():

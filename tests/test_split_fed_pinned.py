@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.split_fed_trajectories import CASES, assert_unchanged
+from tests.split_fed_trajectories import CASES, PINNED_FILE, rollout
+from tests.trajectory_pins import assert_unchanged, case_params
 
 
-@pytest.mark.parametrize(
-    ("name", "config", "seed"),
-    [(name, config, seed) for name, config, seeds in CASES for seed in seeds],
-    ids=lambda v: v if isinstance(v, str) else None,
-)
-def test_trajectory_unchanged(name, config, seed):
-    assert_unchanged(name, config, seed)
+@pytest.mark.parametrize(("name", "config", "seed", "extra"), case_params(CASES))
+def test_trajectory_unchanged(name, config, seed, extra):
+    assert_unchanged(PINNED_FILE, name, seed, rollout(config, seed, *extra))

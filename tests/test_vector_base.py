@@ -42,8 +42,7 @@ class WalkVector(MeiVectorEnv):
             self.x[i] = float(self.rngs[i].integers(-1, 2))
         return self.x[:, None].copy(), {"start": self.x.copy(), "_start": mask.copy()}
 
-    def step(self, actions):
-        self._check_started()
+    def _step(self, actions):
         noise = np.array([float(r.integers(-1, 2)) for r in self.rngs])
         self.x = self.x + (2 * np.asarray(actions) - 1) + noise
         term = np.abs(self.x) >= 3

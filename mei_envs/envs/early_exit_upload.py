@@ -677,8 +677,7 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
         },
     }
 
-    def _setup(self) -> None:
-        cfg = self.config
+    def _setup(self, cfg: EarlyExitUploadConfig) -> None:
         self.model = m = EarlyExitUploadModel(cfg)
         H = cfg.snr_history
         self._H = H
@@ -713,10 +712,7 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
         self._final_pending = False
 
     # ---- Gymnasium API -----------------------------------------------------------------
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        super().reset(seed=seed)
+    def _reset(self, options: dict[str, Any] | None) -> tuple[np.ndarray, dict[str, Any]]:
         m = self.model
         if options:
             self._ep = m.sample_episode(self.np_random, **self._check_options(options))

@@ -160,10 +160,9 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         return obs, {}
 
     # ---- step --------------------------------------------------------------------------
-    def step(
+    def _step(
         self, actions: Any
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        self._check_started()
         a = np.asarray(actions)
         n_actions = self.single_action_space.n
         if a.shape != (self.num_envs,) or a.dtype.kind not in "iu":

@@ -411,8 +411,7 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         },
     }
 
-    def _setup(self) -> None:
-        cfg = self.config
+    def _setup(self, cfg: EdgeLLMCacheConfig) -> None:
         shared = cfg.build_catalog()
         self.catalog = shared if cfg.sharing else shared.without_sharing()
         cat = self.catalog
@@ -466,10 +465,7 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         self._final_pending = False
 
     # ---- Gymnasium API -----------------------------------------------------------------
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        super().reset(seed=seed)
+    def _reset(self, options: dict[str, Any] | None) -> tuple[np.ndarray, dict[str, Any]]:
         requests = self._draw_requests(options)
         self._requests = requests
         self._req_list = requests.tolist()

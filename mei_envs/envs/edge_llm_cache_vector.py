@@ -284,10 +284,9 @@ class EdgeLLMCacheVectorEnv(MeiVectorEnv):
         return self._obs(), infos
 
     # ---- step --------------------------------------------------------------------------
-    def step(
+    def _step(
         self, actions: Any
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        self._check_started()
         n, M = self.num_envs, self.n_models
         acts = np.asarray(actions)
         if acts.shape != (n,) or not np.issubdtype(acts.dtype, np.integer):

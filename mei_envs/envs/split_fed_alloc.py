@@ -365,8 +365,7 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         },
     }
 
-    def _setup(self) -> None:
-        cfg = self.config
+    def _setup(self, cfg: SplitFedAllocConfig) -> None:
         m = SplitFedModel(cfg)
         self.model = m
         N, K = cfg.n_devices, m.K
@@ -428,10 +427,7 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         self._span = m.initial_loss - m.target_loss
 
     # ---- Gymnasium API -----------------------------------------------------------------
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        super().reset(seed=seed)
+    def _reset(self, options: dict[str, Any] | None) -> tuple[np.ndarray, dict[str, Any]]:
         if options:
             raise ValueError(f"reset options {sorted(options)}: this env takes none")
         cfg, m, rng = self.config, self.model, self.np_random

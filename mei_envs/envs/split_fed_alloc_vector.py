@@ -228,10 +228,9 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
         return out, {}
 
     # ---- step ----------------------------------------------------------------------------
-    def step(
+    def _step(
         self, actions: Any
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        self._check_started()
         cfg, m = self.config, self.model
         cut_pos, rank_k, rule, shares = self._decode(actions)
         epoch = (self._round % m.interval == 0) | self._sl
