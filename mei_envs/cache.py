@@ -140,6 +140,13 @@ class Catalog:
         self.block_users = users
         self.shared_fraction = (self.member_bytes @ (users > 1)) / self.model_bytes
         self.model_blocks = [np.flatnonzero(row) for row in mem]
+        # Sparse views for the incremental cache state: blocks of each model and models of
+        # each block as Python lists, sizes as Python floats.
+        self.blocks_of = [b.tolist() for b in self.model_blocks]
+        self.users_of = [np.flatnonzero(col).tolist() for col in mem.T]
+        self.block_bytes_list = self.block_bytes.tolist()
+        self.block_sets = [frozenset(b) for b in self.blocks_of]
+        self.exact_sums = exact_sums(self.block_bytes)
 
     @property
     def sharing(self) -> bool:
@@ -182,6 +189,23 @@ class Catalog:
             }
             for m, n in enumerate(self.names)
         ]
+
+
+def exact_sums(sizes: np.ndarray) -> bool:
+    """Whether every sum of a subset of ``sizes`` is exact in float64: all sizes are
+    multiples of one power of two ``2**-k`` and their total is below ``2**53 * 2**-k``.
+
+    Then sums and differences of sizes come out the same in any order (a generated
+    catalog's sizes are parameter counts times 4, 2, 1, 1/2, 9/16 or 17/16 bytes), so the
+    cache state can be updated block by block and still give the bits of a full product."""
+    k = 0
+    for v in sizes.tolist():
+        den = v.as_integer_ratio()[1]  # a power of two
+        k = max(k, den.bit_length() - 1)
+    if k > 64:
+        return False
+    total = sum(int(v * 2**k) for v in sizes.tolist())  # exact: v * 2**k is an integer
+    return total < 2**53
 
 
 def _group_name(raw: list[str]) -> str:
@@ -458,6 +482,16 @@ class CacheState:
     for the request being decided (they stay until it is admitted or bypassed; a bypass then
     drops held blocks no cached model uses). Outside a decision every held block has a
     cached user, and ``used_bytes`` = bytes of the held blocks <= ``capacity``.
+
+    The state is updated block by block: an admission or eviction touches the blocks of the
+    models it changes and one row of missing-block counts and bytes per block it toggles, so
+    its cost does not grow with the catalog's square. The results are those of the full
+    products of :func:`held_quantities` and :func:`freed_bytes` bit for bit when the
+    catalog's sizes add exactly (:func:`exact_sums`, every generated catalog); otherwise the
+    byte quantities are recomputed by those products after each change.
+
+    ``missing`` and ``cached`` are written in place; ``version`` grows on every change.
+    ``held`` and ``refcount`` are fresh arrays on each read.
     """
 
     def __init__(self, catalog: Catalog, capacity_bytes: float) -> None:
@@ -465,43 +499,54 @@ class CacheState:
             raise ValueError(f"capacity_bytes={capacity_bytes!r}: must be finite and > 0")
         self.catalog = catalog
         self.capacity = float(capacity_bytes)
+        # Rows of (missing-block count, missing bytes) that toggling each block changes.
+        self._rows = catalog.count_and_bytes_t.reshape(catalog.n_blocks, 2, catalog.n_models)
+        self.version = 0
         self.clear()
 
     def clear(self) -> None:
         c = self.catalog
-        self.held = np.zeros(c.n_blocks, dtype=bool)
-        self.cached = np.zeros(c.n_models, dtype=bool)
-        self.refcount = np.zeros(c.n_blocks)  # small integers, kept as float64 for BLAS
-        self.missing = c.model_bytes.copy()  # (M,) bytes each model misses now
+        B, M = c.n_blocks, c.n_models
+        self._held = [False] * B
+        self._ref = [0] * B  # cached models using each block
+        self._owner = [0] * B  # the sum of their ids: the one user's id when _ref is 1
+        self._orphans: set[int] = set()  # held blocks no cached model uses (pinned ones)
+        # Row 0: blocks each model misses; row 1: its missing bytes.
+        self._cb = np.vstack([c.membership.sum(axis=1).astype(np.float64), c.model_bytes])
+        self.missing = self._cb[1]  # (M,) bytes each model misses now (a view)
+        self.cached = np.zeros(M, dtype=bool)
+        # Bytes of each cached model's blocks no other cached model uses (0 if not cached).
+        self._solo = np.zeros(M)
         self.used_bytes = 0.0
-        self._absent = np.ones(c.n_blocks)  # scratch: 1.0 where a block is not held
-        self._scratch = np.zeros(c.n_blocks)
+        self.version += 1
 
     def copy(self) -> CacheState:
         new = CacheState.__new__(CacheState)
-        new.catalog = self.catalog
-        new.capacity = self.capacity
-        new.held = self.held.copy()
+        new.__dict__.update(self.__dict__)
+        new._held, new._ref, new._owner = list(self._held), list(self._ref), list(self._owner)
+        new._orphans = set(self._orphans)
+        new._cb = self._cb.copy()
+        new.missing = new._cb[1]
         new.cached = self.cached.copy()
-        new.refcount = self.refcount.copy()
-        new.missing = self.missing.copy()
-        new.used_bytes = self.used_bytes
-        new._absent = self._absent.copy()
-        new._scratch = np.zeros(self.catalog.n_blocks)
+        new._solo = self._solo.copy()
         return new
 
-    def _refresh(self) -> np.ndarray:
-        """Recompute cached models, reference counts and used bytes; return newly cached.
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Pickle copies views as separate arrays: make them views again.
+        self.__dict__.update(state)
+        c = self.catalog
+        self._rows = c.count_and_bytes_t.reshape(c.n_blocks, 2, c.n_models)
+        self.missing = self._cb[1]
 
-        ``cached``, ``missing`` and ``refcount`` are replaced by new arrays (never written in
-        place), so a reader can tell from their identity whether the cache changed.
-        """
-        cached, self.missing, self.refcount, self.used_bytes = held_quantities(
-            self.catalog, self.held, self._absent
-        )
-        new = cached > self.cached  # cached now and not before
-        self.cached = cached
-        return new
+    @property
+    def held(self) -> np.ndarray:
+        """``(B,)`` bool: which blocks are held (a new array)."""
+        return np.array(self._held, dtype=bool)
+
+    @property
+    def refcount(self) -> np.ndarray:
+        """``(B,)`` cached models using each block, as float64 (a new array)."""
+        return np.array(self._ref, dtype=np.float64)
 
     # ---- queries ---------------------------------------------------------------------
     @property
@@ -517,11 +562,19 @@ class CacheState:
         return self.missing.copy()
 
     def freed_bytes(self, pinned: int | None = None) -> np.ndarray:
-        """``(M,)`` bytes evicting each model frees now (0 for models not cached).
-
-        Blocks of model ``pinned`` (the request being decided) are never freed.
-        """
-        return freed_bytes(self.catalog, self.cached, self.refcount, pinned, self._scratch)
+        """``(M,)`` bytes evicting each model frees now (0 for models not cached; a new
+        array). Blocks of model ``pinned`` (the request being decided) are never freed."""
+        c = self.catalog
+        if not c.exact_sums:
+            return freed_bytes(c, self.cached, self.refcount, pinned)
+        freed = self._solo.copy()
+        if pinned is not None and pinned >= 0:
+            ref, owner, bb = self._ref, self._owner, c.block_bytes_list
+            for b in c.blocks_of[pinned]:
+                if ref[b] == 1:  # its one cached user keeps it for the request
+                    o = owner[b]
+                    freed[o] -= bb[b]
+        return freed
 
     def fits(self, model: int) -> bool:
         """Whether ``model``'s missing blocks fit in the free space now."""
@@ -529,47 +582,127 @@ class CacheState:
 
     # ---- changes ---------------------------------------------------------------------
     def admit(self, model: int) -> np.ndarray:
-        """Hold all of ``model``'s blocks (caller checked :meth:`fits`); return newly
-        cached models (the model and any other whose blocks are now all held)."""
-        self.held |= self.catalog.membership[model]
-        return self._refresh()
+        """Hold all of ``model``'s blocks (caller checked :meth:`fits`); return a bool
+        ``(M,)`` mask of the newly cached models (the model and any other whose blocks are
+        now all held)."""
+        new = np.zeros(self.catalog.n_models, dtype=bool)
+        new[self.admit_ids(model)] = True
+        return new
+
+    def admit_ids(self, model: int) -> list[int]:
+        """:meth:`admit`, returning the newly cached models' ids."""
+        c = self.catalog
+        held, bb = self._held, c.block_bytes_list
+        toggled = [b for b in c.blocks_of[model] if not held[b]]
+        if not toggled:
+            return []
+        used = self.used_bytes
+        for b in toggled:
+            held[b] = True
+            used += bb[b]
+        self.used_bytes = used
+        cb = self._cb
+        if len(toggled) == 1:
+            cb -= self._rows[toggled[0]]
+        else:
+            cb -= self._rows[toggled].sum(axis=0)
+        cached = self.cached
+        new = np.flatnonzero((cb[0] == 0.0) > cached).tolist()
+        ref, owner, solo, orphans = self._ref, self._owner, self._solo, self._orphans
+        for u in new:
+            cached[u] = True
+            for b in c.blocks_of[u]:
+                r = ref[b]
+                if r == 0:
+                    solo[u] += bb[b]
+                    orphans.discard(b)
+                elif r == 1:
+                    solo[owner[b]] -= bb[b]  # no longer its own
+                ref[b] = r + 1
+                owner[b] += u
+        self._changed()
+        return new
 
     def evict(self, model: int, pinned: int | None = None) -> float:
         """Drop ``model``'s blocks no other cached model uses (keeping ``pinned``'s blocks);
         return the bytes freed."""
-        drop = eviction_drop(self.catalog, self.refcount, model, pinned)
+        c = self.catalog
+        keep = c.block_sets[pinned] if pinned is not None and pinned >= 0 else ()
+        ref = self._ref
+        drop = [b for b in c.blocks_of[model] if ref[b] == 1 and b not in keep]
+        if not drop:
+            return 0.0
         before = self.used_bytes
-        # A cached model's blocks are all held, so dropping is toggling them off.
-        self.held ^= drop
-        self._refresh()
+        owners = {self._owner[b] for b in drop}
+        self._drop(drop)
+        cached, owner, solo, bb = self.cached, self._owner, self._solo, c.block_bytes_list
+        held, orphans = self._held, self._orphans
+        for o in sorted(owners):
+            cached[o] = False
+            solo[o] = 0.0
+            for b in c.blocks_of[o]:
+                r = ref[b] - 1
+                ref[b] = r
+                owner[b] -= o
+                if r == 1:
+                    solo[owner[b]] += bb[b]  # its one remaining user's own now
+                elif r == 0 and held[b]:
+                    orphans.add(b)  # pinned for the request
+        self._changed()
         return before - self.used_bytes
 
     def drop_orphans(self) -> float:
         """Free held blocks no cached model uses (after a bypass); return bytes freed."""
-        orphan = self.refcount == 0
-        orphan &= self.held
-        if not orphan.any():
+        if not self._orphans:
             return 0.0
         before = self.used_bytes
-        self.held ^= orphan
-        self._refresh()
+        self._drop(sorted(self._orphans))
+        self._orphans.clear()
+        self._changed()
         return before - self.used_bytes
+
+    def _drop(self, blocks: list[int]) -> None:
+        held, bb = self._held, self.catalog.block_bytes_list
+        used = self.used_bytes
+        for b in blocks:
+            held[b] = False
+            used -= bb[b]
+        self.used_bytes = used
+        if len(blocks) == 1:
+            self._cb += self._rows[blocks[0]]
+        else:
+            self._cb += self._rows[blocks].sum(axis=0)
+
+    def _changed(self) -> None:
+        self.version += 1
+        if not self.catalog.exact_sums:
+            # Sizes that do not add exactly: the byte quantities from the full products.
+            _, missing, _, self.used_bytes = held_quantities(self.catalog, self.held)
+            self.missing[:] = missing
 
     def check(self) -> None:
         """Raise ValueError if an invariant is broken (the property tests call it)."""
         c = self.catalog
-        used = float(c.block_bytes @ self.held)
+        held = self.held
+        used = float(c.block_bytes @ held)
         if not math.isclose(used, self.used_bytes, rel_tol=1e-9, abs_tol=1e-6):
             raise ValueError(f"used_bytes={self.used_bytes} != bytes of held blocks {used}")
         if used > self.capacity * (1 + 1e-9):
             raise ValueError(f"used_bytes={used} exceeds capacity={self.capacity}")
-        cached = (c.member_f @ ~self.held) == 0
+        cached = (c.member_f @ ~held) == 0
         if not np.array_equal(cached, self.cached):
             raise ValueError("cached models disagree with the held blocks")
-        if not np.array_equal(self.refcount, cached.astype(np.int64) @ c.membership):
+        refcount = cached.astype(np.int64) @ c.membership
+        if not np.array_equal(self.refcount, refcount):
             raise ValueError("reference counts disagree with the cached models")
-        if not np.allclose(self.missing, c.member_bytes @ ~self.held, rtol=1e-12, atol=1e-6):
+        if not np.allclose(self.missing, c.member_bytes @ ~held, rtol=1e-12, atol=1e-6):
             raise ValueError("missing bytes disagree with the held blocks")
+        if self._orphans != set(np.flatnonzero(held & (refcount == 0)).tolist()):
+            raise ValueError("the orphan set disagrees with the held blocks")
+        if c.exact_sums:
+            want = freed_bytes(c, cached, refcount.astype(np.float64))
+            if not np.array_equal(self.freed_bytes(), want):
+                raise ValueError("freed bytes disagree with the reference counts")
 
 
 # ---- requests --------------------------------------------------------------------------------
@@ -684,11 +817,16 @@ class RequestStats:
     when asked).
     """
 
-    def __init__(self, n_models: int, half_lives: Sequence[float]) -> None:
+    def __init__(self, n_models: int, half_lives: Sequence[float], *, pad_rows: int = 0) -> None:
         self.n_models = int(n_models)
         self.decay = [0.5 ** (1.0 / float(h)) for h in half_lives]
         self._one_minus = [1.0 - d for d in self.decay]
         self._decay_arr = np.asarray(self.decay)[:, None]
+        # The averages are rows pad_rows.. of one array whose first pad_rows rows are 1.0, so
+        # a caller can scale [1, ..., 1, averages] by one product (the env's observation).
+        self.pad_rows = int(pad_rows)
+        self._padded = np.ones((self.pad_rows + len(self.decay), self.n_models))
+        self._ema = self._padded[self.pad_rows :]
         self.clear()
 
     def clear(self) -> None:
@@ -696,16 +834,21 @@ class RequestStats:
         # Row 0: last request index; row 1: index at which the model became cached.
         self.marks = np.full((2, M), -1, dtype=np.int64)
         self.count = np.zeros(M, dtype=np.int64)
-        self._ema = np.zeros((len(self.decay), M))
+        self._ema[:] = 0.0
         self._ema_t = np.zeros(M, dtype=np.int64)
 
     def copy(self) -> RequestStats:
         new = RequestStats.__new__(RequestStats)
-        new.n_models, new.decay, new._decay_arr = self.n_models, self.decay, self._decay_arr
-        new._one_minus = self._one_minus
-        for k in ("marks", "count", "_ema", "_ema_t"):
+        new.__dict__.update(self.__dict__)
+        for k in ("marks", "count", "_padded", "_ema_t"):
             setattr(new, k, getattr(self, k).copy())
+        new._ema = new._padded[new.pad_rows :]
         return new
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Pickle copies views as separate arrays: make the averages a view again.
+        self.__dict__.update(state)
+        self._ema = self._padded[self.pad_rows :]
 
     @property
     def last(self) -> np.ndarray:

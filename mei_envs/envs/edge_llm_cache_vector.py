@@ -84,7 +84,7 @@ class EdgeLLMCacheVectorEnv(MeiVectorEnv):
         self.one_minus = np.asarray(single.stats._one_minus)
         self.tables = _time_tables(self.T, tuple(single.stats.decay))
         self.py_pow = _python_pow_table(self.T, tuple(single.stats.decay))
-        self.static_rows = single._work[[2, 5]].copy()
+        self.static_rows = single._static_rows.copy()
         # What serving a hit adds to the sums, per model (missing = 0 in _serve's formulas:
         # fetch 0 s, deadline met, bytes hit = model bytes; x + 0.0 and x - 0.0 are x).
         zero = np.zeros(M)
