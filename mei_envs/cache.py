@@ -490,8 +490,8 @@ class CacheState:
     catalog's sizes add exactly (:func:`exact_sums`, every generated catalog); otherwise the
     byte quantities are recomputed by those products after each change.
 
-    ``missing`` and ``cached`` are written in place; ``version`` grows on every change.
-    ``held`` and ``refcount`` are fresh arrays on each read.
+    ``held``, ``refcount``, ``cached`` and ``missing`` are new arrays on each read (the
+    state itself is kept in Python lists); ``version`` grows on every change.
     """
 
     def __init__(self, catalog: Catalog, capacity_bytes: float) -> None:
@@ -499,44 +499,33 @@ class CacheState:
             raise ValueError(f"capacity_bytes={capacity_bytes!r}: must be finite and > 0")
         self.catalog = catalog
         self.capacity = float(capacity_bytes)
-        # Rows of (missing-block count, missing bytes) that toggling each block changes.
-        self._rows = catalog.count_and_bytes_t.reshape(catalog.n_blocks, 2, catalog.n_models)
         self.version = 0
         self.clear()
 
     def clear(self) -> None:
         c = self.catalog
         B, M = c.n_blocks, c.n_models
+        # Python lists: the per-request path reads and writes single entries, which lists
+        # do several times faster than numpy arrays.
         self._held = [False] * B
         self._ref = [0] * B  # cached models using each block
         self._owner = [0] * B  # the sum of their ids: the one user's id when _ref is 1
         self._orphans: set[int] = set()  # held blocks no cached model uses (pinned ones)
-        # Row 0: blocks each model misses; row 1: its missing bytes.
-        self._cb = np.vstack([c.membership.sum(axis=1).astype(np.float64), c.model_bytes])
-        self.missing = self._cb[1]  # (M,) bytes each model misses now (a view)
-        self.cached = np.zeros(M, dtype=bool)
+        self._nmiss = [len(b) for b in c.blocks_of]  # blocks each model misses
+        self._miss = c.model_bytes.tolist()  # bytes each model misses
+        self._cached = [False] * M
         # Bytes of each cached model's blocks no other cached model uses (0 if not cached).
-        self._solo = np.zeros(M)
+        self._solo = [0.0] * M
         self.used_bytes = 0.0
         self.version += 1
 
     def copy(self) -> CacheState:
         new = CacheState.__new__(CacheState)
         new.__dict__.update(self.__dict__)
-        new._held, new._ref, new._owner = list(self._held), list(self._ref), list(self._owner)
+        for k in ("_held", "_ref", "_owner", "_nmiss", "_miss", "_cached", "_solo"):
+            setattr(new, k, list(getattr(self, k)))
         new._orphans = set(self._orphans)
-        new._cb = self._cb.copy()
-        new.missing = new._cb[1]
-        new.cached = self.cached.copy()
-        new._solo = self._solo.copy()
         return new
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        # Pickle copies views as separate arrays: make them views again.
-        self.__dict__.update(state)
-        c = self.catalog
-        self._rows = c.count_and_bytes_t.reshape(c.n_blocks, 2, c.n_models)
-        self.missing = self._cb[1]
 
     @property
     def held(self) -> np.ndarray:
@@ -548,6 +537,16 @@ class CacheState:
         """``(B,)`` cached models using each block, as float64 (a new array)."""
         return np.array(self._ref, dtype=np.float64)
 
+    @property
+    def cached(self) -> np.ndarray:
+        """``(M,)`` bool: which models are cached (a new array)."""
+        return np.array(self._cached, dtype=bool)
+
+    @property
+    def missing(self) -> np.ndarray:
+        """``(M,)`` bytes each model misses now (a new array)."""
+        return np.array(self._miss)
+
     # ---- queries ---------------------------------------------------------------------
     @property
     def free_bytes(self) -> float:
@@ -555,11 +554,11 @@ class CacheState:
 
     def missing_bytes(self, model: int) -> float:
         """Bytes of ``model``'s blocks not held (what a request fetches over the backhaul)."""
-        return float(self.missing[model])
+        return self._miss[model]
 
     def missing_bytes_all(self) -> np.ndarray:
-        """``(M,)`` bytes each model would fetch if requested now (a copy)."""
-        return self.missing.copy()
+        """``(M,)`` bytes each model would fetch if requested now (a new array)."""
+        return np.array(self._miss)
 
     def freed_bytes(self, pinned: int | None = None) -> np.ndarray:
         """``(M,)`` bytes evicting each model frees now (0 for models not cached; a new
@@ -567,18 +566,18 @@ class CacheState:
         c = self.catalog
         if not c.exact_sums:
             return freed_bytes(c, self.cached, self.refcount, pinned)
-        freed = self._solo.copy()
-        if pinned is not None and pinned >= 0:
-            ref, owner, bb = self._ref, self._owner, c.block_bytes_list
-            for b in c.blocks_of[pinned]:
-                if ref[b] == 1:  # its one cached user keeps it for the request
-                    o = owner[b]
-                    freed[o] -= bb[b]
-        return freed
+        if pinned is None or pinned < 0:
+            return np.array(self._solo)
+        freed = list(self._solo)
+        ref, owner, bb = self._ref, self._owner, c.block_bytes_list
+        for b in c.blocks_of[pinned]:
+            if ref[b] == 1:  # its one cached user keeps it for the request
+                freed[owner[b]] -= bb[b]
+        return np.array(freed)
 
     def fits(self, model: int) -> bool:
         """Whether ``model``'s missing blocks fit in the free space now."""
-        return self.used_bytes + self.missing_bytes(model) <= self.capacity * (1 + 1e-12)
+        return self.used_bytes + self._miss[model] <= self.capacity * (1 + 1e-12)
 
     # ---- changes ---------------------------------------------------------------------
     def admit(self, model: int) -> np.ndarray:
@@ -590,25 +589,27 @@ class CacheState:
         return new
 
     def admit_ids(self, model: int) -> list[int]:
-        """:meth:`admit`, returning the newly cached models' ids."""
+        """:meth:`admit`, returning the newly cached models' ids (ascending)."""
         c = self.catalog
-        held, bb = self._held, c.block_bytes_list
-        toggled = [b for b in c.blocks_of[model] if not held[b]]
-        if not toggled:
-            return []
+        held, bb, users_of = self._held, c.block_bytes_list, c.users_of
+        nmiss, miss = self._nmiss, self._miss
         used = self.used_bytes
-        for b in toggled:
+        new = []
+        for b in c.blocks_of[model]:
+            if held[b]:
+                continue
             held[b] = True
-            used += bb[b]
+            x = bb[b]
+            used += x
+            for u in users_of[b]:
+                miss[u] -= x
+                nmiss[u] -= 1
+                if not nmiss[u]:
+                    new.append(u)
         self.used_bytes = used
-        cb = self._cb
-        if len(toggled) == 1:
-            cb -= self._rows[toggled[0]]
-        else:
-            cb -= self._rows[toggled].sum(axis=0)
-        cached = self.cached
-        new = np.flatnonzero((cb[0] == 0.0) > cached).tolist()
-        ref, owner, solo, orphans = self._ref, self._owner, self._solo, self._orphans
+        new.sort()
+        ref, owner, solo, cached = self._ref, self._owner, self._solo, self._cached
+        orphans = self._orphans
         for u in new:
             cached[u] = True
             for b in c.blocks_of[u]:
@@ -633,11 +634,12 @@ class CacheState:
         if not drop:
             return 0.0
         before = self.used_bytes
-        owners = {self._owner[b] for b in drop}
+        owner = self._owner
+        owners = sorted({owner[b] for b in drop})
         self._drop(drop)
-        cached, owner, solo, bb = self.cached, self._owner, self._solo, c.block_bytes_list
+        cached, solo, bb = self._cached, self._solo, c.block_bytes_list
         held, orphans = self._held, self._orphans
-        for o in sorted(owners):
+        for o in owners:
             cached[o] = False
             solo[o] = 0.0
             for b in c.blocks_of[o]:
@@ -662,23 +664,24 @@ class CacheState:
         return before - self.used_bytes
 
     def _drop(self, blocks: list[int]) -> None:
-        held, bb = self._held, self.catalog.block_bytes_list
+        held, c = self._held, self.catalog
+        bb, users_of, nmiss, miss = c.block_bytes_list, c.users_of, self._nmiss, self._miss
         used = self.used_bytes
         for b in blocks:
             held[b] = False
-            used -= bb[b]
+            x = bb[b]
+            used -= x
+            for u in users_of[b]:
+                miss[u] += x
+                nmiss[u] += 1
         self.used_bytes = used
-        if len(blocks) == 1:
-            self._cb += self._rows[blocks[0]]
-        else:
-            self._cb += self._rows[blocks].sum(axis=0)
 
     def _changed(self) -> None:
         self.version += 1
         if not self.catalog.exact_sums:
             # Sizes that do not add exactly: the byte quantities from the full products.
             _, missing, _, self.used_bytes = held_quantities(self.catalog, self.held)
-            self.missing[:] = missing
+            self._miss = missing.tolist()
 
     def check(self) -> None:
         """Raise ValueError if an invariant is broken (the property tests call it)."""

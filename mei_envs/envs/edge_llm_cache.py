@@ -541,7 +541,7 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
             else:
                 self.state.evict(a, pinned=j)
                 acc["evictions"] += 1.0
-                if not self.state.cached[a]:
+                if not self.state._cached[a]:
                     self.stats.since[a] = -1
                     self._mk[1, a] = self._never
                 self._decide(j)
@@ -756,7 +756,7 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
 
     def _advance(self) -> None:
         """Serve requests until one needs a decision or the episode ends."""
-        reqs, T, record, cached = self._req_list, self._T, self.stats.record, self.state.cached
+        reqs, T, record, cached = self._req_list, self._T, self.stats.record, self.state._cached
         last, ema_src, offs = self._mk[0], self._ema_src, self._ema_off
         self._freed, self._mask = self._no_freed, self._bypass_only
         while self._t < T:
@@ -782,8 +782,9 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         # Values are computed in float64 and then cast to float32 (a ufunc writing float32
         # output directly is slower: it buffers the cast).
         if drawn_version != st.version:  # the cache changed: rows 0 and 4
-            rows[0] = st.cached
-            np.multiply(st.missing, self._inv_cap_arr, out=scratch)
+            rows[0] = st._cached
+            scratch[:] = st._miss
+            np.multiply(scratch, self._inv_cap_arr, out=scratch)
             np.minimum(scratch, self._ones, out=scratch)
             rows[4] = scratch
         if drawn_freed is not self._freed:  # a new decision: rows 3 and 6
@@ -818,7 +819,7 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
             rows[7:9] = rec
             rows[9:] = stats.ema(min(t, T - 1))
         out = self._ob
-        need = st.used_bytes + st.missing[j] - cap if j >= 0 else 0.0
+        need = st.used_bytes + st._miss[j] - cap if j >= 0 else 0.0
         out[F * M] = min(max((cap - st.used_bytes) / cap, 0.0), 1.0)
         out[F * M + 1] = min(max(need / cap, 0.0), 1.0)
         out[F * M + 2] = t / T
