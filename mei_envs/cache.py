@@ -566,14 +566,19 @@ class CacheState:
         c = self.catalog
         if not c.exact_sums:
             return freed_bytes(c, self.cached, self.refcount, pinned)
+        return np.array(self.freed_list(pinned))
+
+    def freed_list(self, pinned: int | None = None) -> list[float]:
+        """:meth:`freed_bytes` as a Python list (catalogs whose sizes add exactly)."""
         if pinned is None or pinned < 0:
-            return np.array(self._solo)
+            return list(self._solo)
         freed = list(self._solo)
+        c = self.catalog
         ref, owner, bb = self._ref, self._owner, c.block_bytes_list
         for b in c.blocks_of[pinned]:
             if ref[b] == 1:  # its one cached user keeps it for the request
                 freed[owner[b]] -= bb[b]
-        return np.array(freed)
+        return freed
 
     def fits(self, model: int) -> bool:
         """Whether ``model``'s missing blocks fit in the free space now."""

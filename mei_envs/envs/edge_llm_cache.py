@@ -468,6 +468,8 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         self._time_rows = np.empty((2 + S, M))
         self._no_freed = np.zeros(M)
         self._no_freed.flags.writeable = False
+        self._exact = cat.exact_sums
+        self._one = np.ones(1)
         self._bypass_only = np.zeros(M + 1, dtype=bool)
         self._bypass_only[M] = True
         self._bypass_only.flags.writeable = False
@@ -711,7 +713,7 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
     def _admit(self, j: int, missing: float) -> None:
         t = self._t
         new = self.state.admit_ids(j)
-        since, mk = self.stats.since, self._mk[1]
+        since, mk = self.stats.marks[1], self._mk[1]
         for m in new:
             since[m] = t
             mk[m] = t
@@ -727,9 +729,7 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         self._pending = j
 
     def _mask_of(self, freed: np.ndarray) -> np.ndarray:
-        mask = np.empty(self.n_models + 1, dtype=bool)
-        np.greater(freed, 0.0, out=mask[:-1])
-        mask[-1] = True
+        mask = np.concatenate((freed, self._one)) > 0.0  # the bypass (last) is legal
         mask.flags.writeable = False
         return mask
 
@@ -744,11 +744,19 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         if st.used_bytes + missing <= st.capacity * (1 + 1e-12):
             self._admit(j, missing)
             return False
-        freed = st.freed_bytes(pinned=j)
-        mask = self._mask_of(freed)
-        if not mask[:-1].any():  # only the bypass
-            self._bypass(j)
-            return False
+        if self._exact:
+            freed_list = st.freed_list(pinned=j)
+            if max(freed_list) <= 0.0:  # only the bypass
+                self._bypass(j)
+                return False
+            freed = np.array(freed_list)
+            mask = self._mask_of(freed)
+        else:
+            freed = st.freed_bytes(pinned=j)
+            mask = self._mask_of(freed)
+            if not mask[:-1].any():  # only the bypass
+                self._bypass(j)
+                return False
         self._set_pending(j)
         self._freed = freed
         self._mask = mask
@@ -912,8 +920,8 @@ def _time_lookup(T: int, decay: tuple[float, ...]) -> np.ndarray:
 LEAN_LAST_KEYS = ("hit_ratio", "byte_hit_ratio", "mean_latency_s", "deadline_satisfaction")
 LEAN_SUM_KEYS = ("backhaul_bytes", "requests", "hits", "evictions", "bypasses", "invalid_actions")
 
-_ACC_KEYS = (
-    "reward",
+# The per-step sums of info="full" (the step's reward is summed beside them).
+STEP_SUM_KEYS = (
     "requests",
     "hits",
     "bytes_requested",
@@ -925,6 +933,9 @@ _ACC_KEYS = (
     "bypasses",
     "invalid_actions",
 )
+# Every key of info="full" but action_mask, in the order the info dict has them.
+FULL_INFO_KEYS = (*STEP_SUM_KEYS, *LEAN_LAST_KEYS, "t", "model", "used_bytes")
+_ACC_KEYS = ("reward", *STEP_SUM_KEYS)
 _TOTAL_KEYS = ("requests", "hits", "bytes_requested", "bytes_hit", "latency_s", "deadline_met")
 
 
