@@ -11,10 +11,11 @@ baseline and every oracle call these classes; none copies their formulas.
   layers; a quantised variant (int8/int4/q4_0...) owns every block (it shares nothing with
   the fp16 weights). A shared block is stored once (TrimCaching: Qu et al., ICDCS 2024,
   arXiv 2405.03990). Blocks used by exactly the same models are merged (they are always held
-  together), so a catalog carries few blocks and the state updates are small matrix products.
-* :class:`CacheState`: which blocks are held; a model is *cached* when all its blocks are
-  held. Reference counts, used bytes, the bytes evicting each model frees and the bytes a
-  request misses are numpy expressions over the precomputed membership matrix.
+  together), so a catalog carries few blocks.
+* :func:`held_quantities`, :func:`freed_bytes`, :func:`eviction_drop`: the cache state's
+  quantities as products over the membership matrix, for one cache or a batch (the native
+  vector env). :class:`CacheState` (one cache: the env, baselines, oracles) keeps the same
+  quantities block by block and :meth:`CacheState.check` holds it to those products.
 * :class:`ZipfDriftRequests` and :func:`load_trace`: the request processes.
 """
 
@@ -483,12 +484,13 @@ class CacheState:
     drops held blocks no cached model uses). Outside a decision every held block has a
     cached user, and ``used_bytes`` = bytes of the held blocks <= ``capacity``.
 
-    The state is updated block by block: an admission or eviction touches the blocks of the
-    models it changes and one row of missing-block counts and bytes per block it toggles, so
-    its cost does not grow with the catalog's square. The results are those of the full
-    products of :func:`held_quantities` and :func:`freed_bytes` bit for bit when the
-    catalog's sizes add exactly (:func:`exact_sums`, every generated catalog); otherwise the
-    byte quantities are recomputed by those products after each change.
+    The state is updated block by block: an admission or eviction touches the blocks it
+    toggles, their users, and the blocks of the models it caches or uncaches, so its cost
+    does not grow with the catalog's square (the products of :func:`held_quantities` cost
+    models x blocks per change). Its quantities equal those products' bit for bit when the
+    catalog's sizes add exactly (:func:`exact_sums`: every generated catalog, and integer
+    byte counts); otherwise the byte quantities are recomputed by the products after each
+    change. :meth:`check` compares the two.
 
     ``held``, ``refcount``, ``cached`` and ``missing`` are new arrays on each read (the
     state itself is kept in Python lists); ``version`` grows on every change.
@@ -707,10 +709,20 @@ class CacheState:
             raise ValueError("missing bytes disagree with the held blocks")
         if self._orphans != set(np.flatnonzero(held & (refcount == 0)).tolist()):
             raise ValueError("the orphan set disagrees with the held blocks")
-        if c.exact_sums:
-            want = freed_bytes(c, cached, refcount.astype(np.float64))
-            if not np.array_equal(self.freed_bytes(), want):
-                raise ValueError("freed bytes disagree with the reference counts")
+        # The block-by-block state against the full products (bit for bit when sums are
+        # exact; otherwise the byte quantities come from the products themselves).
+        p_cached, p_missing, p_ref, p_used = held_quantities(c, held)
+        if not (
+            np.array_equal(p_cached, self.cached)
+            and np.array_equal(p_ref, self.refcount)
+            and np.array_equal(p_missing, self.missing)
+            and p_used == self.used_bytes
+        ):
+            raise ValueError("the state differs from held_quantities' products")
+        for pinned in (None, *range(c.n_models)):
+            want = freed_bytes(c, p_cached, p_ref, pinned)
+            if not np.array_equal(self.freed_bytes(pinned), want):
+                raise ValueError(f"freed bytes (pinned={pinned}) differ from freed_bytes'")
 
 
 # ---- requests --------------------------------------------------------------------------------

@@ -8,8 +8,9 @@ shape ``(n, M + 1)``).
 How it is batched: the state of all ``n`` caches lives in ``(n, ...)`` arrays and every
 transition calls the broadcastable domain functions of :mod:`mei_envs.cache`
 (:func:`~mei_envs.cache.held_quantities`, :func:`~mei_envs.cache.freed_bytes`,
-:func:`~mei_envs.cache.eviction_drop`, :func:`~mei_envs.cache.fetch_delay_s`) that
-:class:`~mei_envs.cache.CacheState` (single env, oracles) calls on one cache. A step applies
+:func:`~mei_envs.cache.eviction_drop`, :func:`~mei_envs.cache.fetch_delay_s`): the products
+that :meth:`mei_envs.cache.CacheState.check` holds the single env's block-by-block cache state
+to (bit for bit; the property tests call it on every step). A step applies
 the n actions at once, then fast-forwards: each iteration serves the current request of every
 sub-env still fast-forwarding (hits, admissions, bypasses) with numpy over those rows, until
 each has reached its next decision or its episode's end. Episode draws (request sequences)
