@@ -147,6 +147,7 @@ class Catalog:
         self.users_of = [np.flatnonzero(col).tolist() for col in mem.T]
         self.block_bytes_list = self.block_bytes.tolist()
         self.block_sets = [frozenset(b) for b in self.blocks_of]
+        self.n_blocks_of = [len(b) for b in self.blocks_of]
         self.exact_sums = exact_sums(self.block_bytes)
 
     @property
@@ -513,12 +514,13 @@ class CacheState:
         self._ref = [0] * B  # cached models using each block
         self._owner = [0] * B  # the sum of their ids: the one user's id when _ref is 1
         self._orphans: set[int] = set()  # held blocks no cached model uses (pinned ones)
-        self._nmiss = [len(b) for b in c.blocks_of]  # blocks each model misses
+        self._nmiss = list(c.n_blocks_of)  # blocks each model misses
         self._miss = c.model_bytes.tolist()  # bytes each model misses
         self._cached = [False] * M
         # Bytes of each cached model's blocks no other cached model uses (0 if not cached).
         self._solo = [0.0] * M
         self.used_bytes = 0.0
+        self._touched: list[int] | None = None  # see drain_touched (None: every model)
         self.version += 1
 
     def copy(self) -> CacheState:
@@ -527,7 +529,14 @@ class CacheState:
         for k in ("_held", "_ref", "_owner", "_nmiss", "_miss", "_cached", "_solo"):
             setattr(new, k, list(getattr(self, k)))
         new._orphans = set(self._orphans)
+        new._touched = None
         return new
+
+    def drain_touched(self) -> list[int] | None:
+        """Models whose ``cached`` or ``missing`` entry may have changed since the last
+        call (with repeats; None: any model), and start a new list."""
+        touched, self._touched = self._touched, []
+        return touched
 
     @property
     def held(self) -> np.ndarray:
@@ -601,6 +610,7 @@ class CacheState:
         held, bb, users_of = self._held, c.block_bytes_list, c.users_of
         nmiss, miss = self._nmiss, self._miss
         used = self.used_bytes
+        touched = self._touched
         new = []
         for b in c.blocks_of[model]:
             if held[b]:
@@ -608,6 +618,8 @@ class CacheState:
             held[b] = True
             x = bb[b]
             used += x
+            if touched is not None:
+                touched += users_of[b]
             for u in users_of[b]:
                 miss[u] -= x
                 nmiss[u] -= 1
@@ -674,10 +686,13 @@ class CacheState:
         held, c = self._held, self.catalog
         bb, users_of, nmiss, miss = c.block_bytes_list, c.users_of, self._nmiss, self._miss
         used = self.used_bytes
+        touched = self._touched
         for b in blocks:
             held[b] = False
             x = bb[b]
             used -= x
+            if touched is not None:
+                touched += users_of[b]
             for u in users_of[b]:
                 miss[u] += x
                 nmiss[u] += 1
@@ -689,6 +704,7 @@ class CacheState:
             # Sizes that do not add exactly: the byte quantities from the full products.
             _, missing, _, self.used_bytes = held_quantities(self.catalog, self.held)
             self._miss = missing.tolist()
+            self._touched = None
 
     def check(self) -> None:
         """Raise ValueError if an invariant is broken (the property tests call it)."""
@@ -853,14 +869,14 @@ class RequestStats:
         M = self.n_models
         # Row 0: last request index; row 1: index at which the model became cached.
         self.marks = np.full((2, M), -1, dtype=np.int64)
-        self.count = np.zeros(M, dtype=np.int64)
+        self._count = [0] * M  # lists: the per-request path touches single entries
         self._ema[:] = 0.0
-        self._ema_t = np.zeros(M, dtype=np.int64)
+        self._ema_t_l = [0] * M  # request index of each average's last update
 
     def copy(self) -> RequestStats:
         new = RequestStats.__new__(RequestStats)
         new.__dict__.update(self.__dict__)
-        for k in ("marks", "count", "_padded", "_ema_t"):
+        for k in ("marks", "_count", "_padded", "_ema_t_l"):
             setattr(new, k, getattr(self, k).copy())
         new._ema = new._padded[new.pad_rows :]
         return new
@@ -869,6 +885,16 @@ class RequestStats:
         # Pickle copies views as separate arrays: make the averages a view again.
         self.__dict__.update(state)
         self._ema = self._padded[self.pad_rows :]
+
+    @property
+    def count(self) -> np.ndarray:
+        """Requests of each model so far (a new int64 array)."""
+        return np.array(self._count, dtype=np.int64)
+
+    @property
+    def ema_times(self) -> np.ndarray:
+        """Request index of each model's last moving-average update (a new array)."""
+        return np.array(self._ema_t_l, dtype=np.int64)
 
     @property
     def last(self) -> np.ndarray:
@@ -882,14 +908,15 @@ class RequestStats:
 
     def record(self, model: int, t: int) -> None:
         """Request ``t`` asked for ``model``."""
-        gap = t - int(self._ema_t[model])
+        et = self._ema_t_l
+        gap = t - et[model]
+        et[model] = t
         e = self._ema
         for i, d in enumerate(self.decay):
             e[i, model] = float(e[i, model]) * d**gap + self._one_minus[i]
-        self._ema_t[model] = t
         self.marks[0, model] = t
-        self.count[model] += 1
+        self._count[model] += 1
 
     def ema(self, t: int) -> np.ndarray:
         """``(S, M)`` moving averages of the request indicator after request ``t``."""
-        return self._ema * self._decay_arr ** (t - self._ema_t)[None, :]
+        return self._ema * self._decay_arr ** (t - self.ema_times)[None, :]

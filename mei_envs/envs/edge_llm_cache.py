@@ -629,7 +629,7 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
             self._rows[1, pend] = 1.0
         marks = self.stats.marks
         self._mk[:] = np.where(marks < 0, self._never, marks)
-        self._ema_src[:] = self.stats._ema_t - np.asarray(self._ema_off)[:, None]
+        self._ema_src[:] = self.stats.ema_times - np.asarray(self._ema_off)[:, None]
         self._drawn = (-1, None)
         self._done, self._final_pending = done, fin
         self._tot, self._acc, self._ep_sums = dict(tot), dict(acc), dict(ep_sums)
@@ -790,11 +790,24 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         # Values are computed in float64 and then cast to float32 (a ufunc writing float32
         # output directly is slower: it buffers the cast).
         if drawn_version != st.version:  # the cache changed: rows 0 and 4
-            rows[0] = st._cached
-            scratch[:] = st._miss
-            np.multiply(scratch, self._inv_cap_arr, out=scratch)
-            np.minimum(scratch, self._ones, out=scratch)
-            rows[4] = scratch
+            touched = st.drain_touched()
+            if drawn_version < 0 or touched is None or len(touched) > TOUCHED_MAX:
+                rows[0] = st._cached
+                scratch[:] = st._miss
+                np.multiply(scratch, self._inv_cap_arr, out=scratch)
+                np.minimum(scratch, self._ones, out=scratch)
+                rows[4] = scratch
+            else:  # the same float64 values, cast to float32 entry by entry
+                r0, r4, cached, miss, inv_cap = (
+                    rows[0],
+                    rows[4],
+                    st._cached,
+                    st._miss,
+                    self._inv_cap,
+                )
+                for u in touched:
+                    r0[u] = cached[u]
+                    r4[u] = min(miss[u] * inv_cap, 1.0)
         if drawn_freed is not self._freed:  # a new decision: rows 3 and 6
             # freed <= used <= capacity * (1 + 1e-12), so the clip at 1 that the
             # docstring's table states never changes a float32 value here.
@@ -817,7 +830,7 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
             rec[0] *= stats.count > 0
             rec[1] *= st.cached
             rows[7:9] = rec
-            rows[9:] = stats._ema * pow_tab.take(min(t, T - 1) - stats._ema_t, axis=1)
+            rows[9:] = stats._ema * pow_tab.take(min(t, T - 1) - stats.ema_times, axis=1)
         else:
             marks = stats.marks  # last request, cached since
             rec = np.log1p(np.maximum(t - marks, 0))
@@ -874,6 +887,10 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
                 info["episode_" + k] = sums[k]
         return info
 
+
+# Up to this many changed models (with repeats), the observation's cache rows are updated
+# entry by entry instead of rebuilt.
+TOUCHED_MAX = 24
 
 # Episodes up to this many requests get per-episode look-up tables for the time features.
 MAX_TABLE_REQUESTS = 1 << 17
