@@ -166,16 +166,22 @@ class TrimGreedyPolicy(_CachePolicy):
 class _FuturePolicy(_CachePolicy):
     def reset(self, obs: Any, info: Mapping[str, Any]) -> None:
         req = self.env.requests
-        self.T = len(req)
-        self.positions = [np.flatnonzero(req == m).tolist() for m in range(self.env.n_models)]
+        M, T = self.env.n_models, len(req)
+        self.T = T
+        # Request indices grouped by model (time order within a model) under the sort key
+        # model * (2T + 1) + index, so one search finds every model's next request.
+        order = np.argsort(req, kind="stable")
+        self._times = order
+        self._keys = req[order] * (2 * T + 1) + order
+        self._ends = np.cumsum(np.bincount(req, minlength=M))  # each model's group end
+        self._query = np.arange(M, dtype=np.int64) * (2 * T + 1)
 
     def next_request(self, t: int) -> np.ndarray:
         """Per model, the index of its next request after ``t`` (``2T`` if none)."""
-        out = np.full(self.env.n_models, 2 * self.T, dtype=np.int64)
-        for m, pos in enumerate(self.positions):
-            k = bisect.bisect_right(pos, t)
-            if k < len(pos):
-                out[m] = pos[k]
+        k = np.searchsorted(self._keys, self._query + t, side="right")
+        found = k < self._ends  # the model's group holds an index after t
+        out = np.full(len(self._ends), 2 * self.T, dtype=np.int64)
+        out[found] = self._times[k[found]]
         return out
 
 

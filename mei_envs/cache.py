@@ -11,10 +11,11 @@ baseline and every oracle call these classes; none copies their formulas.
   layers; a quantised variant (int8/int4/q4_0...) owns every block (it shares nothing with
   the fp16 weights). A shared block is stored once (TrimCaching: Qu et al., ICDCS 2024,
   arXiv 2405.03990). Blocks used by exactly the same models are merged (they are always held
-  together), so a catalog carries few blocks and the state updates are small matrix products.
-* :class:`CacheState`: which blocks are held; a model is *cached* when all its blocks are
-  held. Reference counts, used bytes, the bytes evicting each model frees and the bytes a
-  request misses are numpy expressions over the precomputed membership matrix.
+  together), so a catalog carries few blocks.
+* :func:`held_quantities`, :func:`freed_bytes`, :func:`eviction_drop`: the cache state's
+  quantities as products over the membership matrix, for one cache or a batch (the native
+  vector env). :class:`CacheState` (one cache: the env, baselines, oracles) keeps the same
+  quantities block by block and :meth:`CacheState.check` holds it to those products.
 * :class:`ZipfDriftRequests` and :func:`load_trace`: the request processes.
 """
 
@@ -140,6 +141,14 @@ class Catalog:
         self.block_users = users
         self.shared_fraction = (self.member_bytes @ (users > 1)) / self.model_bytes
         self.model_blocks = [np.flatnonzero(row) for row in mem]
+        # Sparse views for the incremental cache state: blocks of each model and models of
+        # each block as Python lists, sizes as Python floats.
+        self.blocks_of = [b.tolist() for b in self.model_blocks]
+        self.users_of = [np.flatnonzero(col).tolist() for col in mem.T]
+        self.block_bytes_list = self.block_bytes.tolist()
+        self.block_sets = [frozenset(b) for b in self.blocks_of]
+        self.n_blocks_of = [len(b) for b in self.blocks_of]
+        self.exact_sums = exact_sums(self.block_bytes)
 
     @property
     def sharing(self) -> bool:
@@ -182,6 +191,23 @@ class Catalog:
             }
             for m, n in enumerate(self.names)
         ]
+
+
+def exact_sums(sizes: np.ndarray) -> bool:
+    """Whether every sum of a subset of ``sizes`` is exact in float64: all sizes are
+    multiples of one power of two ``2**-k`` and their total is below ``2**53 * 2**-k``.
+
+    Then sums and differences of sizes come out the same in any order (a generated
+    catalog's sizes are parameter counts times 4, 2, 1, 1/2, 9/16 or 17/16 bytes), so the
+    cache state can be updated block by block and still give the bits of a full product."""
+    k = 0
+    for v in sizes.tolist():
+        den = v.as_integer_ratio()[1]  # a power of two
+        k = max(k, den.bit_length() - 1)
+    if k > 64:
+        return False
+    total = sum(int(v * 2**k) for v in sizes.tolist())  # exact: v * 2**k is an integer
+    return total < 2**53
 
 
 def _group_name(raw: list[str]) -> str:
@@ -458,6 +484,17 @@ class CacheState:
     for the request being decided (they stay until it is admitted or bypassed; a bypass then
     drops held blocks no cached model uses). Outside a decision every held block has a
     cached user, and ``used_bytes`` = bytes of the held blocks <= ``capacity``.
+
+    The state is updated block by block: an admission or eviction touches the blocks it
+    toggles, their users, and the blocks of the models it caches or uncaches, so its cost
+    does not grow with the catalog's square (the products of :func:`held_quantities` cost
+    models x blocks per change). Its quantities equal those products' bit for bit when the
+    catalog's sizes add exactly (:func:`exact_sums`: every generated catalog, and integer
+    byte counts); otherwise the byte quantities are recomputed by the products after each
+    change. :meth:`check` compares the two.
+
+    ``held``, ``refcount``, ``cached`` and ``missing`` are new arrays on each read (the
+    state itself is kept in Python lists); ``version`` grows on every change.
     """
 
     def __init__(self, catalog: Catalog, capacity_bytes: float) -> None:
@@ -465,43 +502,61 @@ class CacheState:
             raise ValueError(f"capacity_bytes={capacity_bytes!r}: must be finite and > 0")
         self.catalog = catalog
         self.capacity = float(capacity_bytes)
+        self.version = 0
         self.clear()
 
     def clear(self) -> None:
         c = self.catalog
-        self.held = np.zeros(c.n_blocks, dtype=bool)
-        self.cached = np.zeros(c.n_models, dtype=bool)
-        self.refcount = np.zeros(c.n_blocks)  # small integers, kept as float64 for BLAS
-        self.missing = c.model_bytes.copy()  # (M,) bytes each model misses now
+        B, M = c.n_blocks, c.n_models
+        # Python lists: the per-request path reads and writes single entries, which lists
+        # do several times faster than numpy arrays.
+        self._held = [False] * B
+        self._ref = [0] * B  # cached models using each block
+        self._owner = [0] * B  # the sum of their ids: the one user's id when _ref is 1
+        self._orphans: set[int] = set()  # held blocks no cached model uses (pinned ones)
+        self._nmiss = list(c.n_blocks_of)  # blocks each model misses
+        self._miss = c.model_bytes.tolist()  # bytes each model misses
+        self._cached = [False] * M
+        # Bytes of each cached model's blocks no other cached model uses (0 if not cached).
+        self._solo = [0.0] * M
         self.used_bytes = 0.0
-        self._absent = np.ones(c.n_blocks)  # scratch: 1.0 where a block is not held
-        self._scratch = np.zeros(c.n_blocks)
+        self._touched: list[int] | None = None  # see drain_touched (None: every model)
+        self.version += 1
 
     def copy(self) -> CacheState:
         new = CacheState.__new__(CacheState)
-        new.catalog = self.catalog
-        new.capacity = self.capacity
-        new.held = self.held.copy()
-        new.cached = self.cached.copy()
-        new.refcount = self.refcount.copy()
-        new.missing = self.missing.copy()
-        new.used_bytes = self.used_bytes
-        new._absent = self._absent.copy()
-        new._scratch = np.zeros(self.catalog.n_blocks)
+        new.__dict__.update(self.__dict__)
+        for k in ("_held", "_ref", "_owner", "_nmiss", "_miss", "_cached", "_solo"):
+            setattr(new, k, list(getattr(self, k)))
+        new._orphans = set(self._orphans)
+        new._touched = None
         return new
 
-    def _refresh(self) -> np.ndarray:
-        """Recompute cached models, reference counts and used bytes; return newly cached.
+    def drain_touched(self) -> list[int] | None:
+        """Models whose ``cached`` or ``missing`` entry may have changed since the last
+        call (with repeats; None: any model), and start a new list."""
+        touched, self._touched = self._touched, []
+        return touched
 
-        ``cached``, ``missing`` and ``refcount`` are replaced by new arrays (never written in
-        place), so a reader can tell from their identity whether the cache changed.
-        """
-        cached, self.missing, self.refcount, self.used_bytes = held_quantities(
-            self.catalog, self.held, self._absent
-        )
-        new = cached > self.cached  # cached now and not before
-        self.cached = cached
-        return new
+    @property
+    def held(self) -> np.ndarray:
+        """``(B,)`` bool: which blocks are held (a new array)."""
+        return np.array(self._held, dtype=bool)
+
+    @property
+    def refcount(self) -> np.ndarray:
+        """``(B,)`` cached models using each block, as float64 (a new array)."""
+        return np.array(self._ref, dtype=np.float64)
+
+    @property
+    def cached(self) -> np.ndarray:
+        """``(M,)`` bool: which models are cached (a new array)."""
+        return np.array(self._cached, dtype=bool)
+
+    @property
+    def missing(self) -> np.ndarray:
+        """``(M,)`` bytes each model misses now (a new array)."""
+        return np.array(self._miss)
 
     # ---- queries ---------------------------------------------------------------------
     @property
@@ -510,66 +565,180 @@ class CacheState:
 
     def missing_bytes(self, model: int) -> float:
         """Bytes of ``model``'s blocks not held (what a request fetches over the backhaul)."""
-        return float(self.missing[model])
+        return self._miss[model]
 
     def missing_bytes_all(self) -> np.ndarray:
-        """``(M,)`` bytes each model would fetch if requested now (a copy)."""
-        return self.missing.copy()
+        """``(M,)`` bytes each model would fetch if requested now (a new array)."""
+        return np.array(self._miss)
 
     def freed_bytes(self, pinned: int | None = None) -> np.ndarray:
-        """``(M,)`` bytes evicting each model frees now (0 for models not cached).
+        """``(M,)`` bytes evicting each model frees now (0 for models not cached; a new
+        array). Blocks of model ``pinned`` (the request being decided) are never freed."""
+        c = self.catalog
+        if not c.exact_sums:
+            return freed_bytes(c, self.cached, self.refcount, pinned)
+        return np.array(self.freed_list(pinned))
 
-        Blocks of model ``pinned`` (the request being decided) are never freed.
-        """
-        return freed_bytes(self.catalog, self.cached, self.refcount, pinned, self._scratch)
+    def freed_list(self, pinned: int | None = None) -> list[float]:
+        """:meth:`freed_bytes` as a Python list (catalogs whose sizes add exactly)."""
+        if pinned is None or pinned < 0:
+            return list(self._solo)
+        freed = list(self._solo)
+        c = self.catalog
+        ref, owner, bb = self._ref, self._owner, c.block_bytes_list
+        for b in c.blocks_of[pinned]:
+            if ref[b] == 1:  # its one cached user keeps it for the request
+                freed[owner[b]] -= bb[b]
+        return freed
 
     def fits(self, model: int) -> bool:
         """Whether ``model``'s missing blocks fit in the free space now."""
-        return self.used_bytes + self.missing_bytes(model) <= self.capacity * (1 + 1e-12)
+        return self.used_bytes + self._miss[model] <= self.capacity * (1 + 1e-12)
 
     # ---- changes ---------------------------------------------------------------------
     def admit(self, model: int) -> np.ndarray:
-        """Hold all of ``model``'s blocks (caller checked :meth:`fits`); return newly
-        cached models (the model and any other whose blocks are now all held)."""
-        self.held |= self.catalog.membership[model]
-        return self._refresh()
+        """Hold all of ``model``'s blocks (caller checked :meth:`fits`); return a bool
+        ``(M,)`` mask of the newly cached models (the model and any other whose blocks are
+        now all held)."""
+        new = np.zeros(self.catalog.n_models, dtype=bool)
+        new[self.admit_ids(model)] = True
+        return new
+
+    def admit_ids(self, model: int) -> list[int]:
+        """:meth:`admit`, returning the newly cached models' ids (ascending)."""
+        c = self.catalog
+        held, bb, users_of = self._held, c.block_bytes_list, c.users_of
+        nmiss, miss = self._nmiss, self._miss
+        used = self.used_bytes
+        touched = self._touched
+        new = []
+        for b in c.blocks_of[model]:
+            if held[b]:
+                continue
+            held[b] = True
+            x = bb[b]
+            used += x
+            if touched is not None:
+                touched += users_of[b]
+            for u in users_of[b]:
+                miss[u] -= x
+                nmiss[u] -= 1
+                if not nmiss[u]:
+                    new.append(u)
+        self.used_bytes = used
+        new.sort()
+        ref, owner, solo, cached = self._ref, self._owner, self._solo, self._cached
+        orphans = self._orphans
+        for u in new:
+            cached[u] = True
+            for b in c.blocks_of[u]:
+                r = ref[b]
+                if r == 0:
+                    solo[u] += bb[b]
+                    orphans.discard(b)
+                elif r == 1:
+                    solo[owner[b]] -= bb[b]  # no longer its own
+                ref[b] = r + 1
+                owner[b] += u
+        self._changed()
+        return new
 
     def evict(self, model: int, pinned: int | None = None) -> float:
         """Drop ``model``'s blocks no other cached model uses (keeping ``pinned``'s blocks);
         return the bytes freed."""
-        drop = eviction_drop(self.catalog, self.refcount, model, pinned)
+        c = self.catalog
+        keep = c.block_sets[pinned] if pinned is not None and pinned >= 0 else ()
+        ref = self._ref
+        drop = [b for b in c.blocks_of[model] if ref[b] == 1 and b not in keep]
+        if not drop:
+            return 0.0
         before = self.used_bytes
-        # A cached model's blocks are all held, so dropping is toggling them off.
-        self.held ^= drop
-        self._refresh()
+        owner = self._owner
+        owners = sorted({owner[b] for b in drop})
+        self._drop(drop)
+        cached, solo, bb = self._cached, self._solo, c.block_bytes_list
+        held, orphans = self._held, self._orphans
+        for o in owners:
+            cached[o] = False
+            solo[o] = 0.0
+            for b in c.blocks_of[o]:
+                r = ref[b] - 1
+                ref[b] = r
+                owner[b] -= o
+                if r == 1:
+                    solo[owner[b]] += bb[b]  # its one remaining user's own now
+                elif r == 0 and held[b]:
+                    orphans.add(b)  # pinned for the request
+        self._changed()
         return before - self.used_bytes
 
     def drop_orphans(self) -> float:
         """Free held blocks no cached model uses (after a bypass); return bytes freed."""
-        orphan = self.refcount == 0
-        orphan &= self.held
-        if not orphan.any():
+        if not self._orphans:
             return 0.0
         before = self.used_bytes
-        self.held ^= orphan
-        self._refresh()
+        self._drop(sorted(self._orphans))
+        self._orphans.clear()
+        self._changed()
         return before - self.used_bytes
+
+    def _drop(self, blocks: list[int]) -> None:
+        held, c = self._held, self.catalog
+        bb, users_of, nmiss, miss = c.block_bytes_list, c.users_of, self._nmiss, self._miss
+        used = self.used_bytes
+        touched = self._touched
+        for b in blocks:
+            held[b] = False
+            x = bb[b]
+            used -= x
+            if touched is not None:
+                touched += users_of[b]
+            for u in users_of[b]:
+                miss[u] += x
+                nmiss[u] += 1
+        self.used_bytes = used
+
+    def _changed(self) -> None:
+        self.version += 1
+        if not self.catalog.exact_sums:
+            # Sizes that do not add exactly: the byte quantities from the full products.
+            _, missing, _, self.used_bytes = held_quantities(self.catalog, self.held)
+            self._miss = missing.tolist()
+            self._touched = None
 
     def check(self) -> None:
         """Raise ValueError if an invariant is broken (the property tests call it)."""
         c = self.catalog
-        used = float(c.block_bytes @ self.held)
+        held = self.held
+        used = float(c.block_bytes @ held)
         if not math.isclose(used, self.used_bytes, rel_tol=1e-9, abs_tol=1e-6):
             raise ValueError(f"used_bytes={self.used_bytes} != bytes of held blocks {used}")
         if used > self.capacity * (1 + 1e-9):
             raise ValueError(f"used_bytes={used} exceeds capacity={self.capacity}")
-        cached = (c.member_f @ ~self.held) == 0
+        cached = (c.member_f @ ~held) == 0
         if not np.array_equal(cached, self.cached):
             raise ValueError("cached models disagree with the held blocks")
-        if not np.array_equal(self.refcount, cached.astype(np.int64) @ c.membership):
+        refcount = cached.astype(np.int64) @ c.membership
+        if not np.array_equal(self.refcount, refcount):
             raise ValueError("reference counts disagree with the cached models")
-        if not np.allclose(self.missing, c.member_bytes @ ~self.held, rtol=1e-12, atol=1e-6):
+        if not np.allclose(self.missing, c.member_bytes @ ~held, rtol=1e-12, atol=1e-6):
             raise ValueError("missing bytes disagree with the held blocks")
+        if self._orphans != set(np.flatnonzero(held & (refcount == 0)).tolist()):
+            raise ValueError("the orphan set disagrees with the held blocks")
+        # The block-by-block state against the full products (bit for bit when sums are
+        # exact; otherwise the byte quantities come from the products themselves).
+        p_cached, p_missing, p_ref, p_used = held_quantities(c, held)
+        if not (
+            np.array_equal(p_cached, self.cached)
+            and np.array_equal(p_ref, self.refcount)
+            and np.array_equal(p_missing, self.missing)
+            and p_used == self.used_bytes
+        ):
+            raise ValueError("the state differs from held_quantities' products")
+        for pinned in (None, *range(c.n_models)):
+            want = freed_bytes(c, p_cached, p_ref, pinned)
+            if not np.array_equal(self.freed_bytes(pinned), want):
+                raise ValueError(f"freed bytes (pinned={pinned}) differ from freed_bytes'")
 
 
 # ---- requests --------------------------------------------------------------------------------
@@ -684,28 +853,48 @@ class RequestStats:
     when asked).
     """
 
-    def __init__(self, n_models: int, half_lives: Sequence[float]) -> None:
+    def __init__(self, n_models: int, half_lives: Sequence[float], *, pad_rows: int = 0) -> None:
         self.n_models = int(n_models)
         self.decay = [0.5 ** (1.0 / float(h)) for h in half_lives]
         self._one_minus = [1.0 - d for d in self.decay]
         self._decay_arr = np.asarray(self.decay)[:, None]
+        # The averages are rows pad_rows.. of one array whose first pad_rows rows are 1.0, so
+        # a caller can scale [1, ..., 1, averages] by one product (the env's observation).
+        self.pad_rows = int(pad_rows)
+        self._padded = np.ones((self.pad_rows + len(self.decay), self.n_models))
+        self._ema = self._padded[self.pad_rows :]
         self.clear()
 
     def clear(self) -> None:
         M = self.n_models
         # Row 0: last request index; row 1: index at which the model became cached.
         self.marks = np.full((2, M), -1, dtype=np.int64)
-        self.count = np.zeros(M, dtype=np.int64)
-        self._ema = np.zeros((len(self.decay), M))
-        self._ema_t = np.zeros(M, dtype=np.int64)
+        self._count = [0] * M  # lists: the per-request path touches single entries
+        self._ema[:] = 0.0
+        self._ema_t_l = [0] * M  # request index of each average's last update
 
     def copy(self) -> RequestStats:
         new = RequestStats.__new__(RequestStats)
-        new.n_models, new.decay, new._decay_arr = self.n_models, self.decay, self._decay_arr
-        new._one_minus = self._one_minus
-        for k in ("marks", "count", "_ema", "_ema_t"):
+        new.__dict__.update(self.__dict__)
+        for k in ("marks", "_count", "_padded", "_ema_t_l"):
             setattr(new, k, getattr(self, k).copy())
+        new._ema = new._padded[new.pad_rows :]
         return new
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Pickle copies views as separate arrays: make the averages a view again.
+        self.__dict__.update(state)
+        self._ema = self._padded[self.pad_rows :]
+
+    @property
+    def count(self) -> np.ndarray:
+        """Requests of each model so far (a new int64 array)."""
+        return np.array(self._count, dtype=np.int64)
+
+    @property
+    def ema_times(self) -> np.ndarray:
+        """Request index of each model's last moving-average update (a new array)."""
+        return np.array(self._ema_t_l, dtype=np.int64)
 
     @property
     def last(self) -> np.ndarray:
@@ -719,14 +908,15 @@ class RequestStats:
 
     def record(self, model: int, t: int) -> None:
         """Request ``t`` asked for ``model``."""
-        gap = t - int(self._ema_t[model])
+        et = self._ema_t_l
+        gap = t - et[model]
+        et[model] = t
         e = self._ema
         for i, d in enumerate(self.decay):
             e[i, model] = float(e[i, model]) * d**gap + self._one_minus[i]
-        self._ema_t[model] = t
         self.marks[0, model] = t
-        self.count[model] += 1
+        self._count[model] += 1
 
     def ema(self, t: int) -> np.ndarray:
         """``(S, M)`` moving averages of the request indicator after request ``t``."""
-        return self._ema * self._decay_arr ** (t - self._ema_t)[None, :]
+        return self._ema * self._decay_arr ** (t - self.ema_times)[None, :]

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 import mei_envs  # noqa: F401  (registers the ids)
-from mei_envs.envs.edge_llm_cache import EdgeLLMCacheEnv
+from mei_envs.envs.edge_llm_cache import FULL_INFO_KEYS, EdgeLLMCacheEnv
 from tests.trajectory_pins import record
 
 PINNED_FILE = Path(__file__).resolve().parent / "data" / "edge_llm_cache_pinned.npz"
@@ -51,26 +51,8 @@ CASES: list[tuple[str, dict[str, Any], tuple[int, ...], bool]] = [
     ),
 ]
 EPISODES = 2
-# Every info key of the "full" level (action_mask is stored apart).
-INFO_KEYS = (
-    "requests",
-    "hits",
-    "bytes_requested",
-    "bytes_hit",
-    "backhaul_bytes",
-    "latency_s",
-    "deadline_met",
-    "evictions",
-    "bypasses",
-    "invalid_actions",
-    "hit_ratio",
-    "byte_hit_ratio",
-    "mean_latency_s",
-    "deadline_satisfaction",
-    "t",
-    "model",
-    "used_bytes",
-)
+# Every info key of the "full" level (action_mask is stored apart), in the recorded order.
+INFO_KEYS = FULL_INFO_KEYS
 
 
 def rollout(config: dict[str, Any], seed: int, legal_only: bool) -> dict[str, np.ndarray]:

@@ -423,7 +423,7 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
             else cfg.capacity_fraction * shared.unique_bytes
         )
         self.state = cache.CacheState(cat, self.capacity_bytes)
-        self.stats = cache.RequestStats(M, cfg.half_lives)
+        self.stats = cache.RequestStats(M, cfg.half_lives, pad_rows=2)
         self.generator = cache.ZipfDriftRequests(M, cfg.zipf_exponent, cfg.drift_rate)
         self._trace = (
             _load_trace(cfg.trace_file, _file_stamp(cfg.trace_file), tuple(cat.names))
@@ -448,15 +448,27 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         self.bytes_ref = float(cat.model_bytes.mean())
         self.latency_ref_s = self._rtt + 8.0 * self.bytes_ref / self._rate
         self._inv_cap = 1.0 / self.capacity_bytes
-        # Observation rows, feature-major, below one hidden row: buf[0] is 1.0 for models
-        # requested before (so buf[0:2] = [requested before, cached] masks the recency rows).
-        self._buf = np.zeros((self.n_features + 1, M))
-        self._work = self._buf[1:]
-        self._work[2] = np.minimum(cat.model_bytes * self._inv_cap, 1.0)
-        self._work[5] = cat.shared_fraction
-        self._seen = self._buf[0:2]
+        # The observation is kept in one float32 buffer (feature-major rows, then the three
+        # globals); rows change only when what they show changes (see _obs).
+        F = self.n_features
+        self._static_rows = np.vstack(
+            [np.minimum(cat.model_bytes * self._inv_cap, 1.0), cat.shared_fraction]
+        )
+        self._ob = np.zeros(F * M + N_GLOBAL_FEATURES, dtype=np.float32)
+        self._rows = self._ob[: F * M].reshape(F, M)
+        self._rows[[2, 5]] = self._static_rows
+        self._scratch = np.empty(M)
+        # Constants as arrays: numpy ufuncs convert Python scalars on every call.
+        self._inv_cap_arr = np.full(M, self._inv_cap)
+        self._ones = np.ones(M)
+        S = len(cfg.half_lives)
+        self._idx = np.empty((2 + S, M), dtype=np.int64)  # look-up indices of rows 7..
+        self._looked = np.empty((2 + S, M))  # their looked-up values
+        self._time_rows = np.empty((2 + S, M))
         self._no_freed = np.zeros(M)
         self._no_freed.flags.writeable = False
+        self._exact = cat.exact_sums
+        self._one = np.ones(1)
         self._bypass_only = np.zeros(M + 1, dtype=bool)
         self._bypass_only[M] = True
         self._bypass_only.flags.writeable = False
@@ -479,9 +491,21 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         self._freed = self._no_freed
         self._mask = self._bypass_only
         self._tables = _time_tables(self._T, tuple(self.stats.decay))
-        self._rows_of: tuple[Any, Any] = (None, None)  # arrays the state rows were built from
-        self._work[1] = 0.0
-        self._seen[0] = 0.0
+        decay = tuple(self.stats.decay)
+        self._lookup = _time_lookup(self._T, decay) if self._tables is not None else None
+        # Rows 7.. of the observation are lookup[t - src] * stats' [1, 1, averages]: src
+        # rows 0-1 are the last-request and cached-since marks, where -1 ("never", "not
+        # cached") is stored as _never (its look-up is the zero the formula gives); row
+        # 2 + s is the averages' last update time minus the offset of decay s's powers.
+        T = self._T
+        self._never = -(T + 3)
+        self._src = np.full((2 + len(decay), self.n_models), self._never, dtype=np.int64)
+        self._src[2:] = -(2 * T + 4 + T * np.arange(len(decay)))[:, None]
+        self._mk = self._src[:2]
+        self._ema_src = self._src[2:]
+        self._ema_off = (2 * T + 4 + T * np.arange(len(decay))).tolist()
+        self._drawn: tuple[int, Any] = (-1, None)  # state version and freed array drawn
+        self._rows[1] = 0.0
         self._done = False
         self._tot = dict.fromkeys(_TOTAL_KEYS, 0.0)
         self._acc = _zero_acc()
@@ -515,7 +539,9 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
             else:
                 self.state.evict(a, pinned=j)
                 acc["evictions"] += 1.0
-                self.stats.since[~self.state.cached] = -1
+                if not self.state._cached[a]:
+                    self.stats.since[a] = -1
+                    self._mk[1, a] = self._never
                 self._decide(j)
             if self._pending < 0:
                 self._advance()
@@ -594,18 +620,22 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         self.state, self.stats = st.copy(), stats.copy()
         self._t, self._pending, self._freed = t, pend, freed
         self._mask = self._mask_of(freed) if pend >= 0 else self._bypass_only
-        self._work[1] = 0.0
+        self._rows[1] = 0.0
         if pend >= 0:
-            self._work[1, pend] = 1.0
-        self._seen[0] = self.stats.count > 0
+            self._rows[1, pend] = 1.0
+        marks = self.stats.marks
+        self._mk[:] = np.where(marks < 0, self._never, marks)
+        self._ema_src[:] = self.stats.ema_times - np.asarray(self._ema_off)[:, None]
+        self._drawn = (-1, None)
         self._done, self._final_pending = done, fin
         self._tot, self._acc, self._ep_sums = dict(tot), dict(acc), dict(ep_sums)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        # Pickle copies views as separate arrays: make the row views share the buffer again.
+        # Pickle copies views as separate arrays: make the row view share the buffer again.
         self.__dict__.update(state)
-        self._work = self._buf[1:]
-        self._seen = self._buf[0:2]
+        self._rows = self._ob[: self.n_features * self.n_models].reshape(self.n_features, -1)
+        if "_src" in state:
+            self._mk, self._ema_src = self._src[:2], self._src[2:]
 
     # ---- internals ---------------------------------------------------------------------
     def _draw_requests(self, options: Mapping[str, Any] | None) -> np.ndarray:
@@ -650,27 +680,24 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         fetch_s = cache.fetch_delay_s(missing, self._rtt, self._rate)
         met = fetch_s <= self._deadline
         latency = fetch_s + self._delivery_s[j]
-        acc["requests"] += 1.0
-        acc["hits"] += hit
-        acc["bytes_requested"] += size
-        acc["bytes_hit"] += size - missing
+        hit_bytes = size - missing
+        # This step's sums and the episode's totals grow by the same amounts, each in
+        # request order (latency sums are not exact, so neither is derived from the other).
+        for d in (acc, self._tot):
+            d["requests"] += 1.0
+            d["hits"] += hit
+            d["bytes_requested"] += size
+            d["bytes_hit"] += hit_bytes
+            d["latency_s"] += latency
+            d["deadline_met"] += met
         acc["backhaul_bytes"] += missing
-        acc["latency_s"] += latency
-        acc["deadline_met"] += met
         mode = self._reward_mode
         if mode == 0:
             acc["reward"] += hit
         elif mode == 1:
-            acc["reward"] += (size - missing) / self.bytes_ref
+            acc["reward"] += hit_bytes / self.bytes_ref
         else:
             acc["reward"] -= fetch_s / self.latency_ref_s
-        tot = self._tot
-        tot["requests"] += 1.0
-        tot["hits"] += hit
-        tot["bytes_requested"] += size
-        tot["bytes_hit"] += size - missing
-        tot["latency_s"] += latency
-        tot["deadline_met"] += met
         self._t += 1
 
     def _bypass(self, j: int) -> None:
@@ -680,23 +707,25 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         self._set_pending(-1)
 
     def _admit(self, j: int, missing: float) -> None:
-        new = self.state.admit(j)
-        self.stats.since[new] = self._t
+        t = self._t
+        new = self.state.admit_ids(j)
+        since, mk = self.stats.marks[1], self._mk[1]
+        for m in new:
+            since[m] = t
+            mk[m] = t
         self._serve(j, missing)
         self._set_pending(-1)
 
     def _set_pending(self, j: int) -> None:
-        w = self._work
+        row = self._rows[1]
         if self._pending >= 0:
-            w[1, self._pending] = 0.0
+            row[self._pending] = 0.0
         if j >= 0:
-            w[1, j] = 1.0
+            row[j] = 1.0
         self._pending = j
 
     def _mask_of(self, freed: np.ndarray) -> np.ndarray:
-        mask = np.empty(self.n_models + 1, dtype=bool)
-        np.greater(freed, 0.0, out=mask[:-1])
-        mask[-1] = True
+        mask = np.concatenate((freed, self._one)) > 0.0  # the bypass (last) is legal
         mask.flags.writeable = False
         return mask
 
@@ -711,11 +740,19 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         if st.used_bytes + missing <= st.capacity * (1 + 1e-12):
             self._admit(j, missing)
             return False
-        freed = st.freed_bytes(pinned=j)
-        mask = self._mask_of(freed)
-        if mask.sum() == 1:  # only the bypass
-            self._bypass(j)
-            return False
+        if self._exact:
+            freed_list = st.freed_list(pinned=j)
+            if max(freed_list) <= 0.0:  # only the bypass
+                self._bypass(j)
+                return False
+            freed = np.array(freed_list)
+            mask = self._mask_of(freed)
+        else:
+            freed = st.freed_bytes(pinned=j)
+            mask = self._mask_of(freed)
+            if not mask[:-1].any():  # only the bypass
+                self._bypass(j)
+                return False
         self._set_pending(j)
         self._freed = freed
         self._mask = mask
@@ -723,13 +760,17 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
 
     def _advance(self) -> None:
         """Serve requests until one needs a decision or the episode ends."""
-        reqs, T, st, stats, seen = self._req_list, self._T, self.state, self.stats, self._seen
+        reqs, T, record, cached = self._req_list, self._T, self.stats.record, self.state._cached
+        last, ema_src, offs = self._mk[0], self._ema_src, self._ema_off
         self._freed, self._mask = self._no_freed, self._bypass_only
         while self._t < T:
-            j = reqs[self._t]
-            stats.record(j, self._t)
-            seen[0, j] = 1.0
-            if st.cached[j]:
+            t = self._t
+            j = reqs[t]
+            record(j, t)
+            last[j] = t
+            for s, off in enumerate(offs):
+                ema_src[s, j] = t - off
+            if cached[j]:
                 self._serve(j, 0.0)
                 continue
             if self._decide(j):
@@ -740,39 +781,66 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
     def _obs(self) -> np.ndarray:
         st, M, F = self.state, self.n_models, self.n_features
         t, cap, j, T = self._t, st.capacity, self._pending, self._T
-        w = self._work  # (F, M); rows 2 and 5 are static, row 1 is kept by _set_pending
-        if self._rows_of[0] is not st.missing:  # the cache changed: rows 0 and 4
-            w[0] = st.cached
-            np.multiply(st.missing, self._inv_cap, out=w[4])
-            np.minimum(w[4], 1.0, out=w[4])
-        if self._rows_of[1] is not self._freed:  # a new decision: rows 3 and 6
-            np.multiply(self._freed, self._inv_cap, out=w[3])
-            np.minimum(w[3], 1.0, out=w[3])
-            w[6] = self._mask[:M]
-        self._rows_of = (st.missing, self._freed)
+        rows, scratch = self._rows, self._scratch  # row 1 is kept by _set_pending
+        drawn_version, drawn_freed = self._drawn
+        # Values are computed in float64 and then cast to float32 (a ufunc writing float32
+        # output directly is slower: it buffers the cast).
+        if drawn_version != st.version:  # the cache changed: rows 0 and 4
+            touched = st.drain_touched()
+            if drawn_version < 0 or touched is None or len(touched) > TOUCHED_MAX:
+                rows[0] = st._cached
+                scratch[:] = st._miss
+                np.multiply(scratch, self._inv_cap_arr, out=scratch)
+                np.minimum(scratch, self._ones, out=scratch)
+                rows[4] = scratch
+            else:  # the same float64 values, cast to float32 entry by entry
+                r0, r4, cached, miss, inv_cap = (
+                    rows[0],
+                    rows[4],
+                    st._cached,
+                    st._miss,
+                    self._inv_cap,
+                )
+                for u in touched:
+                    r0[u] = cached[u]
+                    r4[u] = min(miss[u] * inv_cap, 1.0)
+        if drawn_freed is not self._freed:  # a new decision: rows 3 and 6
+            # freed <= used <= capacity * (1 + 1e-12), so the clip at 1 that the
+            # docstring's table states never changes a float32 value here.
+            np.multiply(self._freed, self._inv_cap_arr, out=scratch)
+            rows[3] = scratch
+            rows[6] = self._mask[:M]
+        self._drawn = (st.version, self._freed)
         stats, tables = self.stats, self._tables
-        rec = w[7:9]
-        if tables is not None:
-            # Table look-ups of the same float64 values the formulas below give.
+        if self._lookup is not None and t < T:
+            # Table look-ups of the same values the formulas below give: recency, and the
+            # powers decay ** (t - last update) that scale the averages. (Indices are in
+            # range; mode="wrap" only spares take's buffered copy.)
+            np.subtract(t, self._src, out=self._idx)
+            self._lookup.take(self._idx, out=self._looked, mode="wrap")
+            np.multiply(self._looked, stats._padded, out=self._time_rows)
+            rows[7:] = self._time_rows
+        elif tables is not None:  # the episode's end (averages at T - 1), or a restore
             log_tab, pow_tab = tables
-            np.take(log_tab, t - stats.marks, out=rec)
-            rec *= self._seen  # 0 where never requested / not cached
-            te = min(t, T - 1)
-            np.multiply(stats._ema, pow_tab.take(te - stats._ema_t, axis=1), out=w[9:])
+            rec = np.take(log_tab, t - stats.marks)
+            rec[0] *= stats.count > 0
+            rec[1] *= st.cached
+            rows[7:9] = rec
+            rows[9:] = stats._ema * pow_tab.take(min(t, T - 1) - stats.ema_times, axis=1)
         else:
             marks = stats.marks  # last request, cached since
-            np.log1p(np.maximum(t - marks, 0), out=rec)
+            rec = np.log1p(np.maximum(t - marks, 0))
             rec *= -1.0 / self._log_T
             rec += 1.0
             rec[marks < 0] = 0.0
-            w[9:] = stats.ema(min(t, T - 1))
-        out = np.empty(F * M + N_GLOBAL_FEATURES, dtype=np.float32)
-        out[: F * M] = w.reshape(-1)
-        need = st.used_bytes + st.missing[j] - cap if j >= 0 else 0.0
+            rows[7:9] = rec
+            rows[9:] = stats.ema(min(t, T - 1))
+        out = self._ob
+        need = st.used_bytes + st._miss[j] - cap if j >= 0 else 0.0
         out[F * M] = min(max((cap - st.used_bytes) / cap, 0.0), 1.0)
         out[F * M + 1] = min(max(need / cap, 0.0), 1.0)
         out[F * M + 2] = t / T
-        return out
+        return out.copy()
 
     def _info(self, step: bool = False) -> dict[str, Any]:
         tot = self._tot
@@ -816,6 +884,10 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         return info
 
 
+# Up to this many changed models (with repeats), the observation's cache rows are updated
+# entry by entry instead of rebuilt.
+TOUCHED_MAX = 24
+
 # Episodes up to this many requests get per-episode look-up tables for the time features.
 MAX_TABLE_REQUESTS = 1 << 17
 
@@ -830,21 +902,39 @@ def _time_tables(T: int, decay: tuple[float, ...]) -> tuple[np.ndarray, np.ndarr
     returns the same bits."""
     if T > MAX_TABLE_REQUESTS:
         return None
-    log_tab = np.log1p(np.arange(T + 2))
-    log_tab *= -1.0 / math.log1p(T)
-    log_tab += 1.0
+    log_tab = _log_table(T)
     pow_tab = np.asarray(decay)[:, None] ** np.arange(T)[None, :]
     log_tab.flags.writeable = False
     pow_tab.flags.writeable = False
     return log_tab, pow_tab
 
 
+def _log_table(T: int) -> np.ndarray:
+    log_tab = np.log1p(np.arange(T + 2))
+    log_tab *= -1.0 / math.log1p(T)
+    log_tab += 1.0
+    return log_tab
+
+
+@functools.lru_cache(maxsize=8)
+def _time_lookup(T: int, decay: tuple[float, ...]) -> np.ndarray:
+    """One flat read-only table for the observation's time rows in episodes of ``T``
+    requests (values of :func:`_time_tables`): entry ``k`` is ``log_tab[k]`` (recency after
+    ``k`` requests, k <= T + 1); entry ``T + 2 + k`` is ``log_tab[k] * 0.0`` (the row's
+    value for a model never requested / not cached, whose mark -1 gives ``k = t + 1``; the
+    sign of that zero is the formula's); entry ``2T + 4 + sT + k`` is ``pow_tab[s, k]``."""
+    log_tab, pow_tab = _time_tables(T, decay)
+    tab = np.concatenate([log_tab, log_tab * 0.0, pow_tab.reshape(-1)])
+    tab.flags.writeable = False
+    return tab
+
+
 # The keys of info="lean" (EdgeLLMCacheEnv.metadata["info_metrics"], by aggregation).
 LEAN_LAST_KEYS = ("hit_ratio", "byte_hit_ratio", "mean_latency_s", "deadline_satisfaction")
 LEAN_SUM_KEYS = ("backhaul_bytes", "requests", "hits", "evictions", "bypasses", "invalid_actions")
 
-_ACC_KEYS = (
-    "reward",
+# The per-step sums of info="full" (the step's reward is summed beside them).
+STEP_SUM_KEYS = (
     "requests",
     "hits",
     "bytes_requested",
@@ -856,6 +946,9 @@ _ACC_KEYS = (
     "bypasses",
     "invalid_actions",
 )
+# Every key of info="full" but action_mask, in the order the info dict has them.
+FULL_INFO_KEYS = (*STEP_SUM_KEYS, *LEAN_LAST_KEYS, "t", "model", "used_bytes")
+_ACC_KEYS = ("reward", *STEP_SUM_KEYS)
 _TOTAL_KEYS = ("requests", "hits", "bytes_requested", "bytes_hit", "latency_s", "deadline_met")
 
 

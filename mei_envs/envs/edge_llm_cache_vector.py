@@ -8,8 +8,9 @@ shape ``(n, M + 1)``).
 How it is batched: the state of all ``n`` caches lives in ``(n, ...)`` arrays and every
 transition calls the broadcastable domain functions of :mod:`mei_envs.cache`
 (:func:`~mei_envs.cache.held_quantities`, :func:`~mei_envs.cache.freed_bytes`,
-:func:`~mei_envs.cache.eviction_drop`, :func:`~mei_envs.cache.fetch_delay_s`) that
-:class:`~mei_envs.cache.CacheState` (single env, oracles) calls on one cache. A step applies
+:func:`~mei_envs.cache.eviction_drop`, :func:`~mei_envs.cache.fetch_delay_s`): the products
+that :meth:`mei_envs.cache.CacheState.check` holds the single env's block-by-block cache state
+to (bit for bit; the property tests call it on every step). A step applies
 the n actions at once, then fast-forwards: each iteration serves the current request of every
 sub-env still fast-forwarding (hits, admissions, bypasses) with numpy over those rows, until
 each has reached its next decision or its episode's end. Episode draws (request sequences)
@@ -41,6 +42,7 @@ from mei_envs.envs.edge_llm_cache import (
     LEAN_SUM_KEYS,
     N_GLOBAL_FEATURES,
     EdgeLLMCacheEnv,
+    _time_lookup,
     _time_tables,
 )
 from mei_envs.vector import MeiVectorEnv
@@ -83,8 +85,11 @@ class EdgeLLMCacheVectorEnv(MeiVectorEnv):
         self.decay = np.asarray(single.stats.decay)
         self.one_minus = np.asarray(single.stats._one_minus)
         self.tables = _time_tables(self.T, tuple(single.stats.decay))
+        decay = tuple(single.stats.decay)
+        self.lookup = _time_lookup(self.T, decay) if self.tables is not None else None
+        self.ema_off = 2 * self.T + 4 + self.T * np.arange(S)  # where decay s's powers start
         self.py_pow = _python_pow_table(self.T, tuple(single.stats.decay))
-        self.static_rows = single._work[[2, 5]].copy()
+        self.static_rows = single._static_rows.copy()
         # What serving a hit adds to the sums, per model (missing = 0 in _serve's formulas:
         # fetch 0 s, deadline met, bytes hit = model bytes; x + 0.0 and x - 0.0 are x).
         zero = np.zeros(M)
@@ -99,7 +104,11 @@ class EdgeLLMCacheVectorEnv(MeiVectorEnv):
         self.used = np.zeros(n)
         self.marks = np.full((n, 2, M), -1, dtype=np.int64)  # last request, cached since
         self.count = np.zeros((n, M), dtype=np.int64)
-        self.ema = np.zeros((n, S, M))
+        # The averages below two rows of ones (the single env's RequestStats layout), so
+        # the observation scales [1, 1, averages] by its looked-up factors in one product.
+        self.padded = np.ones((n, 2 + S, M))
+        self.ema = self.padded[:, 2:]
+        self.ema[:] = 0.0
         self.ema_t = np.zeros((n, M), dtype=np.int64)
         self.seen = np.zeros((n, M))  # 1.0 once requested
         self.t = np.zeros(n, dtype=np.int64)
@@ -109,8 +118,10 @@ class EdgeLLMCacheVectorEnv(MeiVectorEnv):
         self.mask[:, M] = True
         self.done = np.ones(n, dtype=bool)
         self.final_pending = np.zeros(n, dtype=bool)
-        self.acc = np.zeros((n, len(_ACC_KEYS)))
-        self.tot = np.zeros((n, len(_TOTAL_KEYS)))
+        # This step's sums and the episode's totals side by side: one addition serves both.
+        self.sums = np.zeros((n, len(_ACC_KEYS) + len(_TOTAL_KEYS)))
+        self.acc = self.sums[:, : len(_ACC_KEYS)]
+        self.tot = self.sums[:, len(_ACC_KEYS) :]
         self.ep_sums = np.zeros((n, len(LEAN_SUM_KEYS)))
         self.requests = np.zeros((n, self.T), dtype=np.int64)
 
@@ -127,8 +138,8 @@ class EdgeLLMCacheVectorEnv(MeiVectorEnv):
         return new
 
     def _increments(self, j: np.ndarray, missing: np.ndarray) -> np.ndarray:
-        """``(k, len(_ACC_KEYS))``: what serving requests ``j`` with ``missing`` bytes fetched
-        adds to each sum (the single env's ``_serve``)."""
+        """``(k, len(_ACC_KEYS) + len(_TOTAL_KEYS))``: what serving requests ``j`` with
+        ``missing`` bytes fetched adds to each sum and total (the single env's ``_serve``)."""
         single = self.single_env
         size = self.size[j]
         hit = missing <= 0.0
@@ -148,7 +159,7 @@ class EdgeLLMCacheVectorEnv(MeiVectorEnv):
             inc[:, _A["reward"]] = (size - missing) / single.bytes_ref
         else:  # x + (-v) == x - v in IEEE arithmetic
             inc[:, _A["reward"]] = -(fetch_s / single.latency_ref_s)
-        return inc
+        return np.concatenate([inc, inc[:, _TOT_COLS]], axis=1)
 
     def _serve(self, r: np.ndarray, j: np.ndarray, missing: np.ndarray | None) -> None:
         """Account requests ``j`` of rows ``r`` served with ``missing`` bytes fetched (None:
@@ -156,8 +167,7 @@ class EdgeLLMCacheVectorEnv(MeiVectorEnv):
         if r.size == 0:
             return
         inc = self.hit_inc[j] if missing is None else self._increments(j, missing)
-        self.acc[r] += inc
-        self.tot[r] += inc[:, _TOT_COLS]
+        self.sums[r] += inc
         self.t[r] += 1
 
     def _bypass(self, r: np.ndarray, j: np.ndarray) -> None:
@@ -270,8 +280,7 @@ class EdgeLLMCacheVectorEnv(MeiVectorEnv):
         self.pending[r] = -1
         self.mask[r, :M] = False
         self.done[r] = False
-        self.acc[r] = 0.0
-        self.tot[r] = 0.0
+        self.sums[r] = 0.0
         self.ep_sums[r] = 0.0
         self._advance(r)
         self.final_pending[r] = self.done[r]
@@ -371,35 +380,41 @@ class EdgeLLMCacheVectorEnv(MeiVectorEnv):
         float32)."""
         n, M, F, T = self.num_envs, self.n_models, self.n_features, self.T
         inv_cap = self.single_env._inv_cap
-        w = np.empty((n, F, M))
+        out = np.empty((n, F * M + N_GLOBAL_FEATURES), dtype=np.float32)
+        w = out[:, : F * M].reshape(n, F, M)  # a view: rows are cast as they are written
         w[:, 0] = self.cached
         w[:, 1] = 0.0
         dec = np.flatnonzero(self.pending >= 0)
         w[dec, 1, self.pending[dec]] = 1.0
-        w[:, [2, 5]] = self.static_rows
-        np.minimum(self.freed * inv_cap, 1.0, out=w[:, 3])
-        np.minimum(self.missing * inv_cap, 1.0, out=w[:, 4])
+        w[:, 2] = self.static_rows[0]
+        w[:, 5] = self.static_rows[1]
+        # freed <= used <= capacity * (1 + 1e-12): its clip at 1 never changes a float32.
+        w[:, 3] = self.freed * inv_cap
+        w[:, 4] = np.minimum(self.missing * inv_cap, 1.0)
         w[:, 6] = self.mask[:, :M]
         t = self.t
         te = np.minimum(t, T - 1)
-        rec = w[:, 7:9]
-        if self.tables is not None:
-            log_tab, pow_tab = self.tables
-            np.take(log_tab, t[:, None, None] - self.marks, out=rec)
-            rec[:, 0] *= self.seen
-            rec[:, 1] *= self.cached
-            S = pow_tab.shape[0]
-            gaps = te[:, None, None] - self.ema_t[:, None, :]
-            np.multiply(self.ema, pow_tab[np.arange(S)[None, :, None], gaps], out=w[:, 9:])
+        if self.lookup is not None:
+            # The single env's look-up: marks -1 ("never", "not cached") index the zeros
+            # the formula gives, and each average's factor decay ** (te - last update).
+            S = self.ema.shape[1]
+            idx = np.empty((n, 2 + S, M), dtype=np.int64)
+            marks = np.where(self.marks < 0, -(T + 3), self.marks)
+            np.subtract(t[:, None, None], marks, out=idx[:, :2])
+            np.subtract(
+                (te[:, None] + self.ema_off)[:, :, None], self.ema_t[:, None, :], out=idx[:, 2:]
+            )
+            looked = self.lookup.take(idx, mode="wrap")
+            np.multiply(looked, self.padded, out=looked)
+            w[:, 7:] = looked
         else:
-            np.log1p(np.maximum(t[:, None, None] - self.marks, 0), out=rec)
+            rec = np.log1p(np.maximum(t[:, None, None] - self.marks, 0))
             rec *= -1.0 / math.log1p(T)
             rec += 1.0
             rec[self.marks < 0] = 0.0
+            w[:, 7:9] = rec
             decay = self.decay[None, :, None]
             w[:, 9:] = self.ema * decay ** (te[:, None, None] - self.ema_t[:, None, :])
-        out = np.empty((n, F * M + N_GLOBAL_FEATURES), dtype=np.float32)
-        out[:, : F * M] = w.reshape(n, -1)
         cap = self.cap
         used = self.used
         need = np.zeros(n)
