@@ -379,7 +379,8 @@ class EarlyExitUploadModel:
     def sample_episodes(self, rngs: list[np.random.Generator]) -> dict[str, np.ndarray]:
         """:meth:`sample_episode` for one episode per generator, as arrays (a vector env's
         reset): ``exits`` (bool), ``conf`` ``(len(rngs), K)``; ``snr_obs`` (float32),
-        ``rates`` ``(len(rngs), K + snr_history - 1)``. The same draws, in the same order,
+        ``rates`` ``(len(rngs), K + snr_history - 1)``, and in fsmc mode the slots' FSMC
+        ``states``. The same draws, in the same order,
         from each generator; in ``fsmc`` mode the exit chains and the lookups are batched."""
         K, N = self.K, self.K + self.cfg.snr_history - 1
         m = len(rngs)
@@ -404,6 +405,7 @@ class EarlyExitUploadModel:
             "conf": np.where(exits, lo + uc * (hi - lo), uc * lo),
             "snr_obs": self._state_obs_arr[states],
             "rates": self._state_rate_arr[states],
+            "states": states,
         }
 
     def rate_bps(self, snr_linear: Any) -> Any:

@@ -89,6 +89,13 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         self._snr_obs = np.zeros((n, N), dtype=np.float32)
         self._next_exit = np.full((n, K + 1), K, dtype=np.int64)
         self._run_cost = np.zeros((n, K + 1, len(_RUN_COLS)))
+        # fsmc mode: the run costs of every (token, FSMC state), from the same token_cost
+        # (the vector env gathers them per episode instead of evaluating it again).
+        self._run_table: np.ndarray | None = None
+        if m.channel.mode == "fsmc":
+            self._run_table = self._run_costs(
+                np.arange(K)[:, None], np.asarray(m.state_rate_bps, float)[None, :]
+            )
         self._step_obs: np.ndarray | None = None
         # State.
         self._k = np.zeros(n, dtype=np.int64)
@@ -102,6 +109,21 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         self._all = np.ones(n, dtype=bool)
         self._all.flags.writeable = False
 
+    def _run_costs(self, tok: np.ndarray, rate: np.ndarray) -> np.ndarray:
+        """The ``_RUN_COLS`` of a forced (non-exited) upload of one state from backlog 0 with
+        the radio in its tail, at tokens ``tok`` and rates ``rate`` (broadcast), stacked on
+        a last axis."""
+        m = self.model
+        lat, en, stall, _, wake = m.token_cost(tok, 0, 1, rate, 0, 0)
+        if np.any(wake):  # pragma: no cover - timer 0 < tail_steps: never asleep
+            raise RuntimeError("EarlyExitUploadVectorEnv: a run token woke the radio")
+        lat = np.asarray(lat, float)
+        out = np.empty((*lat.shape, len(_RUN_COLS)))
+        out[..., 0], out[..., 1], out[..., 2] = lat, en, stall
+        out[..., 3] = 1 * m.state_bits / 8.0
+        out[..., 4] = np.broadcast_to(m.device_energy_j[tok], lat.shape)
+        return out
+
     def action_masks(self) -> np.ndarray:
         """Legal actions of every sub-env, ``(num_envs, n_actions)`` (a cached read-only
         array: every action is legal at every decision)."""
@@ -114,33 +136,32 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         m, K, H = self.model, self._K, self._H
         opts = self.single_env._check_options(options) if options else {}
         idx = np.flatnonzero(mask)
+        states = np.empty((idx.size, K), dtype=np.intp)  # fsmc: the tokens' channel states
         if opts:
-            for i in idx:
+            for row, i in enumerate(idx):
                 ep = m.sample_episode(self.rngs[i], **opts)
                 self._exits[i] = ep.exits
                 self._conf[i] = ep.conf
                 self._rates[i] = ep.rates
                 self._snr_obs[i] = ep.snr_obs
+                states[row] = ep.states[H - 1 :]
         else:
             eps = m.sample_episodes([self.rngs[i] for i in idx])
             self._exits[idx] = eps["exits"]
             self._conf[idx] = eps["conf"]
             self._rates[idx] = eps["rates"]
             self._snr_obs[idx] = eps["snr_obs"]
+            if "states" in eps:
+                states = eps["states"][:, H - 1 :]
         ex = self._exits[idx]
         # Next exited token at or after each token (K if none).
         pos = np.where(ex, np.arange(K), K)
         self._next_exit[idx, :K] = np.minimum.accumulate(pos[:, ::-1], axis=1)[:, ::-1]
         # A forced (non-exited) upload of one state from backlog 0, radio in its tail.
-        tok = np.arange(K)
-        lat, en, stall, _, wake = m.token_cost(tok, 0, 1, self._rates[idx, H - 1 :], 0, 0)
-        if np.any(wake):  # pragma: no cover - timer 0 < tail_steps: never asleep
-            raise RuntimeError("EarlyExitUploadVectorEnv: a run token woke the radio")
-        cost = self._run_cost[idx]
-        cost[:, :K, 0], cost[:, :K, 1], cost[:, :K, 2] = lat, en, stall
-        cost[:, :K, 3] = 1 * m.state_bits / 8.0
-        cost[:, :K, 4] = m.device_energy_j
-        self._run_cost[idx] = cost
+        if self._run_table is not None:
+            self._run_cost[idx, :K] = self._run_table[np.arange(K), states]
+        else:
+            self._run_cost[idx, :K] = self._run_costs(np.arange(K), self._rates[idx, H - 1 :])
         self._k[idx] = 0
         self._b[idx] = 0
         self._timer[idx] = self._timer0
@@ -189,15 +210,34 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         infos: dict[str, Any] = {}
         for c, key in enumerate(LEAN_KEYS):
             infos[key], infos["_" + key] = acc[:, c], self._all
-        if terminated.any():
-            tot = self._episode.copy()
-            for c, key in enumerate(EPISODE_KEYS):
-                infos[key], infos["_" + key] = tot[:, c], terminated
         truncated = np.zeros(self.num_envs, dtype=bool)
-        self._step_obs = obs = self._observe(self._rows)
-        obs, infos = self._autoreset(obs, terminated, truncated, infos)
+        obs = self._observe(self._rows)
+        if not terminated.any():
+            return obs, reward, terminated, truncated, infos
+        # SAME_STEP autoreset (MeiVectorEnv._autoreset's layout, written out for this env's
+        # fixed keys: lean keys on every sub-env, episode totals where it ended; no
+        # truncation, empty reset infos).
+        done = terminated
+        tot = self._episode.copy()
+        live = ~done
+        nobody = np.zeros(self.num_envs, dtype=bool)
+        final_info: dict[str, Any] = {}
+        out: dict[str, Any] = {}
+        for c, key in enumerate(LEAN_KEYS):
+            final_info[key], final_info["_" + key] = acc[:, c], done.copy()
+            out[key], out["_" + key] = acc[:, c], live
+        for c, key in enumerate(EPISODE_KEYS):
+            final_info[key], final_info["_" + key] = tot[:, c], done.copy()
+            out[key], out["_" + key] = tot[:, c], nobody
+        final_obs = np.full(self.num_envs, None, dtype=object)
+        for i in np.flatnonzero(done):
+            final_obs[i] = obs[i].copy()
+        self._step_obs = obs
+        obs, _ = self._reset_envs(done)
         self._step_obs = None
-        return obs, reward, terminated, truncated, infos
+        out["final_obs"], out["_final_obs"] = final_obs, done.copy()
+        out["final_info"], out["_final_info"] = final_info, done.copy()
+        return obs, reward, terminated, truncated, out
 
     # ---- internals ---------------------------------------------------------------------
     def _advance(self, idx: np.ndarray, n_decision: np.ndarray | None) -> None:
