@@ -349,26 +349,50 @@ class EarlyExitUploadModel:
         """
         K, N = self.K, self.K + self.cfg.snr_history - 1
         if self.channel.mode == "fsmc":
-            u = rng.random(2 * K + N)
-            ex = self._exit_chain(u[:K])
-            st = self._fsmc_path(u[K : K + N].tolist()) if states is None else states.tolist()
-            snr_db = [self._state_snr_db[s] for s in st]
-            snr_obs = [self._state_snr_obs[s] for s in st]
-            rates = [self._state_rate[s] for s in st]
-            uc = u[K + N :]
-        else:
-            if states is not None:
-                raise ValueError("sample_episode: states only with channel='fsmc'")
-            ex = self._exit_chain(rng.random(K))
-            snr, st_arr, rt = self.sample_channel(rng)
-            st, rates = st_arr.tolist(), rt.tolist()
-            snr_db, snr_obs = (x.tolist() for x in snr_observation(snr))
-            uc = rng.random(K)
+            return self.episode_from_uniforms(rng.random(2 * K + N), exits, states)
+        if states is not None:
+            raise ValueError("sample_episode: states only with channel='fsmc'")
+        ex = self._exit_chain(rng.random(K))
+        snr, st_arr, rt = self.sample_channel(rng)
+        st, rates = st_arr.tolist(), rt.tolist()
+        snr_db, snr_obs = (x.tolist() for x in snr_observation(snr))
+        uc = rng.random(K)
         if exits is not None:
             ex = np.asarray(exits) == 1
         return Episode(
             ex.view(np.int8).tolist(), st, snr_db, snr_obs, rates, self.confidences(ex, uc)
         )
+
+    def episode_from_uniforms(
+        self, u: np.ndarray, exits: np.ndarray | None = None, states: np.ndarray | None = None
+    ) -> Episode:
+        """fsmc mode: the episode :meth:`sample_episode` makes from its ``2K + N`` uniforms
+        ``u`` (``N = K + snr_history - 1``: the exit uniforms, the channel slots', the
+        confidences'); ``exits`` and ``states`` replace the drawn paths."""
+        K, N = self.K, self.K + self.cfg.snr_history - 1
+        ex = self._exit_chain(u[:K])
+        st = self._fsmc_path(u[K : K + N].tolist()) if states is None else states.tolist()
+        snr_db = [self._state_snr_db[s] for s in st]
+        snr_obs = [self._state_snr_obs[s] for s in st]
+        rates = [self._state_rate[s] for s in st]
+        if exits is not None:
+            ex = np.asarray(exits) == 1
+        return Episode(
+            ex.view(np.int8).tolist(), st, snr_db, snr_obs, rates, self.confidences(ex, u[K + N :])
+        )
+
+    def fsmc_paths(self, u: np.ndarray) -> np.ndarray:
+        """:meth:`_fsmc_path` for many episodes at once: ``u`` ``(episodes, slots)``, one
+        state path per row (``bisect_right`` = the count of cumulative entries <= u: the
+        same comparisons), a loop over slots only."""
+        cum = self.fsmc._cum
+        out = np.empty(u.shape, dtype=np.intp)
+        s = np.searchsorted(self.fsmc._cum_pi, u[:, 0], side="right")
+        out[:, 0] = s
+        for t in range(1, u.shape[1]):
+            s = (cum[s] <= u[:, t : t + 1]).sum(axis=1)
+            out[:, t] = s
+        return out
 
     def confidences(self, exits: np.ndarray, u: np.ndarray) -> list[float]:
         """Exit-head confidence of each token (``exits``: bools) from uniforms ``u``: uniform

@@ -34,7 +34,12 @@ from mei_envs.envs.early_exit_upload import (
     LEAN_KEYS,
     EarlyExitUploadEnv,
 )
-from mei_envs.vector import MeiVectorEnv
+from mei_envs.vector import MeiVectorEnv, seed_list
+
+# Rows of the token table (fsmc mode) beyond which costs are evaluated per step instead.
+_MAX_TABLE_ROWS = 1 << 18
+# fsmc mode: memory for episodes drawn ahead (at most 8 per sub-env, at least 1).
+_PREFETCH_BYTES = 32 << 20
 
 # Columns of the per-step sums (LEAN_KEYS order).
 _LAT, _EN, _STALL, _SENT, _FORCED, _VOL, _LIM, _WAKE, _COMP = range(len(LEAN_KEYS))
@@ -97,6 +102,21 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
                 np.arange(K)[:, None], np.asarray(m.state_rate_bps, float)[None, :]
             )
         self._step_obs: np.ndarray | None = None
+        self._ch = np.zeros((n, K), dtype=np.intp)  # fsmc: each token's channel state
+        self._row_k = np.arange(n) * K  # flat offsets of the sub-envs' token rows
+        self._build_token_table()
+        # fsmc mode: episodes drawn ahead, ``_n_ahead`` per sub-env (see _prefetch); None in
+        # gauss_markov mode (its draws are not uniforms only).
+        self._head: np.ndarray | None = None
+        if m.channel.mode == "fsmc":
+            D = 2 * K + N
+            self._n_ahead = int(np.clip(_PREFETCH_BYTES // (n * (D + K + N) * 8), 1, 8))
+            E = self._n_ahead
+            self._u_ahead = np.empty((n, E, D))
+            self._ex_ahead = np.empty((n, E, K), dtype=bool)
+            self._conf_ahead = np.empty((n, E, K))
+            self._st_ahead = np.empty((n, E, N), dtype=np.intp)
+            self._head = np.full(n, E)  # next unused episode per sub-env (E: none left)
         # State.
         self._k = np.zeros(n, dtype=np.int64)
         self._b = np.zeros(n, dtype=np.int64)
@@ -108,6 +128,85 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         self._masks.flags.writeable = False
         self._all = np.ones(n, dtype=bool)
         self._all.flags.writeable = False
+
+    def _build_token_table(self) -> None:
+        """fsmc mode: the step-sum rows (``LEAN_KEYS`` columns) of every token a step can
+        process, from token_cost over the FSMC states, so a step gathers them instead of
+        evaluating the cost function: decisions ``(token, backlog, action, state, asleep)``,
+        backlog-limit uploads ``(token, state, asleep)``, non-exited tokens ``(token,
+        backlog, state, asleep)``, then a row of zeros. The timer enters a token's cost only
+        through asleep (tests/test_early_exit_fastpath.py), so it is evaluated at timer 0
+        and at tail_steps. None (costs evaluated per step) in gauss_markov mode or when the
+        table would exceed ``_MAX_TABLE_ROWS``."""
+        m = self.model
+        K, B, M = m.K, m.limit, m.tail_steps
+        C, A = m.fsmc.n_states, len(m.cfg.upload_fractions)
+        self._table = None
+        n_rows = K * (B + 1) * C * 2 * (A + 1) + K * C * 2 + 1
+        if m.channel.mode != "fsmc" or n_rows > _MAX_TABLE_ROWS:
+            return
+        rate = np.asarray(m.state_rate_bps, float)
+        timer = np.array([0, M])
+        bits = m.state_bits / 8.0
+
+        def rows(k, b, n, c, t, exited, voluntary, forced, lim):
+            lat, en, stall, _, wake = m.token_cost(k, b, n, rate[c], timer[t], exited)
+            shape = np.broadcast_shapes(np.shape(lat), np.shape(n), np.shape(k))
+            out = np.empty((*shape, len(LEAN_KEYS)))
+            out[..., _LAT], out[..., _EN], out[..., _STALL] = lat, en, stall
+            out[..., _SENT] = n * bits
+            out[..., _FORCED] = forced
+            out[..., _VOL] = (n > 0) if voluntary else 0.0
+            out[..., _LIM] = lim
+            out[..., _WAKE] = wake
+            out[..., _COMP] = m.device_energy_j[k]
+            return out.reshape(-1, len(LEAN_KEYS))
+
+        kk = np.arange(K)
+        bb, cc, tt = np.arange(B + 1), np.arange(C), np.arange(2)
+        k5, b5 = kk[:, None, None, None, None], bb[None, :, None, None, None]
+        a5 = np.arange(A)[None, None, :, None, None]
+        n5 = m.n_up_table[a5, b5]
+        dec = rows(k5, b5, n5, cc[:, None], tt, 1, True, 0.0, 0.0)
+        k3 = kk[:, None, None]
+        lim = rows(k3, B, B + 1, cc[None, :, None], tt, 1, False, 0.0, 1.0)
+        k4, b4 = kk[:, None, None, None], bb[None, :, None, None]
+        nex = rows(k4, b4, b4 + 1, cc[:, None], tt, 0, False, 1.0, 0.0)
+        self._table = np.concatenate([dec, lim, nex, np.zeros((1, len(LEAN_KEYS)))])
+        self._off_lim = dec.shape[0]
+        self._off_nex = self._off_lim + lim.shape[0]
+        self._zero_row = self._table.shape[0] - 1
+
+    def _seed(self, seed: Any) -> None:
+        super()._seed(seed)
+        if self._head is not None:  # episodes drawn from the old generators are dropped
+            for i, s in enumerate(seed_list(seed, self.num_envs)):
+                if s is not None:
+                    self._head[i] = self._n_ahead
+
+    def _prefetch(self) -> None:
+        """fsmc mode: top every sub-env up to ``_n_ahead`` episodes drawn ahead from its own
+        generator, in order (one ``random`` call per sub-env for all its new episodes: the
+        same stream as one call per episode), and work out their exit chains, channel paths
+        and confidences for all of them at once (the same comparisons as
+        :meth:`EarlyExitUploadModel.episode_from_uniforms`)."""
+        m, K, E = self.model, self._K, self._n_ahead
+        N = K + self._H - 1
+        left = E - self._head
+        src = np.minimum(self._head[:, None] + np.arange(E), E - 1)
+        for buf in (self._u_ahead, self._ex_ahead, self._conf_ahead, self._st_ahead):
+            buf[:] = np.take_along_axis(buf, src[:, :, None], axis=1)
+        for i in np.flatnonzero(left < E):
+            self.rngs[i].random(out=self._u_ahead[i, left[i] :])
+        new = np.arange(E)[None, :] >= left[:, None]
+        u = self._u_ahead[new]
+        exits = m._exit_chain(u[:, :K])
+        lo = m.cfg.exit_threshold
+        uc = u[:, K + N :]
+        self._ex_ahead[new] = exits
+        self._conf_ahead[new] = np.where(exits, lo + uc * (1.0 - lo), uc * lo)
+        self._st_ahead[new] = m.fsmc_paths(u[:, K : K + N])
+        self._head[:] = 0
 
     def _run_costs(self, tok: np.ndarray, rate: np.ndarray) -> np.ndarray:
         """The ``_RUN_COLS`` of a forced (non-exited) upload of one state from backlog 0 with
@@ -139,20 +238,35 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         states = np.empty((idx.size, K), dtype=np.intp)  # fsmc: the tokens' channel states
         if opts:
             for row, i in enumerate(idx):
-                ep = m.sample_episode(self.rngs[i], **opts)
+                if self._head is not None and self._head[i] < self._n_ahead:
+                    # The generator already drew this episode's uniforms (prefetched).
+                    ep = m.episode_from_uniforms(self._u_ahead[i, self._head[i]], **opts)
+                    self._head[i] += 1
+                else:
+                    ep = m.sample_episode(self.rngs[i], **opts)
                 self._exits[i] = ep.exits
                 self._conf[i] = ep.conf
                 self._rates[i] = ep.rates
                 self._snr_obs[i] = ep.snr_obs
                 states[row] = ep.states[H - 1 :]
+        elif self._head is not None:
+            if (self._head[idx] == self._n_ahead).any():
+                self._prefetch()
+            slot = self._head[idx]
+            self._head[idx] += 1
+            self._exits[idx] = self._ex_ahead[idx, slot]
+            self._conf[idx] = self._conf_ahead[idx, slot]
+            slots = self._st_ahead[idx, slot]
+            self._rates[idx] = m._state_rate_arr[slots]
+            self._snr_obs[idx] = m._state_obs_arr[slots]
+            states = slots[:, H - 1 :]
         else:
             eps = m.sample_episodes([self.rngs[i] for i in idx])
             self._exits[idx] = eps["exits"]
             self._conf[idx] = eps["conf"]
             self._rates[idx] = eps["rates"]
             self._snr_obs[idx] = eps["snr_obs"]
-            if "states" in eps:
-                states = eps["states"][:, H - 1 :]
+        self._ch[idx] = states
         ex = self._exits[idx]
         # Next exited token at or after each token (K if none).
         pos = np.where(ex, np.arange(K), K)
@@ -198,9 +312,9 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
             live = np.flatnonzero(~self._pending)
             self._pending[:] = False
             if live.size:
-                self._advance(live, m.n_up_table[a[live], self._b[live]])
+                self._advance(live, a[live])
         else:
-            self._advance(self._rows, m.n_up_table[a, self._b])
+            self._advance(self._rows, a)
         acc = self._acc
         self._acc = np.zeros_like(acc)
         self._episode += acc
@@ -240,75 +354,69 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         return obs, reward, terminated, truncated, out
 
     # ---- internals ---------------------------------------------------------------------
-    def _advance(self, idx: np.ndarray, n_decision: np.ndarray | None) -> None:
+    def _advance(self, idx: np.ndarray, actions: np.ndarray | None) -> None:
         """Move the sub-envs ``idx`` (none of them ended) to their next decision or the end:
-        the decision token (``n_decision`` states uploaded; None at reset: no decision),
-        at most one forced token from the state it leaves, then a run of non-exited tokens
-        (costs from the per-episode table), adding the costs to the step sums in token
-        order with one ``np.add.accumulate`` (the single env's sums, bit for bit)."""
+        the decision token (``actions`` of ``idx``; None at reset: no decision), at most
+        one forced token from the state it leaves, then a run of non-exited tokens (costs
+        from the per-episode table), adding the costs to the step sums in token order with
+        one ``np.add.accumulate`` (the single env's sums, bit for bit)."""
         m, K, H, limit = self.model, self._K, self._H, self.model.limit
-        n_cols = len(LEAN_KEYS)
-        k, b, timer = self._k[idx], self._b[idx], self._timer[idx]
-        exits, rates = self._exits[idx], self._rates[idx]
-        sub = np.arange(idx.size)
+        everyone = idx.size == self.num_envs
+        if everyone:
+            k, b, timer, row_k = self._k, self._b, self._timer, self._row_k
+        else:
+            k, b, timer, row_k = self._k[idx], self._b[idx], self._timer[idx], self._row_k[idx]
         parts = [self._acc[idx][:, None, :]]
         # The token that may be forced: the one after the decision, or the current one.
-        if n_decision is not None:
+        if actions is not None:
+            n_decision = m.n_up_table[actions, b]
             b1, t1 = m.transition(b, timer, n_decision)
             k1 = k + 1
         else:
+            n_decision = None
             b1, t1, k1 = b, timer, k
         k1c = np.minimum(k1, K - 1)
-        exited1 = exits[sub, k1c]
+        exited1 = self._exits.reshape(-1)[row_k + k1c]
         forced = (k1 < K) & (~exited1 | (b1 >= limit))
         n1 = np.where(forced, b1 + 1, 0)
-        ex1 = exited1.astype(np.int64)
-        if n_decision is not None:  # both tokens in one evaluation of the cost function
-            kk = np.concatenate([k, k1c])
-            lat, en, stall, _, wake = m.token_cost(
-                kk,
-                np.concatenate([b, b1]),
-                np.concatenate([n_decision, n1]),
-                rates[np.concatenate([sub, sub]), kk + H - 1],
-                np.concatenate([timer, t1]),
-                np.concatenate([np.ones_like(ex1), ex1]),
+        # The backlog left after the last token is flushed (energy only).
+        flush = None
+        if n_decision is not None and m.cfg.flush_at_end:
+            flush = (k1 == K) & (b1 > 0)
+            if not flush.any():
+                flush = None
+        if self._table is not None:
+            # Gather the decision token's and the forced token's rows (a row of zeros where
+            # no token is forced); a flush takes the forced token's place (it only happens
+            # after the last token, where none is).
+            B, C, M = limit, m.fsmc.n_states, m.tail_steps
+            ch = self._ch.reshape(-1)
+            c1 = ch[row_k + k1c]
+            first = np.where(
+                exited1,
+                self._off_lim + (k1c * C + c1) * 2 + (t1 >= M),
+                self._off_nex + ((k1c * (B + 1) + np.minimum(b1, B)) * C + c1) * 2 + (t1 >= M),
             )
-            dec = np.zeros((idx.size, 2, n_cols))
-            dec[:, 0, _LAT], dec[:, 0, _EN], dec[:, 0, _STALL] = (
-                lat[: idx.size],
-                en[: idx.size],
-                stall[: idx.size],
-            )
-            dec[:, 0, _SENT] = n_decision * m.state_bits / 8.0
-            dec[:, 0, _VOL] = n_decision > 0
-            dec[:, 0, _WAKE] = wake[: idx.size]
-            dec[:, 0, _COMP] = m.device_energy_j[k]
-            # The backlog left after the last token is flushed (energy only).
-            flush = (k1 == K) & (b1 > 0) if m.cfg.flush_at_end else np.zeros(idx.size, bool)
-            if flush.any():
-                rate0 = rates[sub, k + H - 1]
-                dec[:, 1, _EN] = np.where(flush, m.flush_energy(b1, rate0, t1), 0.0)
-                dec[:, 1, _SENT] = np.where(flush, b1 * m.state_bits / 8.0, 0.0)
-                dec[:, 1, _WAKE] = flush & (t1 >= m.tail_steps)
-                b1 = np.where(flush, 0, b1)
-            parts.append(dec)
-            lat, en, stall, wake = (
-                lat[idx.size :],
-                en[idx.size :],
-                stall[idx.size :],
-                wake[idx.size :],
-            )
+            first = np.where(forced, first, self._zero_row)
+            if n_decision is None:
+                rows = self._table[first][:, None, :]
+            else:
+                A = self.single_action_space.n
+                c0 = ch[row_k + k]
+                dec = (((k * (B + 1) + b) * A + actions) * C + c0) * 2 + (timer >= M)
+                rows = self._table[np.stack([dec, first], axis=1)]
+                if flush is not None:
+                    f = np.flatnonzero(flush)
+                    rate0 = self._rates[idx[f], k[f] + H - 1]
+                    rows[f, 1, _EN] = m.flush_energy(b1[f], rate0, t1[f])
+                    rows[f, 1, _SENT] = b1[f] * m.state_bits / 8.0
+                    rows[f, 1, _WAKE] = t1[f] >= m.tail_steps
+                    b1 = np.where(flush, 0, b1)
+            parts.append(rows)
         else:
-            lat, en, stall, _, wake = m.token_cost(k1c, b1, n1, rates[sub, k1c + H - 1], t1, ex1)
-        first = np.zeros((idx.size, 1, n_cols))
-        first[:, 0, _LAT], first[:, 0, _EN], first[:, 0, _STALL] = lat, en, stall
-        first[:, 0, _SENT] = n1 * m.state_bits / 8.0
-        first[:, 0, _FORCED] = 1 - ex1
-        first[:, 0, _LIM] = ex1
-        first[:, 0, _WAKE] = wake
-        first[:, 0, _COMP] = m.device_energy_j[k1c]
-        first[~forced] = 0.0
-        parts.append(first)
+            self._cost_parts(idx, parts, k, b, timer, n_decision, b1, t1, k1c, n1, flush)
+            if flush is not None:
+                b1 = np.where(flush, 0, b1)
         b2, t2 = m.transition(b1, t1, n1)
         b2, t2 = np.where(forced, b2, b1), np.where(forced, t2, t1)
         k2 = k1 + forced
@@ -329,6 +437,72 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
             self._acc[r] = acc
             b2, t2 = np.where(ran, 0, b2), np.where(ran, 0, t2)
         self._k[idx], self._b[idx], self._timer[idx] = stop, b2, t2
+
+    def _cost_parts(
+        self,
+        idx: np.ndarray,
+        parts: list[np.ndarray],
+        k: np.ndarray,
+        b: np.ndarray,
+        timer: np.ndarray,
+        n_decision: np.ndarray | None,
+        b1: np.ndarray,
+        t1: np.ndarray,
+        k1c: np.ndarray,
+        n1: np.ndarray,
+        flush: np.ndarray | None,
+    ) -> None:
+        """Without a token table (gauss_markov mode, or a table too big): the step-sum rows
+        of the decision token, the flush and the forced token, from token_cost (both tokens
+        in one evaluation), appended to ``parts``."""
+        m, H = self.model, self._H
+        n_cols = len(LEAN_KEYS)
+        rates = self._rates[idx]
+        sub = np.arange(idx.size)
+        ex1 = self._exits[idx, k1c].astype(np.int64)
+        if n_decision is not None:
+            kk = np.concatenate([k, k1c])
+            lat, en, stall, _, wake = m.token_cost(
+                kk,
+                np.concatenate([b, b1]),
+                np.concatenate([n_decision, n1]),
+                rates[np.concatenate([sub, sub]), kk + H - 1],
+                np.concatenate([timer, t1]),
+                np.concatenate([np.ones_like(ex1), ex1]),
+            )
+            dec = np.zeros((idx.size, 2, n_cols))
+            dec[:, 0, _LAT], dec[:, 0, _EN], dec[:, 0, _STALL] = (
+                lat[: idx.size],
+                en[: idx.size],
+                stall[: idx.size],
+            )
+            dec[:, 0, _SENT] = n_decision * m.state_bits / 8.0
+            dec[:, 0, _VOL] = n_decision > 0
+            dec[:, 0, _WAKE] = wake[: idx.size]
+            dec[:, 0, _COMP] = m.device_energy_j[k]
+            if flush is not None:
+                rate0 = rates[sub, k + H - 1]
+                dec[:, 1, _EN] = np.where(flush, m.flush_energy(b1, rate0, t1), 0.0)
+                dec[:, 1, _SENT] = np.where(flush, b1 * m.state_bits / 8.0, 0.0)
+                dec[:, 1, _WAKE] = flush & (t1 >= m.tail_steps)
+            parts.append(dec)
+            lat, en, stall, wake = (
+                lat[idx.size :],
+                en[idx.size :],
+                stall[idx.size :],
+                wake[idx.size :],
+            )
+        else:
+            lat, en, stall, _, wake = m.token_cost(k1c, b1, n1, rates[sub, k1c + H - 1], t1, ex1)
+        first = np.zeros((idx.size, 1, n_cols))
+        first[:, 0, _LAT], first[:, 0, _EN], first[:, 0, _STALL] = lat, en, stall
+        first[:, 0, _SENT] = n1 * m.state_bits / 8.0
+        first[:, 0, _FORCED] = 1 - ex1
+        first[:, 0, _LIM] = ex1
+        first[:, 0, _WAKE] = wake
+        first[:, 0, _COMP] = m.device_energy_j[k1c]
+        first[n1 == 0] = 0.0  # no forced token
+        parts.append(first)
 
     def _observe(self, rows: np.ndarray) -> np.ndarray:
         """Observations of the sub-envs ``rows`` (the single env's ``_obs``, batched)."""
