@@ -195,3 +195,15 @@ def test_token_cost_depends_on_the_timer_only_through_sleep(config) -> None:
         strict=True,
     ):
         np.testing.assert_array_equal(a, c)
+
+
+def test_batched_fsmc_paths_equal_the_scalar_sampler() -> None:
+    """The vector env's episodes drawn ahead walk the FSMC with array comparisons
+    (`fsmc_paths`); they must give the states `bisect_right` gives, row by row."""
+    for config in ({}, {"fsmc_states": 16}, {"preset": "vehicular"}, {"fsmc_states": 3}):
+        m = EarlyExitUploadEnv(config=config).model
+        u = np.random.default_rng(4).random((50, 70))
+        u[0, :] = m.fsmc._cum[0, 0]  # exactly on a boundary: bisect_right goes past it
+        got = m.fsmc_paths(u)
+        for row in range(u.shape[0]):
+            assert got[row].tolist() == m._fsmc_path(u[row].tolist())

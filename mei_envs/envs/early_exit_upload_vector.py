@@ -399,12 +399,12 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
             )
             first = np.where(forced, first, self._zero_row)
             if n_decision is None:
-                rows = self._table[first][:, None, :]
+                rows = self._table.take(first, axis=0)[:, None, :]
             else:
                 A = self.single_action_space.n
                 c0 = ch[row_k + k]
                 dec = (((k * (B + 1) + b) * A + actions) * C + c0) * 2 + (timer >= M)
-                rows = self._table[np.stack([dec, first], axis=1)]
+                rows = self._table.take(np.stack([dec, first], axis=1), axis=0)
                 if flush is not None:
                     f = np.flatnonzero(flush)
                     rate0 = self._rates[idx[f], k[f] + H - 1]
@@ -420,7 +420,12 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         b2, t2 = m.transition(b1, t1, n1)
         b2, t2 = np.where(forced, b2, b1), np.where(forced, t2, t1)
         k2 = k1 + forced
-        self._acc[idx] = np.add.accumulate(np.concatenate(parts, axis=1), axis=1)[:, -1]
+        # The step sums in token order (the single env's running sums, bit for bit).
+        total = parts[0][:, 0]
+        for part in parts[1:]:
+            for j in range(part.shape[1]):
+                total = total + part[:, j]
+        self._acc[idx] = total
         # The run of non-exited tokens after it (from backlog 0, radio in its tail).
         stop = self._next_exit[idx, k2]
         run = stop - k2
