@@ -806,12 +806,8 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
         latency_cost, energy_cost = self._cost_terms(acc[0], acc[1])
         reward = -(latency_cost + energy_cost)
         if self._lean:
-            info = self._lean_info(acc)
-        else:
-            info = self._info(acc)
-            info["latency_cost"] = latency_cost
-            info["energy_cost"] = energy_cost
-        return self._obs(), reward, self._done, False, info
+            return self._obs(), reward, self._done, False, self._lean_info(acc)
+        return self._obs(), reward, self._done, False, self._info(acc, latency_cost, energy_cost)
 
     def decision_state(self) -> dict[str, int | bool]:
         """The true state an oracle acts on: token index, backlog, channel state (the FSMC
@@ -966,9 +962,17 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
             _FLOAT32,
         )
 
-    def _info(self, acc: tuple[float, ...]) -> dict[str, Any]:
+    def _info(
+        self, acc: tuple[float, ...], latency_cost: float | None = None, energy_cost: float = 0.0
+    ) -> dict[str, Any]:
+        """The full `info` (see the class docstring); `reset`'s has no cost terms
+        (``latency_cost`` None)."""
         k = self._k
         j = k + self._H - 1 if k < self.model.K else k + self._H - 2
+        if latency_cost is None:
+            info = self._info(acc, 0.0)
+            del info["latency_cost"], info["energy_cost"]
+            return info
         return {
             "latency_s": acc[0],
             "energy_J": acc[1],
@@ -988,6 +992,8 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
             "channel_state": self._st[j],
             "radio_timer": self._timer,
             "action_mask": self._mask.copy(),  # a new array: infos must not share data
+            "latency_cost": latency_cost,
+            "energy_cost": energy_cost,
         }
 
     def _lean_info(self, acc: tuple[float, ...]) -> dict[str, Any]:
