@@ -723,6 +723,7 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
         )
         # Plain-Python copies of the per-token tables for the scalar hot path.
         self._hot = (K, m.limit, H - 1, M, m.device_energy_j.tolist(), timer_after)
+        self._K = K
         self._cost_args = (
             m.t_dev_s.tolist(),
             m.t_dev_next_s.tolist(),
@@ -954,7 +955,7 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
                 self._backlog_obs[self._backlog],
                 self._left_obs[k],
                 self._ctx_obs[k],
-                float(live and self._ex[j]),
+                1.0 if live and self._ex[j] else 0.0,
                 self._conf[j] if live else 0.0,
                 self._radio_obs[self._timer],
                 rate if rate < 1.0 else 1.0,
@@ -968,7 +969,7 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
         """The full `info` (see the class docstring); `reset`'s has no cost terms
         (``latency_cost`` None)."""
         k = self._k
-        j = k + self._H - 1 if k < self.model.K else k + self._H - 2
+        j = k + self._H - 1 if k < self._K else k + self._H - 2
         if latency_cost is None:
             info = self._info(acc, 0.0)
             del info["latency_cost"], info["energy_cost"]
