@@ -7,6 +7,7 @@ true state (token index, backlog, channel state, radio timer). All of them are r
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -80,6 +81,20 @@ def check_dp_memory(model: EarlyExitUploadModel, max_gib: float = DP_MAX_MEMORY_
         )
 
 
+def _mapped_zeros(shape: tuple[int, ...]) -> np.ndarray:
+    """A zero float64 array on an anonymous memory map (for the DP's big tables).
+
+    numpy advises the kernel to back large arrays with transparent huge pages; where the
+    kernel then compacts memory on each fault (THP ``defrag=madvise``, as on the 2-vCPU VM
+    of the benchmarks), writing the ~230 MB of the ``lte_phone`` preset's tables took ~1.4 s
+    against ~0.4 s on ordinary pages. The values are the same either way.
+    """
+    n_bytes = 8 * int(np.prod(shape))
+    if n_bytes == 0:
+        return np.zeros(shape)
+    return np.frombuffer(mmap.mmap(-1, n_bytes), dtype=np.float64).reshape(shape)
+
+
 def solve_dp(
     model: EarlyExitUploadModel,
     *,
@@ -110,8 +125,8 @@ def solve_dp(
     r = np.arange(M + 1)[None, None, :]
     rate_c = rate[ch]
     shape = (B + 1, C, M + 1)
-    value = np.zeros((K, 2, B + 1, C, M + 1))
-    q = np.empty((K, A, B + 1, C, M + 1))  # every q[k, a] is written below
+    value = _mapped_zeros((K, 2, B + 1, C, M + 1))
+    q = _mapped_zeros((K, A, B + 1, C, M + 1))  # every q[k, a] is written below
     lam_e = cfg.lambda_energy / model.energy_ref_j
     if policy is not None:
         policy = np.broadcast_to(np.asarray(policy, dtype=np.int64), shape)
