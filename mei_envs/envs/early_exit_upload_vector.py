@@ -9,9 +9,16 @@ single env's ``info="lean"`` keys (whatever the config's ``info`` says) in
 
 One copy of the dynamics: the single env, the DP oracle and this vector env all evaluate
 :meth:`EarlyExitUploadModel.token_cost` (via ``token_cost_at``),
-:meth:`EarlyExitUploadModel.transition`, ``n_upload`` (its table) and ``flush_energy``;
-episodes are drawn by :meth:`EarlyExitUploadModel.sample_episode` from each sub-env's own
-generator, at reset, as the single env draws them (the step itself draws nothing).
+:meth:`EarlyExitUploadModel.transition`, ``n_upload`` (its table) and ``flush_energy``. In
+fsmc mode the vector env evaluates token_cost once, at construction, over every (token,
+backlog, action or forced upload, FSMC state, asleep) and a step gathers those rows (the
+single env memoises the same function per state); in gauss_markov mode it evaluates it per
+step on the episode's rates. Episodes come from each sub-env's own generator in the single
+env's order: in fsmc mode up to 8 are drawn ahead per sub-env (one ``random`` call for them
+all: the same stream) and worked out together (:meth:`EarlyExitUploadModel.
+episode_from_uniforms`'s comparisons, batched), dropped when the sub-env is reseeded; in
+gauss_markov mode by :meth:`EarlyExitUploadModel.sample_episode` at reset. The step itself
+draws nothing.
 
 How a step stays batched: at a decision the agent's token is processed for every sub-env
 at once; the forced tokens after it are (a) at most one from the state the decision left
