@@ -152,3 +152,58 @@ def test_batched_episode_sampler_equals_one_at_a_time(config) -> None:
         assert batch["conf"][row].tolist() == ep.conf
         assert batch["rates"][row].tolist() == ep.rates
         assert batch["snr_obs"][row].tolist() == ep.snr_obs
+
+
+@pytest.mark.parametrize("config", [c for c in CONFIGS if c.get("channel") != "gauss_markov"])
+def test_lazy_episode_is_the_sampled_episode(config) -> None:
+    """fsmc mode works the episode out token by token as it is reached (`_grow`); by the
+    end it must be exactly what `sample_episode` draws from the same generator, and the
+    generator must have moved on by as much."""
+    env = EarlyExitUploadEnv(config=config)
+    for seed in (0, 1, 9):
+        env.reset(seed=seed)
+        done = False
+        while not done:
+            done = env.step(1)[2]
+        rng = np.random.default_rng(seed)
+        ep = env.model.sample_episode(rng)
+        assert env._ex == [bool(e) for e in ep.exits]
+        assert env._conf == ep.conf
+        assert env._st == ep.states
+        assert env._sd == ep.snr_db and env._so == ep.snr_obs and env._rt == ep.rates
+        assert env.np_random.random() == rng.random()
+
+
+@pytest.mark.parametrize("config", CONFIGS[:3] + [{"preset": "lte_phone"}])
+def test_token_cost_depends_on_the_timer_only_through_sleep(config) -> None:
+    """The single env memoises token costs per (token, backlog, uploads, channel state,
+    asleep, exited): the timer must enter the cost only through ``timer >= tail_steps``."""
+    m = EarlyExitUploadEnv(config=config).model
+    rng = np.random.default_rng(2)
+    n = 400
+    k = rng.integers(0, m.K, n)
+    b = rng.integers(0, m.limit + 1, n)
+    n_up = np.where(rng.random(n) < 0.5, b + 1, 0)
+    rate = m.state_rate_bps[rng.integers(0, m.fsmc.n_states, n)]
+    exited = rng.integers(0, 2, n)
+    asleep = rng.random(n) < 0.5
+    t1 = np.where(asleep, m.tail_steps, rng.integers(0, m.tail_steps, n))
+    t2 = np.where(asleep, m.tail_steps, rng.integers(0, m.tail_steps, n))
+    for a, c in zip(
+        m.token_cost(k, b, n_up, rate, t1, exited),
+        m.token_cost(k, b, n_up, rate, t2, exited),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, c)
+
+
+def test_batched_fsmc_paths_equal_the_scalar_sampler() -> None:
+    """The vector env's episodes drawn ahead walk the FSMC with array comparisons
+    (`fsmc_paths`); they must give the states `bisect_right` gives, row by row."""
+    for config in ({}, {"fsmc_states": 16}, {"preset": "vehicular"}, {"fsmc_states": 3}):
+        m = EarlyExitUploadEnv(config=config).model
+        u = np.random.default_rng(4).random((50, 70))
+        u[0, :] = m.fsmc._cum[0, 0]  # exactly on a boundary: bisect_right goes past it
+        got = m.fsmc_paths(u)
+        for row in range(u.shape[0]):
+            assert got[row].tolist() == m._fsmc_path(u[row].tolist())

@@ -349,26 +349,50 @@ class EarlyExitUploadModel:
         """
         K, N = self.K, self.K + self.cfg.snr_history - 1
         if self.channel.mode == "fsmc":
-            u = rng.random(2 * K + N)
-            ex = self._exit_chain(u[:K])
-            st = self._fsmc_path(u[K : K + N].tolist()) if states is None else states.tolist()
-            snr_db = [self._state_snr_db[s] for s in st]
-            snr_obs = [self._state_snr_obs[s] for s in st]
-            rates = [self._state_rate[s] for s in st]
-            uc = u[K + N :]
-        else:
-            if states is not None:
-                raise ValueError("sample_episode: states only with channel='fsmc'")
-            ex = self._exit_chain(rng.random(K))
-            snr, st_arr, rt = self.sample_channel(rng)
-            st, rates = st_arr.tolist(), rt.tolist()
-            snr_db, snr_obs = (x.tolist() for x in snr_observation(snr))
-            uc = rng.random(K)
+            return self.episode_from_uniforms(rng.random(2 * K + N), exits, states)
+        if states is not None:
+            raise ValueError("sample_episode: states only with channel='fsmc'")
+        ex = self._exit_chain(rng.random(K))
+        snr, st_arr, rt = self.sample_channel(rng)
+        st, rates = st_arr.tolist(), rt.tolist()
+        snr_db, snr_obs = (x.tolist() for x in snr_observation(snr))
+        uc = rng.random(K)
         if exits is not None:
             ex = np.asarray(exits) == 1
         return Episode(
             ex.view(np.int8).tolist(), st, snr_db, snr_obs, rates, self.confidences(ex, uc)
         )
+
+    def episode_from_uniforms(
+        self, u: np.ndarray, exits: np.ndarray | None = None, states: np.ndarray | None = None
+    ) -> Episode:
+        """fsmc mode: the episode :meth:`sample_episode` makes from its ``2K + N`` uniforms
+        ``u`` (``N = K + snr_history - 1``: the exit uniforms, the channel slots', the
+        confidences'); ``exits`` and ``states`` replace the drawn paths."""
+        K, N = self.K, self.K + self.cfg.snr_history - 1
+        ex = self._exit_chain(u[:K])
+        st = self._fsmc_path(u[K : K + N].tolist()) if states is None else states.tolist()
+        snr_db = [self._state_snr_db[s] for s in st]
+        snr_obs = [self._state_snr_obs[s] for s in st]
+        rates = [self._state_rate[s] for s in st]
+        if exits is not None:
+            ex = np.asarray(exits) == 1
+        return Episode(
+            ex.view(np.int8).tolist(), st, snr_db, snr_obs, rates, self.confidences(ex, u[K + N :])
+        )
+
+    def fsmc_paths(self, u: np.ndarray) -> np.ndarray:
+        """:meth:`_fsmc_path` for many episodes at once: ``u`` ``(episodes, slots)``, one
+        state path per row (``bisect_right`` = the count of cumulative entries <= u: the
+        same comparisons), a loop over slots only."""
+        cum = self.fsmc._cum
+        out = np.empty(u.shape, dtype=np.intp)
+        s = np.searchsorted(self.fsmc._cum_pi, u[:, 0], side="right")
+        out[:, 0] = s
+        for t in range(1, u.shape[1]):
+            s = (cum[s] <= u[:, t : t + 1]).sum(axis=1)
+            out[:, t] = s
+        return out
 
     def confidences(self, exits: np.ndarray, u: np.ndarray) -> list[float]:
         """Exit-head confidence of each token (``exits``: bools) from uniforms ``u``: uniform
@@ -379,7 +403,8 @@ class EarlyExitUploadModel:
     def sample_episodes(self, rngs: list[np.random.Generator]) -> dict[str, np.ndarray]:
         """:meth:`sample_episode` for one episode per generator, as arrays (a vector env's
         reset): ``exits`` (bool), ``conf`` ``(len(rngs), K)``; ``snr_obs`` (float32),
-        ``rates`` ``(len(rngs), K + snr_history - 1)``. The same draws, in the same order,
+        ``rates`` ``(len(rngs), K + snr_history - 1)``, and in fsmc mode the slots' FSMC
+        ``states``. The same draws, in the same order,
         from each generator; in ``fsmc`` mode the exit chains and the lookups are batched."""
         K, N = self.K, self.K + self.cfg.snr_history - 1
         m = len(rngs)
@@ -404,6 +429,7 @@ class EarlyExitUploadModel:
             "conf": np.where(exits, lo + uc * (hi - lo), uc * lo),
             "snr_obs": self._state_obs_arr[states],
             "rates": self._state_rate_arr[states],
+            "states": states,
         }
 
     def rate_bps(self, snr_linear: Any) -> Any:
@@ -683,15 +709,24 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
         self._H = H
         self.action_space = spaces.Discrete(len(cfg.upload_fractions))
         self.observation_space = spaces.Box(-1.0, 1.0, shape=(H + 7,), dtype=np.float32)
+        K, P, M = m.K, cfg.prompt_tokens, m.tail_steps
+        # The radio timer after a token that uploads nothing / something
+        # (:meth:`EarlyExitUploadModel.transition` over every timer value).
+        timers = np.arange(M + 1)
+        timer_after = [m.transition(0, timers, n)[1].tolist() for n in (0, 1)]
+        # Token costs memoised per (token, backlog, states uploaded, FSMC state, asleep,
+        # exited) in fsmc mode (the rate is the state's; the timer enters the cost only
+        # through asleep = timer >= tail_steps); None in gauss_markov mode (continuous rates).
+        self._memo: dict[tuple[int, ...], tuple[Any, ...]] | None = (
+            {} if m.channel.mode == "fsmc" else None
+        )
         # Plain-Python copies of the per-token tables for the scalar hot path.
-        self._hot = (
-            m.K,
-            m.limit,
-            H - 1,
+        self._hot = (K, m.limit, H - 1, M, m.device_energy_j.tolist(), timer_after)
+        self._K = K
+        self._cost_args = (
             m.t_dev_s.tolist(),
             m.t_dev_next_s.tolist(),
             m.not_last.tolist(),
-            m.device_energy_j.tolist(),
             m.t_srv_s.item,
             m.token_cost_at,
             m.transition,
@@ -699,13 +734,22 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
         )
         self._n_up = m.n_up_table.tolist()
         self._mean_rate = m.mean_rate_bps
-        P, K = cfg.prompt_tokens, m.K
         self._left_obs = [(K - k) / K for k in range(K + 1)]
         self._ctx_obs = [(P + k) / (P + K) for k in range(K + 1)]
-        self._mask = np.ones(self.action_space.n, dtype=bool)
+        self._backlog_obs = [b / m.limit for b in range(m.limit + 1)]
+        self._radio_obs = [1.0 - t / M for t in range(M + 1)]  # timer <= tail_steps always
+        # fsmc mode draws an episode as uniforms only (see EarlyExitUploadModel.sample_episode);
+        # reset() draws them in one block and the exit chain, the channel path and the
+        # confidences are then worked out token by token as the episode reaches them
+        # (:meth:`_grow`): the same numbers and comparisons as sample_episode.
+        self._lazy = m.channel.mode == "fsmc"
+        self._n_draws = 2 * K + K + H - 1
+        self._n_actions = int(self.action_space.n)
+        self._cost_terms = m.cost_terms
+        self._mask = np.ones(self._n_actions, dtype=bool)
         self._mask.flags.writeable = False
         self._lean = cfg.info == "lean"
-        self._ep: Episode | None = None
+        self._started = False
         self._acc = ZERO_ACC
         self._k, self._backlog, self._timer = 0, 0, 0
         self._done = False
@@ -714,10 +758,22 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
     # ---- Gymnasium API -----------------------------------------------------------------
     def _reset(self, options: dict[str, Any] | None) -> tuple[np.ndarray, dict[str, Any]]:
         m = self.model
-        if options:
-            self._ep = m.sample_episode(self.np_random, **self._check_options(options))
+        if options or not self._lazy:
+            opts = self._check_options(options) if options else {}
+            ep = m.sample_episode(self.np_random, **opts)
+            # Per token: exit indicator, confidence; per channel slot: FSMC state, SNR [dB],
+            # its observation, link rate (the lazy path below fills the same lists).
+            self._ex, self._conf = ep.exits, ep.conf
+            self._st, self._sd, self._so, self._rt = ep.states, ep.snr_db, ep.snr_obs, ep.rates
+            self._known = m.K
         else:
-            self._ep = m.sample_episode(self.np_random)
+            self._u = u = self.np_random.random(self._n_draws)
+            s = bisect.bisect_right(m._fsmc_cum_pi, float(u[m.K]))  # slot 0: stationary
+            self._ex, self._conf = [], []
+            self._st, self._sd = [s], [m._state_snr_db[s]]
+            self._so, self._rt = [m._state_snr_obs[s]], [m._state_rate[s]]
+            self._known = 0
+        self._started = True
         self._k = 0
         self._backlog = 0
         self._timer = m.tail_steps if self.config.initial_radio == "idle" else 0
@@ -730,29 +786,25 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
         return self._obs(), ({} if self._lean else self._info(acc))
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        if self._ep is None:
+        if not self._started:
             raise RuntimeError("EarlyExitUploadEnv.step called before reset()")
         if self._done and not self._final_pending:
             raise RuntimeError("EarlyExitUploadEnv.step called after the episode ended; reset()")
-        if type(action) is int and 0 <= action < self.action_space.n:
+        if type(action) is int and 0 <= action < self._n_actions:
             a = action
         else:
-            a = check_discrete_action(action, self.action_space.n)
+            a = check_discrete_action(action, self._n_actions)
         acc = self._acc
         if self._final_pending:
             self._final_pending = False
         else:
             acc = self._advance(acc, self._n_up[a][self._backlog])
         self._acc = ZERO_ACC
-        latency_cost, energy_cost = self.model.cost_terms(acc[0], acc[1])
+        latency_cost, energy_cost = self._cost_terms(acc[0], acc[1])
         reward = -(latency_cost + energy_cost)
         if self._lean:
-            info = self._lean_info(acc)
-        else:
-            info = self._info(acc)
-            info["latency_cost"] = latency_cost
-            info["energy_cost"] = energy_cost
-        return self._obs(), reward, self._done, False, info
+            return self._obs(), reward, self._done, False, self._lean_info(acc)
+        return self._obs(), reward, self._done, False, self._info(acc, latency_cost, energy_cost)
 
     def decision_state(self) -> dict[str, int | bool]:
         """The true state an oracle acts on: token index, backlog, channel state (the FSMC
@@ -762,7 +814,7 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
         return {
             "token": self._k,
             "backlog": self._backlog,
-            "channel_state": self._ep.states[k + self._H - 1],
+            "channel_state": self._st[k + self._H - 1],
             "radio_timer": self._timer,
             "decision": not self._done,
         }
@@ -773,37 +825,98 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
         return self._mask
 
     # ---- internals ---------------------------------------------------------------------
+    def _grow(self) -> int:
+        """fsmc mode: work out the next tokens' exit indicators and confidences and their
+        channel slots' states from the episode's uniforms (``sample_episode``'s layout: K
+        exit uniforms, the slots' uniforms, K confidence uniforms); return how many tokens
+        are known. The exit chain steps as :meth:`EarlyExitUploadModel._exit_chain` fills
+        it (token 0 exits when ``u < exit_prob``, token k when ``u < P[e_{k-1}, 1]``), the
+        channel as :meth:`EarlyExitUploadModel._fsmc_path` (``bisect_right`` in the FSMC's
+        cumulative rows), the confidences as :meth:`EarlyExitUploadModel.confidences`."""
+        m, u = self.model, self._u
+        K, h1 = m.K, self._H - 1
+        k0 = self._known
+        k1 = min(max(2 * k0, _GROW_TOKENS), K)  # a few at reset, then doubling
+        ex, conf = self._ex, self._conf
+        p01, p11 = m._p_exit
+        ue = u[k0:k1].tolist()
+        if k0 == 0:
+            e = ue[0] < m.cfg.exit_prob
+            ex.append(e)
+            ue = ue[1:]
+        else:
+            e = ex[-1]
+        for x in ue:
+            e = x < (p11 if e else p01)
+            ex.append(e)
+        lo = m.cfg.exit_threshold
+        span = 1.0 - lo
+        uc = u[2 * K + h1 + k0 : 2 * K + h1 + k1].tolist()
+        conf += [lo + x * span if e else x * lo for e, x in zip(ex[k0:k1], uc, strict=True)]
+        st = self._st
+        t0 = len(st)
+        if t0 < k1 + h1:
+            cum, br = m._fsmc_cum, bisect.bisect_right
+            s = st[-1]
+            new = []
+            for x in u[K + t0 : K + k1 + h1].tolist():
+                s = br(cum[s], x)
+                new.append(s)
+            st += new
+            self._sd += [m._state_snr_db[s] for s in new]
+            self._so += [m._state_snr_obs[s] for s in new]
+            self._rt += [m._state_rate[s] for s in new]
+        self._known = k1
+        return k1
+
+    def _token_effect(
+        self, k: int, b: int, n: int, rate: float, timer: int, exited: int
+    ) -> tuple[Any, ...]:
+        """What token ``k`` adds (:meth:`EarlyExitUploadModel.token_cost`'s latency, energy,
+        stall, airtime and wake flag, the bytes sent) and the backlog after it."""
+        t_dev, t_next, not_last, t_srv, cost_at, transition, bits = self._cost_args
+        cost = cost_at(t_dev[k], t_next[k], not_last[k], t_srv(k, b + 1), n, rate, timer, exited)
+        return (*cost, n * bits / 8.0, transition(b, timer, n)[0])
+
     def _advance(self, acc: tuple[float, ...], n_decision: int | None) -> tuple[float, ...]:
         """Process the decision token (uploading ``n_decision`` states; None at reset: no
         decision) and the forced tokens after it up to the next decision or the end; return
         ``acc`` (sums in ``ACCOUNT_KEYS`` order) with their costs added."""
         lat, en, stl, air, sent, wakes, comp, toks, vol, forced, lim, flush = acc
-        K, limit, h1, t_dev, t_next, not_last, dev_energy, t_srv, cost_at, transition, bits = (
-            self._hot
-        )
-        exits, rates = self._ep.exits, self._ep.rates
+        K, limit, h1, tail, dev_energy, timer_after = self._hot
+        memo, effect_of = self._memo, self._token_effect
+        ex, st, rt = self._ex, self._st, self._rt
         k, b, timer = self._k, self._backlog, self._timer
+        known = self._known
         n = n_decision
         while k < K:
+            if k >= known:
+                known = self._grow()
             if n is not None:  # the decision token: it exited, the action chose n
                 exited, voluntary = 1, True
-            elif exits[k] == 0:  # not exited: forced upload of the backlog and itself
+            elif not ex[k]:  # not exited: forced upload of the backlog and itself
                 n, exited, voluntary = b + 1, 0, False
             elif b >= limit:  # exited with a full backlog: forced upload
                 lim += 1.0
                 n, exited, voluntary = b + 1, 1, False
             else:
                 break  # a decision token: the agent acts on it
-            rate = rates[k + h1]
             # (b <= limit always, so the server table's column b + 1 exists)
-            latency, energy, stall, airtime, wake = cost_at(
-                t_dev[k], t_next[k], not_last[k], t_srv(k, b + 1), n, rate, timer, exited
-            )
+            if memo is None:
+                effect = effect_of(k, b, n, rt[k + h1], timer, exited)
+            else:
+                key = (k, b, n, st[k + h1], timer >= tail, exited)
+                effect = memo.get(key)
+                if effect is None:
+                    if len(memo) >= _MEMO_MAX:
+                        memo.clear()
+                    effect = memo[key] = effect_of(k, b, n, rt[k + h1], timer, exited)
+            latency, energy, stall, airtime, wake, sent_bytes, b = effect
             lat += latency
             en += energy
             stl += stall
             air += airtime
-            sent += n * bits / 8.0
+            sent += sent_bytes
             wakes += wake
             comp += dev_energy[k]
             toks += 1
@@ -811,45 +924,52 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
                 forced += 1.0
             elif voluntary:
                 vol += float(n > 0)
-            b, timer = transition(b, timer, n)
+            timer = timer_after[n > 0][timer]
             k += 1
             n = None
             if k == K:
                 self._done = True
                 if self.config.flush_at_end and b > 0:
                     m = self.model
-                    e = float(m.flush_energy(b, rate, timer))
+                    e = float(m.flush_energy(b, rt[k - 1 + h1], timer))
                     en += e
                     flush += e
-                    sent += b * bits / 8.0
+                    sent += b * m.state_bits / 8.0
                     wakes += float(timer >= m.tail_steps)
                     b = 0
         self._k, self._backlog, self._timer = k, b, timer
         return lat, en, stl, air, sent, wakes, comp, toks, vol, forced, lim, flush
 
     def _obs(self) -> np.ndarray:
-        ep, H, k = self._ep, self._H, self._k
+        H, k = self._H, self._k
         live = not self._done
         j = k if live else k - 1  # the last token's channel after the end
-        tail = self.model.tail_steps
-        rate = ep.rates[j + H - 1] / self._mean_rate
-        return np.array(
+        rate = self._rt[j + H - 1] / self._mean_rate
+        return np.asarray(
             [
-                *ep.snr_obs[j : j + H][::-1],
-                self._backlog / self.model.limit,
+                *self._so[j : j + H][::-1],
+                self._backlog_obs[self._backlog],
                 self._left_obs[k],
                 self._ctx_obs[k],
-                float(live and ep.exits[j] == 1),
-                ep.conf[j] if live else 0.0,
-                1.0 - self._timer / tail,  # timer <= tail_steps always
+                1.0 if live and self._ex[j] else 0.0,
+                self._conf[j] if live else 0.0,
+                self._radio_obs[self._timer],
                 rate if rate < 1.0 else 1.0,
             ],
-            dtype=np.float32,
+            _FLOAT32,
         )
 
-    def _info(self, acc: tuple[float, ...]) -> dict[str, Any]:
-        ep, k = self._ep, self._k
-        j = k + self._H - 1 if k < self.model.K else k + self._H - 2
+    def _info(
+        self, acc: tuple[float, ...], latency_cost: float | None = None, energy_cost: float = 0.0
+    ) -> dict[str, Any]:
+        """The full `info` (see the class docstring); `reset`'s has no cost terms
+        (``latency_cost`` None)."""
+        k = self._k
+        j = k + self._H - 1 if k < self._K else k + self._H - 2
+        if latency_cost is None:
+            info = self._info(acc, 0.0)
+            del info["latency_cost"], info["energy_cost"]
+            return info
         return {
             "latency_s": acc[0],
             "energy_J": acc[1],
@@ -863,12 +983,14 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
             "forced_uploads": acc[9],
             "limit_uploads": acc[10],
             "flush_energy_J": acc[11],
-            "token_index": self._k,
+            "token_index": k,
             "backlog": self._backlog,
-            "snr_db": ep.snr_db[j],
-            "channel_state": ep.states[j],
+            "snr_db": self._sd[j],
+            "channel_state": self._st[j],
             "radio_timer": self._timer,
             "action_mask": self._mask.copy(),  # a new array: infos must not share data
+            "latency_cost": latency_cost,
+            "energy_cost": energy_cost,
         }
 
     def _lean_info(self, acc: tuple[float, ...]) -> dict[str, Any]:
@@ -946,3 +1068,9 @@ LEAN_KEYS = tuple(EarlyExitUploadEnv.metadata["info_metrics"])
 EPISODE_KEYS = tuple(f"episode_{k}" for k in LEAN_KEYS)
 _LEAN_INDEX = tuple(ACCOUNT_KEYS.index(k) for k in LEAN_KEYS)
 ZERO_ACC = (0.0,) * len(ACCOUNT_KEYS)
+# fsmc mode: tokens whose exits and channel slots reset works out (_grow doubles them as
+# the episode reaches them).
+_GROW_TOKENS = 2
+_FLOAT32 = np.dtype(np.float32)
+# fsmc mode: memoised token costs kept (the memo is emptied when it reaches this size).
+_MEMO_MAX = 1 << 18

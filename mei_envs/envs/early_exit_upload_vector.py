@@ -9,9 +9,16 @@ single env's ``info="lean"`` keys (whatever the config's ``info`` says) in
 
 One copy of the dynamics: the single env, the DP oracle and this vector env all evaluate
 :meth:`EarlyExitUploadModel.token_cost` (via ``token_cost_at``),
-:meth:`EarlyExitUploadModel.transition`, ``n_upload`` (its table) and ``flush_energy``;
-episodes are drawn by :meth:`EarlyExitUploadModel.sample_episode` from each sub-env's own
-generator, at reset, as the single env draws them (the step itself draws nothing).
+:meth:`EarlyExitUploadModel.transition`, ``n_upload`` (its table) and ``flush_energy``. In
+fsmc mode the vector env evaluates token_cost once, at construction, over every (token,
+backlog, action or forced upload, FSMC state, asleep) and a step gathers those rows (the
+single env memoises the same function per state); in gauss_markov mode it evaluates it per
+step on the episode's rates. Episodes come from each sub-env's own generator in the single
+env's order: in fsmc mode up to 8 are drawn ahead per sub-env (one ``random`` call for them
+all: the same stream) and worked out together (:meth:`EarlyExitUploadModel.
+episode_from_uniforms`'s comparisons, batched), dropped when the sub-env is reseeded; in
+gauss_markov mode by :meth:`EarlyExitUploadModel.sample_episode` at reset. The step itself
+draws nothing.
 
 How a step stays batched: at a decision the agent's token is processed for every sub-env
 at once; the forced tokens after it are (a) at most one from the state the decision left
@@ -34,7 +41,12 @@ from mei_envs.envs.early_exit_upload import (
     LEAN_KEYS,
     EarlyExitUploadEnv,
 )
-from mei_envs.vector import MeiVectorEnv
+from mei_envs.vector import MeiVectorEnv, seed_list
+
+# Rows of the token table (fsmc mode) beyond which costs are evaluated per step instead.
+_MAX_TABLE_ROWS = 1 << 18
+# fsmc mode: memory for episodes drawn ahead (at most 8 per sub-env, at least 1).
+_PREFETCH_BYTES = 32 << 20
 
 # Columns of the per-step sums (LEAN_KEYS order).
 _LAT, _EN, _STALL, _SENT, _FORCED, _VOL, _LIM, _WAKE, _COMP = range(len(LEAN_KEYS))
@@ -89,7 +101,29 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         self._snr_obs = np.zeros((n, N), dtype=np.float32)
         self._next_exit = np.full((n, K + 1), K, dtype=np.int64)
         self._run_cost = np.zeros((n, K + 1, len(_RUN_COLS)))
+        # fsmc mode: the run costs of every (token, FSMC state), from the same token_cost
+        # (the vector env gathers them per episode instead of evaluating it again).
+        self._run_table: np.ndarray | None = None
+        if m.channel.mode == "fsmc":
+            self._run_table = self._run_costs(
+                np.arange(K)[:, None], np.asarray(m.state_rate_bps, float)[None, :]
+            )
         self._step_obs: np.ndarray | None = None
+        self._ch = np.zeros((n, K), dtype=np.intp)  # fsmc: each token's channel state
+        self._row_k = np.arange(n) * K  # flat offsets of the sub-envs' token rows
+        self._build_token_table()
+        # fsmc mode: episodes drawn ahead, ``_n_ahead`` per sub-env (see _prefetch); None in
+        # gauss_markov mode (its draws are not uniforms only).
+        self._head: np.ndarray | None = None
+        if m.channel.mode == "fsmc":
+            D = 2 * K + N
+            self._n_ahead = int(np.clip(_PREFETCH_BYTES // (n * (D + K + N) * 8), 1, 8))
+            E = self._n_ahead
+            self._u_ahead = np.empty((n, E, D))
+            self._ex_ahead = np.empty((n, E, K), dtype=bool)
+            self._conf_ahead = np.empty((n, E, K))
+            self._st_ahead = np.empty((n, E, N), dtype=np.intp)
+            self._head = np.full(n, E)  # next unused episode per sub-env (E: none left)
         # State.
         self._k = np.zeros(n, dtype=np.int64)
         self._b = np.zeros(n, dtype=np.int64)
@@ -101,6 +135,100 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         self._masks.flags.writeable = False
         self._all = np.ones(n, dtype=bool)
         self._all.flags.writeable = False
+
+    def _build_token_table(self) -> None:
+        """fsmc mode: the step-sum rows (``LEAN_KEYS`` columns) of every token a step can
+        process, from token_cost over the FSMC states, so a step gathers them instead of
+        evaluating the cost function: decisions ``(token, backlog, action, state, asleep)``,
+        backlog-limit uploads ``(token, state, asleep)``, non-exited tokens ``(token,
+        backlog, state, asleep)``, then a row of zeros. The timer enters a token's cost only
+        through asleep (tests/test_early_exit_fastpath.py), so it is evaluated at timer 0
+        and at tail_steps. None (costs evaluated per step) in gauss_markov mode or when the
+        table would exceed ``_MAX_TABLE_ROWS``."""
+        m = self.model
+        K, B, M = m.K, m.limit, m.tail_steps
+        C, A = m.fsmc.n_states, len(m.cfg.upload_fractions)
+        self._table = None
+        n_rows = K * (B + 1) * C * 2 * (A + 1) + K * C * 2 + 1
+        if m.channel.mode != "fsmc" or n_rows > _MAX_TABLE_ROWS:
+            return
+        rate = np.asarray(m.state_rate_bps, float)
+        timer = np.array([0, M])
+        bits = m.state_bits / 8.0
+
+        def rows(k, b, n, c, t, exited, voluntary, forced, lim):
+            lat, en, stall, _, wake = m.token_cost(k, b, n, rate[c], timer[t], exited)
+            shape = np.broadcast_shapes(np.shape(lat), np.shape(n), np.shape(k))
+            out = np.empty((*shape, len(LEAN_KEYS)))
+            out[..., _LAT], out[..., _EN], out[..., _STALL] = lat, en, stall
+            out[..., _SENT] = n * bits
+            out[..., _FORCED] = forced
+            out[..., _VOL] = (n > 0) if voluntary else 0.0
+            out[..., _LIM] = lim
+            out[..., _WAKE] = wake
+            out[..., _COMP] = m.device_energy_j[k]
+            return out.reshape(-1, len(LEAN_KEYS))
+
+        kk = np.arange(K)
+        bb, cc, tt = np.arange(B + 1), np.arange(C), np.arange(2)
+        k5, b5 = kk[:, None, None, None, None], bb[None, :, None, None, None]
+        a5 = np.arange(A)[None, None, :, None, None]
+        n5 = m.n_up_table[a5, b5]
+        dec = rows(k5, b5, n5, cc[:, None], tt, 1, True, 0.0, 0.0)
+        k3 = kk[:, None, None]
+        lim = rows(k3, B, B + 1, cc[None, :, None], tt, 1, False, 0.0, 1.0)
+        k4, b4 = kk[:, None, None, None], bb[None, :, None, None]
+        nex = rows(k4, b4, b4 + 1, cc[:, None], tt, 0, False, 1.0, 0.0)
+        self._table = np.concatenate([dec, lim, nex, np.zeros((1, len(LEAN_KEYS)))])
+        self._off_lim = dec.shape[0]
+        self._off_nex = self._off_lim + lim.shape[0]
+        self._zero_row = self._table.shape[0] - 1
+
+    def _seed(self, seed: Any) -> None:
+        super()._seed(seed)
+        if self._head is not None:  # episodes drawn from the old generators are dropped
+            for i, s in enumerate(seed_list(seed, self.num_envs)):
+                if s is not None:
+                    self._head[i] = self._n_ahead
+
+    def _prefetch(self) -> None:
+        """fsmc mode: top every sub-env up to ``_n_ahead`` episodes drawn ahead from its own
+        generator, in order (one ``random`` call per sub-env for all its new episodes: the
+        same stream as one call per episode), and work out their exit chains, channel paths
+        and confidences for all of them at once (the same comparisons as
+        :meth:`EarlyExitUploadModel.episode_from_uniforms`)."""
+        m, K, E = self.model, self._K, self._n_ahead
+        N = K + self._H - 1
+        left = E - self._head
+        src = np.minimum(self._head[:, None] + np.arange(E), E - 1)
+        for buf in (self._u_ahead, self._ex_ahead, self._conf_ahead, self._st_ahead):
+            buf[:] = np.take_along_axis(buf, src[:, :, None], axis=1)
+        for i in np.flatnonzero(left < E):
+            self.rngs[i].random(out=self._u_ahead[i, left[i] :])
+        new = np.arange(E)[None, :] >= left[:, None]
+        u = self._u_ahead[new]
+        exits = m._exit_chain(u[:, :K])
+        lo = m.cfg.exit_threshold
+        uc = u[:, K + N :]
+        self._ex_ahead[new] = exits
+        self._conf_ahead[new] = np.where(exits, lo + uc * (1.0 - lo), uc * lo)
+        self._st_ahead[new] = m.fsmc_paths(u[:, K : K + N])
+        self._head[:] = 0
+
+    def _run_costs(self, tok: np.ndarray, rate: np.ndarray) -> np.ndarray:
+        """The ``_RUN_COLS`` of a forced (non-exited) upload of one state from backlog 0 with
+        the radio in its tail, at tokens ``tok`` and rates ``rate`` (broadcast), stacked on
+        a last axis."""
+        m = self.model
+        lat, en, stall, _, wake = m.token_cost(tok, 0, 1, rate, 0, 0)
+        if np.any(wake):  # pragma: no cover - timer 0 < tail_steps: never asleep
+            raise RuntimeError("EarlyExitUploadVectorEnv: a run token woke the radio")
+        lat = np.asarray(lat, float)
+        out = np.empty((*lat.shape, len(_RUN_COLS)))
+        out[..., 0], out[..., 1], out[..., 2] = lat, en, stall
+        out[..., 3] = 1 * m.state_bits / 8.0
+        out[..., 4] = np.broadcast_to(m.device_energy_j[tok], lat.shape)
+        return out
 
     def action_masks(self) -> np.ndarray:
         """Legal actions of every sub-env, ``(num_envs, n_actions)`` (a cached read-only
@@ -114,33 +242,47 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         m, K, H = self.model, self._K, self._H
         opts = self.single_env._check_options(options) if options else {}
         idx = np.flatnonzero(mask)
+        states = np.empty((idx.size, K), dtype=np.intp)  # fsmc: the tokens' channel states
         if opts:
-            for i in idx:
-                ep = m.sample_episode(self.rngs[i], **opts)
+            for row, i in enumerate(idx):
+                if self._head is not None and self._head[i] < self._n_ahead:
+                    # The generator already drew this episode's uniforms (prefetched).
+                    ep = m.episode_from_uniforms(self._u_ahead[i, self._head[i]], **opts)
+                    self._head[i] += 1
+                else:
+                    ep = m.sample_episode(self.rngs[i], **opts)
                 self._exits[i] = ep.exits
                 self._conf[i] = ep.conf
                 self._rates[i] = ep.rates
                 self._snr_obs[i] = ep.snr_obs
+                states[row] = ep.states[H - 1 :]
+        elif self._head is not None:
+            if (self._head[idx] == self._n_ahead).any():
+                self._prefetch()
+            slot = self._head[idx]
+            self._head[idx] += 1
+            self._exits[idx] = self._ex_ahead[idx, slot]
+            self._conf[idx] = self._conf_ahead[idx, slot]
+            slots = self._st_ahead[idx, slot]
+            self._rates[idx] = m._state_rate_arr[slots]
+            self._snr_obs[idx] = m._state_obs_arr[slots]
+            states = slots[:, H - 1 :]
         else:
             eps = m.sample_episodes([self.rngs[i] for i in idx])
             self._exits[idx] = eps["exits"]
             self._conf[idx] = eps["conf"]
             self._rates[idx] = eps["rates"]
             self._snr_obs[idx] = eps["snr_obs"]
+        self._ch[idx] = states
         ex = self._exits[idx]
         # Next exited token at or after each token (K if none).
         pos = np.where(ex, np.arange(K), K)
         self._next_exit[idx, :K] = np.minimum.accumulate(pos[:, ::-1], axis=1)[:, ::-1]
         # A forced (non-exited) upload of one state from backlog 0, radio in its tail.
-        tok = np.arange(K)
-        lat, en, stall, _, wake = m.token_cost(tok, 0, 1, self._rates[idx, H - 1 :], 0, 0)
-        if np.any(wake):  # pragma: no cover - timer 0 < tail_steps: never asleep
-            raise RuntimeError("EarlyExitUploadVectorEnv: a run token woke the radio")
-        cost = self._run_cost[idx]
-        cost[:, :K, 0], cost[:, :K, 1], cost[:, :K, 2] = lat, en, stall
-        cost[:, :K, 3] = 1 * m.state_bits / 8.0
-        cost[:, :K, 4] = m.device_energy_j
-        self._run_cost[idx] = cost
+        if self._run_table is not None:
+            self._run_cost[idx, :K] = self._run_table[np.arange(K), states]
+        else:
+            self._run_cost[idx, :K] = self._run_costs(np.arange(K), self._rates[idx, H - 1 :])
         self._k[idx] = 0
         self._b[idx] = 0
         self._timer[idx] = self._timer0
@@ -176,9 +318,9 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
             live = np.flatnonzero(~self._pending)
             self._pending[:] = False
             if live.size:
-                self._advance(live, m.n_up_table[a[live], self._b[live]])
+                self._advance(live, a[live])
         else:
-            self._advance(self._rows, m.n_up_table[a, self._b])
+            self._advance(self._rows, a)
         acc = self._acc
         self._acc = np.zeros_like(acc)
         self._episode += acc
@@ -188,41 +330,148 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         infos: dict[str, Any] = {}
         for c, key in enumerate(LEAN_KEYS):
             infos[key], infos["_" + key] = acc[:, c], self._all
-        if terminated.any():
-            tot = self._episode.copy()
-            for c, key in enumerate(EPISODE_KEYS):
-                infos[key], infos["_" + key] = tot[:, c], terminated
         truncated = np.zeros(self.num_envs, dtype=bool)
-        self._step_obs = obs = self._observe(self._rows)
-        obs, infos = self._autoreset(obs, terminated, truncated, infos)
+        obs = self._observe(self._rows)
+        if not terminated.any():
+            return obs, reward, terminated, truncated, infos
+        # SAME_STEP autoreset (MeiVectorEnv._autoreset's layout, written out for this env's
+        # fixed keys: lean keys on every sub-env, episode totals where it ended; no
+        # truncation, empty reset infos).
+        done = terminated
+        tot = self._episode.copy()
+        live = ~done
+        nobody = np.zeros(self.num_envs, dtype=bool)
+        final_info: dict[str, Any] = {}
+        out: dict[str, Any] = {}
+        for c, key in enumerate(LEAN_KEYS):
+            final_info[key], final_info["_" + key] = acc[:, c], done.copy()
+            out[key], out["_" + key] = acc[:, c], live
+        for c, key in enumerate(EPISODE_KEYS):
+            final_info[key], final_info["_" + key] = tot[:, c], done.copy()
+            out[key], out["_" + key] = tot[:, c], nobody
+        final_obs = np.full(self.num_envs, None, dtype=object)
+        for i in np.flatnonzero(done):
+            final_obs[i] = obs[i].copy()
+        self._step_obs = obs
+        obs, _ = self._reset_envs(done)
         self._step_obs = None
-        return obs, reward, terminated, truncated, infos
+        out["final_obs"], out["_final_obs"] = final_obs, done.copy()
+        out["final_info"], out["_final_info"] = final_info, done.copy()
+        return obs, reward, terminated, truncated, out
 
     # ---- internals ---------------------------------------------------------------------
-    def _advance(self, idx: np.ndarray, n_decision: np.ndarray | None) -> None:
+    def _advance(self, idx: np.ndarray, actions: np.ndarray | None) -> None:
         """Move the sub-envs ``idx`` (none of them ended) to their next decision or the end:
-        the decision token (``n_decision`` states uploaded; None at reset: no decision),
-        at most one forced token from the state it leaves, then a run of non-exited tokens
-        (costs from the per-episode table), adding the costs to the step sums in token
-        order with one ``np.add.accumulate`` (the single env's sums, bit for bit)."""
+        the decision token (``actions`` of ``idx``; None at reset: no decision), at most
+        one forced token from the state it leaves, then a run of non-exited tokens (costs
+        from the per-episode table), adding the costs to the step sums in token order with
+        one ``np.add.accumulate`` (the single env's sums, bit for bit)."""
         m, K, H, limit = self.model, self._K, self._H, self.model.limit
-        n_cols = len(LEAN_KEYS)
-        k, b, timer = self._k[idx], self._b[idx], self._timer[idx]
-        exits, rates = self._exits[idx], self._rates[idx]
-        sub = np.arange(idx.size)
+        everyone = idx.size == self.num_envs
+        if everyone:
+            k, b, timer, row_k = self._k, self._b, self._timer, self._row_k
+        else:
+            k, b, timer, row_k = self._k[idx], self._b[idx], self._timer[idx], self._row_k[idx]
         parts = [self._acc[idx][:, None, :]]
         # The token that may be forced: the one after the decision, or the current one.
-        if n_decision is not None:
+        if actions is not None:
+            n_decision = m.n_up_table[actions, b]
             b1, t1 = m.transition(b, timer, n_decision)
             k1 = k + 1
         else:
+            n_decision = None
             b1, t1, k1 = b, timer, k
         k1c = np.minimum(k1, K - 1)
-        exited1 = exits[sub, k1c]
+        exited1 = self._exits.reshape(-1)[row_k + k1c]
         forced = (k1 < K) & (~exited1 | (b1 >= limit))
         n1 = np.where(forced, b1 + 1, 0)
-        ex1 = exited1.astype(np.int64)
-        if n_decision is not None:  # both tokens in one evaluation of the cost function
+        # The backlog left after the last token is flushed (energy only).
+        flush = None
+        if n_decision is not None and m.cfg.flush_at_end:
+            flush = (k1 == K) & (b1 > 0)
+            if not flush.any():
+                flush = None
+        if self._table is not None:
+            # Gather the decision token's and the forced token's rows (a row of zeros where
+            # no token is forced); a flush takes the forced token's place (it only happens
+            # after the last token, where none is).
+            B, C, M = limit, m.fsmc.n_states, m.tail_steps
+            ch = self._ch.reshape(-1)
+            c1 = ch[row_k + k1c]
+            first = np.where(
+                exited1,
+                self._off_lim + (k1c * C + c1) * 2 + (t1 >= M),
+                self._off_nex + ((k1c * (B + 1) + np.minimum(b1, B)) * C + c1) * 2 + (t1 >= M),
+            )
+            first = np.where(forced, first, self._zero_row)
+            if n_decision is None:
+                rows = self._table.take(first, axis=0)[:, None, :]
+            else:
+                A = self.single_action_space.n
+                c0 = ch[row_k + k]
+                dec = (((k * (B + 1) + b) * A + actions) * C + c0) * 2 + (timer >= M)
+                rows = self._table.take(np.stack([dec, first], axis=1), axis=0)
+                if flush is not None:
+                    f = np.flatnonzero(flush)
+                    rate0 = self._rates[idx[f], k[f] + H - 1]
+                    rows[f, 1, _EN] = m.flush_energy(b1[f], rate0, t1[f])
+                    rows[f, 1, _SENT] = b1[f] * m.state_bits / 8.0
+                    rows[f, 1, _WAKE] = t1[f] >= m.tail_steps
+                    b1 = np.where(flush, 0, b1)
+            parts.append(rows)
+        else:
+            self._cost_parts(idx, parts, k, b, timer, n_decision, b1, t1, k1c, n1, flush)
+            if flush is not None:
+                b1 = np.where(flush, 0, b1)
+        b2, t2 = m.transition(b1, t1, n1)
+        b2, t2 = np.where(forced, b2, b1), np.where(forced, t2, t1)
+        k2 = k1 + forced
+        # The step sums in token order (the single env's running sums, bit for bit).
+        total = parts[0][:, 0]
+        for part in parts[1:]:
+            for j in range(part.shape[1]):
+                total = total + part[:, j]
+        self._acc[idx] = total
+        # The run of non-exited tokens after it (from backlog 0, radio in its tail).
+        stop = self._next_exit[idx, k2]
+        run = stop - k2
+        ran = run > 0
+        if ran.any():
+            r, length, start = idx[ran], run[ran], k2[ran]
+            steps = np.arange(int(length.max()))
+            costs = self._run_cost[r[:, None], np.minimum(start[:, None] + steps, K)]
+            costs[steps[None, :] >= length[:, None]] = 0.0  # adding 0.0 leaves a sum unchanged
+            acc = self._acc[r]
+            sums = np.concatenate([acc[:, None, _RUN_COLS], costs], axis=1)
+            acc[:, _RUN_COLS] = np.add.accumulate(sums, axis=1)[:, -1]
+            acc[:, _FORCED] += length  # whole numbers: exact
+            self._acc[r] = acc
+            b2, t2 = np.where(ran, 0, b2), np.where(ran, 0, t2)
+        self._k[idx], self._b[idx], self._timer[idx] = stop, b2, t2
+
+    def _cost_parts(
+        self,
+        idx: np.ndarray,
+        parts: list[np.ndarray],
+        k: np.ndarray,
+        b: np.ndarray,
+        timer: np.ndarray,
+        n_decision: np.ndarray | None,
+        b1: np.ndarray,
+        t1: np.ndarray,
+        k1c: np.ndarray,
+        n1: np.ndarray,
+        flush: np.ndarray | None,
+    ) -> None:
+        """Without a token table (gauss_markov mode, or a table too big): the step-sum rows
+        of the decision token, the flush and the forced token, from token_cost (both tokens
+        in one evaluation), appended to ``parts``."""
+        m, H = self.model, self._H
+        n_cols = len(LEAN_KEYS)
+        rates = self._rates[idx]
+        sub = np.arange(idx.size)
+        ex1 = self._exits[idx, k1c].astype(np.int64)
+        if n_decision is not None:
             kk = np.concatenate([k, k1c])
             lat, en, stall, _, wake = m.token_cost(
                 kk,
@@ -242,14 +491,11 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
             dec[:, 0, _VOL] = n_decision > 0
             dec[:, 0, _WAKE] = wake[: idx.size]
             dec[:, 0, _COMP] = m.device_energy_j[k]
-            # The backlog left after the last token is flushed (energy only).
-            flush = (k1 == K) & (b1 > 0) if m.cfg.flush_at_end else np.zeros(idx.size, bool)
-            if flush.any():
+            if flush is not None:
                 rate0 = rates[sub, k + H - 1]
                 dec[:, 1, _EN] = np.where(flush, m.flush_energy(b1, rate0, t1), 0.0)
                 dec[:, 1, _SENT] = np.where(flush, b1 * m.state_bits / 8.0, 0.0)
                 dec[:, 1, _WAKE] = flush & (t1 >= m.tail_steps)
-                b1 = np.where(flush, 0, b1)
             parts.append(dec)
             lat, en, stall, wake = (
                 lat[idx.size :],
@@ -266,28 +512,8 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         first[:, 0, _LIM] = ex1
         first[:, 0, _WAKE] = wake
         first[:, 0, _COMP] = m.device_energy_j[k1c]
-        first[~forced] = 0.0
+        first[n1 == 0] = 0.0  # no forced token
         parts.append(first)
-        b2, t2 = m.transition(b1, t1, n1)
-        b2, t2 = np.where(forced, b2, b1), np.where(forced, t2, t1)
-        k2 = k1 + forced
-        self._acc[idx] = np.add.accumulate(np.concatenate(parts, axis=1), axis=1)[:, -1]
-        # The run of non-exited tokens after it (from backlog 0, radio in its tail).
-        stop = self._next_exit[idx, k2]
-        run = stop - k2
-        ran = run > 0
-        if ran.any():
-            r, length, start = idx[ran], run[ran], k2[ran]
-            steps = np.arange(int(length.max()))
-            costs = self._run_cost[r[:, None], np.minimum(start[:, None] + steps, K)]
-            costs[steps[None, :] >= length[:, None]] = 0.0  # adding 0.0 leaves a sum unchanged
-            acc = self._acc[r]
-            sums = np.concatenate([acc[:, None, _RUN_COLS], costs], axis=1)
-            acc[:, _RUN_COLS] = np.add.accumulate(sums, axis=1)[:, -1]
-            acc[:, _FORCED] += length  # whole numbers: exact
-            self._acc[r] = acc
-            b2, t2 = np.where(ran, 0, b2), np.where(ran, 0, t2)
-        self._k[idx], self._b[idx], self._timer[idx] = stop, b2, t2
 
     def _observe(self, rows: np.ndarray) -> np.ndarray:
         """Observations of the sub-envs ``rows`` (the single env's ``_obs``, batched)."""
