@@ -380,6 +380,8 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         self._ref_rank_k = (K - 1) // 2
         self.channel = wireless.build_uplink(cfg, _channel_slot_s(cfg))
         self._lean = cfg.info == "lean"
+        self._continuous = cfg.action_mode == "continuous"
+        self._act_shape = self.action_space.shape
         self._sl = cfg.scheme == "sl"
         self._types: np.ndarray | None = None
         self._build_tables()
@@ -609,21 +611,21 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
 
     def _decode(self, action: Any) -> tuple[int, int, Any]:
         cfg, m = self.config, self.model
-        if cfg.action_mode == "continuous":
-            a = np.asarray(action, dtype=np.float64)
-            if a.ndim == 0 and np.isfinite(a):
-                a = np.full(self.action_space.shape, float(a))  # a scalar fills every entry
-            al = a.tolist() if a.shape == self.action_space.shape else None
-            if al is None or not all(map(math.isfinite, al)):
-                raise ValueError(
-                    f"action={action!r}: must be {self.action_space.shape[0]} finite "
-                    "floats in [-1, 1]"
-                )
-            hi, lo = max(al), min(al)
-            if hi > 1.0 + 1e-6 or lo < -1.0 - 1e-6:
-                raise ValueError(f"action={action!r}: every entry must be in [-1, 1]")
-            if hi > 1.0 or lo < -1.0:
-                al = [min(max(x, -1.0), 1.0) for x in al]
+        if self._continuous:
+            # the common case, a float array of the right shape: its floats as they are
+            # (float32 -> Python float is exact, as through float64)
+            if (
+                type(action) is np.ndarray
+                and action.shape == self._act_shape
+                and action.dtype.kind == "f"
+            ):
+                al = action.tolist()
+                # in the box, and no NaN (which max/min may skip; the sum carries it)
+                ok = -1.0 <= min(al) and max(al) <= 1.0 and not math.isnan(sum(al))
+            else:
+                ok = False
+            if not ok:
+                al = self._decode_continuous_checked(action)
             pos = int(round((al[0] + 1.0) * 0.5 * (self.n_cuts - 1)))
             k = int(round((al[1] + 1.0) * 0.5 * (m.K - 1)))
             scale = cfg.share_logit_scale
@@ -642,6 +644,24 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
                 "(cut index, rank index, allocation rule)"
             )
         return al[0], al[1], ALLOCATION_RULES[al[2]]
+
+    def _decode_continuous_checked(self, action: Any) -> list[float]:
+        """The entries of a continuous action as floats, validated (a scalar fills every
+        entry; entries within 1e-6 outside [-1, 1] are clipped)."""
+        a = np.asarray(action, dtype=np.float64)
+        if a.ndim == 0 and np.isfinite(a):
+            a = np.full(self._act_shape, float(a))  # a scalar fills every entry
+        al = a.tolist() if a.shape == self._act_shape else None
+        if al is None or not all(map(math.isfinite, al)):
+            raise ValueError(
+                f"action={action!r}: must be {self._act_shape[0]} finite floats in [-1, 1]"
+            )
+        hi, lo = max(al), min(al)
+        if hi > 1.0 + 1e-6 or lo < -1.0 - 1e-6:
+            raise ValueError(f"action={action!r}: every entry must be in [-1, 1]")
+        if hi > 1.0 or lo < -1.0:
+            al = [min(max(x, -1.0), 1.0) for x in al]
+        return al
 
     def _deepest_feasible(self, j: int, k: int) -> int:
         ok = self._feasible[self.model.allowed_cuts - 1, k]
