@@ -436,7 +436,19 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         super().reset(seed=seed)
         if options:
             raise ValueError(f"reset options {sorted(options)}: this env takes none")
-        cfg, m, rng = self.config, self.model, self.np_random
+        self._new_episode(self.np_random)
+        info = (
+            {}
+            if self._lean
+            else {"loss": self._loss, "time_s": 0.0, "action_mask": self.action_masks().copy()}
+        )
+        return self._obs(), info
+
+    def _new_episode(self, rng: np.random.Generator) -> None:
+        """Draw an episode's devices and first fading from ``rng`` and start the episode's
+        state (the native vector env calls it for each sub-env it resets, with that
+        sub-env's generator: one copy of the reset)."""
+        cfg, m = self.config, self.model
         N = cfg.n_devices
         types = rng.integers(0, len(cfg.device_types), size=N)
         dist = rng.uniform(cfg.min_distance_m, cfg.distance_m, size=N)
@@ -476,12 +488,6 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         self._cut_j, self._rank_k = ref_j, self._ref_k
         self._last_t = [0.0] * N
         self._done = False
-        info = (
-            {}
-            if self._lean
-            else {"loss": self._loss, "time_s": 0.0, "action_mask": self.action_masks().copy()}
-        )
-        return self._obs(), info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._types is None:
