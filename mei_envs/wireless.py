@@ -77,6 +77,8 @@ DEFAULT_SHADOWING_STD_DB = 8.0  # [dB] log-normal shadowing, 3GPP TR 36.814 macr
 DEFAULT_CARRIER_HZ = 2.0e9  # [Hz] 3GPP TR 36.814 evaluation carrier (macro formula is at 2 GHz)
 
 FloatOrArray = float | NDArray[np.float64]
+_TWO53 = float(2**53)  # Generator.random returns multiples of 2**-53
+_STRIDE53 = 2**53 + 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -898,6 +900,30 @@ class FiniteStateMarkovChannel:
             raise ValueError(f"state={state!r}: must be integers in [0, {self.n_states - 1}]")
         u = rng.random(st.shape)
         return (u[..., None] >= self._cum[st]).sum(axis=-1).astype(np.intp)
+
+    def step_uniform(self, state: NDArray[np.intp], u: NDArray[np.float64]) -> NDArray[np.intp]:
+        """Next states of many links from their uniform draws ``u`` (same shape as ``state``,
+        valid states; no argument checks): what :meth:`step` gives with the generator's
+        ``random`` returning ``u``, found by one ``searchsorted``.
+
+        Exact: ``Generator.random`` returns ``u = k 2**-53`` with an integer ``k``, so
+        ``u >= c`` iff ``k >= ceil(c 2**53)``; each state's integer thresholds are offset by
+        ``state (2**53 + 1)`` into one sorted array. Other ``u`` take :meth:`step`'s
+        comparison.
+        """
+        u = np.asarray(u, dtype=np.float64)
+        st = np.asarray(state)
+        n = self.n_states
+        x = u * _TWO53
+        k = x.astype(np.int64)
+        if n > 512 or not (k == x).all():
+            return (u[..., None] >= self._cum[st]).sum(axis=-1).astype(np.intp)
+        flat = self.__dict__.get("_flat_thresholds")
+        if flat is None:
+            offset = np.arange(n, dtype=np.int64)[:, None] * (_STRIDE53)
+            flat = (np.ceil(self._cum * _TWO53).astype(np.int64) + offset).ravel()
+            self._flat_thresholds = flat
+        return (np.searchsorted(flat, st * _STRIDE53 + k, side="right") - st * n).astype(np.intp)
 
     def sample_path(
         self, rng: np.random.Generator, n_steps: int, state: int | None = None

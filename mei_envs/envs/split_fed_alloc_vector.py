@@ -11,8 +11,9 @@ builds :class:`SplitFedAllocVectorEnv`. Sub-env ``i`` reproduces the single env 
 :meth:`~mei_envs.split_fed.SplitFedModel.next_loss`) on ``(num_envs, n_devices)`` arrays, the
 exact min-max split (:func:`~mei_envs.split_fed.minmax_shares`) as one batched solve over the
 sub-envs that ask for it, the channel steps of :mod:`mei_envs.wireless`
-(``FiniteStateMarkovChannel.step`` / ``GaussMarkovFading.step`` on all links at once), and the
-single env's own clipping rule (tabulated per least-memory device type at construction).
+(``FiniteStateMarkovChannel.step_uniform``, ``step``'s states from the same draws, or
+``GaussMarkovFading.step``, on all links at once), and the single env's own clipping rule
+(tabulated per least-memory device type at construction).
 
 **Randomness.** The single env draws the devices at reset and one row of fading draws per
 round. A sub-env's reset is the single env's own (``SplitFedAllocEnv._new_episode`` on the
@@ -51,15 +52,11 @@ _EPISODE_KEYS = tuple(f"episode_{k}" for k in SplitFedAllocEnv.metadata["info_me
 
 
 class _Rows:
-    """Stands in for a generator inside the wireless channel steps: hands out the
-    pre-drawn numbers of this round (``random`` for the FSMC, ``standard_normal`` for
-    Gauss-Markov)."""
+    """Stands in for a generator inside the Gauss-Markov channel step: hands out the
+    pre-drawn normals of this round."""
 
     def __init__(self, values: np.ndarray) -> None:
         self.values = values
-
-    def random(self, shape: Any) -> np.ndarray:
-        return self.values.reshape(shape)
 
     def standard_normal(self, shape: Any) -> np.ndarray:
         return self.values.reshape(shape)
@@ -361,12 +358,12 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
         return rt, t, t_up, energy
 
     def _advance_channel(self) -> None:
-        rows = _Rows(self._round_draws())
+        draws = self._round_draws()
         if self._fsmc is not None:
-            self._states = self._fsmc.step(self._states, rows)
+            self._states = self._fsmc.step_uniform(self._states, draws)
             self._fade = self._fade_table[self._states]
         else:
-            z = rows.values.transpose(1, 0, 2).reshape(2, -1)
+            z = draws.transpose(1, 0, 2).reshape(2, -1)
             self._fade = self._gm.step(_Rows(z)).reshape(self.num_envs, self._N)
 
     def _obs(self, rows: np.ndarray | None = None) -> np.ndarray:
