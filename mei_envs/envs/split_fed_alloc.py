@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import itertools
 import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -496,7 +497,7 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
             raise RuntimeError("SplitFedAllocEnv.step called after the episode ended; reset()")
         cfg, m = self.config, self.model
         cut_pos, rank_k, share_spec = self._decode(action)  # validates; no state change yet
-        epoch = self._decision_epoch()
+        epoch = self._sl or self._round % m.interval == 0  # _decision_epoch()
         cut_clipped = rank_clipped = False
         if epoch:
             want_j = self._allowed_list[cut_pos]
@@ -505,7 +506,11 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         j, k = self._cut_j, self._rank_k
         aggregate = 1.0 if (not self._sl and (self._round + 1) % m.interval == 0) else 0.0
         gamma, snr_d = self._gamma, self._snr_d  # this round's channel (the observation's)
-        shares = self._shares(share_spec, j, k, aggregate, gamma, snr_d)
+        shares = (
+            self._shares(share_spec, j, k, aggregate, gamma, snr_d)
+            if type(share_spec) is str
+            else share_spec
+        )
         rt, t_i, _, energy = self._round_costs(j, k, aggregate, shares, gamma, snr_d)
         e_total = pairwise_sum(energy)
         terminated = book_round(self, j, k, rt, t_i, e_total)
@@ -711,24 +716,20 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         base = m.base_list[j][k]
         t_dev = m.dev_train_list[j][k]
         bits = m.round_bits(j, k, aggregate)
-        sl = self._sl
-        scalar = sl or isinstance(shares, float)
-        sh = 1.0 if sl else shares
-        t_i, t_up, r_up = [], [], []
-        for i, d in enumerate(self._types_l):
-            t, tu, _, r = chain_times(
-                sh if scalar else sh[i], base[d], bits, bits, gamma[i], snr_d[i], band, ops
-            )
-            t_i.append(t)
-            t_up.append(tu)
-            r_up.append(r)
+        types, sl = self._types_l, self._sl
+        sh = itertools.repeat(1.0 if sl else shares) if sl or type(shares) is float else shares
+        per = [
+            chain_times(s, base[d], bits, bits, g, sd, band, ops)
+            for s, d, g, sd in zip(sh, types, gamma, snr_d, strict=False)  # sh may repeat
+        ]
+        t_i = [p[0] for p in per]
         rt = pairwise_sum(t_i) if sl else max(t_i)
         act, idle = m.active_power_list, m.idle_power_list
         energy = [
-            device_energy_j(radio_p, rt, t_dev[d], t_up[i], r_up[i], act[d], idle[d], ops)
-            for i, d in enumerate(self._types_l)
+            device_energy_j(radio_p, rt, t_dev[d], p[1], p[3], act[d], idle[d], ops)
+            for p, d in zip(per, types, strict=True)
         ]
-        return rt, t_i, t_up, energy
+        return rt, t_i, [p[1] for p in per], energy
 
     def _shares(self, spec: Any, j: int, k: int, aggregate: float, gamma: list, snr_d: list) -> Any:
         """Bandwidth shares (a list, or one float for the equal split) of an action."""
@@ -762,8 +763,10 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
 
     def _obs(self) -> np.ndarray:
         cfg, m = self.config, self.model
-        gamma, snr_d = self._link([g * f for g, f in zip(self._gain_l, self._fade_l, strict=True)])
-        self._gamma, self._snr_d = gamma, snr_d
+        link = m.link_params
+        pairs = [link(g * f) for g, f in zip(self._gain_l, self._fade_l, strict=True)]
+        gamma = [p[0] for p in pairs]
+        self._gamma, self._snr_d = gamma, [p[1] for p in pairs]
         vals = self._obs_static[:]
         w, log10 = cfg.bandwidth_hz, math.log10
         vals[0::4] = [min(max(10.0 * log10(max(g / w, 1e-30)) / 40.0, -1.0), 1.0) for g in gamma]
