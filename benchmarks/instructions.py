@@ -1,7 +1,8 @@
 """CPU instructions per env step, counted by valgrind's callgrind: a measure that does not move
 with the machine's load (wall-clock ratios on a shared 2-core machine do, by 2x or more).
+Each quantity is also counted for CartPole-v1 the same way (its vector env for ``vecN``).
 
-    python benchmarks/instructions.py                      # SplitFedAlloc-v0 and CartPole-v1
+    python benchmarks/instructions.py                      # SplitFedAlloc-v0 vs CartPole-v1
     python benchmarks/instructions.py --env mei_envs/EarlyExitUpload-v1 --what single,reset
     PYTHONPATH=<other checkout> python benchmarks/instructions.py   # the same on another tree
 
@@ -89,13 +90,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", default="500,2500", help="n1,n2 (vector: divided by 10)")
     args = p.parse_args(argv)
     n1, n2 = (int(x) for x in args.steps.split(","))
-    ref = per_unit(REFERENCE_ID, "single", n1, n2)
-    print(f"{REFERENCE_ID} single: {ref:,.0f} instructions/step")
     for what in args.what.split(","):
         a, b = (max(n1 // 10, 5), max(n2 // 10, 10)) if what.startswith("vec") else (n1, n2)
+        unit = "env-step" if what.startswith("vec") else "step" if what == "single" else what
         v = per_unit(args.env, what, a, b)
-        unit = "env-step" if what.startswith("vec") else what
-        print(f"{args.env} {what}: {v:,.0f} instructions/{unit} ({ref / v:.3f}x CartPole's step)")
+        ref = per_unit(REFERENCE_ID, what, a, b)
+        print(
+            f"{args.env} {what}: {v:,.0f} instructions/{unit}; {REFERENCE_ID} {ref:,.0f} "
+            f"(ratio {ref / v:.3f}: higher is faster)"
+        )
     return 0
 
 
