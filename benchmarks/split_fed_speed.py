@@ -58,10 +58,12 @@ def _minmax_action(env: Any) -> np.ndarray:
 
 
 def single(reps: int) -> None:
-    """Every preset (continuous, scalar action 1) and the discrete mode with the min-max rule."""
+    """Every preset (continuous, scalar action 1), the discrete mode with the min-max rule and
+    the default config with ``info="lean"``."""
     cartpole = gym.make("CartPole-v1")
     envs = {p: gym.make(ENV_ID, preset=p) for p in SplitFedAllocConfig.PRESETS}
     envs["discrete_minmax"] = gym.make(ENV_ID, action_mode="discrete")
+    envs["default_info_lean"] = gym.make(ENV_ID, info="lean")
     acts = {k: _minmax_action(e) if k == "discrete_minmax" else 1 for k, e in envs.items()}
     c, c_reset = [], []
     sps: dict[str, list[float]] = {k: [] for k in envs}
