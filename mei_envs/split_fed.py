@@ -545,9 +545,10 @@ class SplitFedModel:
 
     # ---- devices and channel --------------------------------------------------------------
     def path_gain(self, distance_m: Any, shadow_db: Any) -> Any:
-        """Large-scale power gain (linear) at ``distance_m`` with shadowing loss ``shadow_db``."""
-        pl = wireless.path_loss_db(distance_m, "3gpp_macro")
-        return 10.0 ** (-(np.asarray(pl) + shadow_db) / 10.0)
+        """Large-scale power gain (linear) at ``distance_m`` [m] (> 0; the config's range)
+        with shadowing loss ``shadow_db``: 3GPP TR 36.814 macro path loss."""
+        pl = wireless.macro_path_loss_db(np.asarray(distance_m, dtype=np.float64))
+        return 10.0 ** (-(pl + shadow_db) / 10.0)
 
     def link_params(self, gain: Any) -> tuple[Any, Any]:
         """(uplink SNR-bandwidth product [Hz], downlink SNR) of a power gain (float or array)."""

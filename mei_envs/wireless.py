@@ -36,6 +36,7 @@ __all__ = [
     "dbm_to_watt",
     "watt_to_dbm",
     "path_loss_db",
+    "macro_path_loss_db",
     "shadowing_db",
     "doppler_hz",
     "noise_power_w",
@@ -76,6 +77,8 @@ DEFAULT_SHADOWING_STD_DB = 8.0  # [dB] log-normal shadowing, 3GPP TR 36.814 macr
 DEFAULT_CARRIER_HZ = 2.0e9  # [Hz] 3GPP TR 36.814 evaluation carrier (macro formula is at 2 GHz)
 
 FloatOrArray = float | NDArray[np.float64]
+_TWO53 = float(2**53)  # Generator.random returns multiples of 2**-53
+_STRIDE53 = 2**53 + 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -120,6 +123,13 @@ def watt_to_dbm(p_w: ArrayLike) -> FloatOrArray:
 # --------------------------------------------------------------------------------------------
 # large-scale propagation
 # --------------------------------------------------------------------------------------------
+def macro_path_loss_db(distance_m: NDArray[np.float64]) -> NDArray[np.float64]:
+    """:func:`path_loss_db`'s ``"3gpp_macro"`` formula, ``128.1 + 37.6 log10(d[km])`` (3GPP
+    TR 36.814 Table A.2.1.1.2-3), on a float array of distances [m] > 0 without the argument
+    checks: for hot paths whose distances are validated already (an env's reset)."""
+    return 128.1 + 37.6 * np.log10(distance_m / 1000.0)
+
+
 def path_loss_db(
     distance_m: ArrayLike,
     model: str = "3gpp_macro",
@@ -153,7 +163,7 @@ def path_loss_db(
     """
     d = _check("distance_m", distance_m, lo=0.0, lo_open=True)
     if model in ("3gpp_macro", "36814_macro"):
-        return _out(128.1 + 37.6 * np.log10(d / 1000.0))
+        return _out(macro_path_loss_db(d))
     fc = float(_check("carrier_hz", carrier_hz, lo=0.0, lo_open=True))
     if model == "free_space":
         return _out(20.0 * np.log10(4.0 * math.pi * d * fc / SPEED_OF_LIGHT_MPS))
@@ -890,6 +900,30 @@ class FiniteStateMarkovChannel:
             raise ValueError(f"state={state!r}: must be integers in [0, {self.n_states - 1}]")
         u = rng.random(st.shape)
         return (u[..., None] >= self._cum[st]).sum(axis=-1).astype(np.intp)
+
+    def step_uniform(self, state: NDArray[np.intp], u: NDArray[np.float64]) -> NDArray[np.intp]:
+        """Next states of many links from their uniform draws ``u`` (same shape as ``state``,
+        valid states; no argument checks): what :meth:`step` gives with the generator's
+        ``random`` returning ``u``, found by one ``searchsorted``.
+
+        Exact: ``Generator.random`` returns ``u = k 2**-53`` with an integer ``k``, so
+        ``u >= c`` iff ``k >= ceil(c 2**53)``; each state's integer thresholds are offset by
+        ``state (2**53 + 1)`` into one sorted array. Other ``u`` take :meth:`step`'s
+        comparison.
+        """
+        u = np.asarray(u, dtype=np.float64)
+        st = np.asarray(state)
+        n = self.n_states
+        x = u * _TWO53
+        k = x.astype(np.int64)
+        if n > 512 or not (k == x).all():
+            return (u[..., None] >= self._cum[st]).sum(axis=-1).astype(np.intp)
+        flat = self.__dict__.get("_flat_thresholds")
+        if flat is None:
+            offset = np.arange(n, dtype=np.int64)[:, None] * (_STRIDE53)
+            flat = (np.ceil(self._cum * _TWO53).astype(np.int64) + offset).ravel()
+            self._flat_thresholds = flat
+        return (np.searchsorted(flat, st * _STRIDE53 + k, side="right") - st * n).astype(np.intp)
 
     def sample_path(
         self, rng: np.random.Generator, n_steps: int, state: int | None = None

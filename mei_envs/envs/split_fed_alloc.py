@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import itertools
 import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -379,6 +380,8 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         self._ref_rank_k = (K - 1) // 2
         self.channel = wireless.build_uplink(cfg, _channel_slot_s(cfg))
         self._lean = cfg.info == "lean"
+        self._continuous = cfg.action_mode == "continuous"
+        self._act_shape = self.action_space.shape
         self._sl = cfg.scheme == "sl"
         self._types: np.ndarray | None = None
         self._build_tables()
@@ -430,7 +433,19 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
     def _reset(self, options: dict[str, Any] | None) -> tuple[np.ndarray, dict[str, Any]]:
         if options:
             raise ValueError(f"reset options {sorted(options)}: this env takes none")
-        cfg, m, rng = self.config, self.model, self.np_random
+        self._new_episode(self.np_random)
+        info = (
+            {}
+            if self._lean
+            else {"loss": self._loss, "time_s": 0.0, "action_mask": self.action_masks().copy()}
+        )
+        return self._obs(), info
+
+    def _new_episode(self, rng: np.random.Generator) -> None:
+        """Draw an episode's devices and first fading from ``rng`` and start the episode's
+        state (the native vector env calls it for each sub-env it resets, with that
+        sub-env's generator: one copy of the reset)."""
+        cfg, m = self.config, self.model
         N = cfg.n_devices
         types = rng.integers(0, len(cfg.device_types), size=N)
         dist = rng.uniform(cfg.min_distance_m, cfg.distance_m, size=N)
@@ -470,12 +485,6 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         self._cut_j, self._rank_k = ref_j, self._ref_k
         self._last_t = [0.0] * N
         self._done = False
-        info = (
-            {}
-            if self._lean
-            else {"loss": self._loss, "time_s": 0.0, "action_mask": self.action_masks().copy()}
-        )
-        return self._obs(), info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._types is None:
@@ -484,7 +493,7 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
             raise RuntimeError("SplitFedAllocEnv.step called after the episode ended; reset()")
         cfg, m = self.config, self.model
         cut_pos, rank_k, share_spec = self._decode(action)  # validates; no state change yet
-        epoch = self._decision_epoch()
+        epoch = self._sl or self._round % m.interval == 0  # _decision_epoch()
         cut_clipped = rank_clipped = False
         if epoch:
             want_j = self._allowed_list[cut_pos]
@@ -493,7 +502,11 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         j, k = self._cut_j, self._rank_k
         aggregate = 1.0 if (not self._sl and (self._round + 1) % m.interval == 0) else 0.0
         gamma, snr_d = self._gamma, self._snr_d  # this round's channel (the observation's)
-        shares = self._shares(share_spec, j, k, aggregate, gamma, snr_d)
+        shares = (
+            self._shares(share_spec, j, k, aggregate, gamma, snr_d)
+            if type(share_spec) is str
+            else share_spec
+        )
         rt, t_i, _, energy = self._round_costs(j, k, aggregate, shares, gamma, snr_d)
         e_total = pairwise_sum(energy)
         terminated = book_round(self, j, k, rt, t_i, e_total)
@@ -605,21 +618,21 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
 
     def _decode(self, action: Any) -> tuple[int, int, Any]:
         cfg, m = self.config, self.model
-        if cfg.action_mode == "continuous":
-            a = np.asarray(action, dtype=np.float64)
-            if a.ndim == 0 and np.isfinite(a):
-                a = np.full(self.action_space.shape, float(a))  # a scalar fills every entry
-            al = a.tolist() if a.shape == self.action_space.shape else None
-            if al is None or not all(map(math.isfinite, al)):
-                raise ValueError(
-                    f"action={action!r}: must be {self.action_space.shape[0]} finite "
-                    "floats in [-1, 1]"
-                )
-            hi, lo = max(al), min(al)
-            if hi > 1.0 + 1e-6 or lo < -1.0 - 1e-6:
-                raise ValueError(f"action={action!r}: every entry must be in [-1, 1]")
-            if hi > 1.0 or lo < -1.0:
-                al = [min(max(x, -1.0), 1.0) for x in al]
+        if self._continuous:
+            # the common case, a float array of the right shape: its floats as they are
+            # (float32 -> Python float is exact, as through float64)
+            if (
+                type(action) is np.ndarray
+                and action.shape == self._act_shape
+                and action.dtype.kind == "f"
+            ):
+                al = action.tolist()
+                # in the box, and no NaN (which max/min may skip; the sum carries it)
+                ok = -1.0 <= min(al) and max(al) <= 1.0 and not math.isnan(sum(al))
+            else:
+                ok = False
+            if not ok:
+                al = self._decode_continuous_checked(action)
             pos = int(round((al[0] + 1.0) * 0.5 * (self.n_cuts - 1)))
             k = int(round((al[1] + 1.0) * 0.5 * (m.K - 1)))
             scale = cfg.share_logit_scale
@@ -638,6 +651,24 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
                 "(cut index, rank index, allocation rule)"
             )
         return al[0], al[1], ALLOCATION_RULES[al[2]]
+
+    def _decode_continuous_checked(self, action: Any) -> list[float]:
+        """The entries of a continuous action as floats, validated (a scalar fills every
+        entry; entries within 1e-6 outside [-1, 1] are clipped)."""
+        a = np.asarray(action, dtype=np.float64)
+        if a.ndim == 0 and np.isfinite(a):
+            a = np.full(self._act_shape, float(a))  # a scalar fills every entry
+        al = a.tolist() if a.shape == self._act_shape else None
+        if al is None or not all(map(math.isfinite, al)):
+            raise ValueError(
+                f"action={action!r}: must be {self._act_shape[0]} finite floats in [-1, 1]"
+            )
+        hi, lo = max(al), min(al)
+        if hi > 1.0 + 1e-6 or lo < -1.0 - 1e-6:
+            raise ValueError(f"action={action!r}: every entry must be in [-1, 1]")
+        if hi > 1.0 or lo < -1.0:
+            al = [min(max(x, -1.0), 1.0) for x in al]
+        return al
 
     def _deepest_feasible(self, j: int, k: int) -> int:
         ok = self._feasible[self.model.allowed_cuts - 1, k]
@@ -681,24 +712,20 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         base = m.base_list[j][k]
         t_dev = m.dev_train_list[j][k]
         bits = m.round_bits(j, k, aggregate)
-        sl = self._sl
-        scalar = sl or isinstance(shares, float)
-        sh = 1.0 if sl else shares
-        t_i, t_up, r_up = [], [], []
-        for i, d in enumerate(self._types_l):
-            t, tu, _, r = chain_times(
-                sh if scalar else sh[i], base[d], bits, bits, gamma[i], snr_d[i], band, ops
-            )
-            t_i.append(t)
-            t_up.append(tu)
-            r_up.append(r)
+        types, sl = self._types_l, self._sl
+        sh = itertools.repeat(1.0 if sl else shares) if sl or type(shares) is float else shares
+        per = [
+            chain_times(s, base[d], bits, bits, g, sd, band, ops)
+            for s, d, g, sd in zip(sh, types, gamma, snr_d, strict=False)  # sh may repeat
+        ]
+        t_i = [p[0] for p in per]
         rt = pairwise_sum(t_i) if sl else max(t_i)
         act, idle = m.active_power_list, m.idle_power_list
         energy = [
-            device_energy_j(radio_p, rt, t_dev[d], t_up[i], r_up[i], act[d], idle[d], ops)
-            for i, d in enumerate(self._types_l)
+            device_energy_j(radio_p, rt, t_dev[d], p[1], p[3], act[d], idle[d], ops)
+            for p, d in zip(per, types, strict=True)
         ]
-        return rt, t_i, t_up, energy
+        return rt, t_i, [p[1] for p in per], energy
 
     def _shares(self, spec: Any, j: int, k: int, aggregate: float, gamma: list, snr_d: list) -> Any:
         """Bandwidth shares (a list, or one float for the equal split) of an action."""
@@ -732,8 +759,10 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
 
     def _obs(self) -> np.ndarray:
         cfg, m = self.config, self.model
-        gamma, snr_d = self._link([g * f for g, f in zip(self._gain_l, self._fade_l, strict=True)])
-        self._gamma, self._snr_d = gamma, snr_d
+        link = m.link_params
+        pairs = [link(g * f) for g, f in zip(self._gain_l, self._fade_l, strict=True)]
+        gamma = [p[0] for p in pairs]
+        self._gamma, self._snr_d = gamma, [p[1] for p in pairs]
         vals = self._obs_static[:]
         w, log10 = cfg.bandwidth_hz, math.log10
         vals[0::4] = [min(max(10.0 * log10(max(g / w, 1e-30)) / 40.0, -1.0), 1.0) for g in gamma]

@@ -1,0 +1,106 @@
+"""CPU instructions per env step, counted by valgrind's callgrind: a measure that does not move
+with the machine's load (wall-clock ratios on a shared 2-core machine do, by 2x or more).
+Each quantity is also counted for CartPole-v1 the same way (its vector env for ``vecN``).
+
+    python benchmarks/instructions.py                      # SplitFedAlloc-v0 vs CartPole-v1
+    python benchmarks/instructions.py --env mei_envs/EarlyExitUpload-v1 --what single,reset
+    PYTHONPATH=<other checkout> python benchmarks/instructions.py   # the same on another tree
+
+Each quantity runs the loop twice under ``valgrind --tool=callgrind`` (``n1`` and ``n2`` steps,
+same seed) and reports ``(I(n2) - I(n1)) / (n2 - n1)``: imports and construction cancel.
+``single``: ``gym.make`` steps (default wrappers, default config, uniform random actions from
+a fixed generator, resets included); ``reset``: ``reset()`` without a seed; ``vecN``: native
+vector env steps of N sub-envs, reported per env-step. Needs ``valgrind`` on the PATH; slow
+(a minute or more per quantity).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+
+import gymnasium as gym
+
+REFERENCE_ID = "CartPole-v1"
+
+
+def loop(env_id: str, what: str, n: int) -> None:
+    """The measured loop (runs inside valgrind)."""
+    import mei_envs  # noqa: F401  (registers the ids)
+
+    if what.startswith("vec"):
+        num = int(what[3:])
+        env = gym.make_vec(env_id, num_envs=num, vectorization_mode="vector_entry_point")
+        env.action_space.seed(0)
+        acts = [env.action_space.sample() for _ in range(n)]
+        env.reset(seed=0)
+        for a in acts:
+            env.step(a)
+        return
+    env = gym.make(env_id)
+    env.reset(seed=0)
+    if what == "reset":
+        for _ in range(n):
+            env.reset()
+        return
+    env.action_space.seed(0)
+    acts = [env.action_space.sample() for _ in range(n)]
+    for a in acts:
+        _, _, term, trunc, _ = env.step(a)
+        if term or trunc:
+            env.reset()
+
+
+def count(env_id: str, what: str, n: int) -> int:
+    """Instructions of one valgrind run of :func:`loop`."""
+    cmd = [
+        "valgrind",
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        sys.executable,
+        os.path.abspath(__file__),
+        "--inner",
+        env_id,
+        what,
+        str(n),
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stderr
+    match = re.search(r"Collected : (\d+)", out)
+    if match is None:
+        raise RuntimeError(f"no instruction count in valgrind's output:\n{out[-2000:]}")
+    return int(match.group(1))
+
+
+def per_unit(env_id: str, what: str, n1: int, n2: int) -> float:
+    per = (count(env_id, what, n2) - count(env_id, what, n1)) / (n2 - n1)
+    return per / int(what[3:]) if what.startswith("vec") else per
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--inner":
+        loop(argv[1], argv[2], int(argv[3]))
+        return 0
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--env", default="mei_envs/SplitFedAlloc-v0")
+    p.add_argument("--what", default="single,reset,vec256", help="single, reset, vecN")
+    p.add_argument("--steps", default="500,2500", help="n1,n2 (vector: divided by 10)")
+    args = p.parse_args(argv)
+    n1, n2 = (int(x) for x in args.steps.split(","))
+    for what in args.what.split(","):
+        a, b = (max(n1 // 10, 5), max(n2 // 10, 10)) if what.startswith("vec") else (n1, n2)
+        unit = "env-step" if what.startswith("vec") else "step" if what == "single" else what
+        v = per_unit(args.env, what, a, b)
+        ref = per_unit(REFERENCE_ID, what, a, b)
+        print(
+            f"{args.env} {what}: {v:,.0f} instructions/{unit}; {REFERENCE_ID} {ref:,.0f} "
+            f"(ratio {ref / v:.3f}: higher is faster)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
