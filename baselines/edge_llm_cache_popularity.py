@@ -225,7 +225,8 @@ class PopularityOracle(TrimGreedyPolicy):
 
 
 class PopularityKnapsack(PopularityOracle):
-    """Keep the best static set for the current true popularity (:func:`best_static_set`):
+    """Keep the best static set for the current true popularity (:func:`best_static_set`;
+    popularity times model bytes when the reward counts bytes or latency):
     evict the cached model outside it with the least popularity per freed byte; bypass a
     request outside it. If every legal victim is in the set (sharing can leave bytes only
     they free), fall back to ``popularity_oracle``'s rule."""
@@ -238,7 +239,8 @@ class PopularityKnapsack(PopularityOracle):
         k = bisect.bisect_right(self._swaps, t)
         if k not in self._sets:
             env = self.env
-            self._sets[k] = best_static_set(env.catalog, env.capacity_bytes, self.probs[k])[1]
+            value = self.probs[k] * env.catalog.model_bytes if self.by_bytes else self.probs[k]
+            self._sets[k] = best_static_set(env.catalog, env.capacity_bytes, value)[1]
         return self._sets[k]
 
     def choose(self, s: dict[str, Any], legal: np.ndarray) -> int:
@@ -272,7 +274,8 @@ class EstimatedKnapsack(TrimGreedyPolicy):
         t, rate = int(s["t"]), s["ema"][self.k]
         if self._keep is None or t - self._since >= self.refresh:
             env = self.env
-            self._keep = best_static_set(env.catalog, env.capacity_bytes, rate)[1]
+            value = rate * env.catalog.model_bytes if self.by_bytes else rate
+            self._keep = best_static_set(env.catalog, env.capacity_bytes, value)[1]
             self._since = t
         keep = self._keep
         if not keep[s["model"]]:

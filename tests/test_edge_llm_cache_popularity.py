@@ -87,7 +87,7 @@ def test_popularity_oracle_is_trim_greedys_rule_when_popularities_coincide():
     assert _run(env, orc_true, 3)[0] != _run(env, trim, 3)[0]
 
 
-@pytest.mark.parametrize("name", ["popularity_oracle", "popularity_knapsack"])
+@pytest.mark.parametrize("name", ["popularity_oracle", "popularity_knapsack", "knapsack_greedy"])
 def test_oracles_never_read_future_requests(monkeypatch, name):
     env = gym.make(ENV_ID, preset="fast_drift", requests_per_episode=300)
     pol = make_policy(ENV_ID, name, env)
@@ -114,6 +114,12 @@ def test_oracle_needs_generated_requests(tmp_path):
         pol.reset(obs, info)
     with pytest.raises(ValueError, match="bypass='sometimes'"):
         make_policy(ENV_ID, "popularity_oracle", env, bypass="sometimes")
+    with pytest.raises(ValueError, match="refresh=0"):
+        make_policy(ENV_ID, "knapsack_greedy", env, refresh=0)
+    # The online knapsack needs no generator: it runs on a replayed sequence.
+    pol = make_policy(ENV_ID, "knapsack_greedy", env)
+    obs, info = env.reset(seed=0, options={"requests": [0, 1, 2] * 10})
+    pol.reset(obs, info)
 
 
 def test_best_static_set_matches_brute_force_on_tiny_catalogs():
@@ -175,3 +181,17 @@ def test_online_bound_holds_and_the_knapsack_policy_reaches_it_without_drift(tmp
     }
     assert max(hits.values()) <= bound + 0.02, (hits, bound)
     assert hits["popularity_knapsack"] >= bound - 0.02, (hits, bound)
+
+
+@pytest.mark.parametrize("reward", ["hits", "bytes", "latency"])
+def test_knapsack_greedy_is_legal_and_below_the_offline_optimum(tmp_path, reward):
+    from mei_envs.baselines.edge_llm_cache import solve_offline
+    from tests.test_edge_llm_cache_oracles import _env, _return
+
+    rng = np.random.default_rng({"hits": 11, "bytes": 12, "latency": 13}[reward])
+    for _ in range(20):
+        env, req = _env(tmp_path, rng, unit=False, reward=reward)  # invalid_action="raise"
+        env.reset(seed=0, options={"requests": req})
+        opt, _ = solve_offline(env)
+        for refresh in (1, 5):
+            assert _return(env, "knapsack_greedy", req, refresh=refresh) <= opt + 1e-9
