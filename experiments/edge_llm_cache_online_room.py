@@ -20,6 +20,17 @@ measures, per preset, on the same held-out episodes:
 Differences to ``trim_greedy`` are paired per episode with 95% percentile-bootstrap CIs
 (``mei_envs.experiments.stats.bootstrap_ci``). Writes ``--out``.md/.json (default
 ``experiments/figures/edge_llm_cache_online_room``).
+
+Agents against the same episodes (no re-run of the policies; reads ``--out``.json):
+
+    python -m mei_envs.experiments.edge_llm_cache_online_room --preset-agents fast_drift \
+        RUN_DIR [RUN_DIR ...]
+
+prints, per training seed and pooled, the agent's hit ratio on the JSON's episodes (the
+compare runs must have evaluated them, e.g. held-out seeds from 100000) and its paired
+differences to ``trim_greedy``, to the best online heuristic and to the online bound, and the
+share of the room closed, ``(agent - best online) / (bound - best online)`` and
+``(agent - trim_greedy) / (bound - trim_greedy)`` (on the means).
 """
 
 from __future__ import annotations
@@ -66,6 +77,43 @@ def _fmt(diff: np.ndarray) -> str:
     return f"{diff.mean():+.1f} [{lo:+.1f}, {hi:+.1f}]"
 
 
+def agent_rows(preset: str, run_dirs: list[str], json_path: Path) -> str:
+    """The agents of ``run_dirs`` on the episodes of ``json_path``'s ``preset`` row."""
+    from mei_envs.experiments.edge_llm_cache_gap import load
+
+    room = json.loads(json_path.read_text())[preset]
+    seed0 = int(json.loads(json_path.read_text()).get("_seed", 100_000))
+    n = len(room["trim_greedy"])
+    seeds = list(range(seed0, seed0 + n))
+    data = load(run_dirs)
+    agents = sorted(k for k in data if "/" in k)
+    missing = [a for a in agents if not set(seeds) <= set(data[a])]
+    if missing:
+        raise ValueError(f"{missing}: not evaluated on episode seeds {seeds[0]}..{seeds[-1]}")
+    hits = {a: np.array([100.0 * data[a][s]["hit_ratio"] for s in seeds]) for a in agents}
+    labels = sorted({a.split("/")[0] for a in agents})
+    for lab in labels:
+        hits[f"{lab}/all"] = np.mean([hits[a] for a in agents if a.startswith(lab + "/")], axis=0)
+    ref = {k: np.asarray(v) for k, v in room.items() if k != "best_online"}
+    best = room["best_online"]
+    lines = [
+        f"Agents on {preset}, episodes {seeds[0]}..{seeds[-1]} (best online: {best}).",
+        "",
+        f"| agent | hit ratio % | - trim_greedy | - {best} | - online bound | room above {best} "
+        "closed | room above trim_greedy closed |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    bound, trim = ref["online bound"].mean(), ref["trim_greedy"].mean()
+    for a, h in hits.items():
+        closed = (h.mean() - ref[best].mean()) / (bound - ref[best].mean())
+        closed_trim = (h.mean() - trim) / (bound - trim)
+        lines.append(
+            f"| {a} | {h.mean():.1f} | {_fmt(h - ref['trim_greedy'])} | {_fmt(h - ref[best])} | "
+            f"{_fmt(h - ref['online bound'])} | {100 * closed:.0f}% | {100 * closed_trim:.0f}% |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--episodes", type=int, default=40)
@@ -74,7 +122,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--out", type=Path, default=Path("experiments/figures/edge_llm_cache_online_room")
     )
+    ap.add_argument(
+        "--preset-agents",
+        nargs="+",
+        metavar=("PRESET", "RUN_DIR"),
+        help="print agents' rows against the stored JSON instead of running the policies",
+    )
     args = ap.parse_args(argv)
+    if args.preset_agents:
+        preset, *runs = args.preset_agents
+        print(agent_rows(preset, runs, args.out.with_suffix(".json")))
+        return
     cmd = (
         "python -m mei_envs.experiments.edge_llm_cache_online_room "
         f"--episodes {args.episodes} --seed {args.seed} --presets {' '.join(args.presets)}"
@@ -90,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         " - best online | bound - best online | belady_shared - best online |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    results: dict[str, dict] = {}
+    results: dict[str, dict] = {"_seed": args.seed}
     for preset in args.presets:
         t0 = time.perf_counter()
         hits = {
