@@ -22,7 +22,7 @@ import numpy as np
 
 from mei_envs.experiments.stats import bootstrap_ci
 
-ONLINE = ("random", "fifo", "lru", "lfu", "gdsf", "trim_greedy")
+ONLINE = ("random", "fifo", "lru", "lfu", "gdsf", "trim_greedy", "knapsack_greedy")
 _SOURCES: dict[str, set[str]] = {}
 
 

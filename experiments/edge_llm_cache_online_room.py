@@ -1,0 +1,180 @@
+"""Online room vs offline room per EdgeLLMCache preset.
+
+    python -m mei_envs.experiments.edge_llm_cache_online_room --episodes 40 --seed 100000
+
+The offline oracles (``belady_shared``, ``rollout``) know the future requests; their lead over
+the best online heuristic is not necessarily reachable by any online policy. This script
+measures, per preset, on the same held-out episodes:
+
+* the online heuristics ``trim_greedy`` and ``knapsack_greedy`` (best set for the estimated
+  popularity), the better of the two by mean being the "best online";
+* ``popularity_oracle`` and ``popularity_knapsack``: the same two rules with the request
+  generator's TRUE current popularity (known drift state, no future requests): what knowing
+  the popularity exactly buys;
+* the online bound: per request, the most popularity a cache content that fits can hold,
+  averaged over the episode; an upper bound on the expected hit ratio of EVERY policy that
+  does not read future requests (MaskablePPO included; see
+  ``mei_envs.baselines.edge_llm_cache_popularity``);
+* ``belady_shared`` (offline).
+
+Differences to ``trim_greedy`` are paired per episode with 95% percentile-bootstrap CIs
+(``mei_envs.experiments.stats.bootstrap_ci``). Writes ``--out``.md/.json (default
+``experiments/figures/edge_llm_cache_online_room``).
+
+Agents against the same episodes (no re-run of the policies; reads ``--out``.json):
+
+    python -m mei_envs.experiments.edge_llm_cache_online_room --preset-agents fast_drift \
+        RUN_DIR [RUN_DIR ...]
+
+prints, per training seed and pooled, the agent's hit ratio on the JSON's episodes (the
+compare runs must have evaluated them, e.g. held-out seeds from 100000) and its paired
+differences to ``trim_greedy``, to the best online heuristic and to the online bound, and the
+share of the room closed, ``(agent - best online) / (bound - best online)`` and
+``(agent - trim_greedy) / (bound - trim_greedy)`` (on the means).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+from mei_envs.baselines.edge_llm_cache_popularity import PopularityOracle, online_hit_bound
+from mei_envs.baselines.evaluation import run_episodes
+from mei_envs.experiments.stats import bootstrap_ci
+
+ENV_ID = "mei_envs/EdgeLLMCache-v0"
+POLICIES = (
+    "trim_greedy",
+    "knapsack_greedy",
+    "popularity_oracle",
+    "popularity_knapsack",
+    "belady_shared",
+)
+PRESETS = ("default", "adapter_heavy", "quantised", "fast_drift", "small_cache")
+
+
+def bound_per_episode(preset: str, episodes: int, seed: int) -> np.ndarray:
+    """The online hit-ratio bound of each episode (same seeds, same requests)."""
+    env = gym.make(ENV_ID, preset=preset).unwrapped
+    pol = PopularityOracle(env)
+    out = np.zeros(episodes)
+    for i in range(episodes):
+        env.reset(seed=seed + i)
+        pol.reset(None, None)
+        out[i] = online_hit_bound(
+            env.catalog, env.capacity_bytes, pol.swap_times, pol.probs, len(env.requests)
+        )
+    return out
+
+
+def _fmt(diff: np.ndarray) -> str:
+    lo, hi = bootstrap_ci(diff, np.random.default_rng(0))
+    return f"{diff.mean():+.1f} [{lo:+.1f}, {hi:+.1f}]"
+
+
+def agent_rows(preset: str, run_dirs: list[str], json_path: Path) -> str:
+    """The agents of ``run_dirs`` on the episodes of ``json_path``'s ``preset`` row."""
+    from mei_envs.experiments.edge_llm_cache_gap import load
+
+    room = json.loads(json_path.read_text())[preset]
+    seed0 = int(json.loads(json_path.read_text()).get("_seed", 100_000))
+    n = len(room["trim_greedy"])
+    seeds = list(range(seed0, seed0 + n))
+    data = load(run_dirs)
+    agents = sorted(k for k in data if "/" in k)
+    missing = [a for a in agents if not set(seeds) <= set(data[a])]
+    if missing:
+        raise ValueError(f"{missing}: not evaluated on episode seeds {seeds[0]}..{seeds[-1]}")
+    hits = {a: np.array([100.0 * data[a][s]["hit_ratio"] for s in seeds]) for a in agents}
+    labels = sorted({a.split("/")[0] for a in agents})
+    for lab in labels:
+        hits[f"{lab}/all"] = np.mean([hits[a] for a in agents if a.startswith(lab + "/")], axis=0)
+    ref = {k: np.asarray(v) for k, v in room.items() if k != "best_online"}
+    best = room["best_online"]
+    lines = [
+        f"Agents on {preset}, episodes {seeds[0]}..{seeds[-1]} (best online: {best}).",
+        "",
+        f"| agent | hit ratio % | - trim_greedy | - {best} | - online bound | room above {best} "
+        "closed | room above trim_greedy closed |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    bound, trim = ref["online bound"].mean(), ref["trim_greedy"].mean()
+    for a, h in hits.items():
+        closed = (h.mean() - ref[best].mean()) / (bound - ref[best].mean())
+        closed_trim = (h.mean() - trim) / (bound - trim)
+        lines.append(
+            f"| {a} | {h.mean():.1f} | {_fmt(h - ref['trim_greedy'])} | {_fmt(h - ref[best])} | "
+            f"{_fmt(h - ref['online bound'])} | {100 * closed:.0f}% | {100 * closed_trim:.0f}% |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--episodes", type=int, default=40)
+    ap.add_argument("--seed", type=int, default=100_000)
+    ap.add_argument("--presets", nargs="*", default=list(PRESETS), choices=list(PRESETS))
+    ap.add_argument(
+        "--out", type=Path, default=Path("experiments/figures/edge_llm_cache_online_room")
+    )
+    ap.add_argument(
+        "--preset-agents",
+        nargs="+",
+        metavar=("PRESET", "RUN_DIR"),
+        help="print agents' rows against the stored JSON instead of running the policies",
+    )
+    args = ap.parse_args(argv)
+    if args.preset_agents:
+        preset, *runs = args.preset_agents
+        print(agent_rows(preset, runs, args.out.with_suffix(".json")))
+        return
+    cmd = (
+        "python -m mei_envs.experiments.edge_llm_cache_online_room "
+        f"--episodes {args.episodes} --seed {args.seed} --presets {' '.join(args.presets)}"
+    )
+    lines = [
+        f"Hit ratio (%) on {args.episodes} held-out episodes per preset (seeds {args.seed}.."
+        f"{args.seed + args.episodes - 1}, 1000 requests each). Command: `{cmd}`. Paired "
+        "differences in points with 95% bootstrap CIs; best online = the better of "
+        "trim_greedy and knapsack_greedy by mean.",
+        "",
+        "| preset | trim_greedy | knapsack_greedy | popularity_oracle | popularity_knapsack "
+        "| online bound | belady_shared | popularity_oracle - trim_greedy | popularity_knapsack"
+        " - best online | bound - best online | belady_shared - best online |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    results: dict[str, dict] = {"_seed": args.seed}
+    for preset in args.presets:
+        t0 = time.perf_counter()
+        hits = {
+            pol: 100.0
+            * run_episodes(
+                ENV_ID, pol, episodes=args.episodes, seed=args.seed, env_config={"preset": preset}
+            ).metrics["hit_ratio"]
+            for pol in POLICIES
+        }
+        hits["online bound"] = 100.0 * bound_per_episode(preset, args.episodes, args.seed)
+        best = max(("trim_greedy", "knapsack_greedy"), key=lambda p: hits[p].mean())
+        cols = [*POLICIES[:4], "online bound", "belady_shared"]
+        row = " | ".join(f"{hits[p].mean():.1f}" for p in cols)
+        diffs = [
+            hits["popularity_oracle"] - hits["trim_greedy"],
+            hits["popularity_knapsack"] - hits[best],
+            hits["online bound"] - hits[best],
+            hits["belady_shared"] - hits[best],
+        ]
+        lines.append(f"| {preset} | {row} | " + " | ".join(_fmt(d) for d in diffs) + " |")
+        results[preset] = {p: v.tolist() for p, v in hits.items()} | {"best_online": best}
+        print(lines[-1], f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
