@@ -227,24 +227,32 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     t0 = time.time()
     rng = np.random.default_rng(0)
-    results: dict = {"scenarios": {}}
+    results: dict = {"seed": args.seed, "episodes": args.episodes, "scenarios": {}}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(final: bool) -> str:
+        # Written after every part, so a run cut short keeps what it finished.
+        results["wall_s"] = time.time() - t0
+        results["date_utc"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        results["complete"] = final
+        text = markdown(results, args)
+        out.write_text(text + "\n")
+        out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+        return text
+
     for scen, cfg in scenarios(args.presets).items():
         results["scenarios"][scen] = evaluate_scenario(
             cfg, args.episodes, args.seed, rng, args.exclude
         )
+        write(False)
         print(f"{scen}: done ({time.time() - t0:.0f} s)", flush=True)
     if args.tiny:
         results["tiny"] = tiny_gaps(args.tiny, seed=1)
+        write(False)
     if args.ip:
         results["ip"] = ip_gaps(args.ip, seed=args.seed)
-    results["wall_s"] = time.time() - t0
-    results["date_utc"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    text = markdown(results, args)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text + "\n")
-    out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-    print(text)
+    print(write(True))
     return results
 
 

@@ -162,3 +162,14 @@ def test_baselines_script_tables_every_policy_but_the_excluded(tmp_path) -> None
     assert "| belady_bytes |" in out.read_text() and "--exclude offline_opt rollout" in (
         out.read_text()
     )
+    # The online-room table from those per-episode values equals a fresh run of it.
+    from mei_envs.experiments import edge_llm_cache_online_room as room
+
+    common = ["--episodes", "1", "--seed", "100000", "--presets", "small_cache"]
+    room.main(
+        [*common, "--from-baselines", str(out.with_suffix(".json"))]
+        + ["--out", str(tmp_path / "r1")]
+    )
+    room.main([*common, "--out", str(tmp_path / "r2")])
+    r1, r2 = (json.loads((tmp_path / f"r{i}.json").read_text()) for i in (1, 2))
+    assert r1 == r2 and set(r1["small_cache"]) >= {"belady_shared", "belady_bytes", "online bound"}
