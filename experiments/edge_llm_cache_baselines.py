@@ -69,15 +69,20 @@ def evaluate_scenario(
     return out
 
 
-def tiny_gaps(n: int, seed: int) -> dict[str, float]:
+def tiny_gaps(
+    n: int, seed: int, variants: dict[str, tuple[str, dict]] | None = None
+) -> dict[str, float]:
     """Mean return / offline_opt return on random tiny instances with sizes and sharing.
 
     An instance is an env config: a random catalog file, its capacity and a trace file of 12
     Zipf requests (one window, so every episode replays it); the policies run through
-    :func:`run_episodes` like in the scenario tables.
+    :func:`run_episodes` like in the scenario tables. ``variants`` (label -> (policy,
+    params)) replaces the default list of every online and offline policy.
     """
     rng = np.random.default_rng(seed)
-    names = [*ONLINE, *OFFLINE]
+    if variants is None:
+        variants = {k: (k, {}) for k in (*ONLINE, *OFFLINE)}
+    names = list(variants)
     ratios = {k: [] for k in names}
     exact = {k: 0 for k in names}
     with tempfile.TemporaryDirectory() as tmp:
@@ -104,7 +109,10 @@ def tiny_gaps(n: int, seed: int) -> dict[str, float]:
             if opt <= 0:
                 continue
             for name in names:
-                res = run_episodes(ENV_ID, name, episodes=1, seed=0, env_config=cfg)
+                pol, params = variants[name]
+                res = run_episodes(
+                    ENV_ID, pol, episodes=1, seed=0, env_config=cfg, policy_params=params
+                )
                 total = float(res.returns[0])
                 ratios[name].append(total / opt)
                 exact[name] += int(abs(total - opt) < 1e-9)

@@ -4,6 +4,13 @@
         --presets default fast_drift --windows 50 100 200 400 1000 --gammas 1 0.99 \
         --refresh 10
 
+    python -m mei_envs.experiments.edge_llm_cache_belady_tune --tiny 200 --windows 400 \
+        --gammas 0.99 1 --refresh 10 1
+
+With ``--tiny N``: instead, the return of each setting (and of ``belady_bytes``) relative to
+the exact ``offline_opt`` on the N random tiny instances of ``edge_llm_cache_baselines``
+(same seed, same instances), printed and not written.
+
 Runs ``belady_shared`` with every (window, gamma, refresh) of the grid on the same
 validation episodes (seeds ``--seed``.., which must be disjoint from the held-out 100000..)
 and prints, per preset, the mean hit ratio, its 95% bootstrap CI, the wall time per episode
@@ -58,7 +65,19 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument(
         "--out", type=Path, default=Path("experiments/figures/edge_llm_cache_belady_tune")
     )
+    ap.add_argument("--tiny", type=int, default=0, help="tiny instances (0 = the grid run)")
     args = ap.parse_args(argv)
+    if args.tiny:
+        from mei_envs.experiments.edge_llm_cache_baselines import tiny_gaps
+
+        variants = {"belady_bytes": ("belady_bytes", {})}
+        for w, g, k in itertools.product(args.windows, args.gammas, args.refresh):
+            params = {"window": w, "gamma": g, "refresh": k}
+            variants[f"belady_shared {params}"] = ("belady_shared", params)
+        res = tiny_gaps(args.tiny, seed=1, variants=variants)
+        for name, v in res.items():
+            print(f"| {name} | {v['mean_ratio']:.3f} | {100 * v['share_optimal']:.0f}% |")
+        return res
     if args.seed < 200_000:
         raise SystemExit(f"--seed {args.seed}: tune on validation seeds (>= 200000)")
     results: dict = {"seed": args.seed, "episodes": args.episodes, "runs": []}
