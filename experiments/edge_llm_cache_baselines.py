@@ -42,9 +42,9 @@ ONLINE = ("random", "fifo", "lru", "lfu", "gdsf", "trim_greedy", "knapsack_greed
 OFFLINE = ("belady", "belady_bytes", "belady_shared")
 
 
-def scenarios(presets: list[str]) -> dict[str, dict]:
+def scenarios(presets: list[str], sharing_off: bool = True) -> dict[str, dict]:
     out = {p: {"preset": p} for p in presets}
-    if "default" in presets:
+    if sharing_off and "default" in presets:
         out["default, sharing off"] = {"preset": "default", "sharing": False}
     return out
 
@@ -231,6 +231,12 @@ def main(argv: list[str] | None = None) -> dict:
         help="policies not run on the scenarios (offline_opt: tiny instances only; rollout: "
         "minutes per episode)",
     )
+    ap.add_argument(
+        "--sharing-off",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="add the default preset with block sharing switched off",
+    )
     ap.add_argument("--out", default="experiments/figures/edge_llm_cache_baselines.md")
     args = ap.parse_args(argv)
     t0 = time.time()
@@ -249,7 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
         out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
         return text
 
-    for scen, cfg in scenarios(args.presets).items():
+    for scen, cfg in scenarios(args.presets, args.sharing_off).items():
         results["scenarios"][scen] = evaluate_scenario(
             cfg, args.episodes, args.seed, rng, args.exclude
         )
