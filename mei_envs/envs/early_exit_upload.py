@@ -722,6 +722,7 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
         )
         # Plain-Python copies of the per-token tables for the scalar hot path.
         self._hot = (K, m.limit, H - 1, M, m.device_energy_j.tolist(), timer_after)
+        self._tail, self._timer_after, self._limit = M, timer_after, m.limit
         self._K = K
         self._cost_args = (
             m.t_dev_s.tolist(),
@@ -746,10 +747,22 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
         self._n_draws = 2 * K + K + H - 1
         self._n_actions = int(self.action_space.n)
         self._cost_terms = m.cost_terms
+        # The reward's normalisers (cost_terms' operands, applied in its order in step).
+        self._latency_ref_s, self._lambda, self._energy_ref_j = (
+            m.latency_ref_s,
+            cfg.lambda_energy,
+            m.energy_ref_j,
+        )
+        # fsmc mode: a step whose decision token is followed by another decision (most
+        # steps) is memoised whole per (token, backlog, action, FSMC state, asleep): its
+        # sums, the backlog after it and its reward terms (what processing that one token
+        # from zero sums gives, the same numbers as the token memo's).
+        self._step_memo: dict[tuple[int, ...], tuple[Any, ...]] | None = {} if self._lazy else None
         self._mask = np.ones(self._n_actions, dtype=bool)
         self._mask.flags.writeable = False
         self._lean = cfg.info == "lean"
         self._started = False
+        self._can_step = False  # reset, and the episode has a step left
         self._acc = ZERO_ACC
         self._k, self._backlog, self._timer = 0, 0, 0
         self._done = False
@@ -767,8 +780,9 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
             self._st, self._sd, self._so, self._rt = ep.states, ep.snr_db, ep.snr_obs, ep.rates
             self._known = m.K
         else:
-            self._u = u = self.np_random.random(self._n_draws)
-            s = bisect.bisect_right(m._fsmc_cum_pi, float(u[m.K]))  # slot 0: stationary
+            # The episode's uniforms as Python floats (what _grow reads).
+            self._u = u = self.np_random.random(self._n_draws).tolist()
+            s = bisect.bisect_right(m._fsmc_cum_pi, u[m.K])  # slot 0: stationary
             self._ex, self._conf = [], []
             self._st, self._sd = [s], [m._state_snr_db[s]]
             self._so, self._rt = [m._state_snr_obs[s]], [m._state_rate[s]]
@@ -779,29 +793,68 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
         self._timer = m.tail_steps if self.config.initial_radio == "idle" else 0
         self._done = False
         self._episode: list[tuple[float, ...]] = []  # info='lean': the steps' sums
-        acc = self._acc = self._advance(ZERO_ACC, None)
+        acc = self._advance(ZERO_ACC, None)
+        # No forced token before the first decision: the first step starts from zero sums
+        # (and may use the step memo).
+        self._acc = ZERO_ACC if acc == ZERO_ACC else acc
         # If no token left asks for a decision, one more step (whose action is ignored)
         # delivers the cost of the forced tokens and terminates.
         self._final_pending = self._done
+        self._can_step = True
         return self._obs(), ({} if self._lean else self._info(acc))
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        if not self._started:
-            raise RuntimeError("EarlyExitUploadEnv.step called before reset()")
-        if self._done and not self._final_pending:
+        if not self._can_step:
+            if not self._started:
+                raise RuntimeError("EarlyExitUploadEnv.step called before reset()")
             raise RuntimeError("EarlyExitUploadEnv.step called after the episode ended; reset()")
         if type(action) is int and 0 <= action < self._n_actions:
             a = action
         else:
             a = check_discrete_action(action, self._n_actions)
         acc = self._acc
+        memo = self._step_memo
         if self._final_pending:
             self._final_pending = False
+            entry = None
+        elif memo is not None and acc is ZERO_ACC and self._k + 1 < self._K:
+            # The decision token from zero sums, memoised; then any forced tokens after it.
+            k, b, timer = self._k, self._backlog, self._timer
+            n = self._n_up[a][b]
+            key = (k, b, a, self._st[k + self._H - 1], timer >= self._tail)
+            entry = memo.get(key)
+            if entry is None:
+                if len(memo) >= _MEMO_MAX:
+                    memo.clear()
+                acc = self._advance(ZERO_ACC, n, k + 1)
+                lc = acc[0] / self._latency_ref_s
+                ec = self._lambda * acc[1] / self._energy_ref_j
+                entry = memo[key] = (acc, self._backlog, lc, ec, -(lc + ec))
+                k = self._k
+                b, timer = self._backlog, self._timer
+            else:
+                acc, b = entry[0], entry[1]
+                timer = self._timer_after[n > 0][timer]
+                k += 1
+            if k >= self._known:
+                self._grow()
+            if self._ex[k] and b < self._limit:  # the next token is a decision
+                self._k, self._backlog, self._timer = k, b, timer
+            else:
+                self._k, self._backlog, self._timer = k, b, timer
+                acc = self._advance(acc, None)
+                entry = None
         else:
             acc = self._advance(acc, self._n_up[a][self._backlog])
+            entry = None
         self._acc = ZERO_ACC
-        latency_cost, energy_cost = self._cost_terms(acc[0], acc[1])
-        reward = -(latency_cost + energy_cost)
+        self._can_step = not self._done
+        if entry is None:
+            latency_cost = acc[0] / self._latency_ref_s  # cost_terms, inline
+            energy_cost = self._lambda * acc[1] / self._energy_ref_j
+            reward = -(latency_cost + energy_cost)
+        else:
+            latency_cost, energy_cost, reward = entry[2], entry[3], entry[4]
         if self._lean:
             return self._obs(), reward, self._done, False, self._lean_info(acc)
         return self._obs(), reward, self._done, False, self._info(acc, latency_cost, energy_cost)
@@ -828,44 +881,46 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
     def _grow(self) -> int:
         """fsmc mode: work out the next tokens' exit indicators and confidences and their
         channel slots' states from the episode's uniforms (``sample_episode``'s layout: K
-        exit uniforms, the slots' uniforms, K confidence uniforms); return how many tokens
-        are known. The exit chain steps as :meth:`EarlyExitUploadModel._exit_chain` fills
-        it (token 0 exits when ``u < exit_prob``, token k when ``u < P[e_{k-1}, 1]``), the
-        channel as :meth:`EarlyExitUploadModel._fsmc_path` (``bisect_right`` in the FSMC's
-        cumulative rows), the confidences as :meth:`EarlyExitUploadModel.confidences`."""
+        exit uniforms, the slots' uniforms, K confidence uniforms; a list of floats); return
+        how many tokens are known. The exit chain steps as
+        :meth:`EarlyExitUploadModel._exit_chain` fills it (token 0 exits when
+        ``u < exit_prob``, token k when ``u < P[e_{k-1}, 1]``), the channel as
+        :meth:`EarlyExitUploadModel._fsmc_path` (``bisect_right`` in the FSMC's cumulative
+        rows), the confidences as :meth:`EarlyExitUploadModel.confidences`."""
         m, u = self.model, self._u
         K, h1 = m.K, self._H - 1
         k0 = self._known
         k1 = min(max(2 * k0, _GROW_TOKENS), K)  # a few at reset, then doubling
         ex, conf = self._ex, self._conf
         p01, p11 = m._p_exit
-        ue = u[k0:k1].tolist()
-        if k0 == 0:
-            e = ue[0] < m.cfg.exit_prob
-            ex.append(e)
-            ue = ue[1:]
-        else:
-            e = ex[-1]
-        for x in ue:
-            e = x < (p11 if e else p01)
-            ex.append(e)
         lo = m.cfg.exit_threshold
         span = 1.0 - lo
-        uc = u[2 * K + h1 + k0 : 2 * K + h1 + k1].tolist()
-        conf += [lo + x * span if e else x * lo for e, x in zip(ex[k0:k1], uc, strict=True)]
+        c0 = 2 * K + h1
+        if k0 == 0:
+            e = u[0] < m.cfg.exit_prob
+            ex.append(e)
+            x = u[c0]
+            conf.append(lo + x * span if e else x * lo)
+            k0 = 1
+        else:
+            e = ex[-1]
+        for x, y in zip(u[k0:k1], u[c0 + k0 : c0 + k1], strict=True):
+            e = x < (p11 if e else p01)
+            ex.append(e)
+            conf.append(lo + y * span if e else y * lo)
         st = self._st
         t0 = len(st)
         if t0 < k1 + h1:
             cum, br = m._fsmc_cum, bisect.bisect_right
+            snr_db, snr_obs, rate = m._state_snr_db, m._state_snr_obs, m._state_rate
+            sd, so, rt = self._sd, self._so, self._rt
             s = st[-1]
-            new = []
-            for x in u[K + t0 : K + k1 + h1].tolist():
+            for x in u[K + t0 : K + k1 + h1]:
                 s = br(cum[s], x)
-                new.append(s)
-            st += new
-            self._sd += [m._state_snr_db[s] for s in new]
-            self._so += [m._state_snr_obs[s] for s in new]
-            self._rt += [m._state_rate[s] for s in new]
+                st.append(s)
+                sd.append(snr_db[s])
+                so.append(snr_obs[s])
+                rt.append(rate[s])
         self._known = k1
         return k1
 
@@ -878,10 +933,13 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
         cost = cost_at(t_dev[k], t_next[k], not_last[k], t_srv(k, b + 1), n, rate, timer, exited)
         return (*cost, n * bits / 8.0, transition(b, timer, n)[0])
 
-    def _advance(self, acc: tuple[float, ...], n_decision: int | None) -> tuple[float, ...]:
+    def _advance(
+        self, acc: tuple[float, ...], n_decision: int | None, stop: int | None = None
+    ) -> tuple[float, ...]:
         """Process the decision token (uploading ``n_decision`` states; None at reset: no
-        decision) and the forced tokens after it up to the next decision or the end; return
-        ``acc`` (sums in ``ACCOUNT_KEYS`` order) with their costs added."""
+        decision) and the forced tokens after it up to the next decision or the end (or
+        token ``stop``, excluded); return ``acc`` (sums in ``ACCOUNT_KEYS`` order) with
+        their costs added."""
         lat, en, stl, air, sent, wakes, comp, toks, vol, forced, lim, flush = acc
         K, limit, h1, tail, dev_energy, timer_after = self._hot
         memo, effect_of = self._memo, self._token_effect
@@ -889,7 +947,8 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
         k, b, timer = self._k, self._backlog, self._timer
         known = self._known
         n = n_decision
-        while k < K:
+        end = K if stop is None else stop
+        while k < end:
             if k >= known:
                 known = self._grow()
             if n is not None:  # the decision token: it exited, the action chose n
@@ -942,17 +1001,31 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
 
     def _obs(self) -> np.ndarray:
         H, k = self._H, self._k
-        live = not self._done
-        j = k if live else k - 1  # the last token's channel after the end
+        if not self._done:
+            rate = self._rt[k + H - 1] / self._mean_rate
+            return np.asarray(
+                [
+                    *self._so[k + H - 1 : k - 1 if k else None : -1],
+                    self._backlog_obs[self._backlog],
+                    self._left_obs[k],
+                    self._ctx_obs[k],
+                    1.0 if self._ex[k] else 0.0,
+                    self._conf[k],
+                    self._radio_obs[self._timer],
+                    rate if rate < 1.0 else 1.0,
+                ],
+                _FLOAT32,
+            )
+        j = k - 1  # the last token's channel after the end
         rate = self._rt[j + H - 1] / self._mean_rate
         return np.asarray(
             [
-                *self._so[j : j + H][::-1],
+                *self._so[j + H - 1 : j - 1 if j else None : -1],
                 self._backlog_obs[self._backlog],
                 self._left_obs[k],
                 self._ctx_obs[k],
-                1.0 if live and self._ex[j] else 0.0,
-                self._conf[j] if live else 0.0,
+                0.0,
+                0.0,
                 self._radio_obs[self._timer],
                 rate if rate < 1.0 else 1.0,
             ],
@@ -966,32 +1039,31 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
         (``latency_cost`` None)."""
         k = self._k
         j = k + self._H - 1 if k < self._K else k + self._H - 2
-        if latency_cost is None:
-            info = self._info(acc, 0.0)
-            del info["latency_cost"], info["energy_cost"]
-            return info
-        return {
-            "latency_s": acc[0],
-            "energy_J": acc[1],
-            "stall_s": acc[2],
-            "airtime_s": acc[3],
-            "bytes_sent": acc[4],
-            "wakeups": acc[5],
-            "compute_energy_J": acc[6],
-            "tokens": acc[7],
-            "voluntary_uploads": acc[8],
-            "forced_uploads": acc[9],
-            "limit_uploads": acc[10],
-            "flush_energy_J": acc[11],
+        lat, en, stl, air, sent, wakes, comp, toks, vol, forced, lim, flush = acc
+        info = {
+            "latency_s": lat,
+            "energy_J": en,
+            "stall_s": stl,
+            "airtime_s": air,
+            "bytes_sent": sent,
+            "wakeups": wakes,
+            "compute_energy_J": comp,
+            "tokens": toks,
+            "voluntary_uploads": vol,
+            "forced_uploads": forced,
+            "limit_uploads": lim,
+            "flush_energy_J": flush,
             "token_index": k,
             "backlog": self._backlog,
             "snr_db": self._sd[j],
             "channel_state": self._st[j],
             "radio_timer": self._timer,
             "action_mask": self._mask.copy(),  # a new array: infos must not share data
-            "latency_cost": latency_cost,
-            "energy_cost": energy_cost,
         }
+        if latency_cost is not None:
+            info["latency_cost"] = latency_cost
+            info["energy_cost"] = energy_cost
+        return info
 
     def _lean_info(self, acc: tuple[float, ...]) -> dict[str, Any]:
         lat, en, stl, _, sent, wakes, comp, _, vol, forced, lim, _ = acc
