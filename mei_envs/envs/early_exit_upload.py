@@ -723,6 +723,9 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
         # Plain-Python copies of the per-token tables for the scalar hot path.
         self._hot = (K, m.limit, H - 1, M, m.device_energy_j.tolist(), timer_after)
         self._tail, self._timer_after, self._limit = M, timer_after, m.limit
+        self._timer0 = M if cfg.initial_radio == "idle" else 0
+        self._exit_prob = cfg.exit_prob
+        self._conf_lo, self._conf_span = cfg.exit_threshold, 1.0 - cfg.exit_threshold
         self._K = K
         self._cost_args = (
             m.t_dev_s.tolist(),
@@ -780,19 +783,40 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
             self._st, self._sd, self._so, self._rt = ep.states, ep.snr_db, ep.snr_obs, ep.rates
             self._known = m.K
         else:
-            # The episode's uniforms as Python floats (what _grow reads).
-            self._u = u = self.np_random.random(self._n_draws).tolist()
-            s = bisect.bisect_right(m._fsmc_cum_pi, u[m.K])  # slot 0: stationary
-            self._ex, self._conf = [], []
-            self._st, self._sd = [s], [m._state_snr_db[s]]
-            self._so, self._rt = [m._state_snr_obs[s]], [m._state_rate[s]]
-            self._known = 0
+            # The episode's uniforms; _grow reads them as Python floats (converted at its
+            # first call). Reset works out token 0 and its channel window only (_grow's
+            # comparisons): slot 0 from the stationary distribution, then H-1 transitions.
+            self._u_arr = u = self.np_random.random(self._n_draws)
+            self._u = None
+            K, H = m.K, self._H
+            slots = u[K : K + H].tolist()
+            s = bisect.bisect_right(m._fsmc_cum_pi, slots[0])
+            st = [s]
+            if H > 1:
+                cum, br = m._fsmc_cum, bisect.bisect_right
+                for x in slots[1:]:
+                    s = br(cum[s], x)
+                    st.append(s)
+            self._st = st
+            self._sd = list(map(m._state_snr_db.__getitem__, st))
+            self._so = list(map(m._state_snr_obs.__getitem__, st))
+            self._rt = list(map(m._state_rate.__getitem__, st))
+            e = u.item(0) < self._exit_prob
+            y = u.item(2 * K + H - 1)
+            self._ex = [e]
+            self._conf = [self._conf_lo + y * self._conf_span if e else y * self._conf_lo]
+            self._known = 1
         self._started = True
         self._k = 0
         self._backlog = 0
-        self._timer = m.tail_steps if self.config.initial_radio == "idle" else 0
+        self._timer = self._timer0
         self._done = False
         self._episode: list[tuple[float, ...]] = []  # info='lean': the steps' sums
+        if self._ex[0]:  # token 0 exits (backlog 0 < limit): a decision, nothing processed
+            self._acc = ZERO_ACC
+            self._final_pending = False
+            self._can_step = True
+            return self._obs(), ({} if self._lean else self._fill_info(_RESET_ZERO_INFO.copy()))
         acc = self._advance(ZERO_ACC, None)
         # No forced token before the first decision: the first step starts from zero sums
         # (and may use the step memo).
@@ -801,7 +825,7 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
         # delivers the cost of the forced tokens and terminates.
         self._final_pending = self._done
         self._can_step = True
-        return self._obs(), ({} if self._lean else self._info(acc))
+        return self._obs(), ({} if self._lean else self._fill_info(_info_base(acc)))
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if not self._can_step:
@@ -829,7 +853,14 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
                 acc = self._advance(ZERO_ACC, n, k + 1)
                 lc = acc[0] / self._latency_ref_s
                 ec = self._lambda * acc[1] / self._energy_ref_j
-                entry = memo[key] = (acc, self._backlog, lc, ec, -(lc + ec))
+                entry = memo[key] = (
+                    acc,
+                    self._backlog,
+                    lc,
+                    ec,
+                    -(lc + ec),
+                    _info_base(acc, lc, ec),
+                )
                 k = self._k
                 b, timer = self._backlog, self._timer
             else:
@@ -857,7 +888,8 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
             latency_cost, energy_cost, reward = entry[2], entry[3], entry[4]
         if self._lean:
             return self._obs(), reward, self._done, False, self._lean_info(acc)
-        return self._obs(), reward, self._done, False, self._info(acc, latency_cost, energy_cost)
+        info = _info_base(acc, latency_cost, energy_cost) if entry is None else entry[5].copy()
+        return self._obs(), reward, self._done, False, self._fill_info(info)
 
     def decision_state(self) -> dict[str, int | bool]:
         """The true state an oracle acts on: token index, backlog, channel state (the FSMC
@@ -888,6 +920,8 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
         :meth:`EarlyExitUploadModel._fsmc_path` (``bisect_right`` in the FSMC's cumulative
         rows), the confidences as :meth:`EarlyExitUploadModel.confidences`."""
         m, u = self.model, self._u
+        if u is None:
+            u = self._u = self._u_arr.tolist()
         K, h1 = m.K, self._H - 1
         k0 = self._known
         k1 = min(max(2 * k0, _GROW_TOKENS), K)  # a few at reset, then doubling
@@ -913,14 +947,15 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
         if t0 < k1 + h1:
             cum, br = m._fsmc_cum, bisect.bisect_right
             snr_db, snr_obs, rate = m._state_snr_db, m._state_snr_obs, m._state_rate
-            sd, so, rt = self._sd, self._so, self._rt
             s = st[-1]
+            new = []
             for x in u[K + t0 : K + k1 + h1]:
                 s = br(cum[s], x)
-                st.append(s)
-                sd.append(snr_db[s])
-                so.append(snr_obs[s])
-                rt.append(rate[s])
+                new.append(s)
+            st += new
+            self._sd += map(snr_db.__getitem__, new)
+            self._so += map(snr_obs.__getitem__, new)
+            self._rt += map(rate.__getitem__, new)
         self._known = k1
         return k1
 
@@ -1032,37 +1067,17 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
             _FLOAT32,
         )
 
-    def _info(
-        self, acc: tuple[float, ...], latency_cost: float | None = None, energy_cost: float = 0.0
-    ) -> dict[str, Any]:
-        """The full `info` (see the class docstring); `reset`'s has no cost terms
-        (``latency_cost`` None)."""
+    def _fill_info(self, info: dict[str, Any]) -> dict[str, Any]:
+        """The full `info` (see the class docstring): ``info`` (from :func:`_info_base`) with
+        the state after the step."""
         k = self._k
         j = k + self._H - 1 if k < self._K else k + self._H - 2
-        lat, en, stl, air, sent, wakes, comp, toks, vol, forced, lim, flush = acc
-        info = {
-            "latency_s": lat,
-            "energy_J": en,
-            "stall_s": stl,
-            "airtime_s": air,
-            "bytes_sent": sent,
-            "wakeups": wakes,
-            "compute_energy_J": comp,
-            "tokens": toks,
-            "voluntary_uploads": vol,
-            "forced_uploads": forced,
-            "limit_uploads": lim,
-            "flush_energy_J": flush,
-            "token_index": k,
-            "backlog": self._backlog,
-            "snr_db": self._sd[j],
-            "channel_state": self._st[j],
-            "radio_timer": self._timer,
-            "action_mask": self._mask.copy(),  # a new array: infos must not share data
-        }
-        if latency_cost is not None:
-            info["latency_cost"] = latency_cost
-            info["energy_cost"] = energy_cost
+        info["token_index"] = k
+        info["backlog"] = self._backlog
+        info["snr_db"] = self._sd[j]
+        info["channel_state"] = self._st[j]
+        info["radio_timer"] = self._timer
+        info["action_mask"] = self._mask.copy()  # a new array: infos must not share data
         return info
 
     def _lean_info(self, acc: tuple[float, ...]) -> dict[str, Any]:
@@ -1140,6 +1155,32 @@ LEAN_KEYS = tuple(EarlyExitUploadEnv.metadata["info_metrics"])
 EPISODE_KEYS = tuple(f"episode_{k}" for k in LEAN_KEYS)
 _LEAN_INDEX = tuple(ACCOUNT_KEYS.index(k) for k in LEAN_KEYS)
 ZERO_ACC = (0.0,) * len(ACCOUNT_KEYS)
+# The full info's keys in order: the sums, the state after the step, the reward's terms
+# (reset's info has no cost terms).
+_STATE_KEYS = ("token_index", "backlog", "snr_db", "channel_state", "radio_timer", "action_mask")
+_RESET_INFO = dict.fromkeys(ACCOUNT_KEYS + _STATE_KEYS)
+_STEP_INFO = dict.fromkeys(ACCOUNT_KEYS + _STATE_KEYS + ("latency_cost", "energy_cost"))
+
+
+def _info_base(
+    acc: tuple[float, ...], latency_cost: float | None = None, energy_cost: float = 0.0
+) -> dict[str, Any]:
+    """The full info's keys in order, with the sums ``acc`` and (a step's) cost terms; the
+    state keys are filled by ``EarlyExitUploadEnv._fill_info``."""
+    if latency_cost is None:
+        info = _RESET_INFO.copy()
+        info.update(zip(ACCOUNT_KEYS, acc, strict=True))
+        return info
+    info = _STEP_INFO.copy()
+    info.update(zip(ACCOUNT_KEYS, acc, strict=True))
+    info["latency_cost"] = latency_cost
+    info["energy_cost"] = energy_cost
+    return info
+
+
+_RESET_ZERO_INFO = _info_base(ZERO_ACC)  # reset's info when no token was processed
+
+
 # fsmc mode: tokens whose exits and channel slots reset works out (_grow doubles them as
 # the episode reaches them).
 _GROW_TOKENS = 2
