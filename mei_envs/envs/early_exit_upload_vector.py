@@ -47,6 +47,9 @@ from mei_envs.vector import MeiVectorEnv, seed_list
 _MAX_TABLE_ROWS = 1 << 18
 # fsmc mode: memory for episodes drawn ahead (at most 8 per sub-env, at least 1).
 _PREFETCH_BYTES = 32 << 20
+# Memory for the per-episode observation tables (beyond it, observations are assembled
+# column by column each step).
+_OBS_TABLE_BYTES = 64 << 20
 
 # Columns of the per-step sums (LEAN_KEYS order).
 _LAT, _EN, _STALL, _SENT, _FORCED, _VOL, _LIM, _WAKE, _COMP = range(len(LEAN_KEYS))
@@ -135,6 +138,22 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         self._masks.flags.writeable = False
         self._all = np.ones(n, dtype=bool)
         self._all.flags.writeable = False
+        # Observations: per sub-env a table of its episode's observation at every token
+        # (and after the end), all but the backlog and radio columns, filled at reset; a
+        # step takes its rows and fills those two from per-value tables (the single env's
+        # b / limit and 1 - timer / tail_steps). None if it would exceed _OBS_TABLE_BYTES.
+        self._backlog_col = np.arange(m.limit + 1) / m.limit
+        self._radio_col = 1.0 - np.arange(m.tail_steps + 1) / m.tail_steps
+        self._obs_tab: np.ndarray | None = None
+        if n * (K + 1) * (H + 7) * 4 <= _OBS_TABLE_BYTES:
+            self._obs_tab = np.zeros((n * (K + 1), H + 7), dtype=np.float32)
+            self._row_k1 = np.arange(n) * (K + 1)
+            # Token k's SNR window: slots k + H - 1 down to k (the last token's after the end).
+            kk = np.minimum(np.arange(K + 1), K - 1)
+            self._win = kk[:, None] + self._window[None, :]
+            self._tok_cols = np.zeros((K + 1, H + 7), dtype=np.float32)
+            self._tok_cols[:, H + 1] = self._left_obs
+            self._tok_cols[:, H + 2] = self._ctx_obs
 
     def _build_token_table(self) -> None:
         """fsmc mode: the step-sum rows (``LEAN_KEYS`` columns) of every token a step can
@@ -283,6 +302,8 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
             self._run_cost[idx, :K] = self._run_table[np.arange(K), states]
         else:
             self._run_cost[idx, :K] = self._run_costs(np.arange(K), self._rates[idx, H - 1 :])
+        if self._obs_tab is not None:
+            self._fill_obs_table(idx)
         self._k[idx] = 0
         self._b[idx] = 0
         self._timer[idx] = self._timer0
@@ -292,7 +313,10 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         # below the limit, so an exited first token is a decision).
         forced_start = idx[~self._exits[idx, 0]]
         if forced_start.size:
-            self._advance(forced_start, None)
+            if self._table is not None:
+                self._start_forced(forced_start)
+            else:
+                self._advance(forced_start, None)
         self._pending[idx] = self._k[idx] == K
         obs = self._step_obs  # within an autoreset: the step's observation, reset rows redone
         self._step_obs = None
@@ -432,22 +456,46 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
             for j in range(part.shape[1]):
                 total = total + part[:, j]
         self._acc[idx] = total
-        # The run of non-exited tokens after it (from backlog 0, radio in its tail).
+        stop, ran = self._add_runs(idx, k2)
+        if ran is not None:
+            b2, t2 = np.where(ran, 0, b2), np.where(ran, 0, t2)
+        self._k[idx], self._b[idx], self._timer[idx] = stop, b2, t2
+
+    def _add_runs(self, idx: np.ndarray, k2: np.ndarray) -> tuple[np.ndarray, Any]:
+        """Add to the step sums of the sub-envs ``idx`` the run of non-exited tokens from
+        token ``k2`` on (from backlog 0, radio in its tail: costs from the per-episode
+        table) in token order with one ``np.add.accumulate``; return where each stops (its
+        next exited token, or K) and which ran (None if none did)."""
+        K = self._K
         stop = self._next_exit[idx, k2]
         run = stop - k2
         ran = run > 0
-        if ran.any():
-            r, length, start = idx[ran], run[ran], k2[ran]
-            steps = np.arange(int(length.max()))
-            costs = self._run_cost[r[:, None], np.minimum(start[:, None] + steps, K)]
-            costs[steps[None, :] >= length[:, None]] = 0.0  # adding 0.0 leaves a sum unchanged
-            acc = self._acc[r]
-            sums = np.concatenate([acc[:, None, _RUN_COLS], costs], axis=1)
-            acc[:, _RUN_COLS] = np.add.accumulate(sums, axis=1)[:, -1]
-            acc[:, _FORCED] += length  # whole numbers: exact
-            self._acc[r] = acc
-            b2, t2 = np.where(ran, 0, b2), np.where(ran, 0, t2)
-        self._k[idx], self._b[idx], self._timer[idx] = stop, b2, t2
+        if not ran.any():
+            return stop, None
+        r, length, start = idx[ran], run[ran], k2[ran]
+        steps = np.arange(int(length.max()))
+        costs = self._run_cost[r[:, None], np.minimum(start[:, None] + steps, K)]
+        costs[steps[None, :] >= length[:, None]] = 0.0  # adding 0.0 leaves a sum unchanged
+        acc = self._acc[r]
+        sums = np.concatenate([acc[:, None, _RUN_COLS], costs], axis=1)
+        acc[:, _RUN_COLS] = np.add.accumulate(sums, axis=1)[:, -1]
+        acc[:, _FORCED] += length  # whole numbers: exact
+        self._acc[r] = acc
+        return stop, ran
+
+    def _start_forced(self, idx: np.ndarray) -> None:
+        """Token table path: the new episodes of the sub-envs ``idx``, whose token 0 does not
+        exit, up to their first decision (what :meth:`_advance` does with no action, in
+        fewer operations): token 0's forced upload of one state from backlog 0 at the
+        initial radio timer, then the run of non-exited tokens after it."""
+        m = self.model
+        B, C = m.limit, m.fsmc.n_states
+        c0 = self._ch[idx, 0]
+        first = self._off_nex + (0 * (B + 1) * C + c0) * 2 + int(self._timer0 >= m.tail_steps)
+        self._acc[idx] = self._acc[idx] + self._table.take(first, axis=0)
+        stop, _ = self._add_runs(idx, np.ones(idx.size, dtype=np.int64))
+        # A forced upload empties the backlog and restarts the tail (transition(0, t, 1)).
+        self._k[idx], self._b[idx], self._timer[idx] = stop, 0, 0
 
     def _cost_parts(
         self,
@@ -515,9 +563,31 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         first[n1 == 0] = 0.0  # no forced token
         parts.append(first)
 
+    def _fill_obs_table(self, idx: np.ndarray) -> None:
+        """The observation tables of the sub-envs ``idx`` (new episodes): every column but
+        the backlog's and the radio's, at tokens 0..K (K: after the end), as ``_observe``
+        computes them."""
+        K, H = self._K, self._H
+        tab = np.empty((idx.size, K + 1, H + 7), dtype=np.float32)
+        tab[:] = self._tok_cols
+        tab[:, :, :H] = self._snr_obs[idx][:, self._win]
+        tab[:, :K, H + 3] = self._exits[idx]
+        tab[:, K, H + 3] = 0.0
+        tab[:, :K, H + 4] = self._conf[idx]
+        tab[:, K, H + 4] = 0.0
+        rate = self._rates[idx][:, self._win[:, 0]] / self.model.mean_rate_bps
+        tab[:, :, H + 6] = np.minimum(rate, 1.0)
+        rows = (self._row_k1[idx][:, None] + np.arange(K + 1)).reshape(-1)
+        self._obs_tab[rows] = tab.reshape(-1, H + 7)
+
     def _observe(self, rows: np.ndarray) -> np.ndarray:
         """Observations of the sub-envs ``rows`` (the single env's ``_obs``, batched)."""
         K, H = self._K, self._H
+        if self._obs_tab is not None:
+            obs = self._obs_tab.take(self._row_k1[rows] + self._k[rows], axis=0)
+            obs[:, H] = self._backlog_col.take(self._b[rows])
+            obs[:, H + 5] = self._radio_col.take(self._timer[rows])
+            return obs
         k = self._k[rows]
         done = k == K
         j = np.minimum(k, K - 1)
