@@ -113,6 +113,12 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
             )
         self._step_obs: np.ndarray | None = None
         self._ch = np.zeros((n, K), dtype=np.intp)  # fsmc: each token's channel state
+        # The radio timer after a token that uploads nothing / something, for every timer
+        # value (EarlyExitUploadModel.transition, as the single env tabulates it), and the
+        # states a decision uploads, flat: n_up_table[a, b] at a * (limit + 1) + b.
+        timers = np.arange(m.tail_steps + 1)
+        self._timer_after = np.concatenate([m.transition(0, timers, u)[1] for u in (0, 1)])
+        self._n_up_flat = m.n_up_table.reshape(-1)
         self._row_k = np.arange(n) * K  # flat offsets of the sub-envs' token rows
         self._build_token_table()
         # fsmc mode: episodes drawn ahead, ``_n_ahead`` per sub-env (see _prefetch); None in
@@ -199,9 +205,29 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         k4, b4 = kk[:, None, None, None], bb[None, :, None, None]
         nex = rows(k4, b4, b4 + 1, cc[:, None], tt, 0, False, 1.0, 0.0)
         self._table = np.concatenate([dec, lim, nex, np.zeros((1, len(LEAN_KEYS)))])
+        n = self.num_envs
+        self._base_dec = np.zeros(n * K, dtype=np.int64)
+        self._base_nex = np.zeros(n * K, dtype=np.int64)
+        self._base_lim = np.zeros(n * K, dtype=np.int64)
         self._off_lim = dec.shape[0]
         self._off_nex = self._off_lim + lim.shape[0]
         self._zero_row = self._table.shape[0] - 1
+
+    def _fill_row_bases(self, idx: np.ndarray, states: np.ndarray) -> None:
+        """Token table path: per token of the new episodes of ``idx`` (channel ``states``),
+        the parts of its table rows' indices that depend on the episode only: decision
+        ``(((k (B+1) + b) A + a) C + c) 2 + asleep = base_dec + 2 C (b A + a) + asleep``,
+        non-exited ``off_nex + base_nex + 2 C b + asleep`` and limit ``off_lim + base_lim +
+        asleep`` (integers: the same indices)."""
+        m = self.model
+        K, B, C = self._K, m.limit, m.fsmc.n_states
+        A = self.single_action_space.n
+        kk = np.arange(K)
+        rows = (self._row_k[idx][:, None] + kk).reshape(-1)
+        st = states.reshape(-1, K)
+        self._base_dec[rows] = (2 * (kk * ((B + 1) * A * C) + st)).reshape(-1)
+        self._base_nex[rows] = (self._off_nex + 2 * (kk * ((B + 1) * C) + st)).reshape(-1)
+        self._base_lim[rows] = (self._off_lim + 2 * (kk * C + st)).reshape(-1)
 
     def _seed(self, seed: Any) -> None:
         super()._seed(seed)
@@ -293,6 +319,8 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
             self._rates[idx] = eps["rates"]
             self._snr_obs[idx] = eps["snr_obs"]
         self._ch[idx] = states
+        if self._table is not None:
+            self._fill_row_bases(idx, states)
         ex = self._exits[idx]
         # Next exited token at or after each token (K if none).
         pos = np.where(ex, np.arange(K), K)
@@ -399,8 +427,11 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         parts = [self._acc[idx][:, None, :]]
         # The token that may be forced: the one after the decision, or the current one.
         if actions is not None:
-            n_decision = m.n_up_table[actions, b]
-            b1, t1 = m.transition(b, timer, n_decision)
+            n_decision = self._n_up_flat.take(actions * (limit + 1) + b)
+            # transition(b, timer, n): the backlog gains the token's state and loses n; the
+            # timer from its table.
+            b1 = b + 1 - n_decision
+            t1 = self._timer_after.take((n_decision > 0) * (m.tail_steps + 1) + timer)
             k1 = k + 1
         else:
             n_decision = None
@@ -420,20 +451,20 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
             # no token is forced); a flush takes the forced token's place (it only happens
             # after the last token, where none is).
             B, C, M = limit, m.fsmc.n_states, m.tail_steps
-            ch = self._ch.reshape(-1)
-            c1 = ch[row_k + k1c]
+            pos1 = row_k + k1c
             first = np.where(
                 exited1,
-                self._off_lim + (k1c * C + c1) * 2 + (t1 >= M),
-                self._off_nex + ((k1c * (B + 1) + np.minimum(b1, B)) * C + c1) * 2 + (t1 >= M),
+                self._base_lim.take(pos1),
+                self._base_nex.take(pos1) + (2 * C) * np.minimum(b1, B),
             )
+            first += t1 >= M
             first = np.where(forced, first, self._zero_row)
             if n_decision is None:
                 rows = self._table.take(first, axis=0)[:, None, :]
             else:
                 A = self.single_action_space.n
-                c0 = ch[row_k + k]
-                dec = (((k * (B + 1) + b) * A + actions) * C + c0) * 2 + (timer >= M)
+                dec = self._base_dec.take(row_k + k) + (2 * C) * (b * A + actions)
+                dec += timer >= M
                 rows = self._table.take(np.stack([dec, first], axis=1), axis=0)
                 if flush is not None:
                     f = np.flatnonzero(flush)
@@ -447,8 +478,8 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
             self._cost_parts(idx, parts, k, b, timer, n_decision, b1, t1, k1c, n1, flush)
             if flush is not None:
                 b1 = np.where(flush, 0, b1)
-        b2, t2 = m.transition(b1, t1, n1)
-        b2, t2 = np.where(forced, b2, b1), np.where(forced, t2, t1)
+        # transition(b1, t1, b1 + 1) where a token is forced: backlog 0, radio tail restarted.
+        b2, t2 = np.where(forced, 0, b1), np.where(forced, 0, t1)
         k2 = k1 + forced
         # The step sums in token order (the single env's running sums, bit for bit).
         total = parts[0][:, 0]
