@@ -869,12 +869,37 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
                 k += 1
             if k >= self._known:
                 self._grow()
-            if self._ex[k] and b < self._limit:  # the next token is a decision
-                self._k, self._backlog, self._timer = k, b, timer
-            else:
-                self._k, self._backlog, self._timer = k, b, timer
-                acc = self._advance(acc, None)
-                entry = None
+            self._k, self._backlog, self._timer = k, b, timer
+            if self._ex[k] and b < self._limit:
+                # The next token is a decision (most steps): _obs and _fill_info written
+                # out for a live decision token (k < K, exited).
+                j = k + self._H - 1
+                rate = self._rt[j] / self._mean_rate
+                obs = np.asarray(
+                    [
+                        *self._so[j : k - 1 : -1],
+                        self._backlog_obs[b],
+                        self._left_obs[k],
+                        self._ctx_obs[k],
+                        1.0,
+                        self._conf[k],
+                        self._radio_obs[timer],
+                        rate if rate < 1.0 else 1.0,
+                    ],
+                    _FLOAT32,
+                )
+                if self._lean:
+                    return obs, entry[4], False, False, self._lean_info(acc)
+                info = entry[5].copy()
+                info["token_index"] = k
+                info["backlog"] = b
+                info["snr_db"] = self._sd[j]
+                info["channel_state"] = self._st[j]
+                info["radio_timer"] = timer
+                info["action_mask"] = self._mask.copy()  # a new array: infos share no data
+                return obs, entry[4], False, False, info
+            acc = self._advance(acc, None)
+            entry = None
         else:
             acc = self._advance(acc, self._n_up[a][self._backlog])
             entry = None
