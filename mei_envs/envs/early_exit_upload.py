@@ -949,7 +949,7 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
             u = self._u = self._u_arr.tolist()
         K, h1 = m.K, self._H - 1
         k0 = self._known
-        k1 = min(max(2 * k0, _GROW_TOKENS), K)  # a few at reset, then doubling
+        k1 = min(max(2 * k0, _GROW_TOKENS), K)  # a block at first, then doubling
         ex, conf = self._ex, self._conf
         p01, p11 = m._p_exit
         lo = m.cfg.exit_threshold
@@ -1206,9 +1206,9 @@ def _info_base(
 _RESET_ZERO_INFO = _info_base(ZERO_ACC)  # reset's info when no token was processed
 
 
-# fsmc mode: tokens whose exits and channel slots reset works out (_grow doubles them as
+# fsmc mode: tokens the first _grow works out (reset works out token 0; _grow doubles them as
 # the episode reaches them).
-_GROW_TOKENS = 2
+_GROW_TOKENS = 8
 _FLOAT32 = np.dtype(np.float32)
 # fsmc mode: memoised token costs kept (the memo is emptied when it reaches this size).
 _MEMO_MAX = 1 << 18
