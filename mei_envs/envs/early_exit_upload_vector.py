@@ -389,17 +389,22 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         # SAME_STEP autoreset (MeiVectorEnv._autoreset's layout, written out for this env's
         # fixed keys: lean keys on every sub-env, episode totals where it ended; no
         # truncation, empty reset infos).
-        done = terminated
+        # The `_key` masks: one read-only array per pattern, shared by the keys (as
+        # self._all is on steps with no episode end).
+        done = terminated.copy()
+        done.flags.writeable = False
         tot = self._episode.copy()
         live = ~done
+        live.flags.writeable = False
         nobody = np.zeros(self.num_envs, dtype=bool)
+        nobody.flags.writeable = False
         final_info: dict[str, Any] = {}
         out: dict[str, Any] = {}
         for c, key in enumerate(LEAN_KEYS):
-            final_info[key], final_info["_" + key] = acc[:, c], done.copy()
+            final_info[key], final_info["_" + key] = acc[:, c], done
             out[key], out["_" + key] = acc[:, c], live
         for c, key in enumerate(EPISODE_KEYS):
-            final_info[key], final_info["_" + key] = tot[:, c], done.copy()
+            final_info[key], final_info["_" + key] = tot[:, c], done
             out[key], out["_" + key] = tot[:, c], nobody
         final_obs = np.full(self.num_envs, None, dtype=object)
         for i in np.flatnonzero(done):
@@ -407,8 +412,8 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         self._step_obs = obs
         obs, _ = self._reset_envs(done)
         self._step_obs = None
-        out["final_obs"], out["_final_obs"] = final_obs, done.copy()
-        out["final_info"], out["_final_info"] = final_info, done.copy()
+        out["final_obs"], out["_final_obs"] = final_obs, done
+        out["final_info"], out["_final_info"] = final_info, done
         return obs, reward, terminated, truncated, out
 
     # ---- internals ---------------------------------------------------------------------
