@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--steps", type=int, default=60_000, help="single-env steps per block")
     p.add_argument("--vec", default="256", help="comma-separated vector sizes ('' for none)")
+    p.add_argument("--vec-steps", type=int, default=60_000, help="env-steps per vector block")
     args = p.parse_args(argv)
     kwargs = {"preset": args.preset}
     envs = {"new": gym.make(ENV_ID, **kwargs)}
@@ -118,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         {k: (lambda e=e: reset_us(e, 20_000)) for k, e in envs.items()}, args.repeats
     )
     report("reset", res_r, "us     ", "cartpole")
+    if args.old:
+        report("reset", res_r, "us     ", "old")
     single_new = statistics.median(res["new"])
     for n in [int(x) for x in args.vec.split(",") if x]:
         vecs = {"new": gym.make_vec(ENV_ID, n, vectorization_mode="vector_entry_point", **kwargs)}
@@ -125,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             oldv = load_module(args.old_vec, "_ee_vec_old")
             vecs["old"] = oldv.EarlyExitUploadVectorEnv(n, **kwargs)
         vecs["cartpole"] = gym.make_vec(REFERENCE_ID, n, vectorization_mode="vector_entry_point")
-        va = [rng.integers(0, 2, n) for _ in range(max(50, 200_000 // n))]
+        va = [rng.integers(0, 2, n) for _ in range(max(50, args.vec_steps // n))]
         res_v = interleaved(
             {k: (lambda e=e, va=va: vector_rate(e, va)) for k, e in vecs.items()}, args.repeats
         )
