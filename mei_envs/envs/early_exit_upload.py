@@ -722,6 +722,10 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
         )
         # Plain-Python copies of the per-token tables for the scalar hot path.
         self._hot = (K, m.limit, H - 1, M, m.device_energy_j.tolist(), timer_after)
+        self._tail, self._timer_after, self._limit = M, timer_after, m.limit
+        self._timer0 = M if cfg.initial_radio == "idle" else 0
+        self._exit_prob = cfg.exit_prob
+        self._conf_lo, self._conf_span = cfg.exit_threshold, 1.0 - cfg.exit_threshold
         self._K = K
         self._cost_args = (
             m.t_dev_s.tolist(),
@@ -746,10 +750,16 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
         self._n_draws = 2 * K + K + H - 1
         self._n_actions = int(self.action_space.n)
         self._cost_terms = m.cost_terms
+        # fsmc mode: a step whose decision token is followed by another decision (most
+        # steps) is memoised whole per (token, backlog, action, FSMC state, asleep): its
+        # sums, the backlog after it and its reward terms (what processing that one token
+        # from zero sums gives, the same numbers as the token memo's).
+        self._step_memo: dict[tuple[int, ...], tuple[Any, ...]] | None = {} if self._lazy else None
         self._mask = np.ones(self._n_actions, dtype=bool)
         self._mask.flags.writeable = False
         self._lean = cfg.info == "lean"
         self._started = False
+        self._can_step = False  # reset, and the episode has a step left
         self._acc = ZERO_ACC
         self._k, self._backlog, self._timer = 0, 0, 0
         self._done = False
@@ -767,44 +777,136 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
             self._st, self._sd, self._so, self._rt = ep.states, ep.snr_db, ep.snr_obs, ep.rates
             self._known = m.K
         else:
-            self._u = u = self.np_random.random(self._n_draws)
-            s = bisect.bisect_right(m._fsmc_cum_pi, float(u[m.K]))  # slot 0: stationary
-            self._ex, self._conf = [], []
-            self._st, self._sd = [s], [m._state_snr_db[s]]
-            self._so, self._rt = [m._state_snr_obs[s]], [m._state_rate[s]]
-            self._known = 0
+            # The episode's uniforms; _grow reads them as Python floats (converted at its
+            # first call). Reset works out token 0 and its channel window only (_grow's
+            # comparisons): slot 0 from the stationary distribution, then H-1 transitions.
+            self._u_arr = u = self.np_random.random(self._n_draws)
+            self._u = None
+            K, H = m.K, self._H
+            slots = u[K : K + H].tolist()
+            s = bisect.bisect_right(m._fsmc_cum_pi, slots[0])
+            st = [s]
+            if H > 1:
+                cum, br = m._fsmc_cum, bisect.bisect_right
+                for x in slots[1:]:
+                    s = br(cum[s], x)
+                    st.append(s)
+            self._st = st
+            self._sd = list(map(m._state_snr_db.__getitem__, st))
+            self._so = list(map(m._state_snr_obs.__getitem__, st))
+            self._rt = list(map(m._state_rate.__getitem__, st))
+            e = u.item(0) < self._exit_prob
+            y = u.item(2 * K + H - 1)
+            self._ex = [e]
+            self._conf = [self._conf_lo + y * self._conf_span if e else y * self._conf_lo]
+            self._known = 1
         self._started = True
         self._k = 0
         self._backlog = 0
-        self._timer = m.tail_steps if self.config.initial_radio == "idle" else 0
+        self._timer = self._timer0
         self._done = False
         self._episode: list[tuple[float, ...]] = []  # info='lean': the steps' sums
-        acc = self._acc = self._advance(ZERO_ACC, None)
+        if self._ex[0]:  # token 0 exits (backlog 0 < limit): a decision, nothing processed
+            self._acc = ZERO_ACC
+            self._final_pending = False
+            self._can_step = True
+            return self._obs(), ({} if self._lean else self._fill_info(_RESET_ZERO_INFO.copy()))
+        acc = self._advance(ZERO_ACC, None)
+        # No forced token before the first decision: the first step starts from zero sums
+        # (and may use the step memo).
+        self._acc = ZERO_ACC if acc == ZERO_ACC else acc
         # If no token left asks for a decision, one more step (whose action is ignored)
         # delivers the cost of the forced tokens and terminates.
         self._final_pending = self._done
-        return self._obs(), ({} if self._lean else self._info(acc))
+        self._can_step = True
+        return self._obs(), ({} if self._lean else self._fill_info(_info_base(acc)))
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        if not self._started:
-            raise RuntimeError("EarlyExitUploadEnv.step called before reset()")
-        if self._done and not self._final_pending:
+        if not self._can_step:
+            if not self._started:
+                raise RuntimeError("EarlyExitUploadEnv.step called before reset()")
             raise RuntimeError("EarlyExitUploadEnv.step called after the episode ended; reset()")
         if type(action) is int and 0 <= action < self._n_actions:
             a = action
         else:
             a = check_discrete_action(action, self._n_actions)
         acc = self._acc
+        memo = self._step_memo
         if self._final_pending:
             self._final_pending = False
+            entry = None
+        elif memo is not None and acc is ZERO_ACC and self._k + 1 < self._K:
+            # The decision token from zero sums, memoised; then any forced tokens after it.
+            k, b, timer = self._k, self._backlog, self._timer
+            n = self._n_up[a][b]
+            key = (k, b, a, self._st[k + self._H - 1], timer >= self._tail)
+            entry = memo.get(key)
+            if entry is None:
+                if len(memo) >= _STEP_MEMO_MAX:
+                    memo.clear()
+                acc = self._advance(ZERO_ACC, n, k + 1)
+                lc, ec = self._cost_terms(acc[0], acc[1])
+                entry = memo[key] = (
+                    acc,
+                    self._backlog,
+                    lc,
+                    ec,
+                    -(lc + ec),
+                    _info_base(acc, lc, ec),
+                )
+                k = self._k
+                b, timer = self._backlog, self._timer
+            else:
+                acc, b = entry[0], entry[1]
+                timer = self._timer_after[n > 0][timer]
+                k += 1
+            if k >= self._known:
+                self._grow()
+            self._k, self._backlog, self._timer = k, b, timer
+            if self._ex[k] and b < self._limit:
+                # The next token is a decision (most steps): _obs and _fill_info written
+                # out for a live decision token (k < K, exited).
+                j = k + self._H - 1
+                rate = self._rt[j] / self._mean_rate
+                obs = np.asarray(
+                    [
+                        *self._so[j : k - 1 : -1],
+                        self._backlog_obs[b],
+                        self._left_obs[k],
+                        self._ctx_obs[k],
+                        1.0,
+                        self._conf[k],
+                        self._radio_obs[timer],
+                        rate if rate < 1.0 else 1.0,
+                    ],
+                    _FLOAT32,
+                )
+                if self._lean:
+                    return obs, entry[4], False, False, self._lean_info(acc)
+                info = entry[5].copy()
+                info["token_index"] = k
+                info["backlog"] = b
+                info["snr_db"] = self._sd[j]
+                info["channel_state"] = self._st[j]
+                info["radio_timer"] = timer
+                info["action_mask"] = self._mask.copy()  # a new array: infos share no data
+                return obs, entry[4], False, False, info
+            acc = self._advance(acc, None)
+            entry = None
         else:
             acc = self._advance(acc, self._n_up[a][self._backlog])
+            entry = None
         self._acc = ZERO_ACC
-        latency_cost, energy_cost = self._cost_terms(acc[0], acc[1])
-        reward = -(latency_cost + energy_cost)
+        self._can_step = not self._done
+        if entry is None:
+            latency_cost, energy_cost = self._cost_terms(acc[0], acc[1])
+            reward = -(latency_cost + energy_cost)
+        else:
+            latency_cost, energy_cost, reward = entry[2], entry[3], entry[4]
         if self._lean:
             return self._obs(), reward, self._done, False, self._lean_info(acc)
-        return self._obs(), reward, self._done, False, self._info(acc, latency_cost, energy_cost)
+        info = _info_base(acc, latency_cost, energy_cost) if entry is None else entry[5].copy()
+        return self._obs(), reward, self._done, False, self._fill_info(info)
 
     def decision_state(self) -> dict[str, int | bool]:
         """The true state an oracle acts on: token index, backlog, channel state (the FSMC
@@ -828,44 +930,49 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
     def _grow(self) -> int:
         """fsmc mode: work out the next tokens' exit indicators and confidences and their
         channel slots' states from the episode's uniforms (``sample_episode``'s layout: K
-        exit uniforms, the slots' uniforms, K confidence uniforms); return how many tokens
-        are known. The exit chain steps as :meth:`EarlyExitUploadModel._exit_chain` fills
-        it (token 0 exits when ``u < exit_prob``, token k when ``u < P[e_{k-1}, 1]``), the
-        channel as :meth:`EarlyExitUploadModel._fsmc_path` (``bisect_right`` in the FSMC's
-        cumulative rows), the confidences as :meth:`EarlyExitUploadModel.confidences`."""
+        exit uniforms, the slots' uniforms, K confidence uniforms; a list of floats); return
+        how many tokens are known. The exit chain steps as
+        :meth:`EarlyExitUploadModel._exit_chain` fills it (token 0 exits when
+        ``u < exit_prob``, token k when ``u < P[e_{k-1}, 1]``), the channel as
+        :meth:`EarlyExitUploadModel._fsmc_path` (``bisect_right`` in the FSMC's cumulative
+        rows), the confidences as :meth:`EarlyExitUploadModel.confidences`."""
         m, u = self.model, self._u
+        if u is None:
+            u = self._u = self._u_arr.tolist()
         K, h1 = m.K, self._H - 1
         k0 = self._known
-        k1 = min(max(2 * k0, _GROW_TOKENS), K)  # a few at reset, then doubling
+        k1 = min(max(2 * k0, _GROW_TOKENS), K)  # a block at first, then doubling
         ex, conf = self._ex, self._conf
         p01, p11 = m._p_exit
-        ue = u[k0:k1].tolist()
-        if k0 == 0:
-            e = ue[0] < m.cfg.exit_prob
-            ex.append(e)
-            ue = ue[1:]
-        else:
-            e = ex[-1]
-        for x in ue:
-            e = x < (p11 if e else p01)
-            ex.append(e)
         lo = m.cfg.exit_threshold
         span = 1.0 - lo
-        uc = u[2 * K + h1 + k0 : 2 * K + h1 + k1].tolist()
-        conf += [lo + x * span if e else x * lo for e, x in zip(ex[k0:k1], uc, strict=True)]
+        c0 = 2 * K + h1
+        if k0 == 0:
+            e = u[0] < m.cfg.exit_prob
+            ex.append(e)
+            x = u[c0]
+            conf.append(lo + x * span if e else x * lo)
+            k0 = 1
+        else:
+            e = ex[-1]
+        for x, y in zip(u[k0:k1], u[c0 + k0 : c0 + k1], strict=True):
+            e = x < (p11 if e else p01)
+            ex.append(e)
+            conf.append(lo + y * span if e else y * lo)
         st = self._st
         t0 = len(st)
         if t0 < k1 + h1:
             cum, br = m._fsmc_cum, bisect.bisect_right
+            snr_db, snr_obs, rate = m._state_snr_db, m._state_snr_obs, m._state_rate
             s = st[-1]
             new = []
-            for x in u[K + t0 : K + k1 + h1].tolist():
+            for x in u[K + t0 : K + k1 + h1]:
                 s = br(cum[s], x)
                 new.append(s)
             st += new
-            self._sd += [m._state_snr_db[s] for s in new]
-            self._so += [m._state_snr_obs[s] for s in new]
-            self._rt += [m._state_rate[s] for s in new]
+            self._sd += map(snr_db.__getitem__, new)
+            self._so += map(snr_obs.__getitem__, new)
+            self._rt += map(rate.__getitem__, new)
         self._known = k1
         return k1
 
@@ -878,10 +985,13 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
         cost = cost_at(t_dev[k], t_next[k], not_last[k], t_srv(k, b + 1), n, rate, timer, exited)
         return (*cost, n * bits / 8.0, transition(b, timer, n)[0])
 
-    def _advance(self, acc: tuple[float, ...], n_decision: int | None) -> tuple[float, ...]:
+    def _advance(
+        self, acc: tuple[float, ...], n_decision: int | None, stop: int | None = None
+    ) -> tuple[float, ...]:
         """Process the decision token (uploading ``n_decision`` states; None at reset: no
-        decision) and the forced tokens after it up to the next decision or the end; return
-        ``acc`` (sums in ``ACCOUNT_KEYS`` order) with their costs added."""
+        decision) and the forced tokens after it up to the next decision or the end (or
+        token ``stop``, excluded); return ``acc`` (sums in ``ACCOUNT_KEYS`` order) with
+        their costs added."""
         lat, en, stl, air, sent, wakes, comp, toks, vol, forced, lim, flush = acc
         K, limit, h1, tail, dev_energy, timer_after = self._hot
         memo, effect_of = self._memo, self._token_effect
@@ -889,7 +999,8 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
         k, b, timer = self._k, self._backlog, self._timer
         known = self._known
         n = n_decision
-        while k < K:
+        end = K if stop is None else stop
+        while k < end:
             if k >= known:
                 known = self._grow()
             if n is not None:  # the decision token: it exited, the action chose n
@@ -942,56 +1053,49 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
 
     def _obs(self) -> np.ndarray:
         H, k = self._H, self._k
-        live = not self._done
-        j = k if live else k - 1  # the last token's channel after the end
+        if not self._done:
+            rate = self._rt[k + H - 1] / self._mean_rate
+            return np.asarray(
+                [
+                    *self._so[k + H - 1 : k - 1 if k else None : -1],
+                    self._backlog_obs[self._backlog],
+                    self._left_obs[k],
+                    self._ctx_obs[k],
+                    1.0 if self._ex[k] else 0.0,
+                    self._conf[k],
+                    self._radio_obs[self._timer],
+                    rate if rate < 1.0 else 1.0,
+                ],
+                _FLOAT32,
+            )
+        j = k - 1  # the last token's channel after the end
         rate = self._rt[j + H - 1] / self._mean_rate
         return np.asarray(
             [
-                *self._so[j : j + H][::-1],
+                *self._so[j + H - 1 : j - 1 if j else None : -1],
                 self._backlog_obs[self._backlog],
                 self._left_obs[k],
                 self._ctx_obs[k],
-                1.0 if live and self._ex[j] else 0.0,
-                self._conf[j] if live else 0.0,
+                0.0,
+                0.0,
                 self._radio_obs[self._timer],
                 rate if rate < 1.0 else 1.0,
             ],
             _FLOAT32,
         )
 
-    def _info(
-        self, acc: tuple[float, ...], latency_cost: float | None = None, energy_cost: float = 0.0
-    ) -> dict[str, Any]:
-        """The full `info` (see the class docstring); `reset`'s has no cost terms
-        (``latency_cost`` None)."""
+    def _fill_info(self, info: dict[str, Any]) -> dict[str, Any]:
+        """The full `info` (see the class docstring): ``info`` (from :func:`_info_base`) with
+        the state after the step."""
         k = self._k
         j = k + self._H - 1 if k < self._K else k + self._H - 2
-        if latency_cost is None:
-            info = self._info(acc, 0.0)
-            del info["latency_cost"], info["energy_cost"]
-            return info
-        return {
-            "latency_s": acc[0],
-            "energy_J": acc[1],
-            "stall_s": acc[2],
-            "airtime_s": acc[3],
-            "bytes_sent": acc[4],
-            "wakeups": acc[5],
-            "compute_energy_J": acc[6],
-            "tokens": acc[7],
-            "voluntary_uploads": acc[8],
-            "forced_uploads": acc[9],
-            "limit_uploads": acc[10],
-            "flush_energy_J": acc[11],
-            "token_index": k,
-            "backlog": self._backlog,
-            "snr_db": self._sd[j],
-            "channel_state": self._st[j],
-            "radio_timer": self._timer,
-            "action_mask": self._mask.copy(),  # a new array: infos must not share data
-            "latency_cost": latency_cost,
-            "energy_cost": energy_cost,
-        }
+        info["token_index"] = k
+        info["backlog"] = self._backlog
+        info["snr_db"] = self._sd[j]
+        info["channel_state"] = self._st[j]
+        info["radio_timer"] = self._timer
+        info["action_mask"] = self._mask.copy()  # a new array: infos must not share data
+        return info
 
     def _lean_info(self, acc: tuple[float, ...]) -> dict[str, Any]:
         lat, en, stl, _, sent, wakes, comp, _, vol, forced, lim, _ = acc
@@ -1068,9 +1172,38 @@ LEAN_KEYS = tuple(EarlyExitUploadEnv.metadata["info_metrics"])
 EPISODE_KEYS = tuple(f"episode_{k}" for k in LEAN_KEYS)
 _LEAN_INDEX = tuple(ACCOUNT_KEYS.index(k) for k in LEAN_KEYS)
 ZERO_ACC = (0.0,) * len(ACCOUNT_KEYS)
-# fsmc mode: tokens whose exits and channel slots reset works out (_grow doubles them as
+# The full info's keys in order: the sums, the state after the step, the reward's terms
+# (reset's info has no cost terms).
+_STATE_KEYS = ("token_index", "backlog", "snr_db", "channel_state", "radio_timer", "action_mask")
+_RESET_INFO = dict.fromkeys(ACCOUNT_KEYS + _STATE_KEYS)
+_STEP_INFO = dict.fromkeys(ACCOUNT_KEYS + _STATE_KEYS + ("latency_cost", "energy_cost"))
+
+
+def _info_base(
+    acc: tuple[float, ...], latency_cost: float | None = None, energy_cost: float = 0.0
+) -> dict[str, Any]:
+    """The full info's keys in order, with the sums ``acc`` and (a step's) cost terms; the
+    state keys are filled by ``EarlyExitUploadEnv._fill_info``."""
+    if latency_cost is None:
+        info = _RESET_INFO.copy()
+        info.update(zip(ACCOUNT_KEYS, acc, strict=True))
+        return info
+    info = _STEP_INFO.copy()
+    info.update(zip(ACCOUNT_KEYS, acc, strict=True))
+    info["latency_cost"] = latency_cost
+    info["energy_cost"] = energy_cost
+    return info
+
+
+_RESET_ZERO_INFO = _info_base(ZERO_ACC)  # reset's info when no token was processed
+
+
+# fsmc mode: tokens the first _grow works out (reset works out token 0; _grow doubles them as
 # the episode reaches them).
-_GROW_TOKENS = 2
+_GROW_TOKENS = 8
 _FLOAT32 = np.dtype(np.float32)
 # fsmc mode: memoised token costs kept (the memo is emptied when it reaches this size).
 _MEMO_MAX = 1 << 18
+# fsmc mode: memoised decision steps kept (each ~1 kB with its info dict; the default config
+# fills ~6.4k of them in 100k random steps).
+_STEP_MEMO_MAX = 1 << 16

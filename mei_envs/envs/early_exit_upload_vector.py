@@ -47,6 +47,9 @@ from mei_envs.vector import MeiVectorEnv, seed_list
 _MAX_TABLE_ROWS = 1 << 18
 # fsmc mode: memory for episodes drawn ahead (at most 8 per sub-env, at least 1).
 _PREFETCH_BYTES = 32 << 20
+# Memory for the per-episode observation tables (beyond it, observations are assembled
+# column by column each step).
+_OBS_TABLE_BYTES = 64 << 20
 
 # Columns of the per-step sums (LEAN_KEYS order).
 _LAT, _EN, _STALL, _SENT, _FORCED, _VOL, _LIM, _WAKE, _COMP = range(len(LEAN_KEYS))
@@ -110,6 +113,12 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
             )
         self._step_obs: np.ndarray | None = None
         self._ch = np.zeros((n, K), dtype=np.intp)  # fsmc: each token's channel state
+        # The radio timer after a token that uploads nothing / something, for every timer
+        # value (EarlyExitUploadModel.transition, as the single env tabulates it), and the
+        # states a decision uploads, flat: n_up_table[a, b] at a * (limit + 1) + b.
+        timers = np.arange(m.tail_steps + 1)
+        self._timer_after = np.concatenate([m.transition(0, timers, u)[1] for u in (0, 1)])
+        self._n_up_flat = m.n_up_table.reshape(-1)
         self._row_k = np.arange(n) * K  # flat offsets of the sub-envs' token rows
         self._build_token_table()
         # fsmc mode: episodes drawn ahead, ``_n_ahead`` per sub-env (see _prefetch); None in
@@ -135,6 +144,22 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         self._masks.flags.writeable = False
         self._all = np.ones(n, dtype=bool)
         self._all.flags.writeable = False
+        # Observations: per sub-env a table of its episode's observation at every token
+        # (and after the end), all but the backlog and radio columns, filled at reset; a
+        # step takes its rows and fills those two from per-value tables (the single env's
+        # b / limit and 1 - timer / tail_steps). None if it would exceed _OBS_TABLE_BYTES.
+        self._backlog_col = np.arange(m.limit + 1) / m.limit
+        self._radio_col = 1.0 - np.arange(m.tail_steps + 1) / m.tail_steps
+        self._obs_tab: np.ndarray | None = None
+        if n * (K + 1) * (H + 7) * 4 <= _OBS_TABLE_BYTES:
+            self._obs_tab = np.zeros((n * (K + 1), H + 7), dtype=np.float32)
+            self._row_k1 = np.arange(n) * (K + 1)
+            # Token k's SNR window: slots k + H - 1 down to k (the last token's after the end).
+            kk = np.minimum(np.arange(K + 1), K - 1)
+            self._win = kk[:, None] + self._window[None, :]
+            self._tok_cols = np.zeros((K + 1, H + 7), dtype=np.float32)
+            self._tok_cols[:, H + 1] = self._left_obs
+            self._tok_cols[:, H + 2] = self._ctx_obs
 
     def _build_token_table(self) -> None:
         """fsmc mode: the step-sum rows (``LEAN_KEYS`` columns) of every token a step can
@@ -180,9 +205,29 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         k4, b4 = kk[:, None, None, None], bb[None, :, None, None]
         nex = rows(k4, b4, b4 + 1, cc[:, None], tt, 0, False, 1.0, 0.0)
         self._table = np.concatenate([dec, lim, nex, np.zeros((1, len(LEAN_KEYS)))])
+        n = self.num_envs
+        self._base_dec = np.zeros(n * K, dtype=np.int64)
+        self._base_nex = np.zeros(n * K, dtype=np.int64)
+        self._base_lim = np.zeros(n * K, dtype=np.int64)
         self._off_lim = dec.shape[0]
         self._off_nex = self._off_lim + lim.shape[0]
         self._zero_row = self._table.shape[0] - 1
+
+    def _fill_row_bases(self, idx: np.ndarray, states: np.ndarray) -> None:
+        """Token table path: per token of the new episodes of ``idx`` (channel ``states``),
+        the parts of its table rows' indices that depend on the episode only: decision
+        ``(((k (B+1) + b) A + a) C + c) 2 + asleep = base_dec + 2 C (b A + a) + asleep``,
+        non-exited ``off_nex + base_nex + 2 C b + asleep`` and limit ``off_lim + base_lim +
+        asleep`` (integers: the same indices)."""
+        m = self.model
+        K, B, C = self._K, m.limit, m.fsmc.n_states
+        A = self.single_action_space.n
+        kk = np.arange(K)
+        rows = (self._row_k[idx][:, None] + kk).reshape(-1)
+        st = states.reshape(-1, K)
+        self._base_dec[rows] = (2 * (kk * ((B + 1) * A * C) + st)).reshape(-1)
+        self._base_nex[rows] = (self._off_nex + 2 * (kk * ((B + 1) * C) + st)).reshape(-1)
+        self._base_lim[rows] = (self._off_lim + 2 * (kk * C + st)).reshape(-1)
 
     def _seed(self, seed: Any) -> None:
         super()._seed(seed)
@@ -274,6 +319,8 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
             self._rates[idx] = eps["rates"]
             self._snr_obs[idx] = eps["snr_obs"]
         self._ch[idx] = states
+        if self._table is not None:
+            self._fill_row_bases(idx, states)
         ex = self._exits[idx]
         # Next exited token at or after each token (K if none).
         pos = np.where(ex, np.arange(K), K)
@@ -283,6 +330,8 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
             self._run_cost[idx, :K] = self._run_table[np.arange(K), states]
         else:
             self._run_cost[idx, :K] = self._run_costs(np.arange(K), self._rates[idx, H - 1 :])
+        if self._obs_tab is not None:
+            self._fill_obs_table(idx)
         self._k[idx] = 0
         self._b[idx] = 0
         self._timer[idx] = self._timer0
@@ -292,7 +341,10 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         # below the limit, so an exited first token is a decision).
         forced_start = idx[~self._exits[idx, 0]]
         if forced_start.size:
-            self._advance(forced_start, None)
+            if self._table is not None:
+                self._start_forced(forced_start)
+            else:
+                self._advance(forced_start, None)
         self._pending[idx] = self._k[idx] == K
         obs = self._step_obs  # within an autoreset: the step's observation, reset rows redone
         self._step_obs = None
@@ -337,17 +389,22 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         # SAME_STEP autoreset (MeiVectorEnv._autoreset's layout, written out for this env's
         # fixed keys: lean keys on every sub-env, episode totals where it ended; no
         # truncation, empty reset infos).
-        done = terminated
+        # The `_key` masks: one read-only array per pattern, shared by the keys (as
+        # self._all is on steps with no episode end).
+        done = terminated.copy()
+        done.flags.writeable = False
         tot = self._episode.copy()
         live = ~done
+        live.flags.writeable = False
         nobody = np.zeros(self.num_envs, dtype=bool)
+        nobody.flags.writeable = False
         final_info: dict[str, Any] = {}
         out: dict[str, Any] = {}
         for c, key in enumerate(LEAN_KEYS):
-            final_info[key], final_info["_" + key] = acc[:, c], done.copy()
+            final_info[key], final_info["_" + key] = acc[:, c], done
             out[key], out["_" + key] = acc[:, c], live
         for c, key in enumerate(EPISODE_KEYS):
-            final_info[key], final_info["_" + key] = tot[:, c], done.copy()
+            final_info[key], final_info["_" + key] = tot[:, c], done
             out[key], out["_" + key] = tot[:, c], nobody
         final_obs = np.full(self.num_envs, None, dtype=object)
         for i in np.flatnonzero(done):
@@ -355,8 +412,8 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         self._step_obs = obs
         obs, _ = self._reset_envs(done)
         self._step_obs = None
-        out["final_obs"], out["_final_obs"] = final_obs, done.copy()
-        out["final_info"], out["_final_info"] = final_info, done.copy()
+        out["final_obs"], out["_final_obs"] = final_obs, done
+        out["final_info"], out["_final_info"] = final_info, done
         return obs, reward, terminated, truncated, out
 
     # ---- internals ---------------------------------------------------------------------
@@ -375,8 +432,11 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         parts = [self._acc[idx][:, None, :]]
         # The token that may be forced: the one after the decision, or the current one.
         if actions is not None:
-            n_decision = m.n_up_table[actions, b]
-            b1, t1 = m.transition(b, timer, n_decision)
+            n_decision = self._n_up_flat.take(actions * (limit + 1) + b)
+            # transition(b, timer, n): the backlog gains the token's state and loses n; the
+            # timer from its table.
+            b1 = b + 1 - n_decision
+            t1 = self._timer_after.take((n_decision > 0) * (m.tail_steps + 1) + timer)
             k1 = k + 1
         else:
             n_decision = None
@@ -396,20 +456,20 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
             # no token is forced); a flush takes the forced token's place (it only happens
             # after the last token, where none is).
             B, C, M = limit, m.fsmc.n_states, m.tail_steps
-            ch = self._ch.reshape(-1)
-            c1 = ch[row_k + k1c]
+            pos1 = row_k + k1c
             first = np.where(
                 exited1,
-                self._off_lim + (k1c * C + c1) * 2 + (t1 >= M),
-                self._off_nex + ((k1c * (B + 1) + np.minimum(b1, B)) * C + c1) * 2 + (t1 >= M),
+                self._base_lim.take(pos1),
+                self._base_nex.take(pos1) + (2 * C) * np.minimum(b1, B),
             )
+            first += t1 >= M
             first = np.where(forced, first, self._zero_row)
             if n_decision is None:
                 rows = self._table.take(first, axis=0)[:, None, :]
             else:
                 A = self.single_action_space.n
-                c0 = ch[row_k + k]
-                dec = (((k * (B + 1) + b) * A + actions) * C + c0) * 2 + (timer >= M)
+                dec = self._base_dec.take(row_k + k) + (2 * C) * (b * A + actions)
+                dec += timer >= M
                 rows = self._table.take(np.stack([dec, first], axis=1), axis=0)
                 if flush is not None:
                     f = np.flatnonzero(flush)
@@ -423,8 +483,8 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
             self._cost_parts(idx, parts, k, b, timer, n_decision, b1, t1, k1c, n1, flush)
             if flush is not None:
                 b1 = np.where(flush, 0, b1)
-        b2, t2 = m.transition(b1, t1, n1)
-        b2, t2 = np.where(forced, b2, b1), np.where(forced, t2, t1)
+        # transition(b1, t1, b1 + 1) where a token is forced: backlog 0, radio tail restarted.
+        b2, t2 = np.where(forced, 0, b1), np.where(forced, 0, t1)
         k2 = k1 + forced
         # The step sums in token order (the single env's running sums, bit for bit).
         total = parts[0][:, 0]
@@ -432,22 +492,46 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
             for j in range(part.shape[1]):
                 total = total + part[:, j]
         self._acc[idx] = total
-        # The run of non-exited tokens after it (from backlog 0, radio in its tail).
+        stop, ran = self._add_runs(idx, k2)
+        if ran is not None:
+            b2, t2 = np.where(ran, 0, b2), np.where(ran, 0, t2)
+        self._k[idx], self._b[idx], self._timer[idx] = stop, b2, t2
+
+    def _add_runs(self, idx: np.ndarray, k2: np.ndarray) -> tuple[np.ndarray, Any]:
+        """Add to the step sums of the sub-envs ``idx`` the run of non-exited tokens from
+        token ``k2`` on (from backlog 0, radio in its tail: costs from the per-episode
+        table) in token order with one ``np.add.accumulate``; return where each stops (its
+        next exited token, or K) and which ran (None if none did)."""
+        K = self._K
         stop = self._next_exit[idx, k2]
         run = stop - k2
         ran = run > 0
-        if ran.any():
-            r, length, start = idx[ran], run[ran], k2[ran]
-            steps = np.arange(int(length.max()))
-            costs = self._run_cost[r[:, None], np.minimum(start[:, None] + steps, K)]
-            costs[steps[None, :] >= length[:, None]] = 0.0  # adding 0.0 leaves a sum unchanged
-            acc = self._acc[r]
-            sums = np.concatenate([acc[:, None, _RUN_COLS], costs], axis=1)
-            acc[:, _RUN_COLS] = np.add.accumulate(sums, axis=1)[:, -1]
-            acc[:, _FORCED] += length  # whole numbers: exact
-            self._acc[r] = acc
-            b2, t2 = np.where(ran, 0, b2), np.where(ran, 0, t2)
-        self._k[idx], self._b[idx], self._timer[idx] = stop, b2, t2
+        if not ran.any():
+            return stop, None
+        r, length, start = idx[ran], run[ran], k2[ran]
+        steps = np.arange(int(length.max()))
+        costs = self._run_cost[r[:, None], np.minimum(start[:, None] + steps, K)]
+        costs[steps[None, :] >= length[:, None]] = 0.0  # adding 0.0 leaves a sum unchanged
+        acc = self._acc[r]
+        sums = np.concatenate([acc[:, None, _RUN_COLS], costs], axis=1)
+        acc[:, _RUN_COLS] = np.add.accumulate(sums, axis=1)[:, -1]
+        acc[:, _FORCED] += length  # whole numbers: exact
+        self._acc[r] = acc
+        return stop, ran
+
+    def _start_forced(self, idx: np.ndarray) -> None:
+        """Token table path: the new episodes of the sub-envs ``idx``, whose token 0 does not
+        exit, up to their first decision (what :meth:`_advance` does with no action, in
+        fewer operations): token 0's forced upload of one state from backlog 0 at the
+        initial radio timer, then the run of non-exited tokens after it."""
+        m = self.model
+        B, C = m.limit, m.fsmc.n_states
+        c0 = self._ch[idx, 0]
+        first = self._off_nex + (0 * (B + 1) * C + c0) * 2 + int(self._timer0 >= m.tail_steps)
+        self._acc[idx] = self._acc[idx] + self._table.take(first, axis=0)
+        stop, _ = self._add_runs(idx, np.ones(idx.size, dtype=np.int64))
+        # A forced upload empties the backlog and restarts the tail (transition(0, t, 1)).
+        self._k[idx], self._b[idx], self._timer[idx] = stop, 0, 0
 
     def _cost_parts(
         self,
@@ -515,9 +599,31 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         first[n1 == 0] = 0.0  # no forced token
         parts.append(first)
 
+    def _fill_obs_table(self, idx: np.ndarray) -> None:
+        """The observation tables of the sub-envs ``idx`` (new episodes): every column but
+        the backlog's and the radio's, at tokens 0..K (K: after the end), as ``_observe``
+        computes them."""
+        K, H = self._K, self._H
+        tab = np.empty((idx.size, K + 1, H + 7), dtype=np.float32)
+        tab[:] = self._tok_cols
+        tab[:, :, :H] = self._snr_obs[idx][:, self._win]
+        tab[:, :K, H + 3] = self._exits[idx]
+        tab[:, K, H + 3] = 0.0
+        tab[:, :K, H + 4] = self._conf[idx]
+        tab[:, K, H + 4] = 0.0
+        rate = self._rates[idx][:, self._win[:, 0]] / self.model.mean_rate_bps
+        tab[:, :, H + 6] = np.minimum(rate, 1.0)
+        rows = (self._row_k1[idx][:, None] + np.arange(K + 1)).reshape(-1)
+        self._obs_tab[rows] = tab.reshape(-1, H + 7)
+
     def _observe(self, rows: np.ndarray) -> np.ndarray:
         """Observations of the sub-envs ``rows`` (the single env's ``_obs``, batched)."""
         K, H = self._K, self._H
+        if self._obs_tab is not None:
+            obs = self._obs_tab.take(self._row_k1[rows] + self._k[rows], axis=0)
+            obs[:, H] = self._backlog_col.take(self._b[rows])
+            obs[:, H + 5] = self._radio_col.take(self._timer[rows])
+            return obs
         k = self._k[rows]
         done = k == K
         j = np.minimum(k, K - 1)

@@ -1,0 +1,143 @@
+"""Same-process A/B speed of EarlyExitUpload-v1 against an older revision of its modules and
+CartPole-v1 (issue 12): single-env steps/s through ``gym.make`` (default wrappers, resets
+included), ``reset()`` cost, and native vector env-steps/s, as interleaved repeats timed with
+``time.thread_time`` (CPU time of this thread: less sensitive to a shared machine's load than
+wall time; ratios within one process are the result).
+
+    git show <rev>:mei_envs/envs/early_exit_upload.py > /tmp/ee_old.py
+    git show <rev>:mei_envs/envs/early_exit_upload_vector.py > /tmp/ee_vec_old.py
+    OMP_NUM_THREADS=1 python benchmarks/early_exit_ab.py --old /tmp/ee_old.py \\
+        --old-vec /tmp/ee_vec_old.py [--preset NAME] [--repeats 5] [--vec 1,16,256]
+
+Without ``--old``/``--old-vec`` only the current tree and CartPole-v1 are timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+import mei_envs  # noqa: F401  (registers the ids)
+
+ENV_ID = "mei_envs/EarlyExitUpload-v1"
+REFERENCE_ID = "CartPole-v1"
+
+
+def load_module(path: str, name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"--old {path!r}: not a Python file")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def single_rate(env: gym.Env, actions: list[int]) -> float:
+    """Steps per CPU second replaying ``actions`` from ``reset(seed=0)`` (resets included)."""
+    env.reset(seed=0)
+    step, reset = env.step, env.reset
+    t0 = time.thread_time()
+    for a in actions:
+        _, _, term, trunc, _ = step(a)
+        if term or trunc:
+            reset()
+    return len(actions) / (time.thread_time() - t0)
+
+
+def reset_us(env: gym.Env, n: int) -> float:
+    reset = env.reset
+    t0 = time.thread_time()
+    for _ in range(n):
+        reset()
+    return 1e6 * (time.thread_time() - t0) / n
+
+
+def vector_rate(env: Any, actions: list[np.ndarray]) -> float:
+    env.reset(seed=0)
+    step = env.step
+    t0 = time.thread_time()
+    for a in actions:
+        step(a)
+    return env.num_envs * len(actions) / (time.thread_time() - t0)
+
+
+def interleaved(runs: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Each callable once per repeat, the order reversed every other repeat (after a warm-up)."""
+    names = list(runs)
+    for name in names:
+        runs[name]()
+    out: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else names[::-1]:
+            out[name].append(runs[name]())
+    return out
+
+
+def report(title: str, res: dict[str, list[float]], unit: str, ref: str) -> None:
+    for name, vals in res.items():
+        ratio = statistics.median(a / b for a, b in zip(vals, res[ref], strict=True))
+        print(
+            f"{title:8s} {name:10s} {statistics.median(vals):12,.1f} {unit}  x {ref}: {ratio:.3f}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--old", help="an older early_exit_upload.py to time against")
+    p.add_argument("--old-vec", help="an older early_exit_upload_vector.py")
+    p.add_argument("--preset", default="default")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--steps", type=int, default=60_000, help="single-env steps per block")
+    p.add_argument("--vec", default="256", help="comma-separated vector sizes ('' for none)")
+    p.add_argument("--vec-steps", type=int, default=60_000, help="env-steps per vector block")
+    args = p.parse_args(argv)
+    kwargs = {"preset": args.preset}
+    envs = {"new": gym.make(ENV_ID, **kwargs)}
+    if args.old:
+        old = load_module(args.old, "_ee_old")
+        gym.register("perfee_ab/EarlyExitUploadOld-v1", entry_point=old.EarlyExitUploadEnv)
+        envs["old"] = gym.make("perfee_ab/EarlyExitUploadOld-v1", **kwargs)
+    envs["cartpole"] = gym.make(REFERENCE_ID)
+    rng = np.random.default_rng(0)
+    acts = rng.integers(0, 2, args.steps).tolist()
+    res = interleaved(
+        {k: (lambda e=e: single_rate(e, acts)) for k, e in envs.items()}, args.repeats
+    )
+    report("step", res, "steps/s", "cartpole")
+    if args.old:
+        report("step", res, "steps/s", "old")
+    res_r = interleaved(
+        {k: (lambda e=e: reset_us(e, 20_000)) for k, e in envs.items()}, args.repeats
+    )
+    report("reset", res_r, "us     ", "cartpole")
+    if args.old:
+        report("reset", res_r, "us     ", "old")
+    single_new = statistics.median(res["new"])
+    for n in [int(x) for x in args.vec.split(",") if x]:
+        vecs = {"new": gym.make_vec(ENV_ID, n, vectorization_mode="vector_entry_point", **kwargs)}
+        if args.old_vec:
+            oldv = load_module(args.old_vec, "_ee_vec_old")
+            vecs["old"] = oldv.EarlyExitUploadVectorEnv(n, **kwargs)
+        vecs["cartpole"] = gym.make_vec(REFERENCE_ID, n, vectorization_mode="vector_entry_point")
+        va = [rng.integers(0, 2, n) for _ in range(max(50, args.vec_steps // n))]
+        res_v = interleaved(
+            {k: (lambda e=e, va=va: vector_rate(e, va)) for k, e in vecs.items()}, args.repeats
+        )
+        report(f"vec{n}", res_v, "env-steps/s", "cartpole")
+        if args.old_vec:
+            report(f"vec{n}", res_v, "env-steps/s", "old")
+        print(f"vec{n}    new / new single: {statistics.median(res_v['new']) / single_new:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
