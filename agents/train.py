@@ -69,6 +69,7 @@ from mei_envs.agents.files import (
     save_vecnormalize,
     trim_run_logs,
 )
+from mei_envs.agents.hint import HintSpec
 from mei_envs.agents.hyperparameters import (
     ResolvedHyperparams,
     check_hyperparam_keys,
@@ -199,14 +200,19 @@ def train(args: TrainArgs) -> Path:
         probe = make_env(args.env_id, args.env_config)  # an unknown id or config: named here
         try:
             check_algo_for_env(args.algo, probe)
+            hint = HintSpec.from_args(args)
+            if hint is not None:  # an unknown policy or feature: named before any file
+                hint.build(probe)
         finally:
             probe.close()
-        resolve_vec_env(args.env_id, args.vec_env)  # "native" without a vector env: say so now
+        # "native" without a vector env, or with a hint: say so now
+        resolve_vec_env(args.env_id, args.vec_env, hint=args.obs_hint is not None)
     run_dir, args, hp = _prepare_run_dir(args)
     th.set_num_threads(args.torch_threads)
     if args.device == "cpu":
         th.use_deterministic_algorithms(True, warn_only=True)
 
+    hint = HintSpec.from_args(args)
     probe = make_env(args.env_id, args.env_config)
     try:
         check_algo_for_env(args.algo, probe)
@@ -233,7 +239,7 @@ def train(args: TrainArgs) -> Path:
         trim_run_logs(run_dir, start[1], rh.n_envs)
     cls = get_algo_class(args.algo)
     planned, note = planned_timesteps(cls, rh, start[1] if start else 0)
-    vec_env = resolve_vec_env(args.env_id, args.vec_env)
+    vec_env = resolve_vec_env(args.env_id, args.vec_env, hint=hint is not None)
 
     config = {
         "args": _yaml_safe(dataclasses.asdict(args)),
@@ -255,6 +261,7 @@ def train(args: TrainArgs) -> Path:
         masked=masked,
         vec_env=vec_env,
         append_monitor=args.resume,
+        hint=hint,
     )
     try:
         if start is None:
@@ -285,6 +292,7 @@ def train(args: TrainArgs) -> Path:
                 env_config=args.env_config,
                 info_metrics=info_metrics,
                 masked=masked,
+                hint=hint,
             )
             if rh.normalize_kwargs is not None:
                 eval_env = VecNormalize(
