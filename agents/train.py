@@ -205,6 +205,8 @@ def train(args: TrainArgs) -> Path:
                 hint.build(probe)
         finally:
             probe.close()
+        if resolve_config(args)[1].get("policy") == "HintResidualPolicy":
+            _check_hint_residual(args, hint)
         # "native" without a vector env, or with a hint: say so now
         resolve_vec_env(args.env_id, args.vec_env, hint=args.obs_hint is not None)
     run_dir, args, hp = _prepare_run_dir(args)
@@ -221,6 +223,9 @@ def train(args: TrainArgs) -> Path:
     finally:
         probe.close()
     rh = resolve_hyperparams(args.algo, hp, action_space)
+    policy: Any = rh.policy
+    if policy == "HintResidualPolicy":  # mei_envs.agents.hint_policy
+        policy = _hint_residual(args, hint, rh)
     masked = args.algo in MASKABLE
     off_policy = args.algo in OFF_POLICY
     ckpt_dir = run_dir / "checkpoints"
@@ -269,7 +274,7 @@ def train(args: TrainArgs) -> Path:
                 venv = VecNormalize(venv, **rh.normalize_kwargs)
             set_random_seed(args.seed)
             model = cls(
-                rh.policy,
+                policy,
                 venv,
                 seed=args.seed,
                 device=args.device,
@@ -335,6 +340,33 @@ def train(args: TrainArgs) -> Path:
     marker = {"num_timesteps": int(model.num_timesteps), "finished": time.time()}
     write_text_atomic(complete, yaml.safe_dump(marker))
     return run_dir
+
+
+def _check_hint_residual(args: TrainArgs, hint: HintSpec | None) -> None:
+    if args.algo != "maskable_ppo" or hint is None or hint.features[0] != "action":
+        raise ValueError(
+            "policy=HintResidualPolicy: needs algo maskable_ppo and an obs_hint whose first "
+            f"feature is 'action' (got algo={args.algo!r}, obs_hint={args.obs_hint!r}, "
+            f"obs_hint_features={args.obs_hint_features!r})"
+        )
+
+
+def _hint_residual(args: TrainArgs, hint: HintSpec | None, rh: ResolvedHyperparams) -> type:
+    """The :class:`~mei_envs.agents.hint_policy.HintResidualPolicy` class, with its
+    ``hint_start``/``hint_size`` set in ``rh.model_kwargs["policy_kwargs"]`` from the env."""
+    from mei_envs.agents.hint_policy import HintResidualPolicy
+
+    _check_hint_residual(args, hint)
+    probe = make_env(args.env_id, args.env_config)
+    try:
+        start, size = int(probe.observation_space.shape[0]), int(probe.action_space.n)
+    finally:
+        probe.close()
+    kw = dict(rh.model_kwargs.get("policy_kwargs") or {})
+    kw.setdefault("hint_start", start)
+    kw.setdefault("hint_size", size)
+    rh.model_kwargs["policy_kwargs"] = kw
+    return HintResidualPolicy
 
 
 def planned_timesteps(

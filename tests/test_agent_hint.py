@@ -34,7 +34,7 @@ def test_features_equal_the_policy_choice_on_random_states(refresh):
     twin = make_policy(ENV_ID, "knapsack_greedy", inner, refresh=refresh)
     rng = np.random.default_rng(0)
     checked = 0
-    for ep in range(2):
+    for ep in range(2 if refresh > 1 else 1):
         obs, info = env.reset(seed=300 + ep)
         twin.reset(obs, info)
         done = False
@@ -49,7 +49,7 @@ def test_features_equal_the_policy_choice_on_random_states(refresh):
             checked += 1
             legal = np.flatnonzero(env.action_masks())
             obs, _, done, _, info = env.step(int(rng.choice(legal)))
-    assert checked > 50
+    assert checked > 30
 
 
 def test_following_the_hint_is_knapsack_greedy():
@@ -170,3 +170,41 @@ def test_tiny_training_through_the_switch(tmp_path: Path):
     again = run_episodes(ENV_ID, str(run / "model.zip"), episodes=2, seed=7, env_config=SHORT)
     assert 0.0 <= res.metrics["hit_ratio"].min() <= 1.0
     np.testing.assert_array_equal(res.returns, again.returns)  # reset restarts the hint
+
+
+def test_residual_policy_starts_as_the_heuristic(tmp_path: Path):
+    """HintResidualPolicy: an (almost) untrained agent acting deterministically plays
+    knapsack_greedy's actions exactly (its logits are ~0 plus hint_logit on the hint); without
+    a hint the trainer refuses it, naming what it needs."""
+    from mei_envs.agents.args import TrainArgs
+    from mei_envs.agents.train import train
+
+    common = dict(
+        total_timesteps=64,
+        n_envs=1,
+        env_config=dict(SHORT),
+        eval_freq=0,
+        checkpoint_freq=0,
+        tensorboard=False,
+    )
+    hp = {"n_steps": 64, "batch_size": 64, "n_epochs": 1, "policy": "HintResidualPolicy"}
+    bad = tmp_path / "no_hint"
+    with pytest.raises(ValueError, match="HintResidualPolicy: needs algo maskable_ppo and an obs"):
+        train(
+            TrainArgs(ENV_ID, "maskable_ppo", hyperparams_override=hp, run_dir=str(bad), **common)
+        )
+    assert not bad.exists()  # refused before the run folder is made
+    run = train(
+        TrainArgs(
+            ENV_ID,
+            "maskable_ppo",
+            obs_hint="knapsack_greedy",
+            hyperparams_override={**hp, "learning_rate": 1e-8},
+            run_dir=str(tmp_path / "res"),
+            **common,
+        )
+    )
+    agent = run_episodes(ENV_ID, str(run / "model.zip"), episodes=2, seed=11, env_config=SHORT)
+    ref = run_episodes(ENV_ID, "knapsack_greedy", episodes=2, seed=11, env_config=SHORT)
+    np.testing.assert_array_equal(agent.returns, ref.returns)
+    np.testing.assert_array_equal(agent.metrics["hit_ratio"], ref.metrics["hit_ratio"])
