@@ -51,8 +51,8 @@ def reuse(cfg: CompareConfig, sources: dict[str, str]) -> Path:
         saved = yaml.safe_load((src / "config.yml").read_text())["args"]
         want = dataclasses.asdict(jobs[key].args)
         for name, value in want.items():
-            if name in _FREE or name not in saved:
-                continue
+            if name in _FREE or name not in saved or value is None:
+                continue  # None: resolved from the same hyperparameter file
             if saved[name] != value:
                 raise ValueError(f"{src}: {name}={saved[name]!r} but the config has {value!r}")
         shutil.copytree(src, Path(jobs[key].args.run_dir))
