@@ -55,6 +55,30 @@ class TrainArgs:
             "choices": VEC_ENV_CHOICES,
         },
     )
+    obs_hint: str | None = field(
+        default=None,
+        metadata={
+            "help": "append a registered heuristic's advice to the observation (e.g. "
+            "knapsack_greedy: one-hot of its action and its keep set; mei_envs.agents.hint); "
+            "the native vector env is then replaced by dummy",
+            "flag": "--hint",
+        },
+    )
+    obs_hint_params: dict = field(
+        default_factory=dict,
+        metadata={
+            "help": "parameter of the --hint policy (e.g. refresh=1)",
+            "flag": "--hint-param",
+        },
+    )
+    obs_hint_features: str = field(
+        default="action,keep",
+        metadata={
+            "help": "comma-separated hint features: action (one-hot of its action), keep (its "
+            "keep set per model)",
+            "flag": "--hint-features",
+        },
+    )
     normalize: bool | None = field(
         default=None, metadata={"help": "wrap in VecNormalize (default: as the YAML says)"}
     )
@@ -126,5 +150,19 @@ def check_train_args(args: TrainArgs) -> None:
         raise ValueError(f"env_config={args.env_config!r}: must be a mapping")
     if not isinstance(args.hyperparams_override, Mapping):
         raise ValueError(f"hyperparams_override={args.hyperparams_override!r}: must be a mapping")
+    if args.obs_hint is not None and (not isinstance(args.obs_hint, str) or not args.obs_hint):
+        raise ValueError(f"obs_hint={args.obs_hint!r}: must be a registered policy name or None")
+    if not isinstance(args.obs_hint_params, Mapping):
+        raise ValueError(f"obs_hint_params={args.obs_hint_params!r}: must be a mapping")
+    if not isinstance(args.obs_hint_features, str) or not hint_features(args.obs_hint_features):
+        raise ValueError(
+            f"obs_hint_features={args.obs_hint_features!r}: must be a comma-separated list "
+            "such as 'action,keep'"
+        )
     if args.progress_bar is not None and not isinstance(args.progress_bar, bool):
         raise ValueError(f"progress_bar={args.progress_bar!r}: must be true, false or None")
+
+
+def hint_features(text: str) -> tuple[str, ...]:
+    """``"action,keep"`` -> ``("action", "keep")`` (blanks dropped)."""
+    return tuple(p.strip() for p in str(text).split(",") if p.strip())

@@ -25,6 +25,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from mei_envs.agents.args import VEC_ENV_CHOICES
+from mei_envs.agents.hint import HintSpec
 from mei_envs.agents.vector import VectorEnvAdapter
 from mei_envs.baselines.evaluation import make_env
 
@@ -115,9 +116,12 @@ def _env_factory(
     info_metrics: Mapping[str, str],
     masked: bool,
     append: bool,
+    hint: HintSpec | None = None,
 ) -> Callable[[], gym.Env]:
     def _init() -> gym.Env:
         env = make_env(env_id, env_config)
+        if hint is not None:
+            env = hint.wrap(env)
         env = MetricsMonitor(env, monitor_file, info_metrics, override_existing=not append)
         if masked:
             env = ActionMasker(env, _action_masks)
@@ -138,17 +142,24 @@ def has_native_vector_env(env_id: str) -> bool:
     return mode is not None and AutoresetMode(mode) is AutoresetMode.SAME_STEP
 
 
-def resolve_vec_env(env_id: str, vec_env: str) -> str:
+def resolve_vec_env(env_id: str, vec_env: str, *, hint: bool = False) -> str:
     """``vec_env`` with ``"auto"`` made concrete: ``"native"`` if the env has a native vector
-    version, else ``"dummy"``.
+    version, else ``"dummy"``. With an observation hint (``hint``) ``"auto"`` is ``"dummy"``:
+    the hint wraps single envs, and the native vector env has no per-env wrappers.
 
     Raises:
-        ValueError: an unknown choice, or ``"native"`` for an env without a vector version.
+        ValueError: an unknown choice, ``"native"`` for an env without a vector version, or
+            ``"native"`` with a hint.
     """
     if vec_env not in VEC_ENV_CHOICES:
         raise ValueError(f"vec_env={vec_env!r}: must be one of {list(VEC_ENV_CHOICES)}")
+    if hint and vec_env == "native":
+        raise ValueError(
+            "vec_env='native' with obs_hint: the hint wraps single envs; use 'auto' (then "
+            "dummy), 'dummy' or 'subproc'"
+        )
     if vec_env == "auto":
-        return "native" if has_native_vector_env(env_id) else "dummy"
+        return "native" if has_native_vector_env(env_id) and not hint else "dummy"
     if vec_env == "native" and not has_native_vector_env(env_id):
         raise ValueError(
             f"vec_env='native': {env_id} has no native vector env with SAME_STEP autoreset (a "
@@ -167,15 +178,17 @@ def make_vec_env(
     masked: bool = False,
     vec_env: str = "dummy",
     append_monitor: bool = False,
+    hint: HintSpec | None = None,
 ) -> VecEnv:
     """``n_envs`` monitored copies of the env (monitor files ``monitor_dir/<i>.monitor.csv``).
 
     ``vec_env``: ``"dummy"``/``"subproc"`` (SB3's ``DummyVecEnv``/``SubprocVecEnv`` over
     single envs), ``"native"`` (the env's vector version through
     :class:`~mei_envs.agents.vector.VectorEnvAdapter`; masks come from its
-    ``action_masks()``) or ``"auto"`` (native where registered, else dummy).
+    ``action_masks()``) or ``"auto"`` (native where registered, else dummy). ``hint``: wrap
+    each env in :class:`~mei_envs.agents.hint.PolicyHintWrapper` (``"auto"`` is then dummy).
     """
-    vec_env = resolve_vec_env(env_id, vec_env)
+    vec_env = resolve_vec_env(env_id, vec_env, hint=hint is not None)
     cfg, metrics = dict(env_config or {}), dict(info_metrics or {})
     if vec_env == "native":
         kwargs = {"config": cfg} if cfg else {}
@@ -198,6 +211,7 @@ def make_vec_env(
             metrics,
             masked,
             append_monitor,
+            hint,
         )
         for i in range(n_envs)
     ]

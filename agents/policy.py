@@ -22,6 +22,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize
 
 from mei_envs.agents.algos import ALGOS, get_algo_class
+from mei_envs.agents.hint import HintSpec, PolicyHint, hinted_space
 
 # Module of the policy class stored in the zip -> algo (PPO and A2C share one policy class).
 _POLICY_MODULES = {
@@ -37,7 +38,9 @@ class AgentPolicy:
     """A trained SB3 model acting deterministically on single (unbatched) observations.
 
     Observations are normalized with the saved VecNormalize statistics, which are never
-    updated here. Maskable models get the env's ``action_masks()`` every step.
+    updated here. Maskable models get the env's ``action_masks()`` every step. An agent
+    trained with an observation hint (``hint``, :mod:`mei_envs.agents.hint`) gets the hint's
+    features appended to each observation, as in training.
     """
 
     def __init__(
@@ -46,16 +49,20 @@ class AgentPolicy:
         env: gym.Env,
         algo: str,
         obs_normalizer: VecNormalize | None = None,
+        hint: PolicyHint | None = None,
     ) -> None:
         self.model = model
         self.env = env
         self.algo = algo
         self.obs_normalizer = obs_normalizer
+        self.hint = hint
         self.masked = algo == "maskable_ppo"
         self._discrete = isinstance(model.action_space, spaces.Discrete)
 
     def reset(self, obs: Any, info: dict[str, Any]) -> None:
-        """Nothing to reset: the policies are feed-forward."""
+        """Restart the hint's policy (the agent itself is feed-forward)."""
+        if self.hint is not None:
+            self.hint.reset(obs, info)
 
     def _masks(self, info: dict[str, Any]) -> np.ndarray:
         base = self.env.unwrapped
@@ -70,6 +77,9 @@ class AgentPolicy:
 
     def act(self, obs: Any, info: dict[str, Any]) -> Any:
         x = np.asarray(obs)
+        if self.hint is not None:
+            extra = self.hint.features_now(obs, info)
+            x = np.concatenate([x.astype(extra.dtype, copy=False), extra])
         if self.obs_normalizer is not None:
             x = self.obs_normalizer.normalize_obs(x)
         kwargs: dict[str, Any] = {}
@@ -165,7 +175,8 @@ def load_agent_policy(
 ) -> AgentPolicy:
     """Load ``path`` (a model zip from :func:`agents.train.train`) to act in ``env``.
 
-    The algorithm comes from the run's ``config.yml`` or the zip itself; saved observation
+    The algorithm comes from the run's ``config.yml`` or the zip itself, and so does the
+    observation hint (``args.obs_hint``: rebuilt on ``env``); saved observation
     statistics are read from ``vecnormalize.pkl`` next to the model (or
     ``vecnormalize_<n>_steps.pkl`` next to a checkpoint) when present.
 
@@ -186,8 +197,18 @@ def load_agent_policy(
         model = cls.load(str(path), device=device)
     except Exception as exc:
         raise ValueError(f"{path}: cannot load as {cls.__name__}: {exc}") from exc
+    run_args = ((_run_config_of(path) or {}).get("args")) or {}
+    spec = HintSpec.from_args(run_args)
+    hint = None
+    if spec is not None:
+        try:
+            hint = spec.build(env)
+        except ValueError as exc:
+            raise ValueError(f"{path}: cannot rebuild the run's observation hint: {exc}") from None
     for what in ("observation_space", "action_space"):
         saved, actual = getattr(model, what), getattr(env, what)
+        if what == "observation_space" and hint is not None:
+            actual = hinted_space(actual, hint.size)
         if type(saved) is not type(actual) or saved.shape != actual.shape:
             raise ValueError(f"{path}: model {what} {saved} does not match the env's {actual}")
     diff = config_mismatch(path, env)
@@ -219,4 +240,4 @@ def load_agent_policy(
             f"{path}: a maskable_ppo agent needs an env with action_masks(); "
             f"{type(env.unwrapped).__name__} has none"
         )
-    return AgentPolicy(model, env, algo, normalizer)
+    return AgentPolicy(model, env, algo, normalizer, hint)

@@ -69,6 +69,7 @@ from mei_envs.agents.files import (
     save_vecnormalize,
     trim_run_logs,
 )
+from mei_envs.agents.hint import HintSpec
 from mei_envs.agents.hyperparameters import (
     ResolvedHyperparams,
     check_hyperparam_keys,
@@ -199,14 +200,21 @@ def train(args: TrainArgs) -> Path:
         probe = make_env(args.env_id, args.env_config)  # an unknown id or config: named here
         try:
             check_algo_for_env(args.algo, probe)
+            hint = HintSpec.from_args(args)
+            if hint is not None:  # an unknown policy or feature: named before any file
+                hint.build(probe)
         finally:
             probe.close()
-        resolve_vec_env(args.env_id, args.vec_env)  # "native" without a vector env: say so now
+        if resolve_config(args)[1].get("policy") == "HintResidualPolicy":
+            _check_hint_residual(args, hint)
+        # "native" without a vector env, or with a hint: say so now
+        resolve_vec_env(args.env_id, args.vec_env, hint=args.obs_hint is not None)
     run_dir, args, hp = _prepare_run_dir(args)
     th.set_num_threads(args.torch_threads)
     if args.device == "cpu":
         th.use_deterministic_algorithms(True, warn_only=True)
 
+    hint = HintSpec.from_args(args)
     probe = make_env(args.env_id, args.env_config)
     try:
         check_algo_for_env(args.algo, probe)
@@ -215,6 +223,9 @@ def train(args: TrainArgs) -> Path:
     finally:
         probe.close()
     rh = resolve_hyperparams(args.algo, hp, action_space)
+    policy: Any = rh.policy
+    if policy == "HintResidualPolicy":  # mei_envs.agents.hint_policy
+        policy = _hint_residual(args, hint, rh)
     masked = args.algo in MASKABLE
     off_policy = args.algo in OFF_POLICY
     ckpt_dir = run_dir / "checkpoints"
@@ -233,7 +244,7 @@ def train(args: TrainArgs) -> Path:
         trim_run_logs(run_dir, start[1], rh.n_envs)
     cls = get_algo_class(args.algo)
     planned, note = planned_timesteps(cls, rh, start[1] if start else 0)
-    vec_env = resolve_vec_env(args.env_id, args.vec_env)
+    vec_env = resolve_vec_env(args.env_id, args.vec_env, hint=hint is not None)
 
     config = {
         "args": _yaml_safe(dataclasses.asdict(args)),
@@ -255,6 +266,7 @@ def train(args: TrainArgs) -> Path:
         masked=masked,
         vec_env=vec_env,
         append_monitor=args.resume,
+        hint=hint,
     )
     try:
         if start is None:
@@ -262,7 +274,7 @@ def train(args: TrainArgs) -> Path:
                 venv = VecNormalize(venv, **rh.normalize_kwargs)
             set_random_seed(args.seed)
             model = cls(
-                rh.policy,
+                policy,
                 venv,
                 seed=args.seed,
                 device=args.device,
@@ -285,6 +297,7 @@ def train(args: TrainArgs) -> Path:
                 env_config=args.env_config,
                 info_metrics=info_metrics,
                 masked=masked,
+                hint=hint,
             )
             if rh.normalize_kwargs is not None:
                 eval_env = VecNormalize(
@@ -327,6 +340,33 @@ def train(args: TrainArgs) -> Path:
     marker = {"num_timesteps": int(model.num_timesteps), "finished": time.time()}
     write_text_atomic(complete, yaml.safe_dump(marker))
     return run_dir
+
+
+def _check_hint_residual(args: TrainArgs, hint: HintSpec | None) -> None:
+    if args.algo != "maskable_ppo" or hint is None or hint.features[0] != "action":
+        raise ValueError(
+            "policy=HintResidualPolicy: needs algo maskable_ppo and an obs_hint whose first "
+            f"feature is 'action' (got algo={args.algo!r}, obs_hint={args.obs_hint!r}, "
+            f"obs_hint_features={args.obs_hint_features!r})"
+        )
+
+
+def _hint_residual(args: TrainArgs, hint: HintSpec | None, rh: ResolvedHyperparams) -> type:
+    """The :class:`~mei_envs.agents.hint_policy.HintResidualPolicy` class, with its
+    ``hint_start``/``hint_size`` set in ``rh.model_kwargs["policy_kwargs"]`` from the env."""
+    from mei_envs.agents.hint_policy import HintResidualPolicy
+
+    _check_hint_residual(args, hint)
+    probe = make_env(args.env_id, args.env_config)
+    try:
+        start, size = int(probe.observation_space.shape[0]), int(probe.action_space.n)
+    finally:
+        probe.close()
+    kw = dict(rh.model_kwargs.get("policy_kwargs") or {})
+    kw.setdefault("hint_start", start)
+    kw.setdefault("hint_size", size)
+    rh.model_kwargs["policy_kwargs"] = kw
+    return HintResidualPolicy
 
 
 def planned_timesteps(

@@ -270,6 +270,11 @@ class EstimatedKnapsack(TrimGreedyPolicy):
         self._since = -(10**18)
         self._keep: np.ndarray | None = None
 
+    def keep_set(self) -> np.ndarray | None:
+        """The models of the best set it last computed (a bool copy; None before the first
+        decision of the episode). ``mei_envs.agents.hint`` shows it to agents."""
+        return None if self._keep is None else self._keep.copy()
+
     def choose(self, s: dict[str, Any], legal: np.ndarray) -> int:
         t, rate = int(s["t"]), s["ema"][self.k]
         if self._keep is None or t - self._since >= self.refresh:

@@ -71,6 +71,13 @@ class CompareConfig(Config):
     # DummyVecEnv), "native", "dummy" or "subproc"; native and dummy give the same rollouts.
     vec_env: str = "auto"
     hyperparams_override: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    # Observation hint (mei_envs.agents.hint): a registered heuristic whose advice (one-hot of
+    # its action, its keep set) every agent observes beside the env's observation; null: none.
+    # Training then uses DummyVecEnv under vec_env "auto" (the native vector env takes no
+    # per-env wrapper).
+    obs_hint: str | None = None
+    obs_hint_params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    obs_hint_features: str = "action,keep"
     eval_freq: int = 10_000  # env steps between training-time evaluations
     train_eval_episodes: int = 30  # episodes per training-time evaluation
     train_eval_seed: int = 1_000_000  # seed of the training-time evaluation env
@@ -160,6 +167,21 @@ class CompareConfig(Config):
                 self._fail("baselines", "must be 'all', 'none' or a list of policy names")
         self._check_choice("backend", BACKENDS)
         self._check_choice("vec_env", VEC_ENV_CHOICES)
+        if self.obs_hint is not None:
+            if self.vec_env == "native":
+                self._fail("vec_env", "'native' cannot carry obs_hint; use 'auto' or 'dummy'")
+            from mei_envs.agents.args import hint_features
+            from mei_envs.agents.hint import check_hint
+
+            try:
+                check_hint(
+                    self.env_id,
+                    self.obs_hint,
+                    self.obs_hint_params,
+                    hint_features(self.obs_hint_features),
+                )
+            except ValueError as exc:
+                raise CompareConfigError(f"CompareConfig.{exc}") from None
         for name in ("out_dir", "device"):
             if not getattr(self, name):
                 self._fail(name, "must be a non-empty string")
@@ -343,6 +365,9 @@ def _train_jobs(cfg: CompareConfig, run_dir: Path) -> list[SweepJob]:
             n_envs=cfg.n_envs,
             vec_env=cfg.vec_env,
             hyperparams_override=dict(cfg.hyperparams_override.get(algo, {})),
+            obs_hint=cfg.obs_hint,
+            obs_hint_params=dict(cfg.obs_hint_params),
+            obs_hint_features=cfg.obs_hint_features,
             eval_freq=cfg.eval_freq,
             eval_episodes=cfg.train_eval_episodes,
             eval_seed=cfg.train_eval_seed,
