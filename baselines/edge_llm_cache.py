@@ -12,7 +12,16 @@ Oracles:
 * ``belady``: evicts the candidate whose next request is furthest in the future; the
   requested model is a candidate too (choosing it = bypass). Sharing enters only through
   which evictions are legal. Optimal for unit-size models without sharing (Belady 1966).
-* ``belady_shared``: the same with sizes and sharing: each candidate scores
+* ``belady_shared`` (session 6): the best-set rule with sizes and sharing. Each model is
+  valued by its true future requests in a window (the request at ``t + d`` weighs
+  ``0.99 ** (d - 1)`` for ``d`` in 1..400; the set is re-solved every 10 requests; times its
+  bytes when the reward counts bytes or latency); the keep set is the best set for those
+  values whose unique blocks fit in the capacity (a set-union knapsack, scipy ``milp``). A
+  request outside the set is bypassed; otherwise the legal cached model outside the set
+  with the least value per freed byte is evicted (ties: the furthest next request), and
+  ``belady_bytes``'s rule decides when every legal victim is in the set. A heuristic, not
+  an optimum (see :class:`BeladySharedPolicy`).
+* ``belady_bytes`` (named ``belady_shared`` up to session 5): each candidate scores
   ``(next request - now) x bytes``, where bytes are what evicting it frees now (shared blocks
   that other cached models use are not freed, and blocks the request needs are kept), or
   the requested model's missing bytes for the bypass; the largest score goes (a model never
@@ -40,6 +49,11 @@ from mei_envs.baselines.registry import register_policy, unwrap_env
 from mei_envs.envs.edge_llm_cache import EdgeLLMCacheEnv
 
 ENV_ID = "mei_envs/EdgeLLMCache-v0"
+# belady_shared's window (requests), discount per request and re-solve period (requests),
+# chosen on validation episodes seeded 200000.. (edge_llm_cache_note.md, section 1).
+BELADY_SHARED_WINDOW = 400
+BELADY_SHARED_GAMMA = 0.99
+BELADY_SHARED_REFRESH = 10
 
 
 def _unwrap(env: gym.Env) -> EdgeLLMCacheEnv:
@@ -196,9 +210,10 @@ class BeladyPolicy(_FuturePolicy):
         return self.bypass if k == len(legal) else int(cands[k])
 
 
-class BeladySharedPolicy(_FuturePolicy):
+class BeladyBytesPolicy(_FuturePolicy):
     """Largest ``(next request - now) x bytes`` goes: freed bytes for a cached model,
-    missing bytes for the requested one (then bypass)."""
+    missing bytes for the requested one (then bypass). Registered as ``belady_bytes``; it
+    was ``belady_shared`` up to session 5."""
 
     def choose(self, s: dict[str, Any], legal: np.ndarray) -> int:
         t, j = s["t"], s["model"]
@@ -206,6 +221,85 @@ class BeladySharedPolicy(_FuturePolicy):
         score = np.append(dist[legal] * s["freed_bytes"][legal], dist[j] * s["missing_bytes"][j])
         k = int(np.argmax(score))
         return self.bypass if k == len(legal) else int(legal[k])
+
+
+class BeladySharedPolicy(BeladyBytesPolicy):
+    """Offline best-set rule: keep the set of models that is worth most for the true future
+    requests, sharing and sizes accounted for.
+
+    At a decision at request index ``t``, with anchor ``a = t - t % refresh``, each model's
+    value is its discounted count of true future requests in the window ``(a, a + window]``
+    (weight ``gamma ** (s - a - 1)`` for the request at index ``s``; the window is cut at the
+    episode's end, never read past it), times its bytes when the reward counts bytes or
+    latency. The keep set is the best set for those values whose unique blocks fit in the
+    capacity (the set-union knapsack of
+    :func:`mei_envs.baselines.edge_llm_cache_popularity.best_static_set`, scipy ``milp``),
+    restricted to models of positive value; it is solved once per anchor (``refresh``
+    requests) and memoised, so the rule is a function of the state and ``t``. Then:
+    bypass when the requested model is outside the set; else evict the legal cached model
+    outside the set with the least value per byte its eviction frees (ties: the furthest
+    next request); if every legal victim is in the set, fall back to ``belady_bytes``'s
+    rule. ``window``, ``gamma`` and ``refresh`` were chosen on validation episodes (seeds
+    200000..; ``experiments/figures/edge_llm_cache_note.md``, section 1).
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        window: int = BELADY_SHARED_WINDOW,
+        gamma: float = BELADY_SHARED_GAMMA,
+        refresh: int = BELADY_SHARED_REFRESH,
+    ) -> None:
+        super().__init__(env)
+        for name, v in (("window", window), ("refresh", refresh)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"belady_shared: {name}={v!r}: must be an integer >= 1")
+        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma <= 1:
+            raise ValueError(f"belady_shared: gamma={gamma!r}: must be a number in (0, 1]")
+        self.window, self.gamma, self.refresh = int(window), float(gamma), int(refresh)
+        self.by_bytes = self.env.config.reward != "hits"
+        self.weights = self.gamma ** np.arange(self.window)
+        self.solves = 0
+        self.fallbacks = 0
+
+    def reset(self, obs: Any, info: Mapping[str, Any]) -> None:
+        super().reset(obs, info)
+        self._req = self.env.requests
+        self._sets: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def values(self, t: int) -> np.ndarray:
+        """Each model's value at request index ``t``: weighted true requests in
+        ``(a, a + window]`` with ``a = t - t % refresh`` (cut at the episode's end)."""
+        a = t - t % self.refresh
+        seg = self._req[a + 1 : min(a + 1 + self.window, self.T)]
+        v = np.bincount(seg, weights=self.weights[: seg.size], minlength=self.env.n_models)
+        return v * self.env.catalog.model_bytes if self.by_bytes else v
+
+    def keep_set(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(values, keep)`` at request index ``t``: the values and the best set for them."""
+        a = t - t % self.refresh
+        if a not in self._sets:
+            from mei_envs.baselines.edge_llm_cache_popularity import best_static_set
+
+            v = self.values(t)
+            env = self.env
+            _, chosen = best_static_set(env.catalog, env.capacity_bytes, v)
+            self._sets[a] = (v, chosen & (v > 0))
+            self.solves += 1
+        return self._sets[a]
+
+    def choose(self, s: dict[str, Any], legal: np.ndarray) -> int:
+        t = int(s["t"])
+        v, keep = self.keep_set(t)
+        if not keep[s["model"]]:
+            return self.bypass
+        out = legal[~keep[legal]]
+        if out.size == 0:
+            self.fallbacks += 1
+            return super().choose(s, legal)
+        per_byte = v[out] / s["freed_bytes"][out]
+        order = np.lexsort((-self.next_request(t)[out], per_byte))
+        return int(out[order[0]])
 
 
 class OfflineOptPolicy(_CachePolicy):
@@ -391,10 +485,18 @@ for _name, _factory, _kind, _desc in (
     ),
     ("belady", BeladyPolicy, "oracle", "furthest next request (reads the future requests)"),
     (
+        "belady_bytes",
+        BeladyBytesPolicy,
+        "oracle",
+        "largest (time to next request) x bytes freed (reads the future requests; the "
+        "belady_shared of sessions 1-5)",
+    ),
+    (
         "belady_shared",
         BeladySharedPolicy,
         "oracle",
-        "largest (time to next request) x bytes freed (reads the future requests)",
+        "keep the best set (a knapsack) for the true future requests (next 400, discount "
+        "0.99); evict outside it, least value per freed byte; bypass requests outside it",
     ),
     (
         "offline_opt",

@@ -4,9 +4,11 @@ Distributed Reinforcement Learning*, 2020, ch. 2: rollout with a "superheuristic
 
 At a decision, ``rollout`` tries every legal action (each eviction that frees bytes, and the
 bypass) from a snapshot of the env, lets each base policy (default: ``belady`` and
-``belady_shared``, both of which read the future requests) play on from there, and takes the
-action with the best return of any base. The env's dynamics are deterministic once the
-request sequence is drawn, and both bases are functions of the state and the time, so with
+``belady_bytes``, both of which read the future requests; ``belady_bytes`` is the rule that was
+named ``belady_shared`` up to session 5, so rollout's numbers are unchanged) play on from
+there, and takes the action with the best return of any base. The env's dynamics are
+deterministic once the request sequence is drawn, and the bases are functions of the state
+and the time (``belady_shared`` too: its solves are memoised per anchor time), so with
 the whole remaining episode as horizon (``horizon=None``) the rollout policy is at least as
 good as every base policy on every episode (the cost-improvement property of rollout with
 sequentially consistent bases); the tests check this, and that it never beats the exact
@@ -26,6 +28,7 @@ import numpy as np
 
 from mei_envs.baselines.edge_llm_cache import (
     ENV_ID,
+    BeladyBytesPolicy,
     BeladyPolicy,
     BeladySharedPolicy,
     TrimGreedyPolicy,
@@ -35,6 +38,7 @@ from mei_envs.baselines.registry import register_policy
 
 BASES = {
     "belady": BeladyPolicy,
+    "belady_bytes": BeladyBytesPolicy,
     "belady_shared": BeladySharedPolicy,
     "trim_greedy": TrimGreedyPolicy,
 }
@@ -48,7 +52,7 @@ class RolloutPolicy(_CachePolicy):
     def __init__(
         self,
         env: gym.Env,
-        bases: Sequence[str] = ("belady", "belady_shared"),
+        bases: Sequence[str] = ("belady", "belady_bytes"),
         horizon: int | None = 50,
     ) -> None:
         super().__init__(env)
@@ -100,6 +104,6 @@ register_policy(
     "rollout",
     RolloutPolicy,
     kind="oracle",
-    description="lookahead over legal actions with belady/belady_shared playing on "
+    description="lookahead over legal actions with belady/belady_bytes playing on "
     "(reads the future requests; horizon 50 decisions)",
 )

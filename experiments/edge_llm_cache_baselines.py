@@ -2,12 +2,14 @@
 
     python -m mei_envs.experiments.edge_llm_cache_baselines [--episodes 100] [--seed 100000]
         [--presets default small_cache ...] [--tiny 200] [--ip 20] [--out PATH.md]
+        [--exclude offline_opt rollout]
 
 Tables:
 
 1. Per scenario (every preset, plus the default with block sharing switched off): hit
    ratio, byte hit ratio and deadline satisfaction of every registered policy except
-   ``offline_opt`` (mean over ``--episodes`` episodes of 1000 requests seeded
+   ``--exclude`` (default ``offline_opt``, tiny instances only, and ``rollout``, minutes per
+   episode) (mean over ``--episodes`` episodes of 1000 requests seeded
    ``--seed``.., with a 95% percentile-bootstrap CI), the best online heuristic, and the
    LRU-to-``belady_shared`` gap.
 2. ``--tiny`` random tiny instances with sizes and sharing (3-5 models over 3-6 blocks, 12
@@ -36,7 +38,8 @@ from mei_envs.envs.edge_llm_cache import EdgeLLMCacheConfig, EdgeLLMCacheEnv
 from mei_envs.experiments.stats import bootstrap_ci
 
 METRICS = ("hit_ratio", "byte_hit_ratio", "deadline_satisfaction")
-ONLINE = ("random", "fifo", "lru", "lfu", "gdsf", "trim_greedy")
+ONLINE = ("random", "fifo", "lru", "lfu", "gdsf", "trim_greedy", "knapsack_greedy")
+OFFLINE = ("belady", "belady_bytes", "belady_shared")
 
 
 def scenarios(presets: list[str]) -> dict[str, dict]:
@@ -46,10 +49,13 @@ def scenarios(presets: list[str]) -> dict[str, dict]:
     return out
 
 
-def evaluate_scenario(cfg: dict, episodes: int, seed: int, rng: np.random.Generator) -> dict:
-    names = [s.name for s in list_policies(ENV_ID)[ENV_ID] if s.name != "offline_opt"]
+def evaluate_scenario(
+    cfg: dict, episodes: int, seed: int, rng: np.random.Generator, exclude: list[str]
+) -> dict:
+    names = [s.name for s in list_policies(ENV_ID)[ENV_ID] if s.name not in exclude]
     out = {}
     for name in names:
+        t0 = time.perf_counter()
         res = run_episodes(ENV_ID, name, episodes=episodes, seed=seed, env_config=cfg)
         row = {}
         for m in METRICS:
@@ -57,6 +63,8 @@ def evaluate_scenario(cfg: dict, episodes: int, seed: int, rng: np.random.Genera
             lo, hi = bootstrap_ci(x, rng)
             row[m] = {"mean": float(x.mean()), "lo": float(lo), "hi": float(hi)}
         row["steps_per_episode"] = float(res.lengths.mean())
+        row["s_per_episode"] = (time.perf_counter() - t0) / episodes
+        row["per_episode"] = {m: res.metrics[m].tolist() for m in METRICS}
         out[name] = row
     return out
 
@@ -69,7 +77,7 @@ def tiny_gaps(n: int, seed: int) -> dict[str, float]:
     :func:`run_episodes` like in the scenario tables.
     """
     rng = np.random.default_rng(seed)
-    names = [*ONLINE, "belady", "belady_shared"]
+    names = [*ONLINE, *OFFLINE]
     ratios = {k: [] for k in names}
     exact = {k: 0 for k in names}
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,7 +116,7 @@ def tiny_gaps(n: int, seed: int) -> dict[str, float]:
 
 
 def ip_gaps(n: int, seed: int, requests: int = 100) -> dict:
-    names = ("lru", "trim_greedy", "belady", "belady_shared")
+    names = ("lru", "trim_greedy", "knapsack_greedy", *OFFLINE)
     rows = []
     for i in range(n):
         env = EdgeLLMCacheEnv(requests_per_episode=requests)
@@ -139,7 +147,8 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
         "# EdgeLLMCache-v0: baselines and oracles per preset",
         "",
         f"`python -m mei_envs.experiments.edge_llm_cache_baselines --episodes {args.episodes} "
-        f"--seed {args.seed} --tiny {args.tiny} --ip {args.ip}` "
+        f"--seed {args.seed} --tiny {args.tiny} --ip {args.ip} --presets "
+        f"{' '.join(args.presets)} --exclude {' '.join(args.exclude)}` "
         f"({results['date_utc']}, {results['wall_s']:.0f} s). Held-out episodes seeded "
         f"{args.seed}..{args.seed + args.episodes - 1}, 1000 requests each (so "
         f"{args.episodes * 1000:,} requests per policy); percentages with 95% bootstrap CIs.",
@@ -159,13 +168,15 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
             f"LRU-to-belady_shared gap {100 * (bs - lru):.1f} points, of which `{best}` "
             f"closes {100 * (best_h - lru) / max(bs - lru, 1e-12):.0f}%.",
             "",
-            "| policy | hit ratio % | byte hit ratio % | deadline met % | steps/episode |",
-            "|---|---|---|---|---|",
+            "| policy | hit ratio % | byte hit ratio % | deadline met % | steps/episode | "
+            "s/episode |",
+            "|---|---|---|---|---|---|",
         ]
         for name, row in table.items():
             lines.append(
                 f"| {name} | {_cell(row['hit_ratio'])} | {_cell(row['byte_hit_ratio'])} | "
-                f"{_cell(row['deadline_satisfaction'])} | {row['steps_per_episode']:.0f} |"
+                f"{_cell(row['deadline_satisfaction'])} | {row['steps_per_episode']:.0f} | "
+                f"{row['s_per_episode']:.2f} |"
             )
         lines.append("")
     if "tiny" in results:
@@ -205,26 +216,43 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--presets", nargs="*", default=list(EdgeLLMCacheConfig.PRESETS))
     ap.add_argument("--tiny", type=int, default=200, help="tiny instances (0 = skip)")
     ap.add_argument("--ip", type=int, default=20, help="IP-bound windows (0 = skip)")
+    ap.add_argument(
+        "--exclude",
+        nargs="*",
+        default=["offline_opt", "rollout"],
+        help="policies not run on the scenarios (offline_opt: tiny instances only; rollout: "
+        "minutes per episode)",
+    )
     ap.add_argument("--out", default="experiments/figures/edge_llm_cache_baselines.md")
     args = ap.parse_args(argv)
     t0 = time.time()
     rng = np.random.default_rng(0)
-    results: dict = {"scenarios": {}}
+    results: dict = {"seed": args.seed, "episodes": args.episodes, "scenarios": {}}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(final: bool) -> str:
+        # Written after every part, so a run cut short keeps what it finished.
+        results["wall_s"] = time.time() - t0
+        results["date_utc"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        results["complete"] = final
+        text = markdown(results, args)
+        out.write_text(text + "\n")
+        out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+        return text
+
     for scen, cfg in scenarios(args.presets).items():
-        results["scenarios"][scen] = evaluate_scenario(cfg, args.episodes, args.seed, rng)
+        results["scenarios"][scen] = evaluate_scenario(
+            cfg, args.episodes, args.seed, rng, args.exclude
+        )
+        write(False)
         print(f"{scen}: done ({time.time() - t0:.0f} s)", flush=True)
     if args.tiny:
         results["tiny"] = tiny_gaps(args.tiny, seed=1)
+        write(False)
     if args.ip:
         results["ip"] = ip_gaps(args.ip, seed=args.seed)
-    results["wall_s"] = time.time() - t0
-    results["date_utc"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    text = markdown(results, args)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text + "\n")
-    out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-    print(text)
+    print(write(True))
     return results
 
 

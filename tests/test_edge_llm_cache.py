@@ -18,7 +18,17 @@ from mei_envs.envs.edge_llm_cache import EdgeLLMCacheConfig, EdgeLLMCacheEnv
 from mei_envs.llm import costs
 
 ENV_ID = "mei_envs/EdgeLLMCache-v0"
-POLICIES = ["random", "fifo", "lru", "lfu", "gdsf", "trim_greedy", "belady", "belady_shared"]
+POLICIES = [
+    "random",
+    "fifo",
+    "lru",
+    "lfu",
+    "gdsf",
+    "trim_greedy",
+    "belady",
+    "belady_bytes",
+    "belady_shared",
+]
 
 
 def write_catalog(path, sizes: dict[str, float], models: dict[str, list[str]]) -> str:

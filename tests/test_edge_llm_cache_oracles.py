@@ -21,7 +21,9 @@ ONLINE_AND_OFFLINE = [
     "lfu",
     "gdsf",
     "trim_greedy",
+    "knapsack_greedy",
     "belady",
+    "belady_bytes",
     "belady_shared",
 ]
 
