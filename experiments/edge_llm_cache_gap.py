@@ -13,8 +13,9 @@ to the best online heuristic with a 95% CI. Several run folders (e.g. one per tr
 seed) are merged; their held-out seeds must agree. Agents are labelled ``LABEL/seedN``
 (``LABEL`` defaults to the algorithm) and ``LABEL/all`` pools the seeds of one label.
 A baseline found in several folders must have the same value on every episode there, or the
-merge stops; ``--baselines-from RUN_DIR`` takes every baseline row from that folder only
-(e.g. after a baseline changed) and the agents from the others.
+merge stops; ``--baselines-from RUN_DIR`` (repeatable) takes every baseline row from those
+folders only (e.g. after a baseline changed) and the agents from the others. ``--episodes N``
+restricts the table to the first N held-out seeds (for policies evaluated on fewer episodes).
 
 ``--evaluate CONFIG.yml`` runs no training: it evaluates the config's baselines (or
 ``--policies``) on its held-out episodes (``eval_episodes`` seeded from ``eval_seed``) and
@@ -42,19 +43,19 @@ _KIND_ORDER = {"heuristic": 0, "oracle": 1, "agent": 2}
 
 
 def load(
-    run_dirs: list[str], baselines_from: str | None = None
+    run_dirs: list[str], baselines_from: list[str] | None = None
 ) -> dict[str, dict[int, dict[str, float]]]:
     """``{policy label: {episode seed: row}}``; see :func:`load_with_kinds`."""
     return load_with_kinds(run_dirs, baselines_from)[0]
 
 
 def load_with_kinds(
-    run_dirs: list[str], baselines_from: str | None = None
+    run_dirs: list[str], baselines_from: list[str] | None = None
 ) -> tuple[dict[str, dict[int, dict[str, float]]], dict[str, str]]:
     """``({policy label: {episode seed: row}}, {policy label: kind})``.
 
-    Agents are labelled ``LABEL/seedN``. With ``baselines_from``, baseline rows are read from
-    that folder only (agent rows from every folder).
+    Agents are labelled ``LABEL/seedN``. With ``baselines_from`` (folders), baseline rows are
+    read from those folders only (agent rows from every folder).
 
     Raises:
         ValueError: an agent label given by two folders, or a baseline whose values differ
@@ -63,10 +64,10 @@ def load_with_kinds(
     out: dict[str, dict[int, dict[str, float]]] = defaultdict(dict)
     kinds: dict[str, str] = {}
     sources: dict[str, str] = {}
-    specs = list(run_dirs) + ([f"={baselines_from}"] if baselines_from else [])
+    specs = list(run_dirs) + [f"={d}" for d in baselines_from or []]
     for i, spec in enumerate(specs):
         name, _, d = spec.rpartition("=")
-        only_agents = baselines_from is not None and i < len(run_dirs)
+        only_agents = bool(baselines_from) and i < len(run_dirs)
         with open(Path(d) / "episodes.csv", newline="") as fh:
             for row in csv.DictReader(fh):
                 label = row["policy"]
@@ -90,20 +91,33 @@ def load_with_kinds(
     return out, kinds
 
 
-def table(data: dict, rng: np.random.Generator, kinds: dict[str, str] | None = None):
+def table(
+    data: dict,
+    rng: np.random.Generator,
+    kinds: dict[str, str] | None = None,
+    episodes: int | None = None,
+):
     """``(rows, markdown)``: one row per policy, agents per seed and pooled (``LABEL/all``).
 
+    ``episodes``: use only the first ``episodes`` held-out seeds (every policy must have
+    them); default: all, and every policy must have the same ones.
+
     Raises:
-        ValueError: a policy's held-out episodes differ from ``lru``'s, or ``lru`` or
-            ``belady_shared`` is missing.
+        ValueError: a policy's held-out episodes differ from ``lru``'s (or lack one of the
+            first ``episodes``), or ``lru`` or ``belady_shared`` is missing.
     """
     for needed in ("lru", "belady_shared"):
         if needed not in data:
             raise ValueError(f"no {needed!r} rows: the table needs lru and belady_shared")
     kinds = dict(kinds or {})
     seeds = sorted(data["lru"])
+    if episodes is not None:
+        if not 1 <= episodes <= len(seeds):
+            raise ValueError(f"episodes={episodes}: must be in 1..{len(seeds)} (lru's episodes)")
+        seeds = seeds[:episodes]
     for label, rows in data.items():
-        if sorted(rows) != seeds:
+        have = sorted(rows) if episodes is None else [s for s in seeds if s in rows]
+        if have != seeds:
             raise ValueError(f"{label}: held-out episodes differ from lru's")
 
     def arr(label: str, metric: str) -> np.ndarray:
@@ -241,7 +255,14 @@ def main(argv: list[str] | None = None) -> str:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("run_dirs", nargs="*", help="[LABEL=]RUN_DIR of compare runs (table mode)")
     ap.add_argument("--out", default=None, help="write the table here (table mode)")
-    ap.add_argument("--baselines-from", default=None, help="take baseline rows from this folder")
+    ap.add_argument(
+        "--baselines-from",
+        action="append",
+        default=None,
+        metavar="RUN_DIR",
+        help="take baseline rows from this folder only (repeatable)",
+    )
+    ap.add_argument("--episodes", type=int, default=None, help="use the first N held-out seeds")
     ap.add_argument("--evaluate", default=None, metavar="CONFIG.yml", help="baselines-only run")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--policies", nargs="+", default=None)
@@ -259,7 +280,7 @@ def main(argv: list[str] | None = None) -> str:
     if not args.run_dirs:
         ap.error("give RUN_DIRs (table mode) or --evaluate CONFIG.yml")
     data, kinds = load_with_kinds(args.run_dirs, args.baselines_from)
-    _, text = table(data, np.random.default_rng(0), kinds)
+    _, text = table(data, np.random.default_rng(0), kinds, args.episodes)
     if args.out:
         Path(args.out).write_text(text + "\n")
     print(text)

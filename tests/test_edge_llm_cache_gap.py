@@ -116,7 +116,7 @@ def test_conflicting_baselines_need_baselines_from(tmp_path):
         gap.load([str(other), str(base)])
     # the same values in two folders merge; --baselines-from picks one folder's baselines
     assert gap.load([str(base), str(base)])["lru"] == gap.load([str(base)])["lru"]
-    picked = gap.load([str(other)], baselines_from=str(base))
+    picked = gap.load([str(other)], baselines_from=[str(base)])
     assert picked["belady_shared"] == gap.load([str(base)])["belady_shared"]
 
 
@@ -125,3 +125,19 @@ def test_cli_table_mode_writes_the_table(tmp_path):
     out = tmp_path / "t.md"
     text = gap.main([str(base), "--out", str(out)])
     assert out.read_text() == text + "\n" and "| lru | heuristic |" in text
+
+
+def test_episodes_restricts_to_the_first_seeds(tmp_path):
+    full = gap.evaluate_baselines(_config(tmp_path), quiet=True)
+    short = gap.evaluate_baselines(
+        _config(tmp_path), {"eval_episodes": 2}, ["belady_shared", "belady"], quiet=True
+    )
+    data, kinds = gap.load_with_kinds([str(full), str(short)])
+    with pytest.raises(ValueError, match="held-out episodes differ"):
+        gap.table(data, np.random.default_rng(0), kinds)
+    rows, text = gap.table(data, np.random.default_rng(0), kinds, episodes=2)
+    assert "Held-out episodes: 2 (seeds 500..501)" in text
+    lru = {r["policy"]: r for r in rows}["lru"]["hit"][0]
+    assert lru == pytest.approx(np.mean([data["lru"][s]["hit_ratio"] for s in (500, 501)]))
+    with pytest.raises(ValueError, match="episodes=4"):
+        gap.table(data, np.random.default_rng(0), kinds, episodes=4)
