@@ -1,6 +1,9 @@
-"""Agent vs baselines on EdgeLLMCache-v0 from a ``mei-envs compare`` run folder.
+"""Agent vs baselines on EdgeLLMCache-v0 from ``mei-envs compare`` run folders.
 
     python -m mei_envs.experiments.edge_llm_cache_gap [LABEL=]RUN_DIR ... [--out PATH.md]
+        [--baselines-from RUN_DIR]
+    python -m mei_envs.experiments.edge_llm_cache_gap --evaluate CONFIG.yml [--set KEY=VALUE]
+        [--policies NAME ...] [--run-name NAME]
 
 Reads each run's ``episodes.csv`` (every policy on the same held-out episodes) and reports,
 per policy (agents per training seed and pooled): hit ratio and byte hit ratio with 95%
@@ -9,12 +12,24 @@ bootstrap CIs, the share of the LRU-to-``belady_shared`` hit-ratio gap closed
 to the best online heuristic with a 95% CI. Several run folders (e.g. one per training
 seed) are merged; their held-out seeds must agree. Agents are labelled ``LABEL/seedN``
 (``LABEL`` defaults to the algorithm) and ``LABEL/all`` pools the seeds of one label.
+A baseline found in several folders must have the same value on every episode there, or the
+merge stops; ``--baselines-from RUN_DIR`` (repeatable) takes every baseline row from those
+folders only (e.g. after a baseline changed) and the agents from the others. ``--episodes N``
+restricts the table to the first N held-out seeds (for policies evaluated on fewer episodes).
+
+``--evaluate CONFIG.yml`` runs no training: it evaluates the config's baselines (or
+``--policies``) on its held-out episodes (``eval_episodes`` seeded from ``eval_seed``) and
+writes a run folder ``{out_dir}/{env}__{run_name}__{time}/`` with ``episodes.csv`` in
+``mei-envs compare``'s format, ``evaluation.yml`` (what was run) and ``COMPLETE``, which the
+table mode merges with agents' run folders. ``--set`` overrides config keys as in
+``mei-envs compare`` (e.g. ``--set eval_episodes=30``).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -23,40 +38,102 @@ import numpy as np
 from mei_envs.experiments.stats import bootstrap_ci
 
 ONLINE = ("random", "fifo", "lru", "lfu", "gdsf", "trim_greedy", "knapsack_greedy")
-_SOURCES: dict[str, set[str]] = {}
+METRICS = ("hit_ratio", "byte_hit_ratio")
+_KIND_ORDER = {"heuristic": 0, "oracle": 1, "agent": 2}
 
 
-def load(run_dirs: list[str]) -> dict[str, dict[int, dict[str, float]]]:
-    """``{policy label: {episode seed: row}}``; agents are labelled ``LABEL/seedN``."""
+def load(
+    run_dirs: list[str], baselines_from: list[str] | None = None
+) -> dict[str, dict[int, dict[str, float]]]:
+    """``{policy label: {episode seed: row}}``; see :func:`load_with_kinds`."""
+    return load_with_kinds(run_dirs, baselines_from)[0]
+
+
+def load_with_kinds(
+    run_dirs: list[str], baselines_from: list[str] | None = None
+) -> tuple[dict[str, dict[int, dict[str, float]]], dict[str, str]]:
+    """``({policy label: {episode seed: row}}, {policy label: kind})``.
+
+    Agents are labelled ``LABEL/seedN``. With ``baselines_from`` (folders), baseline rows are
+    read from those folders only (agent rows from every folder).
+
+    Raises:
+        ValueError: an agent label given by two folders, or a baseline whose values differ
+            between folders on an episode.
+    """
     out: dict[str, dict[int, dict[str, float]]] = defaultdict(dict)
-    for spec in run_dirs:
+    kinds: dict[str, str] = {}
+    sources: dict[str, str] = {}
+    specs = list(run_dirs) + [f"={d}" for d in baselines_from or []]
+    for i, spec in enumerate(specs):
         name, _, d = spec.rpartition("=")
+        only_agents = bool(baselines_from) and i < len(run_dirs)
         with open(Path(d) / "episodes.csv", newline="") as fh:
             for row in csv.DictReader(fh):
                 label = row["policy"]
                 if row["kind"] == "agent":
                     label = f"{name or row['algo']}/seed{row['train_seed']}"
-                    if label in out and d not in _SOURCES.setdefault(label, {d}):
+                    if sources.setdefault(label, d) != d:
                         raise ValueError(f"{label}: given twice; name the runs LABEL=RUN_DIR")
+                elif only_agents:
+                    continue
                 ep = int(row["episode_seed"])
-                out[label][ep] = {k: float(row[k]) for k in ("hit_ratio", "byte_hit_ratio")}
-    return out
+                values = {k: float(row[k]) for k in METRICS}
+                old = out[label].get(ep)
+                if old is not None and old != values:
+                    raise ValueError(
+                        f"{label}: episode {ep} differs between {sources[label]} and {d} "
+                        f"({old} vs {values}); pick one with --baselines-from RUN_DIR"
+                    )
+                sources.setdefault(label, d)
+                kinds[label] = row["kind"]
+                out[label][ep] = values
+    return out, kinds
 
 
-def table(data: dict, rng: np.random.Generator) -> tuple[list[dict], str]:
+def table(
+    data: dict,
+    rng: np.random.Generator,
+    kinds: dict[str, str] | None = None,
+    episodes: int | None = None,
+):
+    """``(rows, markdown)``: one row per policy, agents per seed and pooled (``LABEL/all``).
+
+    ``episodes``: use only the first ``episodes`` held-out seeds (every policy must have
+    them); default: all, and every policy must have the same ones.
+
+    Raises:
+        ValueError: a policy's held-out episodes differ from ``lru``'s (or lack one of the
+            first ``episodes``), or ``lru`` or ``belady_shared`` is missing.
+    """
+    for needed in ("lru", "belady_shared"):
+        if needed not in data:
+            raise ValueError(f"no {needed!r} rows: the table needs lru and belady_shared")
+    kinds = dict(kinds or {})
     seeds = sorted(data["lru"])
+    if episodes is not None:
+        if not 1 <= episodes <= len(seeds):
+            raise ValueError(f"episodes={episodes}: must be in 1..{len(seeds)} (lru's episodes)")
+        seeds = seeds[:episodes]
     for label, rows in data.items():
-        if sorted(rows) != seeds:
+        have = sorted(rows) if episodes is None else [s for s in seeds if s in rows]
+        if have != seeds:
             raise ValueError(f"{label}: held-out episodes differ from lru's")
 
     def arr(label: str, metric: str) -> np.ndarray:
         return np.array([data[label][s][metric] for s in seeds])
 
     agents = sorted(k for k in data if "/" in k)
-    groups = {k: [k] for k in data}
-    labels = sorted({a.split("/")[0] for a in agents})
-    for lab in labels:
-        groups[f"{lab}/all"] = [a for a in agents if a.startswith(lab + "/")]
+    for a in agents:
+        kinds[a] = "agent"
+    order = sorted(
+        (k for k in data if "/" not in k), key=lambda k: _KIND_ORDER.get(kinds.get(k, ""), 1)
+    )
+    groups = {k: [k] for k in order}
+    for lab in sorted({a.split("/")[0] for a in agents}):
+        members = [a for a in agents if a.startswith(lab + "/")]
+        groups |= {a: [a] for a in members}
+        groups[f"{lab}/all"] = members
     lru = arr("lru", "hit_ratio").mean()
     bs = arr("belady_shared", "hit_ratio").mean()
     best = max((k for k in ONLINE if k in data), key=lambda k: arr(k, "hit_ratio").mean())
@@ -68,6 +145,7 @@ def table(data: dict, rng: np.random.Generator) -> tuple[list[dict], str]:
         rows.append(
             {
                 "policy": label,
+                "kind": "agent" if "/" in label else kinds.get(label, ""),
                 "hit": (hit.mean(), *bootstrap_ci(hit, rng)),
                 "byte": (byte.mean(), *bootstrap_ci(byte, rng)),
                 "gap_closed": (hit.mean() - lru) / (bs - lru),
@@ -79,27 +157,130 @@ def table(data: dict, rng: np.random.Generator) -> tuple[list[dict], str]:
         f"heuristic by hit ratio: `{best}`. Gap closed = (x - lru) / (belady_shared - lru) "
         "on mean hit ratios; agents' `all` rows average the training seeds per episode.",
         "",
-        "| policy | hit ratio % | byte hit ratio % | LRU-to-belady_shared gap closed | "
+        "| policy | kind | hit ratio % | byte hit ratio % | LRU-to-belady_shared gap closed | "
         f"hit ratio - {best} (paired, points) |",
-        "|---|---|---|---|---|",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
         h, b, v = r["hit"], r["byte"], r["vs_best"]
         lines.append(
-            f"| {r['policy']} | {100 * h[0]:.1f} [{100 * h[1]:.1f}, {100 * h[2]:.1f}] | "
-            f"{100 * b[0]:.1f} [{100 * b[1]:.1f}, {100 * b[2]:.1f}] | "
+            f"| {r['policy']} | {r['kind']} | {100 * h[0]:.1f} [{100 * h[1]:.1f}, "
+            f"{100 * h[2]:.1f}] | {100 * b[0]:.1f} [{100 * b[1]:.1f}, {100 * b[2]:.1f}] | "
             f"{100 * r['gap_closed']:.0f}% | {100 * v[0]:+.1f} [{100 * v[1]:+.1f}, "
             f"{100 * v[2]:+.1f}] |"
         )
     return rows, "\n".join(lines)
 
 
+def evaluate_baselines(
+    config: str | Path,
+    overrides: dict | None = None,
+    policies: list[str] | None = None,
+    quiet: bool = False,
+) -> Path:
+    """Evaluate baselines (no training) on a compare config's held-out episodes.
+
+    Args:
+        config: a ``mei-envs compare`` YAML (env, env_config, eval_seed, eval_episodes,
+            baselines, out_dir, run_name are used).
+        overrides: config keys to override (as ``mei-envs compare --set``).
+        policies: registered policy names; default: the config's ``baselines`` (every
+            registered policy if it is ``"all"``).
+
+    Returns:
+        The run folder (``episodes.csv``, ``evaluation.yml``, ``COMPLETE``).
+
+    Raises:
+        CompareConfigError: an invalid config or an unknown policy name (before any
+            folder is created).
+    """
+    from mei_envs.baselines.evaluation import run_episodes
+    from mei_envs.experiments.compare import (
+        CompareConfig,
+        _episode_rows,
+        _select_baselines,
+        new_run_dir,
+    )
+    from mei_envs.experiments.io import (
+        mark_complete,
+        write_csv_atomic,
+        write_manifest,
+        write_yaml_atomic,
+    )
+
+    cfg = CompareConfig.from_yaml(config, **dict(overrides or {}))
+    if policies is not None:
+        cfg = cfg.replace(baselines=list(policies))
+    specs = _select_baselines(cfg)
+    if not specs:
+        cfg = cfg.replace(baselines="all")
+        specs = _select_baselines(cfg)
+    run_dir = new_run_dir(cfg.replace(run_name=cfg.run_name or "baselines")).resolve()
+    write_manifest(run_dir, ["evaluation.yml", "episodes.csv"], {"kind": "baselines"})
+    info = {
+        "env_id": cfg.env_id,
+        "env_config": dict(cfg.env_config),
+        "eval_seed": cfg.eval_seed,
+        "eval_episodes": cfg.eval_episodes,
+        "policies": [s.name for s in specs],
+        "config": str(config),
+        "overrides": dict(overrides or {}),
+        "seconds": {},
+    }
+    rows = []
+    for spec in specs:
+        t0 = time.perf_counter()
+        res = run_episodes(
+            cfg.env_id,
+            spec.name,
+            episodes=cfg.eval_episodes,
+            seed=cfg.eval_seed,
+            env_config=dict(cfg.env_config),
+        )
+        info["seconds"][spec.name] = round(time.perf_counter() - t0, 1)
+        rows += _episode_rows(res, spec.name, spec.kind, "", "")
+        if not quiet:
+            print(
+                f"{spec.name}: hit ratio {100 * float(np.mean(res.metrics['hit_ratio'])):.1f}% "
+                f"({info['seconds'][spec.name]} s)",
+                flush=True,
+            )
+    write_csv_atomic(run_dir / "episodes.csv", rows)
+    write_yaml_atomic(run_dir / "evaluation.yml", info)
+    mark_complete(run_dir)
+    return run_dir
+
+
 def main(argv: list[str] | None = None) -> str:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("run_dirs", nargs="+")
-    ap.add_argument("--out", default=None)
+    ap.add_argument("run_dirs", nargs="*", help="[LABEL=]RUN_DIR of compare runs (table mode)")
+    ap.add_argument("--out", default=None, help="write the table here (table mode)")
+    ap.add_argument(
+        "--baselines-from",
+        action="append",
+        default=None,
+        metavar="RUN_DIR",
+        help="take baseline rows from this folder only (repeatable)",
+    )
+    ap.add_argument("--episodes", type=int, default=None, help="use the first N held-out seeds")
+    ap.add_argument("--evaluate", default=None, metavar="CONFIG.yml", help="baselines-only run")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--policies", nargs="+", default=None)
+    ap.add_argument("--run-name", default=None)
     args = ap.parse_args(argv)
-    _, text = table(load(args.run_dirs), np.random.default_rng(0))
+    if args.evaluate:
+        from mei_envs.config import parse_set_options
+
+        overrides = parse_set_options(args.sets)
+        if args.run_name:
+            overrides["run_name"] = args.run_name
+        run_dir = evaluate_baselines(args.evaluate, overrides, args.policies)
+        print(run_dir)
+        return str(run_dir)
+    if not args.run_dirs:
+        ap.error("give RUN_DIRs (table mode) or --evaluate CONFIG.yml")
+    data, kinds = load_with_kinds(args.run_dirs, args.baselines_from)
+    _, text = table(data, np.random.default_rng(0), kinds, args.episodes)
     if args.out:
         Path(args.out).write_text(text + "\n")
     print(text)

@@ -1,0 +1,143 @@
+"""The EdgeLLMCache agent-vs-baselines table: baselines-only runs and merging run folders."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mei_envs.baselines.evaluation import run_episodes
+from mei_envs.experiments import edge_llm_cache_gap as gap
+from mei_envs.experiments.compare import CompareConfigError
+
+ENV = "mei_envs/EdgeLLMCache-v0"
+ENV_CFG = {"preset": "small_cache", "requests_per_episode": 60}
+
+
+def _config(tmp_path: Path) -> Path:
+    path = tmp_path / "cfg.yml"
+    path.write_text(
+        f"env_id: {ENV}\n"
+        f"env_config: {{preset: small_cache, requests_per_episode: 60}}\n"
+        "algos: [maskable_ppo]\nseeds: [0]\ntotal_timesteps: 1000\n"
+        "eval_episodes: 3\neval_seed: 500\n"
+        "baselines: [lru, trim_greedy, knapsack_greedy, belady_shared]\n"
+        f"out_dir: {tmp_path / 'out'}\n"
+    )
+    return path
+
+
+def _write_agent_run(d: Path, algo: str, seed: int, ep_values: dict[int, tuple[float, float]]):
+    d.mkdir(parents=True)
+    with open(d / "episodes.csv", "w", newline="") as fh:
+        w = csv.DictWriter(
+            fh, ["policy", "kind", "algo", "train_seed", "episode_seed", "hit_ratio",
+                 "byte_hit_ratio"],
+        )  # fmt: skip
+        w.writeheader()
+        for ep, (h, b) in ep_values.items():
+            w.writerow(
+                {"policy": algo, "kind": "agent", "algo": algo, "train_seed": seed,
+                 "episode_seed": ep, "hit_ratio": h, "byte_hit_ratio": b}
+            )  # fmt: skip
+
+
+def test_evaluate_writes_the_compare_episode_rows(tmp_path):
+    run = gap.evaluate_baselines(_config(tmp_path), quiet=True)
+    assert (run / "COMPLETE").is_file() and (run / "evaluation.yml").is_file()
+    data, kinds = gap.load_with_kinds([str(run)])
+    assert sorted(data) == ["belady_shared", "knapsack_greedy", "lru", "trim_greedy"]
+    assert kinds["lru"] == "heuristic" and kinds["belady_shared"] == "oracle"
+    for name in ("lru", "belady_shared"):
+        ref = run_episodes(ENV, name, episodes=3, seed=500, env_config=ENV_CFG)
+        assert sorted(data[name]) == [500, 501, 502]
+        got = [data[name][s]["hit_ratio"] for s in (500, 501, 502)]
+        np.testing.assert_allclose(got, ref.metrics["hit_ratio"], rtol=0, atol=1e-12)
+
+
+def test_evaluate_overrides_and_policies(tmp_path):
+    run = gap.evaluate_baselines(
+        _config(tmp_path), {"eval_episodes": 2, "run_name": "bl"}, ["lru", "belady_shared"],
+        quiet=True,
+    )  # fmt: skip
+    assert "__bl__" in run.name
+    data = gap.load([str(run)])
+    assert sorted(data) == ["belady_shared", "lru"] and sorted(data["lru"]) == [500, 501]
+
+
+def test_evaluate_unknown_policy_fails_before_any_folder(tmp_path):
+    with pytest.raises(CompareConfigError, match="nope"):
+        gap.evaluate_baselines(_config(tmp_path), policies=["lru", "nope"], quiet=True)
+    assert not (tmp_path / "out").exists()
+
+
+def test_table_merges_agents_and_computes_gap_and_paired_difference(tmp_path):
+    base = gap.evaluate_baselines(_config(tmp_path), quiet=True)
+    data = gap.load([str(base)])
+    eps = sorted(data["lru"])
+    lru = {s: data["lru"][s]["hit_ratio"] for s in eps}
+    bs = {s: data["belady_shared"][s]["hit_ratio"] for s in eps}
+    # seed 0 plays exactly like belady_shared, seed 1 exactly like lru
+    _write_agent_run(tmp_path / "a0", "maskable_ppo", 0, {s: (bs[s], 0.5) for s in eps})
+    _write_agent_run(tmp_path / "a1", "maskable_ppo", 1, {s: (lru[s], 0.1) for s in eps})
+    merged, kinds = gap.load_with_kinds([f"m={tmp_path / 'a0'}", f"m={tmp_path / 'a1'}", str(base)])
+    rows, text = gap.table(merged, np.random.default_rng(0), kinds)
+    by = {r["policy"]: r for r in rows}
+    assert by["m/seed0"]["gap_closed"] == pytest.approx(1.0)
+    assert by["m/seed1"]["gap_closed"] == pytest.approx(0.0)
+    assert by["m/all"]["gap_closed"] == pytest.approx(0.5)
+    assert by["m/all"]["byte"][0] == pytest.approx(0.3)
+    best = max(("lru", "trim_greedy", "knapsack_greedy"), key=lambda k: by[k]["hit"][0])
+    want = np.mean([bs[s] - data[best][s]["hit_ratio"] for s in eps])
+    assert by["m/seed0"]["vs_best"][0] == pytest.approx(want)
+    assert by[best]["vs_best"][0] == 0.0
+    assert f"hit ratio - {best}" in text
+    # heuristics, then oracles, then agents (per seed, then pooled)
+    assert [r["policy"] for r in rows][-3:] == ["m/seed0", "m/seed1", "m/all"]
+    assert by["belady_shared"]["kind"] == "oracle"
+
+
+def test_conflicting_baselines_need_baselines_from(tmp_path):
+    base = gap.evaluate_baselines(_config(tmp_path), quiet=True)
+    other = tmp_path / "other"
+    other.mkdir()
+    with open(base / "episodes.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        if r["policy"] == "belady_shared":
+            r["hit_ratio"] = str(float(r["hit_ratio"]) + 0.01)
+    with open(other / "episodes.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    with pytest.raises(ValueError, match="belady_shared: episode 500 differs"):
+        gap.load([str(other), str(base)])
+    # the same values in two folders merge; --baselines-from picks one folder's baselines
+    assert gap.load([str(base), str(base)])["lru"] == gap.load([str(base)])["lru"]
+    picked = gap.load([str(other)], baselines_from=[str(base)])
+    assert picked["belady_shared"] == gap.load([str(base)])["belady_shared"]
+
+
+def test_cli_table_mode_writes_the_table(tmp_path):
+    base = gap.evaluate_baselines(_config(tmp_path), quiet=True)
+    out = tmp_path / "t.md"
+    text = gap.main([str(base), "--out", str(out)])
+    assert out.read_text() == text + "\n" and "| lru | heuristic |" in text
+
+
+def test_episodes_restricts_to_the_first_seeds(tmp_path):
+    full = gap.evaluate_baselines(_config(tmp_path), quiet=True)
+    short = gap.evaluate_baselines(
+        _config(tmp_path), {"eval_episodes": 2}, ["belady_shared", "belady"], quiet=True
+    )
+    data, kinds = gap.load_with_kinds([str(full), str(short)])
+    with pytest.raises(ValueError, match="held-out episodes differ"):
+        gap.table(data, np.random.default_rng(0), kinds)
+    rows, text = gap.table(data, np.random.default_rng(0), kinds, episodes=2)
+    assert "Held-out episodes: 2 (seeds 500..501)" in text
+    lru = {r["policy"]: r for r in rows}["lru"]["hit"][0]
+    assert lru == pytest.approx(np.mean([data["lru"][s]["hit_ratio"] for s in (500, 501)]))
+    with pytest.raises(ValueError, match="episodes=4"):
+        gap.table(data, np.random.default_rng(0), kinds, episodes=4)
