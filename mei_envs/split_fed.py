@@ -39,6 +39,7 @@ Everything that depends on the round's numbers broadcasts: leading axes for cand
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from typing import Any, NamedTuple
 
@@ -57,6 +58,7 @@ __all__ = [
     "minmax_shares",
     "pairwise_sum",
     "proportional_shares",
+    "round_costs_float",
     "spectral_efficiency",
 ]
 
@@ -215,6 +217,79 @@ def device_round_times(shares: Any, *terms: Any, band: Band) -> tuple[Any, Any, 
     snr_down``): ``(T, uplink airtime, downlink airtime)``."""
     t, t_up, t_down, _ = chain_times(np.asarray(shares, float), *terms, band, ARRAY_OPS)
     return t, t_up, t_down
+
+
+def round_costs_float(
+    shares: Any,
+    types: list[int],
+    base_s: list[float],
+    t_dev_s: list[float],
+    bits: float,
+    gamma_up_hz: list[float],
+    snr_down: list[float],
+    active_w: list[float],
+    idle_w: list[float],
+    band: Band,
+    radio_params: Any,
+    sequential: bool,
+) -> tuple[float, list[float], list[float], list[float]]:
+    """One round on Python floats: the scalar twin of :func:`chain_times` and
+    :func:`device_energy_j` (with :func:`mei_envs.radio.transmit_energy_j`), written out for
+    the single env's hot path (a call per formula and per ``ops`` function cost ~4x more).
+
+    The same operations in the same order as the ``ops`` functions on ``FLOAT_OPS`` (builtin
+    ``max``/``min`` semantics: ``max(a, b) = b if b > a else a``), so the results are the
+    same bits; ``tests/test_split_fed_fast_paths.py`` checks it against the array functions,
+    the pinned trajectories check the env.
+
+    Args:
+        shares: per-device bandwidth shares (a list) or one float for all (the equal split;
+            ``sequential`` rounds give every turn the whole band and ignore it).
+        types: device type of each device; ``base_s``, ``t_dev_s``, ``active_w`` and
+            ``idle_w`` are per device type (base time, device compute time [s], powers [W]).
+        bits: bits each device sends up and receives down this round.
+        gamma_up_hz, snr_down: per-device link parameters (:func:`link_rates`).
+        sequential: ``sl``: the round is the sum of the turns (else the slowest device).
+
+    Returns:
+        ``(round_s, per-device T_i, uplink airtimes, energies [J])``.
+    """
+    w_up, w_down, lo, hi = band
+    alpha, beta = radio_params.alpha_u_w_per_mbps, radio_params.beta_w
+    log2, inf, tiny = math.log2, _INF, _TINY
+    send = bits > 0
+    if sequential or type(shares) is float:
+        shares = itertools.repeat(1.0 if sequential else shares)
+    t_i: list[float] = []
+    t_ups: list[float] = []
+    r_ups: list[float] = []
+    for s, d, g, sd in zip(shares, types, gamma_up_hz, snr_down, strict=False):
+        b_up = s * w_up
+        eff = log2(1.0 + g / (tiny if tiny > b_up else b_up))
+        eff = lo if lo > eff else eff
+        r_up = b_up * (hi if hi < eff else eff)
+        eff = log2(1.0 + sd)
+        eff = lo if lo > eff else eff
+        r_down = (s * w_down) * (hi if hi < eff else eff)
+        if send:
+            t_up = bits / r_up if r_up > 0 else inf
+            t_down = bits / r_down if r_down > 0 else inf
+        else:
+            t_up = t_down = 0.0
+        t_i.append(base_s[d] + t_up + t_down)
+        t_ups.append(t_up)
+        r_ups.append(r_up)
+    round_s = pairwise_sum(t_i) if sequential else max(t_i)
+    energy: list[float] = []
+    for d, t_up, r_up in zip(types, t_ups, r_ups, strict=True):
+        t_dev = t_dev_s[d]
+        idle_s = round_s - t_dev - t_up
+        energy.append(
+            active_w[d] * t_dev
+            + (alpha * r_up * 1e-6 + beta) * t_up
+            + idle_w[d] * (0.0 if 0.0 > idle_s else idle_s)
+        )
+    return round_s, t_i, t_ups, energy
 
 
 _LN2 = float(np.log(2.0))
