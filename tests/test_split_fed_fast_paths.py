@@ -142,3 +142,58 @@ def test_round_costs_float_is_the_array_formulas_bit_for_bit() -> None:
         np.testing.assert_array_equal(got[1], t, err_msg=str(trial))
         np.testing.assert_array_equal(got[2], t_up, err_msg=str(trial))
         np.testing.assert_array_equal(got[3], e, err_msg=str(trial))
+
+
+def _minmax_problem(rng: np.random.Generator, n: int) -> tuple:
+    """A random min-max problem: devices with nothing to send, efficiency clamped at both
+    ends, a few identical devices, and (sometimes) only the uplink or only the downlink."""
+    base = rng.uniform(0.0, 5.0, n)
+    up = rng.uniform(1e5, 1e9, n) * (rng.random(n) < 0.85)
+    down = up * rng.uniform(0.0, 2.0) * (rng.random() < 0.8)
+    gamma = 10 ** rng.uniform(3.0, 12.0, n)
+    snr_d = 10 ** rng.uniform(-3.0, 5.0, n)
+    if n > 2 and rng.random() < 0.2:  # twins
+        for v in (base, up, down, gamma, snr_d):
+            v[1] = v[0]
+    return base, up, down, gamma, snr_d
+
+
+@pytest.mark.parametrize("rtol", [1e-12, 1e-6])
+def test_minmax_float_is_the_array_solve_bit_for_bit(rtol: float) -> None:
+    """split_fed.minmax_shares_float (the single env's and the baselines' one-problem solve)
+    gives the array solve's round time and shares exactly, on 400 random problems of 1 to
+    40 devices (the array solve run as a batch of two, so it takes its batched code path)."""
+    from mei_envs.split_fed import Band, _minmax, minmax_shares, minmax_shares_float
+
+    rng = np.random.default_rng(4)
+    band = Band(20e6, 10e6, 0.1523, 5.5547)
+    for trial in range(400):
+        n = int(rng.integers(1, 41)) if trial % 4 == 0 else int(rng.integers(1, 9))
+        prob = _minmax_problem(rng, n)
+        other = _minmax_problem(rng, n)
+        with np.errstate(all="ignore"):
+            rt_a, sh_a = _minmax(
+                tuple(np.stack([p, q]) for p, q in zip(prob, other, strict=True)),
+                band,
+                rtol,
+                200,
+            )
+        rt, sh = minmax_shares_float(*(v.tolist() for v in prob), band=band, rtol=rtol)
+        assert rt == rt_a[0], (trial, rt, rt_a[0])
+        np.testing.assert_array_equal(sh, sh_a[0], err_msg=str(trial))
+        # minmax_shares on one problem takes the float path and returns arrays
+        rt1, sh1 = minmax_shares(*prob, band=band, rtol=rtol)
+        assert rt1.shape == () and sh1.shape == (n,)
+        assert float(rt1) == rt and sh1.tolist() == sh
+
+
+def test_minmax_float_falls_back_on_non_finite_input() -> None:
+    from mei_envs.split_fed import Band, _minmax, minmax_shares_float
+
+    band = Band(20e6, 10e6, 0.1523, 5.5547)
+    prob = ([1.0, 2.0], [1e6, np.inf], [1e6, 1e6], [1e8, 1e8], [10.0, 10.0])
+    with np.errstate(all="ignore"):
+        rt_a, sh_a = _minmax(tuple(np.asarray(v)[None] for v in prob), band, 1e-12, 200)
+    rt, sh = minmax_shares_float(*prob, band=band)
+    np.testing.assert_array_equal([rt], rt_a)
+    np.testing.assert_array_equal([sh], sh_a)

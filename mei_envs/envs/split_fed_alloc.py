@@ -26,6 +26,7 @@ from mei_envs.split_fed import (
     FLOAT_OPS,
     LORA_TARGETS,
     SplitFedModel,
+    minmax_shares_float,
     pairwise_sum,
     round_costs_float,
     spectral_efficiency,
@@ -736,9 +737,15 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
             se = [1.0 * spectral_efficiency(g / per, m.band, FLOAT_OPS) for g in gamma]
             total = pairwise_sum(se)
             return [v / total for v in se]
-        base, up, down, _ = m.round_terms(self._types, j, k, aggregate)
-        _, sh = m.best_shares(base, up, down, np.array(gamma), np.array(snr_d))
-        return sh.tolist()
+        if self._sl:  # SplitFedModel.best_shares: every turn has the whole band
+            return [1.0 / N] * N
+        # SplitFedModel.round_terms / best_shares on floats: the one-problem float solve
+        base = m.base_list[j][k]
+        bits = [m.round_bits(j, k, aggregate)] * N
+        _, sh = minmax_shares_float(
+            [base[d] for d in self._types_l], bits, bits, gamma, snr_d, m.band
+        )
+        return sh
 
     def _advance_channel(self) -> None:
         rng = self.np_random
