@@ -762,24 +762,25 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
 
     def _obs(self) -> np.ndarray:
         cfg, m = self.config, self.model
-        gamma, snr_d = self._link([g * f for g, f in zip(self._gain_l, self._fade_l, strict=True)])
-        self._gamma, self._snr_d = gamma, snr_d
-        vals = self._obs_static[:]
-        w, log10 = cfg.bandwidth_hz, math.log10
-        col = []
-        for g in gamma:
+        # per device: this round's link parameters (_link) and the four observation entries
+        up, down, n0 = self._link_consts
+        w, log10, scale = cfg.bandwidth_hz, math.log10, 4.0 * self.ref_time_s
+        static = self._obs_static
+        gamma, snr_d, vals = [], [], []
+        i = 0
+        for g, f, t in zip(self._gain_l, self._fade_l, self._last_t, strict=True):
+            x = g * f
+            g = up * x / n0
+            gamma.append(g)
+            snr_d.append(down * x / n0)
             x = g / w
             x = 10.0 * log10(1e-30 if 1e-30 > x else x) / 40.0  # SNR over the band [dB] / 40
             x = -1.0 if -1.0 > x else x
-            col.append(1.0 if 1.0 < x else x)
-        vals[0::4] = col
-        scale = 4.0 * self.ref_time_s
-        col = []
-        for t in self._last_t:
-            x = t / scale
-            x = 0.0 if 0.0 > x else x
-            col.append(1.0 if 1.0 < x else x)
-        vals[3::4] = col
+            t = t / scale
+            t = 0.0 if 0.0 > t else t
+            vals += (1.0 if 1.0 < x else x, static[i + 1], static[i + 2], 1.0 if 1.0 < t else t)
+            i += 4
+        self._gamma, self._snr_d = gamma, snr_d
         interval, rnd = m.interval, self._round
         left = (interval - rnd % interval) % interval
         x = (self._loss - m.target_loss) / self._span
