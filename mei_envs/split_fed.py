@@ -832,6 +832,12 @@ class SplitFedModel:
         pl = wireless.macro_path_loss_db(np.asarray(distance_m, dtype=np.float64))
         return 10.0 ** (-(pl + shadow_db) / 10.0)
 
+    def path_gain_list(self, distance_m: np.ndarray, shadow_db: list[float]) -> list[float]:
+        """:meth:`path_gain` of a draw of devices as a list of floats (the power on Python
+        floats, libm's ``pow`` as numpy's; ``tests/test_split_fed_fast_paths.py``)."""
+        pl = wireless.macro_path_loss_db(np.asarray(distance_m, dtype=np.float64)).tolist()
+        return [10.0 ** (-(p + s) / 10.0) for p, s in zip(pl, shadow_db, strict=True)]
+
     def link_params(self, gain: Any) -> tuple[Any, Any]:
         """(uplink SNR-bandwidth product [Hz], downlink SNR) of a power gain (float or array)."""
         gamma_up = self.cfg.tx_power_w * gain / self.noise_w_per_hz

@@ -197,3 +197,14 @@ def test_minmax_float_falls_back_on_non_finite_input() -> None:
     rt, sh = minmax_shares_float(*prob, band=band)
     np.testing.assert_array_equal([rt], rt_a)
     np.testing.assert_array_equal([sh], sh_a)
+
+
+def test_path_gain_list_is_path_gain() -> None:
+    from mei_envs.envs.split_fed_alloc import SplitFedAllocConfig
+    from mei_envs.split_fed import SplitFedModel
+
+    m = SplitFedModel(SplitFedAllocConfig())
+    rng = np.random.default_rng(5)
+    d = rng.uniform(1.0, 1e5, size=5000)
+    sh = rng.normal(0.0, 30.0, size=5000)
+    np.testing.assert_array_equal(m.path_gain_list(d, sh.tolist()), m.path_gain(d, sh))

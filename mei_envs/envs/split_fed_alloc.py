@@ -454,7 +454,7 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         self._types = types
         tl = types.tolist()
         self._types_l = tl
-        self._gain_l = m.path_gain(dist, shadow).tolist()
+        self._gain_l = m.path_gain_list(dist, shadow.tolist())
         if self._gm is None:
             cum = self._cum_pi
             self._states = [bisect.bisect_right(cum, u) for u in rng.random(N).tolist()]
