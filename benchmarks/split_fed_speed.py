@@ -5,6 +5,7 @@ measured in the same process, medians of interleaved repeats).
     python benchmarks/split_fed_speed.py vector [repeats]   # native vector env at 1/16/256 envs
     python benchmarks/split_fed_speed.py scale [repeats]    # cost vs n_devices 2/10/50/200
     python benchmarks/split_fed_speed.py oracle             # myopic_oracle per solve (1 episode)
+    python benchmarks/split_fed_speed.py minmax [repeats]   # one min-max split: float vs array
 
 Run the same command on another checkout (``PYTHONPATH=<checkout>``) for a before/after pair;
 without a native vector env the ``vector`` mode falls back to ``make_vec(..., "sync")``.
@@ -163,7 +164,53 @@ def oracle() -> None:
         )
 
 
+def minmax(reps: int) -> None:
+    """One min-max bandwidth split per preset (the current round at the middle cut and the top
+    rank, 20 rounds of one episode): the one-problem float solve
+    (``split_fed.minmax_shares_float``, what the env and the baselines call) against the
+    array solve (``split_fed._minmax``, what a batch takes), same process, and whether they
+    agree bit for bit."""
+    from mei_envs import split_fed
+
+    has_float = hasattr(split_fed, "minmax_shares_float")
+    for p in SplitFedAllocConfig.PRESETS:
+        env = gym.make(ENV_ID, preset=p)
+        u = env.unwrapped
+        env.reset(seed=0)
+        m = u.model
+        problems = []
+        for _ in range(20):
+            st = u.decision_state()
+            gamma, snr_d = m.link_params(st["gain"])
+            base, up, down, _ = m.round_terms(st["device_types"], u.n_cuts // 2, m.K - 1, 1.0)
+            problems.append((base, up, down, gamma, snr_d))
+            env.step(1)
+        fl: list[float] = []
+        ar: list[float] = []
+        same = True
+        for _ in range(reps):
+            for prob in problems:
+                lists = [np.broadcast_to(v, base.shape).tolist() for v in prob]
+                arrays = tuple(np.asarray(v, float)[None] for v in prob)
+                t0 = time.perf_counter()
+                with np.errstate(all="ignore"):
+                    rt_a, sh_a = split_fed._minmax(arrays, m.band, 1e-12, 200)
+                ar.append(time.perf_counter() - t0)
+                if has_float:
+                    t0 = time.perf_counter()
+                    rt, sh = split_fed.minmax_shares_float(*lists, band=m.band)
+                    fl.append(time.perf_counter() - t0)
+                    same &= rt == float(rt_a[0]) and sh == sh_a[0].tolist()
+        a_us = statistics.median(ar) * 1e6
+        line = f"{p:26s} minmax array {a_us:8.1f} us/solve"
+        if has_float:
+            f_us = statistics.median(fl) * 1e6
+            line += f"  float {f_us:7.1f} us/solve  x{a_us / f_us:.1f}  bit-identical {same}"
+        print(line)
+
+
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "single"
     repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-    {"single": single, "vector": vector, "scale": scale}.get(what, lambda _r: oracle())(repeats)
+    modes = {"single": single, "vector": vector, "scale": scale, "minmax": minmax}
+    modes.get(what, lambda _r: oracle())(repeats)
