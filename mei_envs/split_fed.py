@@ -79,9 +79,12 @@ class Band(NamedTuple):
 
 # ---- one copy of every per-device formula, on floats or on arrays ---------------------------
 # The formulas below use arithmetic operators and the few functions of an ``ops`` backend:
-# ``FLOAT_OPS`` (math on Python floats: the single env's per-device loop, a few hundred ns a
-# device) or ``ARRAY_OPS`` (numpy ufuncs: the vector env, the oracle, the tests). Both give the
-# same bits (libm's log2/exp/pow on this platform; the pinned trajectories check it).
+# ``FLOAT_OPS`` (math on Python floats: the single env's loss update and proportional split)
+# or ``ARRAY_OPS`` (numpy ufuncs: the vector env, the oracle, the tests). Both give the same
+# bits (libm's log2/exp/pow on this platform; the pinned trajectories check it). The single
+# env's two hottest paths have written-out float twins, tested bit for bit against the array
+# functions (tests/test_split_fed_fast_paths.py): round_costs_float (chain_times +
+# device_energy_j, ~4x cheaper than calling them through FLOAT_OPS) and minmax_shares_float.
 class _FloatOps:
     log2 = staticmethod(math.log2)
     log10 = staticmethod(math.log10)
