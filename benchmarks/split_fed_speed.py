@@ -6,6 +6,11 @@ measured in the same process, medians of interleaved repeats).
     python benchmarks/split_fed_speed.py scale [repeats]    # cost vs n_devices 2/10/50/200
     python benchmarks/split_fed_speed.py oracle             # myopic_oracle per solve (1 episode)
     python benchmarks/split_fed_speed.py minmax [repeats]   # one min-max split: float vs array
+    python benchmarks/split_fed_speed.py instr              # callgrind instructions/step, reset
+
+``instr`` counts instructions under valgrind (load-independent) with the actions sampled
+*before* the counted loop (``benchmarks/instructions.py`` counts ``action_space.sample()``
+inside it: ~170k instructions of a Box sample per step), for this env and CartPole-v1.
 
 Run the same command on another checkout (``PYTHONPATH=<checkout>``) for a before/after pair;
 without a native vector env the ``vector`` mode falls back to ``make_vec(..., "sync")``.
@@ -209,8 +214,47 @@ def minmax(reps: int) -> None:
         print(line)
 
 
+_INSTR_SETUP = """
+import gymnasium as gym, mei_envs
+env = gym.make({env_id!r})
+env.action_space.seed(0)
+acts = [env.action_space.sample() for _ in range({n})]
+env.reset(seed=0)
+"""
+_INSTR_LOOP = {
+    "single": (
+        "for a in acts:\n    _, _, te, tr, _ = env.step(a)\n    if te or tr:\n        env.reset()"
+    ),
+    "reset": "for _ in acts:\n    env.reset()",
+}
+
+
+def _instructions(env_id: str, what: str, n: int) -> int:
+    import re
+    import subprocess
+
+    code = _INSTR_SETUP.format(env_id=env_id, n=n) + _INSTR_LOOP[what]
+    cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable]
+    out = subprocess.run([*cmd, "-c", code], capture_output=True, text=True, check=True).stderr
+    return int(re.search(r"Collected : (\d+)", out).group(1))
+
+
+def instr(_reps: int) -> None:
+    """Instructions per step and per reset: (I(n2) - I(n1)) / (n2 - n1), actions presampled."""
+    n1, n2 = 200, 1200
+    for what in ("single", "reset"):
+        per = {}
+        for env_id in (ENV_ID, "CartPole-v1"):
+            lo, hi = _instructions(env_id, what, n1), _instructions(env_id, what, n2)
+            per[env_id] = (hi - lo) / (n2 - n1)
+        print(
+            f"{what}: {per[ENV_ID]:,.0f} instructions; CartPole-v1 {per['CartPole-v1']:,.0f} "
+            f"(ratio {per['CartPole-v1'] / per[ENV_ID]:.3f}: higher is faster)"
+        )
+
+
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "single"
     repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-    modes = {"single": single, "vector": vector, "scale": scale, "minmax": minmax}
+    modes = {"single": single, "vector": vector, "scale": scale, "minmax": minmax, "instr": instr}
     modes.get(what, lambda _r: oracle())(repeats)
