@@ -5,6 +5,12 @@ measured in the same process, medians of interleaved repeats).
     python benchmarks/split_fed_speed.py vector [repeats]   # native vector env at 1/16/256 envs
     python benchmarks/split_fed_speed.py scale [repeats]    # cost vs n_devices 2/10/50/200
     python benchmarks/split_fed_speed.py oracle             # myopic_oracle per solve (1 episode)
+    python benchmarks/split_fed_speed.py minmax [repeats]   # one min-max split: float vs array
+    python benchmarks/split_fed_speed.py instr              # callgrind instructions/step, reset
+
+``instr`` counts instructions under valgrind (load-independent) with the actions sampled
+*before* the counted loop (``benchmarks/instructions.py`` counts ``action_space.sample()``
+inside it: ~170k instructions of a Box sample per step), for this env and CartPole-v1.
 
 Run the same command on another checkout (``PYTHONPATH=<checkout>``) for a before/after pair;
 without a native vector env the ``vector`` mode falls back to ``make_vec(..., "sync")``.
@@ -163,7 +169,92 @@ def oracle() -> None:
         )
 
 
+def minmax(reps: int) -> None:
+    """One min-max bandwidth split per preset (the current round at the middle cut and the top
+    rank, 20 rounds of one episode): the one-problem float solve
+    (``split_fed.minmax_shares_float``, what the env and the baselines call) against the
+    array solve (``split_fed._minmax``, what a batch takes), same process, and whether they
+    agree bit for bit."""
+    from mei_envs import split_fed
+
+    has_float = hasattr(split_fed, "minmax_shares_float")
+    for p in SplitFedAllocConfig.PRESETS:
+        env = gym.make(ENV_ID, preset=p)
+        u = env.unwrapped
+        env.reset(seed=0)
+        m = u.model
+        problems = []
+        for _ in range(20):
+            st = u.decision_state()
+            gamma, snr_d = m.link_params(st["gain"])
+            base, up, down, _ = m.round_terms(st["device_types"], u.n_cuts // 2, m.K - 1, 1.0)
+            problems.append((base, up, down, gamma, snr_d))
+            env.step(1)
+        fl: list[float] = []
+        ar: list[float] = []
+        same = True
+        for _ in range(reps):
+            for prob in problems:
+                lists = [np.broadcast_to(v, base.shape).tolist() for v in prob]
+                arrays = tuple(np.asarray(v, float)[None] for v in prob)
+                t0 = time.perf_counter()
+                with np.errstate(all="ignore"):
+                    rt_a, sh_a = split_fed._minmax(arrays, m.band, 1e-12, 200)
+                ar.append(time.perf_counter() - t0)
+                if has_float:
+                    t0 = time.perf_counter()
+                    rt, sh = split_fed.minmax_shares_float(*lists, band=m.band)
+                    fl.append(time.perf_counter() - t0)
+                    same &= rt == float(rt_a[0]) and sh == sh_a[0].tolist()
+        a_us = statistics.median(ar) * 1e6
+        line = f"{p:26s} minmax array {a_us:8.1f} us/solve"
+        if has_float:
+            f_us = statistics.median(fl) * 1e6
+            line += f"  float {f_us:7.1f} us/solve  x{a_us / f_us:.1f}  bit-identical {same}"
+        print(line)
+
+
+_INSTR_SETUP = """
+import gymnasium as gym, mei_envs
+env = gym.make({env_id!r})
+env.action_space.seed(0)
+acts = [env.action_space.sample() for _ in range({n})]
+env.reset(seed=0)
+"""
+_INSTR_LOOP = {
+    "single": (
+        "for a in acts:\n    _, _, te, tr, _ = env.step(a)\n    if te or tr:\n        env.reset()"
+    ),
+    "reset": "for _ in acts:\n    env.reset()",
+}
+
+
+def _instructions(env_id: str, what: str, n: int) -> int:
+    import re
+    import subprocess
+
+    code = _INSTR_SETUP.format(env_id=env_id, n=n) + _INSTR_LOOP[what]
+    cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable]
+    out = subprocess.run([*cmd, "-c", code], capture_output=True, text=True, check=True).stderr
+    return int(re.search(r"Collected : (\d+)", out).group(1))
+
+
+def instr(_reps: int) -> None:
+    """Instructions per step and per reset: (I(n2) - I(n1)) / (n2 - n1), actions presampled."""
+    n1, n2 = 200, 1200
+    for what in ("single", "reset"):
+        per = {}
+        for env_id in (ENV_ID, "CartPole-v1"):
+            lo, hi = _instructions(env_id, what, n1), _instructions(env_id, what, n2)
+            per[env_id] = (hi - lo) / (n2 - n1)
+        print(
+            f"{what}: {per[ENV_ID]:,.0f} instructions; CartPole-v1 {per['CartPole-v1']:,.0f} "
+            f"(ratio {per['CartPole-v1'] / per[ENV_ID]:.3f}: higher is faster)"
+        )
+
+
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "single"
     repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-    {"single": single, "vector": vector, "scale": scale}.get(what, lambda _r: oracle())(repeats)
+    modes = {"single": single, "vector": vector, "scale": scale, "minmax": minmax, "instr": instr}
+    modes.get(what, lambda _r: oracle())(repeats)

@@ -39,6 +39,7 @@ Everything that depends on the round's numbers broadcasts: leading axes for cand
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from typing import Any, NamedTuple
 
@@ -55,8 +56,10 @@ __all__ = [
     "device_round_times",
     "link_rates",
     "minmax_shares",
+    "minmax_shares_float",
     "pairwise_sum",
     "proportional_shares",
+    "round_costs_float",
     "spectral_efficiency",
 ]
 
@@ -76,9 +79,12 @@ class Band(NamedTuple):
 
 # ---- one copy of every per-device formula, on floats or on arrays ---------------------------
 # The formulas below use arithmetic operators and the few functions of an ``ops`` backend:
-# ``FLOAT_OPS`` (math on Python floats: the single env's per-device loop, a few hundred ns a
-# device) or ``ARRAY_OPS`` (numpy ufuncs: the vector env, the oracle, the tests). Both give the
-# same bits (libm's log2/exp/pow on this platform; the pinned trajectories check it).
+# ``FLOAT_OPS`` (math on Python floats: the single env's loss update and proportional split)
+# or ``ARRAY_OPS`` (numpy ufuncs: the vector env, the oracle, the tests). Both give the same
+# bits (libm's log2/exp/pow on this platform; the pinned trajectories check it). The single
+# env's two hottest paths have written-out float twins, tested bit for bit against the array
+# functions (tests/test_split_fed_fast_paths.py): round_costs_float (chain_times +
+# device_energy_j, ~4x cheaper than calling them through FLOAT_OPS) and minmax_shares_float.
 class _FloatOps:
     log2 = staticmethod(math.log2)
     log10 = staticmethod(math.log10)
@@ -217,6 +223,79 @@ def device_round_times(shares: Any, *terms: Any, band: Band) -> tuple[Any, Any, 
     return t, t_up, t_down
 
 
+def round_costs_float(
+    shares: Any,
+    types: list[int],
+    base_s: list[float],
+    t_dev_s: list[float],
+    bits: float,
+    gamma_up_hz: list[float],
+    snr_down: list[float],
+    active_w: list[float],
+    idle_w: list[float],
+    band: Band,
+    radio_params: Any,
+    sequential: bool,
+) -> tuple[float, list[float], list[float], list[float]]:
+    """One round on Python floats: the scalar twin of :func:`chain_times` and
+    :func:`device_energy_j` (with :func:`mei_envs.radio.transmit_energy_j`), written out for
+    the single env's hot path (a call per formula and per ``ops`` function cost ~4x more).
+
+    The same operations in the same order as the ``ops`` functions on ``FLOAT_OPS`` (builtin
+    ``max``/``min`` semantics: ``max(a, b) = b if b > a else a``), so the results are the
+    same bits; ``tests/test_split_fed_fast_paths.py`` checks it against the array functions,
+    the pinned trajectories check the env.
+
+    Args:
+        shares: per-device bandwidth shares (a list) or one float for all (the equal split;
+            ``sequential`` rounds give every turn the whole band and ignore it).
+        types: device type of each device; ``base_s``, ``t_dev_s``, ``active_w`` and
+            ``idle_w`` are per device type (base time, device compute time [s], powers [W]).
+        bits: bits each device sends up and receives down this round.
+        gamma_up_hz, snr_down: per-device link parameters (:func:`link_rates`).
+        sequential: ``sl``: the round is the sum of the turns (else the slowest device).
+
+    Returns:
+        ``(round_s, per-device T_i, uplink airtimes, energies [J])``.
+    """
+    w_up, w_down, lo, hi = band
+    alpha, beta = radio_params.alpha_u_w_per_mbps, radio_params.beta_w
+    log2, inf, tiny = math.log2, _INF, _TINY
+    send = bits > 0
+    if sequential or type(shares) is float:
+        shares = itertools.repeat(1.0 if sequential else shares)
+    t_i: list[float] = []
+    t_ups: list[float] = []
+    r_ups: list[float] = []
+    for s, d, g, sd in zip(shares, types, gamma_up_hz, snr_down, strict=False):
+        b_up = s * w_up
+        eff = log2(1.0 + g / (tiny if tiny > b_up else b_up))
+        eff = lo if lo > eff else eff
+        r_up = b_up * (hi if hi < eff else eff)
+        eff = log2(1.0 + sd)
+        eff = lo if lo > eff else eff
+        r_down = (s * w_down) * (hi if hi < eff else eff)
+        if send:
+            t_up = bits / r_up if r_up > 0 else inf
+            t_down = bits / r_down if r_down > 0 else inf
+        else:
+            t_up = t_down = 0.0
+        t_i.append(base_s[d] + t_up + t_down)
+        t_ups.append(t_up)
+        r_ups.append(r_up)
+    round_s = pairwise_sum(t_i) if sequential else max(t_i)
+    energy: list[float] = []
+    for d, t_up, r_up in zip(types, t_ups, r_ups, strict=True):
+        t_dev = t_dev_s[d]
+        idle_s = round_s - t_dev - t_up
+        energy.append(
+            active_w[d] * t_dev
+            + (alpha * r_up * 1e-6 + beta) * t_up
+            + idle_w[d] * (0.0 if 0.0 > idle_s else idle_s)
+        )
+    return round_s, t_i, t_ups, energy
+
+
 _LN2 = float(np.log(2.0))
 
 
@@ -246,8 +325,214 @@ def minmax_shares(
             f"minmax_shares takes 5 terms (base_s, up_bits, down_bits, gamma_up_hz, snr_down), "
             f"got {len(terms)}"
         )
+    arrays = [np.asarray(v, float) for v in terms]
+    if all(v.ndim <= 1 for v in arrays) and any(v.ndim == 1 for v in arrays):
+        # one problem: the same solve on Python floats (same bits, ~20x cheaper)
+        lists = [v.tolist() for v in np.broadcast_arrays(*arrays)]
+        rt, shares = minmax_shares_float(*lists, band=band, rtol=rtol, max_iter=max_iter)
+        return np.asarray(rt), np.array(shares)
     with np.errstate(all="ignore"):
-        return _minmax(terms, band, rtol, max_iter)
+        return _minmax(tuple(arrays), band, rtol, max_iter)
+
+
+def minmax_shares_float(
+    base_s: list[float],
+    up_bits: list[float],
+    down_bits: list[float],
+    gamma_up_hz: list[float],
+    snr_down: list[float],
+    band: Band,
+    rtol: float = 1e-12,
+    max_iter: int = 200,
+) -> tuple[float, list[float]]:
+    """:func:`minmax_shares` of one problem on Python floats (per-device lists): the same
+    iterations with the same operations in the same order, so the same bits (~20x cheaper
+    than numpy on a handful of devices; ``tests/test_split_fed_fast_paths.py`` checks it
+    against the array solve on random problems). Sums follow numpy's order
+    (:func:`pairwise_sum`). Problems the float arithmetic cannot follow exactly (a
+    non-finite input, or a division by zero where numpy would give ``inf``/``nan``) are
+    handed to the array solve.
+
+    Returns:
+        ``(round_time_s, shares)``.
+    """
+    n = len(base_s)
+    try:
+        if all(map(math.isfinite, (*base_s, *up_bits, *down_bits, *gamma_up_hz, *snr_down))):
+            return _minmax_float(
+                base_s, up_bits, down_bits, gamma_up_hz, snr_down, band, rtol, max_iter
+            )
+    except (ZeroDivisionError, OverflowError, ValueError):
+        pass
+    with np.errstate(all="ignore"):
+        terms = tuple(np.asarray(v, float).reshape(n) for v in (base_s, up_bits, down_bits))
+        terms += (np.asarray(gamma_up_hz, float), np.asarray(snr_down, float))
+        rt, shares = _minmax(terms, band, rtol, max_iter)
+    return float(rt), shares.tolist()
+
+
+def _minmax_float(
+    base: list[float],
+    up: list[float],
+    down: list[float],
+    gam: list[float],
+    snr_d: list[float],
+    band: Band,
+    rtol: float,
+    max_iter: int,
+) -> tuple[float, list[float]]:
+    """:func:`_minmax` of one problem, element by element (see :func:`minmax_shares_float`).
+
+    Only the devices that send and can finish by the trial time (``ok``) take part in the
+    inner iteration: numpy's values of the others never reach the result (their share is 0,
+    or the trial time is infeasible and only the bracket moves)."""
+    lo, hi = float(band.min_se), float(band.max_se)
+    log2, sqrt, isfinite, inf, ln2 = math.log2, math.sqrt, math.isfinite, _INF, _LN2
+    n = len(base)
+    idx = range(n)
+    sends = [up[i] > 0 or down[i] > 0 for i in idx]
+    n_send = sum(sends)
+    any_send = n_send > 0
+    w_up, w_down = band.w_up_hz, band.w_down_hz
+    a = [v / w_up for v in up]
+    g = [v / w_up for v in gam]
+    cd = []
+    for i in idx:
+        e = log2(1.0 + snr_d[i])
+        e = lo if lo > e else e  # np.maximum / np.minimum on finite values
+        cd.append(down[i] / (w_down * (hi if hi < e else e)))
+
+    def ev(i: int, x: float) -> tuple[float, float]:
+        """_ev of device i at x."""
+        k = g[i] * x
+        raw = log2(1.0 + k)
+        eff = lo if lo > raw else raw
+        eff = hi if hi < eff else eff
+        xde = (1.0 if lo < raw < hi else 0.0) * (k / ((1.0 + k) * ln2))
+        ai, ci = a[i], cd[i]
+        return base[i] + (ai * x) / eff + ci * x, ai * (eff - xde) / (eff * eff) + ci
+
+    t_one = [ev(i, 1.0)[0] for i in idx]
+    x_eq = [float(max(n_send, 1)) if sends[i] else 1.0 for i in idx]
+    if any_send:
+        t_hi = max(ev(i, x_eq[i])[0] for i in idx if sends[i])
+        t_lo = max(base[i] for i in idx if sends[i])
+    else:
+        t_hi = t_lo = 0.0
+    senders = [i for i in idx if sends[i]]
+
+    def run(
+        i: int,
+        t: float,
+        tol: float,
+        x: float,
+        f: float,
+        d: float,
+        xh: float,
+        limit: int,
+        check: bool,
+    ) -> tuple[float, float, float, float, int]:
+        """Up to ``limit`` safeguarded Newton steps of device i's ``x_i(t)`` from the
+        bracket ``[x, xh]`` (``f = T_i(x)``, ``d = dT_i/dx``), stopping where ``t - f <= tol``
+        if ``check``; the new ``(x, f, d, xh)`` and the steps taken."""
+        ai, gi, ci, bi = a[i], g[i], cd[i], base[i]
+        steps = 0
+        while steps < limit:
+            if check and t - f <= tol:
+                break
+            x_new = x + (t - f) / d
+            if x_new >= xh or x_new <= x or not isfinite(x_new):
+                x_new = sqrt(x * xh) if isfinite(xh) else 2.0 * x
+            k = gi * x_new  # _ev at x_new, inline
+            raw = log2(1.0 + k)
+            eff = lo if lo > raw else raw
+            eff = hi if hi < eff else eff
+            f_new = bi + (ai * x_new) / eff + ci * x_new
+            if f_new <= t:
+                xde = (1.0 if lo < raw < hi else 0.0) * (k / ((1.0 + k) * ln2))
+                x, f, d = x_new, f_new, ai * (eff - xde) / (eff * eff) + ci
+            else:
+                xh = x_new
+            steps += 1
+        return x, f, d, xh, steps
+
+    def need(t: float, x0: list[float]) -> tuple[dict[int, float], dict[int, float], bool]:
+        """x_i(t) and dT_i/dx there of the devices that can finish by t, and whether every
+        sending device can.
+
+        The array solve steps all devices together until every one has converged (and
+        keeps stepping the converged ones meanwhile); a device's steps do not depend on
+        the others', and once converged it stays so (``T_i(x_lo)`` only grows), so each
+        device here runs to its own convergence, then on to the slowest one's step count."""
+        ok = [i for i in senders if t_one[i] <= t]
+        tol = rtol * t
+        state = {}
+        for i in ok:
+            x = x0[i]
+            x = 1.0 if 1.0 > x else x
+            f, d = ev(i, x)
+            if f > t:  # a warm start beyond the root: restart from the whole band
+                x = 1.0
+                f, d = ev(i, x)
+            state[i] = run(i, t, tol, x, f, d, inf, max_iter, True)
+        most = max((st[4] for st in state.values()), default=0)
+        x_lo, d_lo = {}, {}
+        for i, (x, f, d, xh, steps) in state.items():
+            if steps < most:
+                x, f, d, _, _ = run(i, t, tol, x, f, d, xh, most - steps, False)
+            x_lo[i], d_lo[i] = x, d
+        return x_lo, d_lo, len(ok) == len(senders)
+
+    t = t_hi
+    lo_b, hi_b = t_lo, t_hi
+    x_warm = [1.0] * n
+    best_x = x_eq[:]
+    zeros = [0.0] * n
+    for _ in range(max_iter):
+        x, dx, reach = need(t, x_warm)
+        if reach:
+            beta = zeros[:]
+            for i in senders:
+                beta[i] = 1.0 / x[i]
+            g_t = pairwise_sum(beta) - 1.0
+        else:
+            g_t = inf
+        feas = g_t <= 0.0
+        if feas:
+            hi_b = t
+            for i in senders:
+                best_x[i] = x[i]
+        else:
+            lo_b = t
+        if hi_b - lo_b <= rtol * hi_b or (feas and g_t >= -rtol) or not any_send:
+            break
+        # d beta / dT = -1 / (x^2 dT/dx)
+        terms = zeros[:]
+        for i in x:
+            terms[i] = -1.0 / (x[i] * x[i] * dx[i])
+        dg = pairwise_sum(terms)
+        t_new = t - g_t / dg if dg != 0.0 else inf
+        if not isfinite(t_new) or t_new <= lo_b or t_new >= hi_b:
+            t_new = 0.5 * (lo_b + hi_b)
+        if feas:
+            for i in senders:
+                x_warm[i] = x[i]
+        t = t_new
+    shares = [1.0 / best_x[i] if sends[i] else 0.0 for i in idx]
+    if any_send:
+        total = pairwise_sum(shares)
+        total = total if total > 0 else 1.0
+        shares = [s / total for s in shares]
+    else:
+        shares = [1.0 / n] * n
+    times = []
+    for i in idx:
+        s = shares[i]
+        if sends[i]:
+            times.append(ev(i, 1.0 / (_TINY if _TINY > s else s) if s > 0 else 1.0)[0])
+        else:
+            times.append(base[i])
+    return max(times), shares
 
 
 def _ev(
@@ -549,6 +834,12 @@ class SplitFedModel:
         with shadowing loss ``shadow_db``: 3GPP TR 36.814 macro path loss."""
         pl = wireless.macro_path_loss_db(np.asarray(distance_m, dtype=np.float64))
         return 10.0 ** (-(pl + shadow_db) / 10.0)
+
+    def path_gain_list(self, distance_m: np.ndarray, shadow_db: list[float]) -> list[float]:
+        """:meth:`path_gain` of a draw of devices as a list of floats (the power on Python
+        floats, libm's ``pow`` as numpy's; ``tests/test_split_fed_fast_paths.py``)."""
+        pl = wireless.macro_path_loss_db(np.asarray(distance_m, dtype=np.float64)).tolist()
+        return [10.0 ** (-(p + s) / 10.0) for p, s in zip(pl, shadow_db, strict=True)]
 
     def link_params(self, gain: Any) -> tuple[Any, Any]:
         """(uplink SNR-bandwidth product [Hz], downlink SNR) of a power gain (float or array)."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import itertools
 import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -27,9 +26,9 @@ from mei_envs.split_fed import (
     FLOAT_OPS,
     LORA_TARGETS,
     SplitFedModel,
-    chain_times,
-    device_energy_j,
+    minmax_shares_float,
     pairwise_sum,
+    round_costs_float,
     spectral_efficiency,
 )
 
@@ -427,6 +426,8 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
                 self.channel.rho, k_factor=self.config.k_factor, n_links=self.config.n_devices
             )
         self._obs_static = [0.0] * (4 * cfg.n_devices)
+        # SplitFedModel.link_params' constants: (tx power [W], downlink PSD [W/Hz], N0 [W/Hz])
+        self._link_consts = (cfg.tx_power_w, m.downlink_psd_w_per_hz, m.noise_w_per_hz)
         self._span = m.initial_loss - m.target_loss
 
     # ---- Gymnasium API -----------------------------------------------------------------
@@ -453,7 +454,7 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         self._types = types
         tl = types.tolist()
         self._types_l = tl
-        self._gain_l = m.path_gain(dist, shadow).tolist()
+        self._gain_l = m.path_gain_list(dist, shadow.tolist())
         if self._gm is None:
             cum = self._cum_pi
             self._states = [bisect.bisect_right(cum, u) for u in rng.random(N).tolist()]
@@ -697,35 +698,31 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         raise RuntimeError("no feasible cut at any rank (the config validation should prevent it)")
 
     def _link(self, gain: list[float]) -> tuple[list[float], list[float]]:
-        """Per-device (uplink SNR-bandwidth product, downlink SNR) of power gains."""
-        link = self.model.link_params
-        pairs = [link(g) for g in gain]
-        return [p[0] for p in pairs], [p[1] for p in pairs]
+        """Per-device (uplink SNR-bandwidth product, downlink SNR) of power gains: the
+        model's :meth:`~mei_envs.split_fed.SplitFedModel.link_params` on floats."""
+        up, down, n0 = self._link_consts
+        return [up * g / n0 for g in gain], [down * g / n0 for g in gain]
 
     def _round_costs(
         self, j: int, k: int, aggregate: float, shares: Any, gamma: list, snr_d: list
     ) -> tuple[float, list[float], list[float], list[float]]:
-        """(round time, per-device times, uplink airtimes, energies) of one round on floats:
-        the model's per-device formulas, one device at a time."""
+        """(round time, per-device times, uplink airtimes, energies) of one round on floats
+        (:func:`mei_envs.split_fed.round_costs_float`, the model's formulas)."""
         m = self.model
-        band, radio_p, ops = m.band, m.radio, FLOAT_OPS
-        base = m.base_list[j][k]
-        t_dev = m.dev_train_list[j][k]
-        bits = m.round_bits(j, k, aggregate)
-        types, sl = self._types_l, self._sl
-        sh = itertools.repeat(1.0 if sl else shares) if sl or type(shares) is float else shares
-        per = [
-            chain_times(s, base[d], bits, bits, g, sd, band, ops)
-            for s, d, g, sd in zip(sh, types, gamma, snr_d, strict=False)  # sh may repeat
-        ]
-        t_i = [p[0] for p in per]
-        rt = pairwise_sum(t_i) if sl else max(t_i)
-        act, idle = m.active_power_list, m.idle_power_list
-        energy = [
-            device_energy_j(radio_p, rt, t_dev[d], p[1], p[3], act[d], idle[d], ops)
-            for p, d in zip(per, types, strict=True)
-        ]
-        return rt, t_i, [p[1] for p in per], energy
+        return round_costs_float(
+            shares,
+            self._types_l,
+            m.base_list[j][k],
+            m.dev_train_list[j][k],
+            m.round_bits(j, k, aggregate),
+            gamma,
+            snr_d,
+            m.active_power_list,
+            m.idle_power_list,
+            m.band,
+            m.radio,
+            self._sl,
+        )
 
     def _shares(self, spec: Any, j: int, k: int, aggregate: float, gamma: list, snr_d: list) -> Any:
         """Bandwidth shares (a list, or one float for the equal split) of an action."""
@@ -740,9 +737,15 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
             se = [1.0 * spectral_efficiency(g / per, m.band, FLOAT_OPS) for g in gamma]
             total = pairwise_sum(se)
             return [v / total for v in se]
-        base, up, down, _ = m.round_terms(self._types, j, k, aggregate)
-        _, sh = m.best_shares(base, up, down, np.array(gamma), np.array(snr_d))
-        return sh.tolist()
+        if self._sl:  # SplitFedModel.best_shares: every turn has the whole band
+            return [1.0 / N] * N
+        # SplitFedModel.round_terms / best_shares on floats: the one-problem float solve
+        base = m.base_list[j][k]
+        bits = [m.round_bits(j, k, aggregate)] * N
+        _, sh = minmax_shares_float(
+            [base[d] for d in self._types_l], bits, bits, gamma, snr_d, m.band
+        )
+        return sh
 
     def _advance_channel(self) -> None:
         rng = self.np_random
@@ -759,23 +762,37 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
 
     def _obs(self) -> np.ndarray:
         cfg, m = self.config, self.model
-        link = m.link_params
-        pairs = [link(g * f) for g, f in zip(self._gain_l, self._fade_l, strict=True)]
-        gamma = [p[0] for p in pairs]
-        self._gamma, self._snr_d = gamma, [p[1] for p in pairs]
-        vals = self._obs_static[:]
-        w, log10 = cfg.bandwidth_hz, math.log10
-        vals[0::4] = [min(max(10.0 * log10(max(g / w, 1e-30)) / 40.0, -1.0), 1.0) for g in gamma]
-        scale = 4.0 * self.ref_time_s
-        vals[3::4] = [min(max(t / scale, 0.0), 1.0) for t in self._last_t]
-        left = (m.interval - self._round % m.interval) % m.interval
+        # per device: this round's link parameters (_link) and the four observation entries
+        up, down, n0 = self._link_consts
+        w, log10, scale = cfg.bandwidth_hz, math.log10, 4.0 * self.ref_time_s
+        static = self._obs_static
+        gamma, snr_d, vals = [], [], []
+        i = 0
+        for g, f, t in zip(self._gain_l, self._fade_l, self._last_t, strict=True):
+            x = g * f
+            g = up * x / n0
+            gamma.append(g)
+            snr_d.append(down * x / n0)
+            x = g / w
+            x = 10.0 * log10(1e-30 if 1e-30 > x else x) / 40.0  # SNR over the band [dB] / 40
+            x = -1.0 if -1.0 > x else x
+            t = t / scale
+            t = 0.0 if 0.0 > t else t
+            vals += (1.0 if 1.0 < x else x, static[i + 1], static[i + 2], 1.0 if 1.0 < t else t)
+            i += 4
+        self._gamma, self._snr_d = gamma, snr_d
+        interval, rnd = m.interval, self._round
+        left = (interval - rnd % interval) % interval
+        x = (self._loss - m.target_loss) / self._span
+        x = 0.0 if 0.0 > x else x
+        t = self._time / cfg.time_budget_s
         vals += (
-            min(max((self._loss - m.target_loss) / self._span, 0.0), 1.0),
-            left / m.interval,
-            min(self._time / cfg.time_budget_s, 1.0),
+            1.0 if 1.0 < x else x,
+            left / interval,
+            1.0 if 1.0 < t else t,
             (self._cut_j + 1) / m.L,
             self._rank_k / (m.K - 1) if m.K > 1 else 0.0,
-            1.0 if self._sl or self._round % m.interval == 0 else 0.0,
+            1.0 if self._sl or rnd % interval == 0 else 0.0,
         )
         return np.array(vals, dtype=np.float32)
 
