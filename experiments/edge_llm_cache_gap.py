@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mei_envs.experiments.io import emit_text
 from mei_envs.experiments.stats import bootstrap_ci
 
 ONLINE = ("random", "fifo", "lru", "lfu", "gdsf", "trim_greedy", "knapsack_greedy")
@@ -281,10 +282,7 @@ def main(argv: list[str] | None = None) -> str:
         ap.error("give RUN_DIRs (table mode) or --evaluate CONFIG.yml")
     data, kinds = load_with_kinds(args.run_dirs, args.baselines_from)
     _, text = table(data, np.random.default_rng(0), kinds, args.episodes)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    print(text)
-    return text
+    return emit_text(text, args.out)
 
 
 if __name__ == "__main__":

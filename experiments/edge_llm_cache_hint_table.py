@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mei_envs.experiments.io import emit_text
 from mei_envs.experiments.stats import bootstrap_ci
 
 
@@ -80,10 +81,7 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     text = table(load(args.run_dirs), args.ref, np.random.default_rng(0))
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    print(text)
-    return text
+    return emit_text(text, args.out)
 
 
 if __name__ == "__main__":

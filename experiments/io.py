@@ -116,6 +116,15 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return write_with_atomic(path, lambda h: h.write(text))
 
 
+def emit_text(text: str, out: str | Path | None = None) -> str:
+    """Print a report's text and, if ``out`` is given, also write it there (atomically, with a
+    final newline); returns the text (the experiment scripts' ``main`` return value)."""
+    if out:
+        write_text_atomic(out, text + "\n")
+    print(text)
+    return text
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically."""
     with _atomic_handle(Path(path), "wb") as handle:

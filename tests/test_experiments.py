@@ -616,3 +616,12 @@ def test_progress_line_reads_like_a_status():
     line = progress_line("ppo seed 0", 40_960, 301_056, 1234.0)
     assert line == "ppo seed 0: 40,960/301,056 steps (14%), 1,234 steps/s, ETA 3m 30s"
     assert progress_line("ppo seed 0", 0, 2048, 0.0) == "ppo seed 0: started, 2,048 steps to go"
+
+
+def test_emit_text_prints_writes_and_returns(tmp_path, capsys):
+    out = tmp_path / "sub.md"
+    assert xio.emit_text("| a |", out) == "| a |"
+    assert out.read_text() == "| a |\n"
+    assert capsys.readouterr().out == "| a |\n"
+    assert xio.emit_text("x") == "x"  # no file without ``out``
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sub.md"]
