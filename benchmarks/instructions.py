@@ -12,6 +12,14 @@ same seed) and reports ``(I(n2) - I(n1)) / (n2 - n1)``: imports and construction
 a fixed generator, resets included); ``reset``: ``reset()`` without a seed; ``vecN``: native
 vector env steps of N sub-envs, reported per env-step. Needs ``valgrind`` on the PATH; slow
 (a minute or more per quantity).
+
+The actions are sampled before valgrind starts (``action_space.seed(0)``, then
+``action_space.sample()`` per step, as before) and handed to the counted process as one
+stacked ``.npy`` array, which it iterates (an ``np.int64`` per step for a ``Discrete`` space,
+as ``sample()`` returns; a row view for a ``Box`` or a vector env's batch). Until session 7
+the counted process sampled them itself, which added the sampler's cost to every step:
+about 170k instructions per step for a ``Box`` action space (SplitFedAlloc), a few thousand
+for ``Discrete`` (EarlyExitUpload, CartPole), so the ratios favoured the Discrete envs.
 """
 
 from __future__ import annotations
@@ -21,21 +29,38 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 
 import gymnasium as gym
+import numpy as np
 
 REFERENCE_ID = "CartPole-v1"
 
 
-def loop(env_id: str, what: str, n: int) -> None:
-    """The measured loop (runs inside valgrind)."""
+def sample_actions(env_id: str, what: str, n: int) -> np.ndarray:
+    """``n`` actions stacked in one array: ``action_space.seed(0)``, then ``sample()`` per step
+    (a vector env's batched space for ``vecN``); made outside the counted process."""
+    import mei_envs  # noqa: F401  (registers the ids)
+
+    if what.startswith("vec"):
+        env = gym.make_vec(env_id, num_envs=int(what[3:]), vectorization_mode="vector_entry_point")
+    else:
+        env = gym.make(env_id)
+    env.action_space.seed(0)
+    acts = np.stack([np.asarray(env.action_space.sample()) for _ in range(n)])
+    env.close()
+    return acts
+
+
+def loop(env_id: str, what: str, n: int, actions_path: str) -> None:
+    """The measured loop (runs inside valgrind); ``actions_path``: the ``.npy`` of
+    :func:`sample_actions` (unused for ``reset``)."""
     import mei_envs  # noqa: F401  (registers the ids)
 
     if what.startswith("vec"):
         num = int(what[3:])
         env = gym.make_vec(env_id, num_envs=num, vectorization_mode="vector_entry_point")
-        env.action_space.seed(0)
-        acts = [env.action_space.sample() for _ in range(n)]
+        acts = np.load(actions_path)[:n]
         env.reset(seed=0)
         for a in acts:
             env.step(a)
@@ -46,15 +71,14 @@ def loop(env_id: str, what: str, n: int) -> None:
         for _ in range(n):
             env.reset()
         return
-    env.action_space.seed(0)
-    acts = [env.action_space.sample() for _ in range(n)]
+    acts = np.load(actions_path)[:n]
     for a in acts:
         _, _, term, trunc, _ = env.step(a)
         if term or trunc:
             env.reset()
 
 
-def count(env_id: str, what: str, n: int) -> int:
+def count(env_id: str, what: str, n: int, actions_path: str) -> int:
     """Instructions of one valgrind run of :func:`loop`."""
     cmd = [
         "valgrind",
@@ -66,6 +90,7 @@ def count(env_id: str, what: str, n: int) -> int:
         env_id,
         what,
         str(n),
+        actions_path,
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stderr
     match = re.search(r"Collected : (\d+)", out)
@@ -75,14 +100,17 @@ def count(env_id: str, what: str, n: int) -> int:
 
 
 def per_unit(env_id: str, what: str, n1: int, n2: int) -> float:
-    per = (count(env_id, what, n2) - count(env_id, what, n1)) / (n2 - n1)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "actions.npy")
+        np.save(path, sample_actions(env_id, what, max(n1, n2)))
+        per = (count(env_id, what, n2, path) - count(env_id, what, n1, path)) / (n2 - n1)
     return per / int(what[3:]) if what.startswith("vec") else per
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--inner":
-        loop(argv[1], argv[2], int(argv[3]))
+        loop(argv[1], argv[2], int(argv[3]), argv[4])
         return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--env", default="mei_envs/SplitFedAlloc-v0")

@@ -13,21 +13,27 @@ One copy of the dynamics: the single env, the DP oracle and this vector env all 
 fsmc mode the vector env evaluates token_cost once, at construction, over every (token,
 backlog, action or forced upload, FSMC state, asleep) and a step gathers those rows (the
 single env memoises the same function per state); in gauss_markov mode it evaluates it per
-step on the episode's rates. Episodes come from each sub-env's own generator in the single
-env's order: in fsmc mode up to 8 are drawn ahead per sub-env (one ``random`` call for them
-all: the same stream) and worked out together (:meth:`EarlyExitUploadModel.
-episode_from_uniforms`'s comparisons, batched), dropped when the sub-env is reseeded; in
-gauss_markov mode by :meth:`EarlyExitUploadModel.sample_episode` at reset. The step itself
-draws nothing.
+step on the episode's rates.
+
+Episodes live in a pool of rows, several per sub-env (a ring): in fsmc mode up to 8 are
+drawn ahead per sub-env from its own generator (one ``random`` call for all of a sub-env's
+new episodes: the same stream as one call per episode), dropped when the sub-env is
+reseeded, and worked out for all sub-envs at once when one of them runs out
+(:meth:`EarlyExitUploadModel.episode_from_uniforms`'s comparisons, batched): exit chain,
+channel path, confidences, and the per-episode tables a step gathers from (next exited
+token, run costs, observations, the episode-dependent parts of the token table's row
+indices, and where the episode's forced first tokens leave it). A reset then only points
+the sub-env at its next row. In gauss_markov mode each reset draws with
+:meth:`EarlyExitUploadModel.sample_episode`. The step itself draws nothing.
 
 How a step stays batched: at a decision the agent's token is processed for every sub-env
 at once; the forced tokens after it are (a) at most one from the state the decision left
 (a non-exited token, or an exited one with a full backlog), then (b) a run of non-exited
 tokens, each starting from backlog 0 with the radio in its tail (a forced upload empties
 the backlog and restarts the tail). The costs of (b) depend on the episode only, so they are
-computed once per episode (``token_cost`` over all its tokens) and added in token order with
-``np.add.accumulate``: the same floating-point sums, in the same order, as the single env's
-token-by-token loop, so rewards and infos are bit-identical to it.
+tabulated per episode and added in token order with ``np.add.accumulate``: the same
+floating-point sums, in the same order, as the single env's token-by-token loop, so rewards
+and infos are bit-identical to it.
 """
 
 from __future__ import annotations
@@ -45,29 +51,36 @@ from mei_envs.vector import MeiVectorEnv, seed_list
 
 # Rows of the token table (fsmc mode) beyond which costs are evaluated per step instead.
 _MAX_TABLE_ROWS = 1 << 18
-# fsmc mode: memory for episodes drawn ahead (at most 8 per sub-env, at least 1).
-_PREFETCH_BYTES = 32 << 20
+# Memory for the episode pool (episodes drawn ahead and their per-episode tables): at most
+# 8 episodes per sub-env, at least 2 in fsmc mode (the current one and the next).
+_POOL_BYTES = 64 << 20
 # Memory for the per-episode observation tables (beyond it, observations are assembled
 # column by column each step).
 _OBS_TABLE_BYTES = 64 << 20
 
-# Columns of the per-step sums (LEAN_KEYS order).
-_LAT, _EN, _STALL, _SENT, _FORCED, _VOL, _LIM, _WAKE, _COMP = range(len(LEAN_KEYS))
-# The columns a run of forced tokens from backlog 0 adds to (forced_uploads grows by 1.0 a
+# Columns of the step sums, in this order (the info keys map onto them by name): the first
+# six are what a run of forced tokens from backlog 0 adds to (forced_uploads grows by 1.0 a
 # token, exactly; wakeups, voluntary and limit uploads by 0: the radio is in its tail).
-_RUN_COLS = [_LAT, _EN, _STALL, _SENT, _COMP]
-if LEAN_KEYS != (
-    "latency_s",
-    "energy_J",
-    "stall_s",
-    "bytes_sent",
-    "forced_uploads",
-    "voluntary_uploads",
-    "limit_uploads",
-    "wakeups",
-    "compute_energy_J",
-):  # pragma: no cover - a guard for whoever edits the env's info_metrics
+_LAT, _EN, _STALL, _SENT, _COMP, _FORCED, _VOL, _LIM, _WAKE = range(9)
+_N_RUN = 6
+_COL_OF_KEY = {
+    "latency_s": _LAT,
+    "energy_J": _EN,
+    "stall_s": _STALL,
+    "bytes_sent": _SENT,
+    "compute_energy_J": _COMP,
+    "forced_uploads": _FORCED,
+    "voluntary_uploads": _VOL,
+    "limit_uploads": _LIM,
+    "wakeups": _WAKE,
+}
+if set(LEAN_KEYS) != set(_COL_OF_KEY):  # pragma: no cover - a guard for whoever edits
     raise ImportError(f"EarlyExitUploadVectorEnv: update its columns for {LEAN_KEYS}")
+_INFO_COLS = tuple((key, _COL_OF_KEY[key]) for key in LEAN_KEYS)
+_EPISODE_COLS = tuple(
+    (ep_key, _COL_OF_KEY[key]) for key, ep_key in zip(LEAN_KEYS, EPISODE_KEYS, strict=True)
+)
+_N_COLS = len(_COL_OF_KEY)
 
 
 class EarlyExitUploadVectorEnv(MeiVectorEnv):
@@ -89,80 +102,98 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         cfg = self.config
         n, K, H = self.num_envs, m.K, cfg.snr_history
         N = K + H - 1
-        self._H, self._K = H, K
+        self._H, self._K, self._N = H, K, N
         self._rows = np.arange(n)
         self._window = H - 1 - np.arange(H)  # slot offsets of the SNR observation, newest first
         self._left_obs = np.array(single._left_obs)
         self._ctx_obs = np.array(single._ctx_obs)
-        self._t_dev_pad = np.append(m.t_dev_s, 0.0)
         self._timer0 = m.tail_steps if cfg.initial_radio == "idle" else 0
-        # Per sub-env: the episode's draws, and per token the costs of a forced upload from
-        # backlog 0 in the radio tail (what every token after a run's first one pays).
-        self._exits = np.zeros((n, K), dtype=bool)
-        self._conf = np.zeros((n, K))
-        self._rates = np.ones((n, N))
-        self._snr_obs = np.zeros((n, N), dtype=np.float32)
-        self._next_exit = np.full((n, K + 1), K, dtype=np.int64)
-        self._run_cost = np.zeros((n, K + 1, len(_RUN_COLS)))
-        # fsmc mode: the run costs of every (token, FSMC state), from the same token_cost
-        # (the vector env gathers them per episode instead of evaluating it again).
-        self._run_table: np.ndarray | None = None
-        if m.channel.mode == "fsmc":
-            self._run_table = self._run_costs(
-                np.arange(K)[:, None], np.asarray(m.state_rate_bps, float)[None, :]
-            )
-        self._step_obs: np.ndarray | None = None
-        self._ch = np.zeros((n, K), dtype=np.intp)  # fsmc: each token's channel state
+        self._fsmc = m.channel.mode == "fsmc"
         # The radio timer after a token that uploads nothing / something, for every timer
-        # value (EarlyExitUploadModel.transition, as the single env tabulates it), and the
-        # states a decision uploads, flat: n_up_table[a, b] at a * (limit + 1) + b.
+        # value (EarlyExitUploadModel.transition, as the single env tabulates it), and per
+        # (action, backlog) at a * (limit + 1) + b: the states a decision uploads
+        # (n_up_table) and the offset of its row of timer transitions.
         timers = np.arange(m.tail_steps + 1)
         self._timer_after = np.concatenate([m.transition(0, timers, u)[1] for u in (0, 1)])
         self._n_up_flat = m.n_up_table.reshape(-1)
-        self._row_k = np.arange(n) * K  # flat offsets of the sub-envs' token rows
+        self._up_off = (self._n_up_flat > 0) * (m.tail_steps + 1)
+        # fsmc mode: the run costs of every (token, FSMC state), from the same token_cost
+        # (the vector env gathers them per episode instead of evaluating it again).
+        self._run_table: np.ndarray | None = None
+        if self._fsmc:
+            self._run_table = self._run_costs(
+                np.arange(K)[:, None], np.asarray(m.state_rate_bps, float)[None, :]
+            )
         self._build_token_table()
-        # fsmc mode: episodes drawn ahead, ``_n_ahead`` per sub-env (see _prefetch); None in
-        # gauss_markov mode (its draws are not uniforms only).
-        self._head: np.ndarray | None = None
-        if m.channel.mode == "fsmc":
-            D = 2 * K + N
-            self._n_ahead = int(np.clip(_PREFETCH_BYTES // (n * (D + K + N) * 8), 1, 8))
-            E = self._n_ahead
-            self._u_ahead = np.empty((n, E, D))
-            self._ex_ahead = np.empty((n, E, K), dtype=bool)
-            self._conf_ahead = np.empty((n, E, K))
-            self._st_ahead = np.empty((n, E, N), dtype=np.intp)
-            self._head = np.full(n, E)  # next unused episode per sub-env (E: none left)
-        # State.
+        # The episode pool: E rows per sub-env (its current episode and up to E - 1 drawn
+        # ahead, a ring; fsmc mode) or 1 (gauss_markov: drawn at reset), each with the
+        # episode's draws and its per-episode tables (see _prepare).
+        obs_bytes = (K + 1) * (H + 7) * 4
+        per_episode = (2 * K + N) * 8 + K * 25 + N * 12 + (K + 1) * 88 + obs_bytes + 96
+        E = int(np.clip(_POOL_BYTES // (n * per_episode), 2, 8)) if self._fsmc else 1
+        P = n * E
+        self._E = E
+        self._u = np.empty((P, 2 * K + N)) if self._fsmc else None
+        self._exits = np.zeros((P, K), dtype=bool)
+        self._conf = np.zeros((P, K))
+        self._rates = np.ones((P, N))
+        self._snr_obs = np.zeros((P, N), dtype=np.float32)
+        self._ch = np.zeros((P, K), dtype=np.intp)  # fsmc: each token's channel state
+        # Per token (K + 1 per episode: index K is after the end): the next exited token at
+        # or after it (K if none), and the _N_RUN costs of a forced (non-exited) upload of
+        # one state from backlog 0 in the radio tail (what every token after a run's first
+        # one pays; zeros at exited tokens and at K, where a run stops).
+        self._next_exit = np.full(P * (K + 1), K, dtype=np.int64)
+        self._run_cost = np.zeros((P * (K + 1), _N_RUN))
+        if self._table is not None:
+            self._dec_base = np.zeros(P * (K + 1), dtype=np.int64)
+            self._first_base = np.zeros(P * (K + 1), dtype=np.int64)
+            self._first_mult = np.zeros(P * (K + 1), dtype=np.int64)
+            self._thresh = np.full(P * (K + 1), m.limit + 1, dtype=np.int64)
+            self._start_acc = np.zeros((P, _N_COLS))
+            self._start_k = np.zeros(P, dtype=np.int64)
+            self._start_timer = np.zeros(P, dtype=np.int64)
+        # Sub-env state: its episode's pool row (and row * (K + 1)), ring position and
+        # episodes drawn ahead, token, backlog, radio timer.
+        self._row = np.arange(n) * E
+        self._rk1 = self._row * (K + 1)
+        self._cur = np.full(n, E - 1)
+        self._avail = np.zeros(n, dtype=np.int64)
         self._k = np.zeros(n, dtype=np.int64)
         self._b = np.zeros(n, dtype=np.int64)
         self._timer = np.zeros(n, dtype=np.int64)
         self._pending = np.zeros(n, dtype=bool)  # ended at reset: one more step delivers it
-        self._acc = np.zeros((n, len(LEAN_KEYS)))  # sums of the step in progress
-        self._episode = np.zeros((n, len(LEAN_KEYS)))
+        # Sums of the step in progress (the costs of forced tokens before the first decision
+        # after a reset; otherwise the shared zeros).
+        self._zero_acc = np.zeros((n, _N_COLS))
+        self._zero_acc.flags.writeable = False
+        self._acc = self._zero_acc
+        self._episode = np.zeros((n, _N_COLS))
         self._masks = np.ones((n, single.action_space.n), dtype=bool)
         self._masks.flags.writeable = False
         self._all = np.ones(n, dtype=bool)
         self._all.flags.writeable = False
-        # Observations: per sub-env a table of its episode's observation at every token
-        # (and after the end), all but the backlog and radio columns, filled at reset; a
-        # step takes its rows and fills those two from per-value tables (the single env's
-        # b / limit and 1 - timer / tail_steps). None if it would exceed _OBS_TABLE_BYTES.
+        self._truncated = np.zeros(n, dtype=bool)
+        self._truncated.flags.writeable = False
+        # Observations: per episode a table of its observation at every token (and after the
+        # end), all but the backlog and radio columns, filled when it is drawn; a step takes
+        # its rows and fills those two from per-value tables (the single env's b / limit
+        # and 1 - timer / tail_steps). None if it would exceed _OBS_TABLE_BYTES.
         self._backlog_col = np.arange(m.limit + 1) / m.limit
         self._radio_col = 1.0 - np.arange(m.tail_steps + 1) / m.tail_steps
         self._obs_tab: np.ndarray | None = None
-        if n * (K + 1) * (H + 7) * 4 <= _OBS_TABLE_BYTES:
-            self._obs_tab = np.zeros((n * (K + 1), H + 7), dtype=np.float32)
-            self._row_k1 = np.arange(n) * (K + 1)
+        if P * obs_bytes <= _OBS_TABLE_BYTES:
+            self._obs_tab = np.zeros((P * (K + 1), H + 7), dtype=np.float32)
             # Token k's SNR window: slots k + H - 1 down to k (the last token's after the end).
             kk = np.minimum(np.arange(K + 1), K - 1)
             self._win = kk[:, None] + self._window[None, :]
             self._tok_cols = np.zeros((K + 1, H + 7), dtype=np.float32)
             self._tok_cols[:, H + 1] = self._left_obs
             self._tok_cols[:, H + 2] = self._ctx_obs
+        self._step_obs: np.ndarray | None = None
 
     def _build_token_table(self) -> None:
-        """fsmc mode: the step-sum rows (``LEAN_KEYS`` columns) of every token a step can
+        """fsmc mode: the step-sum rows (``_N_COLS`` columns) of every token a step can
         process, from token_cost over the FSMC states, so a step gathers them instead of
         evaluating the cost function: decisions ``(token, backlog, action, state, asleep)``,
         backlog-limit uploads ``(token, state, asleep)``, non-exited tokens ``(token,
@@ -184,7 +215,7 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         def rows(k, b, n, c, t, exited, voluntary, forced, lim):
             lat, en, stall, _, wake = m.token_cost(k, b, n, rate[c], timer[t], exited)
             shape = np.broadcast_shapes(np.shape(lat), np.shape(n), np.shape(k))
-            out = np.empty((*shape, len(LEAN_KEYS)))
+            out = np.empty((*shape, _N_COLS))
             out[..., _LAT], out[..., _EN], out[..., _STALL] = lat, en, stall
             out[..., _SENT] = n * bits
             out[..., _FORCED] = forced
@@ -192,7 +223,7 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
             out[..., _LIM] = lim
             out[..., _WAKE] = wake
             out[..., _COMP] = m.device_energy_j[k]
-            return out.reshape(-1, len(LEAN_KEYS))
+            return out.reshape(-1, _N_COLS)
 
         kk = np.arange(K)
         bb, cc, tt = np.arange(B + 1), np.arange(C), np.arange(2)
@@ -204,75 +235,36 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         lim = rows(k3, B, B + 1, cc[None, :, None], tt, 1, False, 0.0, 1.0)
         k4, b4 = kk[:, None, None, None], bb[None, :, None, None]
         nex = rows(k4, b4, b4 + 1, cc[:, None], tt, 0, False, 1.0, 0.0)
-        self._table = np.concatenate([dec, lim, nex, np.zeros((1, len(LEAN_KEYS)))])
-        n = self.num_envs
-        self._base_dec = np.zeros(n * K, dtype=np.int64)
-        self._base_nex = np.zeros(n * K, dtype=np.int64)
-        self._base_lim = np.zeros(n * K, dtype=np.int64)
+        self._table = np.concatenate([dec, lim, nex, np.zeros((1, _N_COLS))])
         self._off_lim = dec.shape[0]
         self._off_nex = self._off_lim + lim.shape[0]
         self._zero_row = self._table.shape[0] - 1
-
-    def _fill_row_bases(self, idx: np.ndarray, states: np.ndarray) -> None:
-        """Token table path: per token of the new episodes of ``idx`` (channel ``states``),
-        the parts of its table rows' indices that depend on the episode only: decision
-        ``(((k (B+1) + b) A + a) C + c) 2 + asleep = base_dec + 2 C (b A + a) + asleep``,
-        non-exited ``off_nex + base_nex + 2 C b + asleep`` and limit ``off_lim + base_lim +
-        asleep`` (integers: the same indices)."""
-        m = self.model
-        K, B, C = self._K, m.limit, m.fsmc.n_states
-        A = self.single_action_space.n
-        kk = np.arange(K)
-        rows = (self._row_k[idx][:, None] + kk).reshape(-1)
-        st = states.reshape(-1, K)
-        self._base_dec[rows] = (2 * (kk * ((B + 1) * A * C) + st)).reshape(-1)
-        self._base_nex[rows] = (self._off_nex + 2 * (kk * ((B + 1) * C) + st)).reshape(-1)
-        self._base_lim[rows] = (self._off_lim + 2 * (kk * C + st)).reshape(-1)
+        # A decision's row: ((((k (B+1) + b) A + a) C + c) 2 + asleep = dec_base[k] +
+        # dec_off[a (B+1) + b] + asleep, with dec_base[k] = 2 (k (B+1) A C + c_k) per episode.
+        a2, b2 = np.meshgrid(np.arange(A), bb, indexing="ij")
+        self._dec_off = (2 * C * (b2 * A + a2)).reshape(-1)
 
     def _seed(self, seed: Any) -> None:
         super()._seed(seed)
-        if self._head is not None:  # episodes drawn from the old generators are dropped
+        if self._fsmc:  # episodes drawn from the old generators are dropped
             for i, s in enumerate(seed_list(seed, self.num_envs)):
                 if s is not None:
-                    self._head[i] = self._n_ahead
-
-    def _prefetch(self) -> None:
-        """fsmc mode: top every sub-env up to ``_n_ahead`` episodes drawn ahead from its own
-        generator, in order (one ``random`` call per sub-env for all its new episodes: the
-        same stream as one call per episode), and work out their exit chains, channel paths
-        and confidences for all of them at once (the same comparisons as
-        :meth:`EarlyExitUploadModel.episode_from_uniforms`)."""
-        m, K, E = self.model, self._K, self._n_ahead
-        N = K + self._H - 1
-        left = E - self._head
-        src = np.minimum(self._head[:, None] + np.arange(E), E - 1)
-        for buf in (self._u_ahead, self._ex_ahead, self._conf_ahead, self._st_ahead):
-            buf[:] = np.take_along_axis(buf, src[:, :, None], axis=1)
-        for i in np.flatnonzero(left < E):
-            self.rngs[i].random(out=self._u_ahead[i, left[i] :])
-        new = np.arange(E)[None, :] >= left[:, None]
-        u = self._u_ahead[new]
-        exits = m._exit_chain(u[:, :K])
-        lo = m.cfg.exit_threshold
-        uc = u[:, K + N :]
-        self._ex_ahead[new] = exits
-        self._conf_ahead[new] = np.where(exits, lo + uc * (1.0 - lo), uc * lo)
-        self._st_ahead[new] = m.fsmc_paths(u[:, K : K + N])
-        self._head[:] = 0
+                    self._avail[i] = 0
 
     def _run_costs(self, tok: np.ndarray, rate: np.ndarray) -> np.ndarray:
-        """The ``_RUN_COLS`` of a forced (non-exited) upload of one state from backlog 0 with
-        the radio in its tail, at tokens ``tok`` and rates ``rate`` (broadcast), stacked on
-        a last axis."""
+        """The first ``_N_RUN`` columns of a forced (non-exited) upload of one state from
+        backlog 0 with the radio in its tail, at tokens ``tok`` and rates ``rate``
+        (broadcast), stacked on a last axis."""
         m = self.model
         lat, en, stall, _, wake = m.token_cost(tok, 0, 1, rate, 0, 0)
         if np.any(wake):  # pragma: no cover - timer 0 < tail_steps: never asleep
             raise RuntimeError("EarlyExitUploadVectorEnv: a run token woke the radio")
         lat = np.asarray(lat, float)
-        out = np.empty((*lat.shape, len(_RUN_COLS)))
-        out[..., 0], out[..., 1], out[..., 2] = lat, en, stall
-        out[..., 3] = 1 * m.state_bits / 8.0
-        out[..., 4] = np.broadcast_to(m.device_energy_j[tok], lat.shape)
+        out = np.empty((*lat.shape, _N_RUN))
+        out[..., _LAT], out[..., _EN], out[..., _STALL] = lat, en, stall
+        out[..., _SENT] = 1 * m.state_bits / 8.0
+        out[..., _COMP] = np.broadcast_to(m.device_energy_j[tok], lat.shape)
+        out[..., _FORCED] = 1.0
         return out
 
     def action_masks(self) -> np.ndarray:
@@ -280,76 +272,174 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         array: every action is legal at every decision)."""
         return self._masks
 
+    # ---- the episode pool --------------------------------------------------------------
+    def _refill(self) -> None:
+        """fsmc mode: fill every sub-env's free pool rows with episodes drawn ahead from its
+        own generator, in ring order (one ``random`` call per sub-env for all its new
+        episodes: the same stream as one call per episode), and work them out together
+        (:meth:`_derive`)."""
+        E, K, N = self._E, self._K, self._N
+        free = E - 1 - self._avail
+        subs = np.flatnonzero(free > 0)
+        if not subs.size:
+            return
+        counts = free[subs]
+        first = self._cur[subs] + 1 + self._avail[subs]
+        # Ring positions of each sub-env's free slots, in draw order.
+        offs = np.arange(int(counts.max()))
+        slot = (first[:, None] + offs) % E
+        slot = slot[offs[None, :] < counts[:, None]]
+        rows = np.repeat(subs * E, counts) + slot
+        u = np.concatenate(
+            [self.rngs[i].random((c, 2 * K + N)) for i, c in zip(subs, counts, strict=True)]
+        )
+        self._u[rows] = u
+        self._avail[subs] += counts
+        self._derive(rows, u)
+
+    def _derive(self, rows: np.ndarray, u: np.ndarray) -> None:
+        """fsmc mode: the episodes of pool ``rows`` from their uniforms ``u`` (the same
+        comparisons as :meth:`EarlyExitUploadModel.episode_from_uniforms`, batched), then
+        their tables (:meth:`_prepare`)."""
+        m, K, H, N = self.model, self._K, self._H, self._N
+        exits = m._exit_chain(u[:, :K])
+        lo = m.cfg.exit_threshold
+        uc = u[:, K + N :]
+        states = m.fsmc_paths(u[:, K : K + N])
+        self._exits[rows] = exits
+        self._conf[rows] = np.where(exits, lo + uc * (1.0 - lo), uc * lo)
+        self._rates[rows] = m._state_rate_arr[states]
+        self._snr_obs[rows] = m._state_obs_arr[states]
+        self._ch[rows] = states[:, H - 1 :]
+        self._prepare(rows)
+
+    def _prepare(self, rows: np.ndarray) -> None:
+        """The per-episode tables of pool ``rows`` (their draws are set): next exits, run
+        costs, observation table, and with the token table the parts of the table rows'
+        indices that depend on the episode only (decision ``dec_base``; the token after a
+        decision: forced when the backlog reaches ``thresh`` (0 if it does not exit, the
+        limit if it does, never after the end), its row ``first_base + first_mult * b +
+        asleep``: a non-exited token's ``off_nex + 2 (k (B+1) C + c) + 2 C b``, a limit
+        upload's ``off_lim + 2 (k C + c)``) and the sums and state where the episode's
+        forced first tokens leave it (:meth:`_start_rows`)."""
+        m, K, H = self.model, self._K, self._H
+        ex = self._exits[rows]
+        kk = np.arange(K)
+        tok = (rows * (K + 1))[:, None] + kk  # flat (row, token) positions, tokens < K
+        pos = np.where(ex, kk, K)
+        self._next_exit[tok] = np.minimum.accumulate(pos[:, ::-1], axis=1)[:, ::-1]
+        if self._run_table is not None:
+            run = self._run_table[kk, self._ch[rows]]
+        else:
+            run = self._run_costs(kk, self._rates[rows, H - 1 :])
+        run[ex] = 0.0  # a run stops at an exited token: it adds nothing
+        self._run_cost[tok] = run
+        if self._obs_tab is not None:
+            self._fill_obs_table(rows)
+        if self._table is None:
+            return
+        B, C = m.limit, m.fsmc.n_states
+        A = self.single_action_space.n
+        st = self._ch[rows]
+        self._dec_base[tok] = 2 * (kk * ((B + 1) * A * C) + st)
+        self._first_base[tok] = np.where(
+            ex, self._off_lim + 2 * (kk * C + st), self._off_nex + 2 * (kk * ((B + 1) * C) + st)
+        )
+        self._first_mult[tok] = np.where(ex, 0, 2 * C)
+        self._thresh[tok] = np.where(ex, B, 0)
+        self._start_rows(rows, ex[:, 0])
+
+    def _start_rows(self, rows: np.ndarray, exit0: np.ndarray) -> None:
+        """Token table path: where each new episode of pool ``rows`` stands at its first
+        decision (what :meth:`_advance` does with no action): token 0 exits (a decision at
+        once, nothing processed), or token 0's forced upload of one state from backlog 0
+        at the initial radio timer, then the run of non-exited tokens after it (backlog 0,
+        radio tail restarted: transition(0, t, 1))."""
+        m = self.model
+        acc = np.zeros((rows.size, _N_COLS))
+        k0 = np.zeros(rows.size, dtype=np.int64)
+        t0 = np.full(rows.size, self._timer0, dtype=np.int64)
+        f = np.flatnonzero(~exit0)
+        if f.size:
+            r = rows[f]
+            first = self._off_nex + 2 * self._ch[r, 0] + int(self._timer0 >= m.tail_steps)
+            a0 = self._table.take(first, axis=0)
+            k0[f] = self._runs(r * (self._K + 1), np.ones(f.size, dtype=np.int64), a0)
+            acc[f] = a0
+            t0[f] = 0
+        self._start_acc[rows] = acc
+        self._start_k[rows] = k0
+        self._start_timer[rows] = t0
+
     # ---- reset -------------------------------------------------------------------------
     def _reset_envs(
         self, mask: np.ndarray, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        m, K, H = self.model, self._K, self._H
+        m, K, H, E = self.model, self._K, self._H, self._E
         opts = self.single_env._check_options(options) if options else {}
         idx = np.flatnonzero(mask)
-        states = np.empty((idx.size, K), dtype=np.intp)  # fsmc: the tokens' channel states
         if opts:
-            for row, i in enumerate(idx):
-                if self._head is not None and self._head[i] < self._n_ahead:
-                    # The generator already drew this episode's uniforms (prefetched).
-                    ep = m.episode_from_uniforms(self._u_ahead[i, self._head[i]], **opts)
-                    self._head[i] += 1
+            rows = np.empty(idx.size, dtype=np.int64)
+            for j, i in enumerate(idx):
+                slot = (self._cur[i] + 1) % E
+                row = i * E + slot
+                if self._fsmc and self._avail[i] > 0:
+                    # The generator already drew this episode's uniforms (drawn ahead).
+                    ep = m.episode_from_uniforms(self._u[row], **opts)
+                    self._avail[i] -= 1
                 else:
                     ep = m.sample_episode(self.rngs[i], **opts)
-                self._exits[i] = ep.exits
-                self._conf[i] = ep.conf
-                self._rates[i] = ep.rates
-                self._snr_obs[i] = ep.snr_obs
-                states[row] = ep.states[H - 1 :]
-        elif self._head is not None:
-            if (self._head[idx] == self._n_ahead).any():
-                self._prefetch()
-            slot = self._head[idx]
-            self._head[idx] += 1
-            self._exits[idx] = self._ex_ahead[idx, slot]
-            self._conf[idx] = self._conf_ahead[idx, slot]
-            slots = self._st_ahead[idx, slot]
-            self._rates[idx] = m._state_rate_arr[slots]
-            self._snr_obs[idx] = m._state_obs_arr[slots]
-            states = slots[:, H - 1 :]
+                self._cur[i] = slot
+                rows[j] = row
+                self._exits[row] = ep.exits
+                self._conf[row] = ep.conf
+                self._rates[row] = ep.rates
+                self._snr_obs[row] = ep.snr_obs
+                if self._fsmc:
+                    self._ch[row] = ep.states[H - 1 :]
+            self._prepare(rows)
+        elif self._fsmc:
+            if not self._avail[idx].all():
+                self._refill()
+            cur = self._cur[idx] + 1
+            cur[cur == E] = 0
+            self._cur[idx] = cur
+            self._avail[idx] -= 1
+            rows = idx * E + cur
         else:
+            rows = idx  # one pool row per sub-env
             eps = m.sample_episodes([self.rngs[i] for i in idx])
-            self._exits[idx] = eps["exits"]
-            self._conf[idx] = eps["conf"]
-            self._rates[idx] = eps["rates"]
-            self._snr_obs[idx] = eps["snr_obs"]
-        self._ch[idx] = states
-        if self._table is not None:
-            self._fill_row_bases(idx, states)
-        ex = self._exits[idx]
-        # Next exited token at or after each token (K if none).
-        pos = np.where(ex, np.arange(K), K)
-        self._next_exit[idx, :K] = np.minimum.accumulate(pos[:, ::-1], axis=1)[:, ::-1]
-        # A forced (non-exited) upload of one state from backlog 0, radio in its tail.
-        if self._run_table is not None:
-            self._run_cost[idx, :K] = self._run_table[np.arange(K), states]
-        else:
-            self._run_cost[idx, :K] = self._run_costs(np.arange(K), self._rates[idx, H - 1 :])
-        if self._obs_tab is not None:
-            self._fill_obs_table(idx)
-        self._k[idx] = 0
+            self._exits[rows] = eps["exits"]
+            self._conf[rows] = eps["conf"]
+            self._rates[rows] = eps["rates"]
+            self._snr_obs[rows] = eps["snr_obs"]
+            self._prepare(rows)
+        self._row[idx] = rows
+        self._rk1[idx] = rows * (K + 1)
         self._b[idx] = 0
-        self._timer[idx] = self._timer0
-        self._acc[idx] = 0.0
         self._episode[idx] = 0.0
-        # Sub-envs whose first token does not exit start with forced tokens (backlog 0 is
-        # below the limit, so an exited first token is a decision).
-        forced_start = idx[~self._exits[idx, 0]]
-        if forced_start.size:
-            if self._table is not None:
-                self._start_forced(forced_start)
-            else:
+        if self._acc is self._zero_acc:
+            self._acc = np.zeros_like(self._zero_acc)
+        if self._table is not None:
+            start_k = self._start_k.take(rows)
+            self._k[idx] = start_k
+            self._timer[idx] = self._start_timer.take(rows)
+            self._acc[idx] = self._start_acc.take(rows, axis=0)
+            self._pending[idx] = start_k == K
+        else:
+            self._k[idx] = 0
+            self._timer[idx] = self._timer0
+            self._acc[idx] = 0.0
+            # Sub-envs whose first token does not exit start with forced tokens (backlog 0
+            # is below the limit, so an exited first token is a decision).
+            forced_start = idx[~self._exits[rows, 0]]
+            if forced_start.size:
                 self._advance(forced_start, None)
-        self._pending[idx] = self._k[idx] == K
+            self._pending[idx] = self._k[idx] == K
         obs = self._step_obs  # within an autoreset: the step's observation, reset rows redone
         self._step_obs = None
         if obs is None or idx.size == self.num_envs:
-            return self._observe(self._rows), {}
+            return self._observe(None), {}
         obs[idx] = self._observe(idx)
         return obs, {}
 
@@ -365,27 +455,26 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
             )
         if a.min() < 0 or a.max() >= n_actions:
             raise ValueError(f"actions={actions!r}: every action must be in [0, {n_actions - 1}]")
-        m = self.model
+        a = a.astype(np.int64, copy=False)  # index arithmetic without small-int overflow
         if self._pending.any():  # ended at reset: this step only delivers their costs
             live = np.flatnonzero(~self._pending)
             self._pending[:] = False
             if live.size:
                 self._advance(live, a[live])
         else:
-            self._advance(self._rows, a)
+            self._advance(None, a)
         acc = self._acc
-        self._acc = np.zeros_like(acc)
+        self._acc = self._zero_acc
         self._episode += acc
-        lc, ec = m.cost_terms(acc[:, _LAT], acc[:, _EN])
+        lc, ec = self.model.cost_terms(acc[:, _LAT], acc[:, _EN])
         reward = -(lc + ec)
         terminated = self._k == self._K
-        infos: dict[str, Any] = {}
-        for c, key in enumerate(LEAN_KEYS):
-            infos[key], infos["_" + key] = acc[:, c], self._all
-        truncated = np.zeros(self.num_envs, dtype=bool)
-        obs = self._observe(self._rows)
+        obs = self._observe(None)
         if not terminated.any():
-            return obs, reward, terminated, truncated, infos
+            infos: dict[str, Any] = {}
+            for key, c in _INFO_COLS:
+                infos[key], infos["_" + key] = acc[:, c], self._all
+            return obs, reward, terminated, self._truncated.copy(), infos
         # SAME_STEP autoreset (MeiVectorEnv._autoreset's layout, written out for this env's
         # fixed keys: lean keys on every sub-env, episode totals where it ended; no
         # truncation, empty reset infos).
@@ -396,14 +485,13 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         tot = self._episode.copy()
         live = ~done
         live.flags.writeable = False
-        nobody = np.zeros(self.num_envs, dtype=bool)
-        nobody.flags.writeable = False
+        nobody = self._truncated
         final_info: dict[str, Any] = {}
         out: dict[str, Any] = {}
-        for c, key in enumerate(LEAN_KEYS):
+        for key, c in _INFO_COLS:
             final_info[key], final_info["_" + key] = acc[:, c], done
             out[key], out["_" + key] = acc[:, c], live
-        for c, key in enumerate(EPISODE_KEYS):
+        for key, c in _EPISODE_COLS:
             final_info[key], final_info["_" + key] = tot[:, c], done
             out[key], out["_" + key] = tot[:, c], nobody
         final_obs = np.full(self.num_envs, None, dtype=object)
@@ -414,22 +502,99 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         self._step_obs = None
         out["final_obs"], out["_final_obs"] = final_obs, done
         out["final_info"], out["_final_info"] = final_info, done
-        return obs, reward, terminated, truncated, out
+        return obs, reward, terminated, self._truncated.copy(), out
 
     # ---- internals ---------------------------------------------------------------------
-    def _advance(self, idx: np.ndarray, actions: np.ndarray | None) -> None:
-        """Move the sub-envs ``idx`` (none of them ended) to their next decision or the end:
-        the decision token (``actions`` of ``idx``; None at reset: no decision), at most
-        one forced token from the state it leaves, then a run of non-exited tokens (costs
-        from the per-episode table), adding the costs to the step sums in token order with
-        one ``np.add.accumulate`` (the single env's sums, bit for bit)."""
-        m, K, H, limit = self.model, self._K, self._H, self.model.limit
-        everyone = idx.size == self.num_envs
-        if everyone:
-            k, b, timer, row_k = self._k, self._b, self._timer, self._row_k
-        else:
-            k, b, timer, row_k = self._k[idx], self._b[idx], self._timer[idx], self._row_k[idx]
-        parts = [self._acc[idx][:, None, :]]
+    def _state(self, idx: np.ndarray | None) -> tuple[np.ndarray, ...]:
+        """Token, backlog, timer, ``row * (K + 1)`` and step sums of the sub-envs ``idx``
+        (None: all of them, without copies)."""
+        if idx is None:
+            return self._k, self._b, self._timer, self._rk1, self._acc
+        return self._k[idx], self._b[idx], self._timer[idx], self._rk1[idx], self._acc[idx]
+
+    def _set_state(self, idx: np.ndarray | None, k: Any, b: Any, timer: Any, acc: Any) -> None:
+        if idx is None:
+            self._k, self._b, self._timer, self._acc = k, b, timer, acc
+            return
+        self._k[idx], self._b[idx], self._timer[idx] = k, b, timer
+        if self._acc is self._zero_acc:
+            self._acc = np.zeros_like(self._zero_acc)
+        self._acc[idx] = acc
+
+    def _advance(self, idx: np.ndarray | None, actions: np.ndarray | None) -> None:
+        """Move the sub-envs ``idx`` (None: all; none of them ended) to their next decision
+        or the end: the decision token (``actions`` of ``idx``; None at reset: no
+        decision), at most one forced token from the state it leaves, then a run of
+        non-exited tokens (costs from the per-episode table), adding the costs to the step
+        sums in token order (the single env's sums, bit for bit)."""
+        if self._table is None:
+            self._advance_costs(idx, actions)
+            return
+        m, K, limit, M = self.model, self._K, self.model.limit, self.model.tail_steps
+        k, b, timer, rk1, acc = self._state(idx)
+        # The decision token: the states it uploads, the backlog and radio timer after it.
+        ab = actions * (limit + 1) + b
+        n_decision = self._n_up_flat.take(ab)
+        b1 = b - n_decision + 1
+        t1 = self._timer_after.take(self._up_off.take(ab) + timer)
+        pos = rk1 + k
+        pos1 = pos + 1
+        # The token after it: forced (non-exited, or exited with a full backlog) or not.
+        forced = b1 >= self._thresh.take(pos1)
+        first = self._first_base.take(pos1) + self._first_mult.take(pos1) * b1
+        first += t1 >= M
+        first = np.where(forced, first, self._zero_row)
+        dec = self._dec_base.take(pos) + self._dec_off.take(ab)
+        dec += timer >= M
+        rows = self._table.take(dec, axis=0)
+        total = rows if acc is self._zero_acc else acc + rows
+        first_rows = self._table.take(first, axis=0)
+        k1 = k + 1
+        if m.cfg.flush_at_end:
+            # The backlog left after the last token is flushed (energy only), in the forced
+            # token's place (none is forced after the last token).
+            flush = (k1 == K) & (b1 > 0)
+            if flush.any():
+                f = np.flatnonzero(flush)
+                rows_f = (self._row if idx is None else self._row[idx])[f]
+                rate0 = self._rates[rows_f, k[f] + self._H - 1]
+                first_rows[f, _EN] = m.flush_energy(b1[f], rate0, t1[f])
+                first_rows[f, _SENT] = b1[f] * m.state_bits / 8.0
+                first_rows[f, _WAKE] = t1[f] >= M
+                b1 = np.where(flush, 0, b1)
+        total += first_rows
+        # A forced token uploads the backlog and itself: backlog 0, radio tail restarted
+        # (transition(b1, t1, b1 + 1)); the run after it (if any) keeps them so.
+        b2 = np.where(forced, 0, b1)
+        t2 = np.where(forced, 0, t1)
+        stop = self._runs(rk1, k1 + forced, total)
+        self._set_state(idx, stop, b2, t2, total)
+
+    def _runs(self, rk1: np.ndarray, k2: np.ndarray, total: np.ndarray) -> np.ndarray:
+        """Add to the step sums ``total`` (in place) the run of non-exited tokens from token
+        ``k2`` on (from backlog 0, radio in its tail: costs from the per-episode table; the
+        episodes' pool rows ``rk1 / (K + 1)``) in token order with one ``np.add.accumulate``;
+        return where each stops (its next exited token, or K)."""
+        stop = self._next_exit.take(rk1 + k2)
+        ran = stop > k2
+        if not ran.any():
+            return stop
+        sel = np.flatnonzero(ran)
+        start, end = k2[sel], stop[sel]
+        steps = np.arange(int((end - start).max()))
+        # Positions past a run's end read its stop token's zeros (adding 0.0 changes nothing).
+        pos = np.minimum(start[:, None] + steps, end[:, None]) + rk1[sel, None]
+        sums = np.concatenate([total[sel, None, :_N_RUN], self._run_cost.take(pos, axis=0)], axis=1)
+        total[sel, :_N_RUN] = np.add.accumulate(sums, axis=1)[:, -1]
+        return stop
+
+    def _advance_costs(self, idx: np.ndarray | None, actions: np.ndarray | None) -> None:
+        """:meth:`_advance` without a token table (gauss_markov mode, or a table too big):
+        the decision token's and the forced token's costs from token_cost."""
+        m, K, limit = self.model, self._K, self.model.limit
+        k, b, timer, rk1, acc = self._state(idx)
+        rows = self._row if idx is None else self._row[idx]
+        parts = [acc[:, None, :]]
         # The token that may be forced: the one after the decision, or the current one.
         if actions is not None:
             n_decision = self._n_up_flat.take(actions * (limit + 1) + b)
@@ -442,7 +607,7 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
             n_decision = None
             b1, t1, k1 = b, timer, k
         k1c = np.minimum(k1, K - 1)
-        exited1 = self._exits.reshape(-1)[row_k + k1c]
+        exited1 = self._exits[rows, k1c]
         forced = (k1 < K) & (~exited1 | (b1 >= limit))
         n1 = np.where(forced, b1 + 1, 0)
         # The backlog left after the last token is flushed (energy only).
@@ -451,91 +616,22 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
             flush = (k1 == K) & (b1 > 0)
             if not flush.any():
                 flush = None
-        if self._table is not None:
-            # Gather the decision token's and the forced token's rows (a row of zeros where
-            # no token is forced); a flush takes the forced token's place (it only happens
-            # after the last token, where none is).
-            B, C, M = limit, m.fsmc.n_states, m.tail_steps
-            pos1 = row_k + k1c
-            first = np.where(
-                exited1,
-                self._base_lim.take(pos1),
-                self._base_nex.take(pos1) + (2 * C) * np.minimum(b1, B),
-            )
-            first += t1 >= M
-            first = np.where(forced, first, self._zero_row)
-            if n_decision is None:
-                rows = self._table.take(first, axis=0)[:, None, :]
-            else:
-                A = self.single_action_space.n
-                dec = self._base_dec.take(row_k + k) + (2 * C) * (b * A + actions)
-                dec += timer >= M
-                rows = self._table.take(np.stack([dec, first], axis=1), axis=0)
-                if flush is not None:
-                    f = np.flatnonzero(flush)
-                    rate0 = self._rates[idx[f], k[f] + H - 1]
-                    rows[f, 1, _EN] = m.flush_energy(b1[f], rate0, t1[f])
-                    rows[f, 1, _SENT] = b1[f] * m.state_bits / 8.0
-                    rows[f, 1, _WAKE] = t1[f] >= m.tail_steps
-                    b1 = np.where(flush, 0, b1)
-            parts.append(rows)
-        else:
-            self._cost_parts(idx, parts, k, b, timer, n_decision, b1, t1, k1c, n1, flush)
-            if flush is not None:
-                b1 = np.where(flush, 0, b1)
+        self._cost_parts(rows, parts, k, b, timer, n_decision, b1, t1, k1c, n1, flush)
+        if flush is not None:
+            b1 = np.where(flush, 0, b1)
         # transition(b1, t1, b1 + 1) where a token is forced: backlog 0, radio tail restarted.
         b2, t2 = np.where(forced, 0, b1), np.where(forced, 0, t1)
-        k2 = k1 + forced
         # The step sums in token order (the single env's running sums, bit for bit).
         total = parts[0][:, 0]
         for part in parts[1:]:
             for j in range(part.shape[1]):
                 total = total + part[:, j]
-        self._acc[idx] = total
-        stop, ran = self._add_runs(idx, k2)
-        if ran is not None:
-            b2, t2 = np.where(ran, 0, b2), np.where(ran, 0, t2)
-        self._k[idx], self._b[idx], self._timer[idx] = stop, b2, t2
-
-    def _add_runs(self, idx: np.ndarray, k2: np.ndarray) -> tuple[np.ndarray, Any]:
-        """Add to the step sums of the sub-envs ``idx`` the run of non-exited tokens from
-        token ``k2`` on (from backlog 0, radio in its tail: costs from the per-episode
-        table) in token order with one ``np.add.accumulate``; return where each stops (its
-        next exited token, or K) and which ran (None if none did)."""
-        K = self._K
-        stop = self._next_exit[idx, k2]
-        run = stop - k2
-        ran = run > 0
-        if not ran.any():
-            return stop, None
-        r, length, start = idx[ran], run[ran], k2[ran]
-        steps = np.arange(int(length.max()))
-        costs = self._run_cost[r[:, None], np.minimum(start[:, None] + steps, K)]
-        costs[steps[None, :] >= length[:, None]] = 0.0  # adding 0.0 leaves a sum unchanged
-        acc = self._acc[r]
-        sums = np.concatenate([acc[:, None, _RUN_COLS], costs], axis=1)
-        acc[:, _RUN_COLS] = np.add.accumulate(sums, axis=1)[:, -1]
-        acc[:, _FORCED] += length  # whole numbers: exact
-        self._acc[r] = acc
-        return stop, ran
-
-    def _start_forced(self, idx: np.ndarray) -> None:
-        """Token table path: the new episodes of the sub-envs ``idx``, whose token 0 does not
-        exit, up to their first decision (what :meth:`_advance` does with no action, in
-        fewer operations): token 0's forced upload of one state from backlog 0 at the
-        initial radio timer, then the run of non-exited tokens after it."""
-        m = self.model
-        B, C = m.limit, m.fsmc.n_states
-        c0 = self._ch[idx, 0]
-        first = self._off_nex + (0 * (B + 1) * C + c0) * 2 + int(self._timer0 >= m.tail_steps)
-        self._acc[idx] = self._acc[idx] + self._table.take(first, axis=0)
-        stop, _ = self._add_runs(idx, np.ones(idx.size, dtype=np.int64))
-        # A forced upload empties the backlog and restarts the tail (transition(0, t, 1)).
-        self._k[idx], self._b[idx], self._timer[idx] = stop, 0, 0
+        stop = self._runs(rk1, k1 + forced, total)
+        self._set_state(idx, stop, b2, t2, total)
 
     def _cost_parts(
         self,
-        idx: np.ndarray,
+        rows: np.ndarray,
         parts: list[np.ndarray],
         k: np.ndarray,
         b: np.ndarray,
@@ -547,14 +643,13 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         n1: np.ndarray,
         flush: np.ndarray | None,
     ) -> None:
-        """Without a token table (gauss_markov mode, or a table too big): the step-sum rows
-        of the decision token, the flush and the forced token, from token_cost (both tokens
-        in one evaluation), appended to ``parts``."""
+        """Without a token table: the step-sum rows of the decision token, the flush and
+        the forced token, from token_cost (both tokens in one evaluation), appended to
+        ``parts`` (``rows``: the sub-envs' pool rows)."""
         m, H = self.model, self._H
-        n_cols = len(LEAN_KEYS)
-        rates = self._rates[idx]
-        sub = np.arange(idx.size)
-        ex1 = self._exits[idx, k1c].astype(np.int64)
+        rates = self._rates[rows]
+        sub = np.arange(rows.size)
+        ex1 = self._exits[rows, k1c].astype(np.int64)
         if n_decision is not None:
             kk = np.concatenate([k, k1c])
             lat, en, stall, _, wake = m.token_cost(
@@ -565,15 +660,15 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
                 np.concatenate([timer, t1]),
                 np.concatenate([np.ones_like(ex1), ex1]),
             )
-            dec = np.zeros((idx.size, 2, n_cols))
+            dec = np.zeros((rows.size, 2, _N_COLS))
             dec[:, 0, _LAT], dec[:, 0, _EN], dec[:, 0, _STALL] = (
-                lat[: idx.size],
-                en[: idx.size],
-                stall[: idx.size],
+                lat[: rows.size],
+                en[: rows.size],
+                stall[: rows.size],
             )
             dec[:, 0, _SENT] = n_decision * m.state_bits / 8.0
             dec[:, 0, _VOL] = n_decision > 0
-            dec[:, 0, _WAKE] = wake[: idx.size]
+            dec[:, 0, _WAKE] = wake[: rows.size]
             dec[:, 0, _COMP] = m.device_energy_j[k]
             if flush is not None:
                 rate0 = rates[sub, k + H - 1]
@@ -582,14 +677,14 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
                 dec[:, 1, _WAKE] = flush & (t1 >= m.tail_steps)
             parts.append(dec)
             lat, en, stall, wake = (
-                lat[idx.size :],
-                en[idx.size :],
-                stall[idx.size :],
-                wake[idx.size :],
+                lat[rows.size :],
+                en[rows.size :],
+                stall[rows.size :],
+                wake[rows.size :],
             )
         else:
             lat, en, stall, _, wake = m.token_cost(k1c, b1, n1, rates[sub, k1c + H - 1], t1, ex1)
-        first = np.zeros((idx.size, 1, n_cols))
+        first = np.zeros((rows.size, 1, _N_COLS))
         first[:, 0, _LAT], first[:, 0, _EN], first[:, 0, _STALL] = lat, en, stall
         first[:, 0, _SENT] = n1 * m.state_bits / 8.0
         first[:, 0, _FORCED] = 1 - ex1
@@ -599,42 +694,45 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         first[n1 == 0] = 0.0  # no forced token
         parts.append(first)
 
-    def _fill_obs_table(self, idx: np.ndarray) -> None:
-        """The observation tables of the sub-envs ``idx`` (new episodes): every column but
-        the backlog's and the radio's, at tokens 0..K (K: after the end), as ``_observe``
+    def _fill_obs_table(self, rows: np.ndarray) -> None:
+        """The observation tables of pool ``rows`` (new episodes): every column but the
+        backlog's and the radio's, at tokens 0..K (K: after the end), as ``_observe``
         computes them."""
         K, H = self._K, self._H
-        tab = np.empty((idx.size, K + 1, H + 7), dtype=np.float32)
+        tab = np.empty((rows.size, K + 1, H + 7), dtype=np.float32)
         tab[:] = self._tok_cols
-        tab[:, :, :H] = self._snr_obs[idx][:, self._win]
-        tab[:, :K, H + 3] = self._exits[idx]
+        tab[:, :, :H] = self._snr_obs[rows][:, self._win]
+        tab[:, :K, H + 3] = self._exits[rows]
         tab[:, K, H + 3] = 0.0
-        tab[:, :K, H + 4] = self._conf[idx]
+        tab[:, :K, H + 4] = self._conf[rows]
         tab[:, K, H + 4] = 0.0
-        rate = self._rates[idx][:, self._win[:, 0]] / self.model.mean_rate_bps
+        rate = self._rates[rows][:, self._win[:, 0]] / self.model.mean_rate_bps
         tab[:, :, H + 6] = np.minimum(rate, 1.0)
-        rows = (self._row_k1[idx][:, None] + np.arange(K + 1)).reshape(-1)
-        self._obs_tab[rows] = tab.reshape(-1, H + 7)
+        self._obs_tab[((rows * (K + 1))[:, None] + np.arange(K + 1)).reshape(-1)] = tab.reshape(
+            -1, H + 7
+        )
 
-    def _observe(self, rows: np.ndarray) -> np.ndarray:
-        """Observations of the sub-envs ``rows`` (the single env's ``_obs``, batched)."""
+    def _observe(self, idx: np.ndarray | None) -> np.ndarray:
+        """Observations of the sub-envs ``idx`` (None: all; the single env's ``_obs``,
+        batched)."""
         K, H = self._K, self._H
+        k, b, timer, rk1, _ = self._state(idx)
         if self._obs_tab is not None:
-            obs = self._obs_tab.take(self._row_k1[rows] + self._k[rows], axis=0)
-            obs[:, H] = self._backlog_col.take(self._b[rows])
-            obs[:, H + 5] = self._radio_col.take(self._timer[rows])
+            obs = self._obs_tab.take(rk1 + k, axis=0)
+            obs[:, H] = self._backlog_col.take(b)
+            obs[:, H + 5] = self._radio_col.take(timer)
             return obs
-        k = self._k[rows]
+        rows = self._row if idx is None else self._row[idx]
         done = k == K
         j = np.minimum(k, K - 1)
         obs = np.empty((rows.size, H + 7), dtype=np.float32)
         obs[:, :H] = self._snr_obs[rows[:, None], j[:, None] + self._window]
-        obs[:, H] = self._b[rows] / self.model.limit
+        obs[:, H] = b / self.model.limit
         obs[:, H + 1] = self._left_obs[k]
         obs[:, H + 2] = self._ctx_obs[k]
         obs[:, H + 3] = self._exits[rows, j] & ~done
         obs[:, H + 4] = np.where(done, 0.0, self._conf[rows, j])
-        obs[:, H + 5] = 1.0 - self._timer[rows] / self.model.tail_steps
+        obs[:, H + 5] = 1.0 - timer / self.model.tail_steps
         rate = self._rates[rows, j + H - 1] / self.model.mean_rate_bps
         obs[:, H + 6] = np.minimum(rate, 1.0)
         return obs
