@@ -81,6 +81,8 @@ _EPISODE_COLS = tuple(
     (ep_key, _COL_OF_KEY[key]) for key, ep_key in zip(LEAN_KEYS, EPISODE_KEYS, strict=True)
 )
 _N_COLS = len(_COL_OF_KEY)
+# Columns of the per-episode decision table (see EarlyExitUploadVectorEnv._prepare).
+_DEC, _FIRST, _MULT, _FORCE, _CLEAR, _NEXT2 = range(6)
 
 
 class EarlyExitUploadVectorEnv(MeiVectorEnv):
@@ -129,7 +131,7 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         # ahead, a ring; fsmc mode) or 1 (gauss_markov: drawn at reset), each with the
         # episode's draws and its per-episode tables (see _prepare).
         obs_bytes = (K + 1) * (H + 7) * 4
-        per_episode = (2 * K + N) * 8 + K * 25 + N * 12 + (K + 1) * 88 + obs_bytes + 96
+        per_episode = (2 * K + N) * 8 + K * 25 + N * 12 + (K + 1) * 104 + obs_bytes + 96
         E = int(np.clip(_POOL_BYTES // (n * per_episode), 2, 8)) if self._fsmc else 1
         P = n * E
         self._E = E
@@ -146,10 +148,9 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         self._next_exit = np.full(P * (K + 1), K, dtype=np.int64)
         self._run_cost = np.zeros((P * (K + 1), _N_RUN))
         if self._table is not None:
-            self._dec_base = np.zeros(P * (K + 1), dtype=np.int64)
-            self._first_base = np.zeros(P * (K + 1), dtype=np.int64)
-            self._first_mult = np.zeros(P * (K + 1), dtype=np.int64)
-            self._thresh = np.full(P * (K + 1), m.limit + 1, dtype=np.int64)
+            # Per decision token k (see _prepare): _DEC, _FIRST, _MULT, _FORCE, _CLEAR,
+            # _NEXT2 (one gather a step).
+            self._dtab = np.zeros((P * (K + 1), 6), dtype=np.int64)
             self._start_acc = np.zeros((P, _N_COLS))
             self._start_k = np.zeros(P, dtype=np.int64)
             self._start_timer = np.zeros(P, dtype=np.int64)
@@ -199,13 +200,17 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         backlog-limit uploads ``(token, state, asleep)``, non-exited tokens ``(token,
         backlog, state, asleep)``, then a row of zeros. The timer enters a token's cost only
         through asleep (tests/test_early_exit_fastpath.py), so it is evaluated at timer 0
-        and at tail_steps. None (costs evaluated per step) in gauss_markov mode or when the
-        table would exceed ``_MAX_TABLE_ROWS``."""
+        and at tail_steps. The token after a decision is looked up by its backlog ``b``
+        whatever it is: an exited token's block has zeros below the limit (no token
+        forced) and the limit upload at ``b = limit``; after the last token, the flush
+        block (``flush_energy`` of ``b`` states at the last token's FSMC state; zeros for
+        ``b = 0``), or two zero rows without ``flush_at_end``. None (costs evaluated per
+        step) in gauss_markov mode or when the table would exceed ``_MAX_TABLE_ROWS``."""
         m = self.model
         K, B, M = m.K, m.limit, m.tail_steps
         C, A = m.fsmc.n_states, len(m.cfg.upload_fractions)
         self._table = None
-        n_rows = K * (B + 1) * C * 2 * (A + 1) + K * C * 2 + 1
+        n_rows = 2 * (B + 1) * C * (K * (A + 2) + 1) + 2
         if m.channel.mode != "fsmc" or n_rows > _MAX_TABLE_ROWS:
             return
         rate = np.asarray(m.state_rate_bps, float)
@@ -232,13 +237,26 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         n5 = m.n_up_table[a5, b5]
         dec = rows(k5, b5, n5, cc[:, None], tt, 1, True, 0.0, 0.0)
         k3 = kk[:, None, None]
-        lim = rows(k3, B, B + 1, cc[None, :, None], tt, 1, False, 0.0, 1.0)
+        lim = np.zeros((K, C, B + 1, 2, _N_COLS))
+        lim[:, :, B] = rows(k3, B, B + 1, cc[None, :, None], tt, 1, False, 0.0, 1.0).reshape(
+            K, C, 2, _N_COLS
+        )
         k4, b4 = kk[:, None, None, None], bb[None, :, None, None]
         nex = rows(k4, b4, b4 + 1, cc[:, None], tt, 0, False, 1.0, 0.0)
-        self._table = np.concatenate([dec, lim, nex, np.zeros((1, _N_COLS))])
+        flush = np.zeros((C, B + 1, 2, _N_COLS))
+        if m.cfg.flush_at_end:
+            fb, fc, ft = bb[None, :, None], cc[:, None, None], tt[None, None, :]
+            flush[..., _EN] = m.flush_energy(fb, rate[fc], timer[ft])
+            flush[..., _SENT] = fb * m.state_bits / 8.0
+            flush[..., _WAKE] = timer[ft] >= M
+            flush[:, 0] = 0.0  # nothing left to flush
+        self._table = np.concatenate(
+            [dec, lim.reshape(-1, _N_COLS), nex, flush.reshape(-1, _N_COLS), np.zeros((2, _N_COLS))]
+        )
         self._off_lim = dec.shape[0]
-        self._off_nex = self._off_lim + lim.shape[0]
-        self._zero_row = self._table.shape[0] - 1
+        self._off_nex = self._off_lim + K * C * (B + 1) * 2
+        self._off_flush = self._off_nex + nex.shape[0]
+        self._off_zero = self._off_flush + C * (B + 1) * 2
         # A decision's row: ((((k (B+1) + b) A + a) C + c) 2 + asleep = dec_base[k] +
         # dec_off[a (B+1) + b] + asleep, with dec_base[k] = 2 (k (B+1) A C + c_k) per episode.
         a2, b2 = np.meshgrid(np.arange(A), bb, indexing="ij")
@@ -315,13 +333,17 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
 
     def _prepare(self, rows: np.ndarray) -> None:
         """The per-episode tables of pool ``rows`` (their draws are set): next exits, run
-        costs, observation table, and with the token table the parts of the table rows'
-        indices that depend on the episode only (decision ``dec_base``; the token after a
-        decision: forced when the backlog reaches ``thresh`` (0 if it does not exit, the
-        limit if it does, never after the end), its row ``first_base + first_mult * b +
-        asleep``: a non-exited token's ``off_nex + 2 (k (B+1) C + c) + 2 C b``, a limit
-        upload's ``off_lim + 2 (k C + c)``) and the sums and state where the episode's
-        forced first tokens leave it (:meth:`_start_rows`)."""
+        costs, observation table, and with the token table, per decision token ``k``
+        (``_dtab``) what depends on the episode only: its row's base ``2 (k (B+1) A C +
+        c_k)`` (plus ``dec_off[a (B+1) + b] + asleep``); the token after it: its block's
+        base and backlog stride (row ``_FIRST + _MULT b + asleep``: a non-exited token's
+        ``off_nex + 2 (k (B+1) C + c) + 2 C b``, an exited one's ``off_lim + 2 (B+1) (k C
+        + c) + 2 b``, the flush's ``off_flush + 2 (B+1) c_{K-1} + 2 b``), the backlog from
+        which it is forced (``_FORCE``: 0 if it does not exit, the limit if it does, never
+        after the end) or leaves backlog 0 (``_CLEAR``: the same, and 0 after the end
+        with ``flush_at_end``), the next exited token after it (``_NEXT2``); and the sums
+        and state where the episode's forced first tokens leave it
+        (:meth:`_start_rows`)."""
         m, K, H = self.model, self._K, self._H
         ex = self._exits[rows]
         kk = np.arange(K)
@@ -341,12 +363,27 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         B, C = m.limit, m.fsmc.n_states
         A = self.single_action_space.n
         st = self._ch[rows]
-        self._dec_base[tok] = 2 * (kk * ((B + 1) * A * C) + st)
-        self._first_base[tok] = np.where(
-            ex, self._off_lim + 2 * (kk * C + st), self._off_nex + 2 * (kk * ((B + 1) * C) + st)
+        d = np.empty((rows.size, K, 6), dtype=np.int64)
+        d[..., _DEC] = 2 * (kk * ((B + 1) * A * C) + st)
+        # The token after decision token k (k + 1 < K), then after the end (k = K - 1).
+        ex1, st1, k1 = ex[:, 1:], st[:, 1:], kk[1:]
+        d[:, :-1, _FIRST] = np.where(
+            ex1,
+            self._off_lim + 2 * (B + 1) * (k1 * C + st1),
+            self._off_nex + 2 * (k1 * ((B + 1) * C) + st1),
         )
-        self._first_mult[tok] = np.where(ex, 0, 2 * C)
-        self._thresh[tok] = np.where(ex, B, 0)
+        d[:, :-1, _MULT] = np.where(ex1, 2, 2 * C)
+        d[:, :-1, _FORCE] = d[:, :-1, _CLEAR] = np.where(ex1, B, 0)
+        d[:, :-1, _NEXT2] = self._next_exit[tok[:, 1:] + 1]
+        if m.cfg.flush_at_end:
+            d[:, -1, _FIRST] = self._off_flush + 2 * (B + 1) * st[:, -1]
+            d[:, -1, _MULT] = 2
+            d[:, -1, _CLEAR] = 0
+        else:
+            d[:, -1, _FIRST], d[:, -1, _MULT], d[:, -1, _CLEAR] = self._off_zero, 0, B + 1
+        d[:, -1, _FORCE] = B + 1
+        d[:, -1, _NEXT2] = K
+        self._dtab[tok] = d
         self._start_rows(rows, ex[:, 0])
 
     def _start_rows(self, rows: np.ndarray, exit0: np.ndarray) -> None:
@@ -364,7 +401,11 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
             r = rows[f]
             first = self._off_nex + 2 * self._ch[r, 0] + int(self._timer0 >= m.tail_steps)
             a0 = self._table.take(first, axis=0)
-            k0[f] = self._runs(r * (self._K + 1), np.ones(f.size, dtype=np.int64), a0)
+            rk1 = r * (self._K + 1)
+            one = np.ones(f.size, dtype=np.int64)
+            stop = self._next_exit.take(rk1 + 1)
+            self._runs(rk1, one, stop, a0)
+            k0[f] = stop
             acc[f] = a0
             t0[f] = 0
         self._start_acc[rows] = acc
@@ -530,55 +571,44 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         if self._table is None:
             self._advance_costs(idx, actions)
             return
-        m, K, limit, M = self.model, self._K, self.model.limit, self.model.tail_steps
+        limit, M = self.model.limit, self.model.tail_steps
         k, b, timer, rk1, acc = self._state(idx)
         # The decision token: the states it uploads, the backlog and radio timer after it.
         ab = actions * (limit + 1) + b
         n_decision = self._n_up_flat.take(ab)
         b1 = b - n_decision + 1
         t1 = self._timer_after.take(self._up_off.take(ab) + timer)
-        pos = rk1 + k
-        pos1 = pos + 1
-        # The token after it: forced (non-exited, or exited with a full backlog) or not.
-        forced = b1 >= self._thresh.take(pos1)
-        first = self._first_base.take(pos1) + self._first_mult.take(pos1) * b1
+        d = self._dtab.take(rk1 + k, axis=0)
+        # The token after it: forced (non-exited, or exited with a full backlog) or not
+        # (its block's zeros); after the last token, the flush of the backlog left (energy
+        # only) or zeros.
+        forced = b1 >= d[:, _FORCE]
+        first = d[:, _FIRST] + d[:, _MULT] * b1
         first += t1 >= M
-        first = np.where(forced, first, self._zero_row)
-        dec = self._dec_base.take(pos) + self._dec_off.take(ab)
+        dec = d[:, _DEC] + self._dec_off.take(ab)
         dec += timer >= M
         rows = self._table.take(dec, axis=0)
         total = rows if acc is self._zero_acc else acc + rows
-        first_rows = self._table.take(first, axis=0)
-        k1 = k + 1
-        if m.cfg.flush_at_end:
-            # The backlog left after the last token is flushed (energy only), in the forced
-            # token's place (none is forced after the last token).
-            flush = (k1 == K) & (b1 > 0)
-            if flush.any():
-                f = np.flatnonzero(flush)
-                rows_f = (self._row if idx is None else self._row[idx])[f]
-                rate0 = self._rates[rows_f, k[f] + self._H - 1]
-                first_rows[f, _EN] = m.flush_energy(b1[f], rate0, t1[f])
-                first_rows[f, _SENT] = b1[f] * m.state_bits / 8.0
-                first_rows[f, _WAKE] = t1[f] >= M
-                b1 = np.where(flush, 0, b1)
-        total += first_rows
+        total += self._table.take(first, axis=0)
         # A forced token uploads the backlog and itself: backlog 0, radio tail restarted
-        # (transition(b1, t1, b1 + 1)); the run after it (if any) keeps them so.
-        b2 = np.where(forced, 0, b1)
+        # (transition(b1, t1, b1 + 1)); the run after it (if any) keeps them so. A flush
+        # empties the backlog.
+        b2 = np.where(b1 >= d[:, _CLEAR], 0, b1)
         t2 = np.where(forced, 0, t1)
-        stop = self._runs(rk1, k1 + forced, total)
+        k1 = k + 1
+        k2 = k1 + forced
+        stop = np.where(forced, d[:, _NEXT2], k1)
+        self._runs(rk1, k2, stop, total)
         self._set_state(idx, stop, b2, t2, total)
 
-    def _runs(self, rk1: np.ndarray, k2: np.ndarray, total: np.ndarray) -> np.ndarray:
-        """Add to the step sums ``total`` (in place) the run of non-exited tokens from token
-        ``k2`` on (from backlog 0, radio in its tail: costs from the per-episode table; the
-        episodes' pool rows ``rk1 / (K + 1)``) in token order with one ``np.add.accumulate``;
-        return where each stops (its next exited token, or K)."""
-        stop = self._next_exit.take(rk1 + k2)
+    def _runs(self, rk1: np.ndarray, k2: np.ndarray, stop: np.ndarray, total: np.ndarray) -> None:
+        """Add to the step sums ``total`` (in place) the runs of non-exited tokens from token
+        ``k2`` to ``stop`` (the next exited token, or K; the episodes' pool rows ``rk1 /
+        (K + 1)``), from backlog 0 with the radio in its tail (costs from the per-episode
+        table), in token order with one ``np.add.accumulate``."""
         ran = stop > k2
         if not ran.any():
-            return stop
+            return
         sel = np.flatnonzero(ran)
         start, end = k2[sel], stop[sel]
         steps = np.arange(int((end - start).max()))
@@ -586,7 +616,6 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         pos = np.minimum(start[:, None] + steps, end[:, None]) + rk1[sel, None]
         sums = np.concatenate([total[sel, None, :_N_RUN], self._run_cost.take(pos, axis=0)], axis=1)
         total[sel, :_N_RUN] = np.add.accumulate(sums, axis=1)[:, -1]
-        return stop
 
     def _advance_costs(self, idx: np.ndarray | None, actions: np.ndarray | None) -> None:
         """:meth:`_advance` without a token table (gauss_markov mode, or a table too big):
@@ -626,7 +655,9 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         for part in parts[1:]:
             for j in range(part.shape[1]):
                 total = total + part[:, j]
-        stop = self._runs(rk1, k1 + forced, total)
+        k2 = k1 + forced
+        stop = self._next_exit.take(rk1 + k2)
+        self._runs(rk1, k2, stop, total)
         self._set_state(idx, stop, b2, t2, total)
 
     def _cost_parts(
