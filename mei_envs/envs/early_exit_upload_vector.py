@@ -54,9 +54,6 @@ _MAX_TABLE_ROWS = 1 << 18
 # Memory for the episode pool (episodes drawn ahead and their per-episode tables): at most
 # 8 episodes per sub-env, at least 2 in fsmc mode (the current one and the next).
 _POOL_BYTES = 64 << 20
-# Memory for the per-episode observation tables (beyond it, observations are assembled
-# column by column each step).
-_OBS_TABLE_BYTES = 64 << 20
 
 # Columns of the step sums, in this order (the info keys map onto them by name): the first
 # six are what a run of forced tokens from backlog 0 adds to (forced_uploads grows by 1.0 a
@@ -106,9 +103,6 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         N = K + H - 1
         self._H, self._K, self._N = H, K, N
         self._rows = np.arange(n)
-        self._window = H - 1 - np.arange(H)  # slot offsets of the SNR observation, newest first
-        self._left_obs = np.array(single._left_obs)
-        self._ctx_obs = np.array(single._ctx_obs)
         self._timer0 = m.tail_steps if cfg.initial_radio == "idle" else 0
         self._fsmc = m.channel.mode == "fsmc"
         # The radio timer after a token that uploads nothing / something, for every timer
@@ -129,35 +123,60 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         self._build_token_table()
         # The episode pool: E rows per sub-env (its current episode and up to E - 1 drawn
         # ahead, a ring; fsmc mode) or 1 (gauss_markov: drawn at reset), each with the
-        # episode's draws and its per-episode tables (see _prepare).
-        obs_bytes = (K + 1) * (H + 7) * 4
-        per_episode = (2 * K + N) * 8 + K * 25 + N * 12 + (K + 1) * 104 + obs_bytes + 96
+        # episode's draws and its per-episode tables (see _prepare), Q entries per row for
+        # the per-token (K + 1: index K is after the end) and per-slot (N) arrays.
+        Q = max(K + 1, N)
+        self._Q = Q
+        per_episode = (2 * K + N) * 8 + K + Q * 140 + 96
         E = int(np.clip(_POOL_BYTES // (n * per_episode), 2, 8)) if self._fsmc else 1
         P = n * E
         self._E = E
-        self._u = np.empty((P, 2 * K + N)) if self._fsmc else None
+        self._u = np.empty((P, 2 * K + N)) if self._fsmc else None  # fsmc: the uniforms
         self._exits = np.zeros((P, K), dtype=bool)
-        self._conf = np.zeros((P, K))
-        self._rates = np.ones((P, N))
-        self._snr_obs = np.zeros((P, N), dtype=np.float32)
-        self._ch = np.zeros((P, K), dtype=np.intp)  # fsmc: each token's channel state
-        # Per token (K + 1 per episode: index K is after the end): the next exited token at
-        # or after it (K if none), and the _N_RUN costs of a forced (non-exited) upload of
-        # one state from backlog 0 in the radio tail (what every token after a run's first
-        # one pays; zeros at exited tokens and at K, where a run stops).
-        self._next_exit = np.full(P * (K + 1), K, dtype=np.int64)
-        self._run_cost = np.zeros((P * (K + 1), _N_RUN))
+        # Without a token table, each slot's link rate (the cost function reads it).
+        self._rates = np.ones((P, N)) if self._table is None else None
+        # Per token: the next exited token at or after it (K if none), and the _N_RUN costs
+        # of a forced (non-exited) upload of one state from backlog 0 in the radio tail (what
+        # every token after a run's first one pays; zeros at exited tokens and at K, where a
+        # run stops): in fsmc mode the index of its (token, state) row in the run table
+        # (``_run_flat``, a zero row last), in gauss_markov mode the costs themselves.
+        self._next_exit = np.full(P * Q, K, dtype=np.int64)
+        self._run_idx: np.ndarray | None = None
+        self._run_cost: np.ndarray | None = None
+        if self._run_table is not None:
+            self._run_flat = np.concatenate(
+                [self._run_table.reshape(-1, _N_RUN), np.zeros((1, _N_RUN))]
+            )
+            self._run_idx = np.full(P * Q, K * m.fsmc.n_states, dtype=np.int64)
+        else:
+            self._run_cost = np.zeros((P * Q, _N_RUN))
         if self._table is not None:
             # Per decision token k (see _prepare): _DEC, _FIRST, _MULT, _FORCE, _CLEAR,
             # _NEXT2 (one gather a step).
-            self._dtab = np.zeros((P * (K + 1), 6), dtype=np.int64)
+            self._dtab = np.zeros((P * Q, 6), dtype=np.int64)
+            self._dtab.reshape(P, Q, 6)[:, max(K - 2, 0) : K, _NEXT2] = K
+            self._dec_rows = self._decision_rows()
             self._start_acc = np.zeros((P, _N_COLS))
             self._start_k = np.zeros(P, dtype=np.int64)
             self._start_timer = np.zeros(P, dtype=np.int64)
-        # Sub-env state: its episode's pool row (and row * (K + 1)), ring position and
-        # episodes drawn ahead, token, backlog, radio timer.
+        # Observations (the single env's _obs): per episode a table of its observation at
+        # every token (and after the end), all but the backlog and radio columns, filled
+        # when it is drawn; a step takes its rows and fills those two from per-value tables
+        # (b / limit and 1 - timer / tail_steps).
+        self._obs_tab = np.zeros((P * Q, H + 7), dtype=np.float32)
+        self._obs_rows = self._obs_tab.reshape(P, Q, H + 7)
+        # Token k's SNR window: slots k + H - 1 down to k (the last token's after the end).
+        kk = np.minimum(np.arange(K + 1), K - 1)
+        self._win = kk[:, None] + (H - 1 - np.arange(H))[None, :]
+        self._tok_cols = np.zeros((K + 1, H + 7), dtype=np.float32)
+        self._tok_cols[:, H + 1] = single._left_obs
+        self._tok_cols[:, H + 2] = single._ctx_obs
+        self._backlog_col = np.arange(m.limit + 1) / m.limit
+        self._radio_col = 1.0 - np.arange(m.tail_steps + 1) / m.tail_steps
+        # Sub-env state: its episode's pool row (and row * Q), ring position and episodes
+        # drawn ahead, token, backlog, radio timer.
         self._row = np.arange(n) * E
-        self._rk1 = self._row * (K + 1)
+        self._rq = self._row * Q
         self._cur = np.full(n, E - 1)
         self._avail = np.zeros(n, dtype=np.int64)
         self._k = np.zeros(n, dtype=np.int64)
@@ -176,21 +195,6 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         self._all.flags.writeable = False
         self._truncated = np.zeros(n, dtype=bool)
         self._truncated.flags.writeable = False
-        # Observations: per episode a table of its observation at every token (and after the
-        # end), all but the backlog and radio columns, filled when it is drawn; a step takes
-        # its rows and fills those two from per-value tables (the single env's b / limit
-        # and 1 - timer / tail_steps). None if it would exceed _OBS_TABLE_BYTES.
-        self._backlog_col = np.arange(m.limit + 1) / m.limit
-        self._radio_col = 1.0 - np.arange(m.tail_steps + 1) / m.tail_steps
-        self._obs_tab: np.ndarray | None = None
-        if P * obs_bytes <= _OBS_TABLE_BYTES:
-            self._obs_tab = np.zeros((P * (K + 1), H + 7), dtype=np.float32)
-            # Token k's SNR window: slots k + H - 1 down to k (the last token's after the end).
-            kk = np.minimum(np.arange(K + 1), K - 1)
-            self._win = kk[:, None] + self._window[None, :]
-            self._tok_cols = np.zeros((K + 1, H + 7), dtype=np.float32)
-            self._tok_cols[:, H + 1] = self._left_obs
-            self._tok_cols[:, H + 2] = self._ctx_obs
         self._step_obs: np.ndarray | None = None
 
     def _build_token_table(self) -> None:
@@ -262,6 +266,41 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         a2, b2 = np.meshgrid(np.arange(A), bb, indexing="ij")
         self._dec_off = (2 * C * (b2 * A + a2)).reshape(-1)
 
+    def _decision_rows(self) -> np.ndarray:
+        """The first five ``_dtab`` columns of a decision token ``k`` for every ``(k,
+        e_{k+1}, c_k, c_{k+1})`` (exit indicator of the next token, FSMC states of this one
+        and the next), row ``((k 2 + e) C + c) C + c'``: its row base ``2 (k (B+1) A C +
+        c)``; the next token's block base and backlog stride (a non-exited token's ``off_nex
+        + 2 ((k+1) (B+1) C + c')`` and ``2 C``, an exited one's ``off_lim + 2 (B+1) ((k+1) C +
+        c')`` and 2; after the last token the flush's ``off_flush + 2 (B+1) c`` and 2, or the
+        zero rows); the backlog from which it is forced (0 if it does not exit, the limit if
+        it does, never after the end) and from which it leaves backlog 0 (the same, but 0
+        after the last token with ``flush_at_end``)."""
+        m, K = self.model, self._K
+        B, C, A = m.limit, m.fsmc.n_states, self.single_action_space.n
+        k = np.arange(K)[:, None, None, None]
+        e = np.arange(2)[None, :, None, None]
+        c = np.arange(C)[None, None, :, None]
+        c1 = np.arange(C)[None, None, None, :]
+        out = np.empty((K, 2, C, C, 5), dtype=np.int64)
+        out[..., _DEC] = 2 * (k * ((B + 1) * A * C) + c)
+        out[..., _FIRST] = np.where(
+            e == 1,
+            self._off_lim + 2 * (B + 1) * ((k + 1) * C + c1),
+            self._off_nex + 2 * ((k + 1) * ((B + 1) * C) + c1),
+        )
+        out[..., _MULT] = np.where(e == 1, 2, 2 * C)
+        out[..., _FORCE] = out[..., _CLEAR] = np.where(e == 1, B, 0)
+        last = out[K - 1]
+        if m.cfg.flush_at_end:
+            last[..., _FIRST] = self._off_flush + 2 * (B + 1) * c[0]
+            last[..., _MULT] = 2
+            last[..., _CLEAR] = 0
+        else:
+            last[..., _FIRST], last[..., _MULT], last[..., _CLEAR] = self._off_zero, 0, B + 1
+        last[..., _FORCE] = B + 1
+        return out.reshape(-1, 5)
+
     def _seed(self, seed: Any) -> None:
         super()._seed(seed)
         if self._fsmc:  # episodes drawn from the old generators are dropped
@@ -324,16 +363,28 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         lo = m.cfg.exit_threshold
         uc = u[:, K + N :]
         states = m.fsmc_paths(u[:, K : K + N])
-        self._exits[rows] = exits
-        self._conf[rows] = np.where(exits, lo + uc * (1.0 - lo), uc * lo)
-        self._rates[rows] = m._state_rate_arr[states]
-        self._snr_obs[rows] = m._state_obs_arr[states]
-        self._ch[rows] = states[:, H - 1 :]
-        self._prepare(rows)
+        self._prepare(
+            rows,
+            exits,
+            np.where(exits, lo + uc * (1.0 - lo), uc * lo),
+            m._state_rate_arr[states],
+            m._state_obs_arr[states],
+            states[:, H - 1 :],
+        )
 
-    def _prepare(self, rows: np.ndarray) -> None:
-        """The per-episode tables of pool ``rows`` (their draws are set): next exits, run
-        costs, observation table, and with the token table, per decision token ``k``
+    def _prepare(
+        self,
+        rows: np.ndarray,
+        ex: np.ndarray,
+        conf: np.ndarray,
+        rates: np.ndarray,
+        snr_obs: np.ndarray,
+        ch: np.ndarray | None,
+    ) -> None:
+        """The per-episode tables of pool ``rows`` from their episodes (per token: exit
+        indicators ``ex``, confidences ``conf``, FSMC states ``ch`` (fsmc mode); per slot:
+        link ``rates``, SNR observations ``snr_obs``): next exits, run costs, observation
+        columns, and with the token table, per decision token ``k``
         (``_dtab``) what depends on the episode only: its row's base ``2 (k (B+1) A C +
         c_k)`` (plus ``dec_off[a (B+1) + b] + asleep``); the token after it: its block's
         base and backlog stride (row ``_FIRST + _MULT b + asleep``: a non-exited token's
@@ -344,49 +395,44 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         with ``flush_at_end``), the next exited token after it (``_NEXT2``); and the sums
         and state where the episode's forced first tokens leave it
         (:meth:`_start_rows`)."""
-        m, K, H = self.model, self._K, self._H
-        ex = self._exits[rows]
+        m, K, H, Q = self.model, self._K, self._H, self._Q
+        self._exits[rows] = ex
+        if self._rates is not None:
+            self._rates[rows] = rates
         kk = np.arange(K)
-        tok = (rows * (K + 1))[:, None] + kk  # flat (row, token) positions, tokens < K
         pos = np.where(ex, kk, K)
-        self._next_exit[tok] = np.minimum.accumulate(pos[:, ::-1], axis=1)[:, ::-1]
-        if self._run_table is not None:
-            run = self._run_table[kk, self._ch[rows]]
+        nxt = np.minimum.accumulate(pos[:, ::-1], axis=1)[:, ::-1]
+        self._next_exit.reshape(-1, Q)[rows, :K] = nxt
+        if self._run_idx is not None:
+            # A run stops at an exited token: it adds nothing (the zero row).
+            C = m.fsmc.n_states
+            self._run_idx.reshape(-1, Q)[rows, :K] = np.where(ex, K * C, kk * C + ch)
         else:
-            run = self._run_costs(kk, self._rates[rows, H - 1 :])
-        run[ex] = 0.0  # a run stops at an exited token: it adds nothing
-        self._run_cost[tok] = run
-        if self._obs_tab is not None:
-            self._fill_obs_table(rows)
+            run = self._run_costs(kk, rates[:, H - 1 :])
+            run[ex] = 0.0
+            self._run_cost.reshape(-1, Q, _N_RUN)[rows, :K] = run
+        t = np.empty((rows.size, K + 1, H + 7), dtype=np.float32)
+        # (Columns H and H + 5, backlog and radio, are filled by the step.)
+        t[:, :, H + 1 : H + 3] = self._tok_cols[:, H + 1 : H + 3]
+        t[:, :, :H] = snr_obs[:, self._win]
+        t[:, :K, H + 3] = ex
+        t[:, :K, H + 4] = conf
+        t[:, K, H + 3 : H + 5] = 0.0
+        t[:, :, H + 6] = np.minimum(rates[:, self._win[:, 0]] / m.mean_rate_bps, 1.0)
+        self._obs_rows[rows, : K + 1] = t
         if self._table is None:
             return
-        B, C = m.limit, m.fsmc.n_states
-        A = self.single_action_space.n
-        st = self._ch[rows]
-        d = np.empty((rows.size, K, 6), dtype=np.int64)
-        d[..., _DEC] = 2 * (kk * ((B + 1) * A * C) + st)
-        # The token after decision token k (k + 1 < K), then after the end (k = K - 1).
-        ex1, st1, k1 = ex[:, 1:], st[:, 1:], kk[1:]
-        d[:, :-1, _FIRST] = np.where(
-            ex1,
-            self._off_lim + 2 * (B + 1) * (k1 * C + st1),
-            self._off_nex + 2 * (k1 * ((B + 1) * C) + st1),
-        )
-        d[:, :-1, _MULT] = np.where(ex1, 2, 2 * C)
-        d[:, :-1, _FORCE] = d[:, :-1, _CLEAR] = np.where(ex1, B, 0)
-        d[:, :-1, _NEXT2] = self._next_exit[tok[:, 1:] + 1]
-        if m.cfg.flush_at_end:
-            d[:, -1, _FIRST] = self._off_flush + 2 * (B + 1) * st[:, -1]
-            d[:, -1, _MULT] = 2
-            d[:, -1, _CLEAR] = 0
-        else:
-            d[:, -1, _FIRST], d[:, -1, _MULT], d[:, -1, _CLEAR] = self._off_zero, 0, B + 1
-        d[:, -1, _FORCE] = B + 1
-        d[:, -1, _NEXT2] = K
-        self._dtab[tok] = d
-        self._start_rows(rows, ex[:, 0])
+        # The decision table's first five columns depend on (k, e_{k+1}, c_k, c_{k+1}):
+        # one gather from _dec_rows (after the last token, on c_k only).
+        C = m.fsmc.n_states
+        code = kk * (2 * C * C) + ch * C
+        code[:, :-1] += ex[:, 1:] * (C * C) + ch[:, 1:]
+        dt = self._dtab.reshape(-1, Q, 6)
+        dt[rows, :K, :5] = self._dec_rows.take(code, axis=0)
+        dt[rows, : K - 2, _NEXT2] = nxt[:, 2:]  # k + 2 < K (the rest: K, set once)
+        self._start_rows(rows, ex[:, 0], ch[:, 0])
 
-    def _start_rows(self, rows: np.ndarray, exit0: np.ndarray) -> None:
+    def _start_rows(self, rows: np.ndarray, exit0: np.ndarray, ch0: np.ndarray) -> None:
         """Token table path: where each new episode of pool ``rows`` stands at its first
         decision (what :meth:`_advance` does with no action): token 0 exits (a decision at
         once, nothing processed), or token 0's forced upload of one state from backlog 0
@@ -399,12 +445,12 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         f = np.flatnonzero(~exit0)
         if f.size:
             r = rows[f]
-            first = self._off_nex + 2 * self._ch[r, 0] + int(self._timer0 >= m.tail_steps)
+            first = self._off_nex + 2 * ch0[f] + int(self._timer0 >= m.tail_steps)
             a0 = self._table.take(first, axis=0)
-            rk1 = r * (self._K + 1)
+            rq = r * self._Q
             one = np.ones(f.size, dtype=np.int64)
-            stop = self._next_exit.take(rk1 + 1)
-            self._runs(rk1, one, stop, a0)
+            stop = self._next_exit.take(rq + 1)
+            self._runs(rq, one, stop, a0)
             k0[f] = stop
             acc[f] = a0
             t0[f] = 0
@@ -421,6 +467,7 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         idx = np.flatnonzero(mask)
         if opts:
             rows = np.empty(idx.size, dtype=np.int64)
+            eps = []
             for j, i in enumerate(idx):
                 slot = (self._cur[i] + 1) % E
                 row = i * E + slot
@@ -432,13 +479,18 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
                     ep = m.sample_episode(self.rngs[i], **opts)
                 self._cur[i] = slot
                 rows[j] = row
-                self._exits[row] = ep.exits
-                self._conf[row] = ep.conf
-                self._rates[row] = ep.rates
-                self._snr_obs[row] = ep.snr_obs
-                if self._fsmc:
-                    self._ch[row] = ep.states[H - 1 :]
-            self._prepare(rows)
+                eps.append(ep)
+            ch = None
+            if self._fsmc:
+                ch = np.array([ep.states[H - 1 :] for ep in eps]).reshape(idx.size, K)
+            self._prepare(
+                rows,
+                np.array([ep.exits for ep in eps], dtype=bool).reshape(idx.size, K),
+                np.array([ep.conf for ep in eps]).reshape(idx.size, K),
+                np.array([ep.rates for ep in eps]).reshape(idx.size, self._N),
+                np.array([ep.snr_obs for ep in eps], dtype=np.float32).reshape(idx.size, -1),
+                ch,
+            )
         elif self._fsmc:
             if not self._avail[idx].all():
                 self._refill()
@@ -450,23 +502,22 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         else:
             rows = idx  # one pool row per sub-env
             eps = m.sample_episodes([self.rngs[i] for i in idx])
-            self._exits[rows] = eps["exits"]
-            self._conf[rows] = eps["conf"]
-            self._rates[rows] = eps["rates"]
-            self._snr_obs[rows] = eps["snr_obs"]
-            self._prepare(rows)
+            self._prepare(rows, eps["exits"], eps["conf"], eps["rates"], eps["snr_obs"], None)
         self._row[idx] = rows
-        self._rk1[idx] = rows * (K + 1)
+        rq = rows * self._Q
+        self._rq[idx] = rq
         self._b[idx] = 0
         self._episode[idx] = 0.0
         if self._acc is self._zero_acc:
             self._acc = np.zeros_like(self._zero_acc)
         if self._table is not None:
             start_k = self._start_k.take(rows)
+            timer = self._start_timer.take(rows)
             self._k[idx] = start_k
-            self._timer[idx] = self._start_timer.take(rows)
+            self._timer[idx] = timer
             self._acc[idx] = self._start_acc.take(rows, axis=0)
             self._pending[idx] = start_k == K
+            obs_idx = self._observe_at(rq + start_k, 0, timer)
         else:
             self._k[idx] = 0
             self._timer[idx] = self._timer0
@@ -477,11 +528,12 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
             if forced_start.size:
                 self._advance(forced_start, None)
             self._pending[idx] = self._k[idx] == K
+            obs_idx = self._observe(idx)
         obs = self._step_obs  # within an autoreset: the step's observation, reset rows redone
         self._step_obs = None
-        if obs is None or idx.size == self.num_envs:
+        if obs is None:
             return self._observe(None), {}
-        obs[idx] = self._observe(idx)
+        obs[idx] = obs_idx
         return obs, {}
 
     # ---- step --------------------------------------------------------------------------
@@ -547,11 +599,11 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
 
     # ---- internals ---------------------------------------------------------------------
     def _state(self, idx: np.ndarray | None) -> tuple[np.ndarray, ...]:
-        """Token, backlog, timer, ``row * (K + 1)`` and step sums of the sub-envs ``idx``
+        """Token, backlog, timer, ``row * Q`` and step sums of the sub-envs ``idx``
         (None: all of them, without copies)."""
         if idx is None:
-            return self._k, self._b, self._timer, self._rk1, self._acc
-        return self._k[idx], self._b[idx], self._timer[idx], self._rk1[idx], self._acc[idx]
+            return self._k, self._b, self._timer, self._rq, self._acc
+        return self._k[idx], self._b[idx], self._timer[idx], self._rq[idx], self._acc[idx]
 
     def _set_state(self, idx: np.ndarray | None, k: Any, b: Any, timer: Any, acc: Any) -> None:
         if idx is None:
@@ -572,13 +624,13 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
             self._advance_costs(idx, actions)
             return
         limit, M = self.model.limit, self.model.tail_steps
-        k, b, timer, rk1, acc = self._state(idx)
+        k, b, timer, rq, acc = self._state(idx)
         # The decision token: the states it uploads, the backlog and radio timer after it.
         ab = actions * (limit + 1) + b
         n_decision = self._n_up_flat.take(ab)
         b1 = b - n_decision + 1
         t1 = self._timer_after.take(self._up_off.take(ab) + timer)
-        d = self._dtab.take(rk1 + k, axis=0)
+        d = self._dtab.take(rq + k, axis=0)
         # The token after it: forced (non-exited, or exited with a full backlog) or not
         # (its block's zeros); after the last token, the flush of the backlog left (energy
         # only) or zeros.
@@ -598,13 +650,13 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         k1 = k + 1
         k2 = k1 + forced
         stop = np.where(forced, d[:, _NEXT2], k1)
-        self._runs(rk1, k2, stop, total)
+        self._runs(rq, k2, stop, total)
         self._set_state(idx, stop, b2, t2, total)
 
-    def _runs(self, rk1: np.ndarray, k2: np.ndarray, stop: np.ndarray, total: np.ndarray) -> None:
+    def _runs(self, rq: np.ndarray, k2: np.ndarray, stop: np.ndarray, total: np.ndarray) -> None:
         """Add to the step sums ``total`` (in place) the runs of non-exited tokens from token
-        ``k2`` to ``stop`` (the next exited token, or K; the episodes' pool rows ``rk1 /
-        (K + 1)``), from backlog 0 with the radio in its tail (costs from the per-episode
+        ``k2`` to ``stop`` (the next exited token, or K; the episodes' pool rows ``rq /
+        Q``), from backlog 0 with the radio in its tail (costs from the per-episode
         table), in token order with one ``np.add.accumulate``."""
         ran = stop > k2
         if not ran.any():
@@ -613,15 +665,19 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         start, end = k2[sel], stop[sel]
         steps = np.arange(int((end - start).max()))
         # Positions past a run's end read its stop token's zeros (adding 0.0 changes nothing).
-        pos = np.minimum(start[:, None] + steps, end[:, None]) + rk1[sel, None]
-        sums = np.concatenate([total[sel, None, :_N_RUN], self._run_cost.take(pos, axis=0)], axis=1)
+        pos = np.minimum(start[:, None] + steps, end[:, None]) + rq[sel, None]
+        if self._run_idx is not None:
+            costs = self._run_flat.take(self._run_idx.take(pos), axis=0)
+        else:
+            costs = self._run_cost.take(pos, axis=0)
+        sums = np.concatenate([total[sel, None, :_N_RUN], costs], axis=1)
         total[sel, :_N_RUN] = np.add.accumulate(sums, axis=1)[:, -1]
 
     def _advance_costs(self, idx: np.ndarray | None, actions: np.ndarray | None) -> None:
         """:meth:`_advance` without a token table (gauss_markov mode, or a table too big):
         the decision token's and the forced token's costs from token_cost."""
         m, K, limit = self.model, self._K, self.model.limit
-        k, b, timer, rk1, acc = self._state(idx)
+        k, b, timer, rq, acc = self._state(idx)
         rows = self._row if idx is None else self._row[idx]
         parts = [acc[:, None, :]]
         # The token that may be forced: the one after the decision, or the current one.
@@ -656,8 +712,8 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
             for j in range(part.shape[1]):
                 total = total + part[:, j]
         k2 = k1 + forced
-        stop = self._next_exit.take(rk1 + k2)
-        self._runs(rk1, k2, stop, total)
+        stop = self._next_exit.take(rq + k2)
+        self._runs(rq, k2, stop, total)
         self._set_state(idx, stop, b2, t2, total)
 
     def _cost_parts(
@@ -725,45 +781,18 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         first[n1 == 0] = 0.0  # no forced token
         parts.append(first)
 
-    def _fill_obs_table(self, rows: np.ndarray) -> None:
-        """The observation tables of pool ``rows`` (new episodes): every column but the
-        backlog's and the radio's, at tokens 0..K (K: after the end), as ``_observe``
-        computes them."""
-        K, H = self._K, self._H
-        tab = np.empty((rows.size, K + 1, H + 7), dtype=np.float32)
-        tab[:] = self._tok_cols
-        tab[:, :, :H] = self._snr_obs[rows][:, self._win]
-        tab[:, :K, H + 3] = self._exits[rows]
-        tab[:, K, H + 3] = 0.0
-        tab[:, :K, H + 4] = self._conf[rows]
-        tab[:, K, H + 4] = 0.0
-        rate = self._rates[rows][:, self._win[:, 0]] / self.model.mean_rate_bps
-        tab[:, :, H + 6] = np.minimum(rate, 1.0)
-        self._obs_tab[((rows * (K + 1))[:, None] + np.arange(K + 1)).reshape(-1)] = tab.reshape(
-            -1, H + 7
-        )
-
     def _observe(self, idx: np.ndarray | None) -> np.ndarray:
         """Observations of the sub-envs ``idx`` (None: all; the single env's ``_obs``,
         batched)."""
-        K, H = self._K, self._H
-        k, b, timer, rk1, _ = self._state(idx)
-        if self._obs_tab is not None:
-            obs = self._obs_tab.take(rk1 + k, axis=0)
-            obs[:, H] = self._backlog_col.take(b)
-            obs[:, H + 5] = self._radio_col.take(timer)
-            return obs
-        rows = self._row if idx is None else self._row[idx]
-        done = k == K
-        j = np.minimum(k, K - 1)
-        obs = np.empty((rows.size, H + 7), dtype=np.float32)
-        obs[:, :H] = self._snr_obs[rows[:, None], j[:, None] + self._window]
-        obs[:, H] = b / self.model.limit
-        obs[:, H + 1] = self._left_obs[k]
-        obs[:, H + 2] = self._ctx_obs[k]
-        obs[:, H + 3] = self._exits[rows, j] & ~done
-        obs[:, H + 4] = np.where(done, 0.0, self._conf[rows, j])
-        obs[:, H + 5] = 1.0 - timer / self.model.tail_steps
-        rate = self._rates[rows, j + H - 1] / self.model.mean_rate_bps
-        obs[:, H + 6] = np.minimum(rate, 1.0)
+        if idx is None:
+            return self._observe_at(self._rq + self._k, self._b, self._timer)
+        return self._observe_at(self._rq[idx] + self._k[idx], self._b[idx], self._timer[idx])
+
+    def _observe_at(self, pos: np.ndarray, b: np.ndarray, timer: np.ndarray) -> np.ndarray:
+        """Observations at flat token positions ``pos`` (row * Q + token), backlogs ``b``
+        and radio timers ``timer``."""
+        H = self._H
+        obs = self._obs_tab.take(pos, axis=0)
+        obs[:, H] = self._backlog_col.take(b)
+        obs[:, H + 5] = self._radio_col.take(timer)
         return obs
