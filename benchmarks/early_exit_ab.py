@@ -10,6 +10,11 @@ wall time; ratios within one process are the result).
         --old-vec /tmp/ee_vec_old.py [--preset NAME] [--repeats 5] [--vec 1,16,256]
 
 Without ``--old``/``--old-vec`` only the current tree and CartPole-v1 are timed.
+
+By default every single-env block replays the same actions from ``reset(seed=0)`` (as the
+bench does), so EarlyExitUpload's step memo is warm. ``--fresh`` times fresh episodes
+instead: each env is seeded once, every block continues where the last one stopped with new
+random actions (episodes never repeat; the memo fills as it would in training).
 """
 
 from __future__ import annotations
@@ -41,9 +46,12 @@ def load_module(path: str, name: str) -> Any:
     return mod
 
 
-def single_rate(env: gym.Env, actions: list[int]) -> float:
-    """Steps per CPU second replaying ``actions`` from ``reset(seed=0)`` (resets included)."""
-    env.reset(seed=0)
+def single_rate(env: gym.Env, actions: list[int], fresh: bool = False) -> float:
+    """Steps per CPU second replaying ``actions`` from ``reset(seed=0)`` (resets included);
+    ``fresh``: from where the env stands (seeded once, see ``--fresh``)."""
+    if not fresh or not getattr(env, "_ab_started", False):
+        env.reset(seed=0)
+        env._ab_started = True
     step, reset = env.step, env.reset
     t0 = time.thread_time()
     for a in actions:
@@ -99,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=60_000, help="single-env steps per block")
     p.add_argument("--vec", default="256", help="comma-separated vector sizes ('' for none)")
     p.add_argument("--vec-steps", type=int, default=60_000, help="env-steps per vector block")
+    p.add_argument(
+        "--fresh", action="store_true", help="single env: fresh episodes (see the docstring)"
+    )
     args = p.parse_args(argv)
     kwargs = {"preset": args.preset}
     envs = {"new": gym.make(ENV_ID, **kwargs)}
@@ -109,9 +120,17 @@ def main(argv: list[str] | None = None) -> int:
     envs["cartpole"] = gym.make(REFERENCE_ID)
     rng = np.random.default_rng(0)
     acts = rng.integers(0, 2, args.steps).tolist()
-    res = interleaved(
-        {k: (lambda e=e: single_rate(e, acts)) for k, e in envs.items()}, args.repeats
-    )
+    if args.fresh:  # new actions for every block (drawn outside the timed loop)
+
+        def run(e: gym.Env) -> float:
+            return single_rate(e, rng.integers(0, 2, args.steps).tolist(), fresh=True)
+
+    else:
+
+        def run(e: gym.Env) -> float:
+            return single_rate(e, acts)
+
+    res = interleaved({k: (lambda e=e: run(e)) for k, e in envs.items()}, args.repeats)
     report("step", res, "steps/s", "cartpole")
     if args.old:
         report("step", res, "steps/s", "old")

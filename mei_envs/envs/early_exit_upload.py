@@ -781,7 +781,7 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
             # first call). Reset works out token 0 and its channel window only (_grow's
             # comparisons): slot 0 from the stationary distribution, then H-1 transitions.
             self._u_arr = u = self.np_random.random(self._n_draws)
-            self._u = None
+            self._u = None  # the uniforms as Python floats, once _grow is past its first block
             K, H = m.K, self._H
             slots = u[K : K + H].tolist()
             s = bisect.bisect_right(m._fsmc_cum_pi, slots[0])
@@ -930,32 +930,39 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
     def _grow(self) -> int:
         """fsmc mode: work out the next tokens' exit indicators and confidences and their
         channel slots' states from the episode's uniforms (``sample_episode``'s layout: K
-        exit uniforms, the slots' uniforms, K confidence uniforms; a list of floats); return
+        exit uniforms, the slots' uniforms, K confidence uniforms); return
         how many tokens are known. The exit chain steps as
         :meth:`EarlyExitUploadModel._exit_chain` fills it (token 0 exits when
         ``u < exit_prob``, token k when ``u < P[e_{k-1}, 1]``), the channel as
         :meth:`EarlyExitUploadModel._fsmc_path` (``bisect_right`` in the FSMC's cumulative
         rows), the confidences as :meth:`EarlyExitUploadModel.confidences`."""
-        m, u = self.model, self._u
-        if u is None:
-            u = self._u = self._u_arr.tolist()
+        m, ua = self.model, self._u_arr
         K, h1 = m.K, self._H - 1
         k0 = self._known
         k1 = min(max(2 * k0, _GROW_TOKENS), K)  # a block at first, then doubling
+        # The first block converts only the uniforms it reads to Python floats (reset and
+        # short episodes); past it, the whole episode's, once.
+        u = self._u
+        if u is None and k1 > _GROW_TOKENS:
+            u = self._u = ua.tolist()
+
+        def part(a: int, b: int) -> list[float]:
+            return ua[a:b].tolist() if u is None else u[a:b]
+
         ex, conf = self._ex, self._conf
         p01, p11 = m._p_exit
         lo = m.cfg.exit_threshold
         span = 1.0 - lo
         c0 = 2 * K + h1
         if k0 == 0:
-            e = u[0] < m.cfg.exit_prob
+            e = ua.item(0) < m.cfg.exit_prob
             ex.append(e)
-            x = u[c0]
+            x = ua.item(c0)
             conf.append(lo + x * span if e else x * lo)
             k0 = 1
         else:
             e = ex[-1]
-        for x, y in zip(u[k0:k1], u[c0 + k0 : c0 + k1], strict=True):
+        for x, y in zip(part(k0, k1), part(c0 + k0, c0 + k1), strict=True):
             e = x < (p11 if e else p01)
             ex.append(e)
             conf.append(lo + y * span if e else y * lo)
@@ -966,7 +973,7 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
             snr_db, snr_obs, rate = m._state_snr_db, m._state_snr_obs, m._state_rate
             s = st[-1]
             new = []
-            for x in u[K + t0 : K + k1 + h1]:
+            for x in part(K + t0, K + k1 + h1):
                 s = br(cum[s], x)
                 new.append(s)
             st += new
