@@ -114,3 +114,40 @@ def test_reset_with_seed_list_and_options_matches_single_envs() -> None:
         single = gym.make(ENV_ID, tokens=6)
         o, _ = single.reset(seed=s, options={"exit_sequence": exits})
         np.testing.assert_array_equal(obs[i], o)
+
+
+def _run_both(vec, ref, rng, steps: int, n: int) -> None:
+    for t in range(steps):
+        a = rng.integers(0, vec.single_action_space.n, n)
+        *_, info, info_r = step_both(vec, ref, a, f"step {t}")
+        _compare_infos(info, info_r, f"step {t}")
+
+
+@pytest.mark.parametrize("pool_bytes", [1, 3 * 20_000, None])
+def test_episode_pool_ring_reseeding_and_options_match_single_envs(monkeypatch, pool_bytes) -> None:
+    """Episodes drawn ahead (a ring of 2, 5 or 8 pool rows per sub-env) stay each sub-env's
+    own stream across a reset with options (it uses the episode drawn ahead), a reseed of
+    some sub-envs only (the others keep their generators and episodes drawn ahead) and a
+    plain reset."""
+    import mei_envs.envs.early_exit_upload_vector as vector_module
+
+    if pool_bytes is not None:
+        monkeypatch.setattr(vector_module, "_POOL_BYTES", pool_bytes)
+    n, config = 4, {"tokens": 12, "exit_prob": 0.6}
+    vec = EarlyExitUploadVectorEnv(n, **config)
+    assert vec._E == {1: 2, 60_000: 5, None: 8}[pool_bytes]
+    ref = SyncVectorEnv(
+        [lambda: gym.make(ENV_ID, **{**config, "info": "lean"})] * n,
+        autoreset_mode=AutoresetMode.SAME_STEP,
+    )
+    rng = np.random.default_rng(3)
+    for seed in (7, [11, None, 13, None], None):
+        obs, _ = vec.reset(seed=seed)
+        obs_r, _ = ref.reset(seed=seed)
+        np.testing.assert_array_equal(obs, obs_r)
+        _run_both(vec, ref, rng, 40, n)
+    exits = [1, 0] * 6
+    obs, _ = vec.reset(options={"exit_sequence": exits})
+    obs_r, _ = ref.reset(options={"exit_sequence": exits})
+    np.testing.assert_array_equal(obs, obs_r)
+    _run_both(vec, ref, rng, 40, n)
