@@ -757,6 +757,13 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
         self._step_memo: dict[tuple[int, ...], tuple[Any, ...]] | None = {} if self._lazy else None
         self._mask = np.ones(self._n_actions, dtype=bool)
         self._mask.flags.writeable = False
+        # reset's full info when token 0 exits, but for its channel keys and action mask.
+        self._reset_info0 = {
+            **_RESET_ZERO_INFO,
+            "token_index": 0,
+            "backlog": 0,
+            "radio_timer": self._timer0,
+        }
         self._lean = cfg.info == "lean"
         self._started = False
         self._can_step = False  # reset, and the episode has a step left
@@ -810,7 +817,29 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
             self._acc = ZERO_ACC
             self._final_pending = False
             self._can_step = True
-            return self._obs(), ({} if self._lean else self._fill_info(_RESET_ZERO_INFO.copy()))
+            # _obs() and _fill_info() at token 0 with backlog 0, written out.
+            H = self._H
+            rate = self._rt[H - 1] / self._mean_rate
+            obs = np.asarray(
+                [
+                    *self._so[H - 1 :: -1],
+                    self._backlog_obs[0],
+                    self._left_obs[0],
+                    self._ctx_obs[0],
+                    1.0,
+                    self._conf[0],
+                    self._radio_obs[self._timer0],
+                    rate if rate < 1.0 else 1.0,
+                ],
+                _FLOAT32,
+            )
+            if self._lean:
+                return obs, {}
+            info = self._reset_info0.copy()
+            info["snr_db"] = self._sd[H - 1]
+            info["channel_state"] = self._st[H - 1]
+            info["action_mask"] = self._mask.copy()  # a new array: infos share no data
+            return obs, info
         acc = self._advance(ZERO_ACC, None)
         # No forced token before the first decision: the first step starts from zero sums
         # (and may use the step memo).

@@ -587,9 +587,10 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         for key, c in _EPISODE_COLS:
             final_info[key], final_info["_" + key] = tot[:, c], done
             out[key], out["_" + key] = tot[:, c], nobody
-        final_obs = np.full(self.num_envs, None, dtype=object)
-        for i in np.flatnonzero(done):
-            final_obs[i] = obs[i].copy()
+        final_obs = np.empty(self.num_envs, dtype=object)  # None but where it ended
+        ended = np.flatnonzero(done)
+        for i, o in zip(ended.tolist(), obs[ended], strict=True):
+            final_obs[i] = o  # rows of one new array: no data shared with `obs`
         self._step_obs = obs
         obs, _ = self._reset_envs(done)
         self._step_obs = None
