@@ -207,3 +207,30 @@ def test_batched_fsmc_paths_equal_the_scalar_sampler() -> None:
         got = m.fsmc_paths(u)
         for row in range(u.shape[0]):
             assert got[row].tolist() == m._fsmc_path(u[row].tolist())
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{}, {"preset": "lte_phone"}, {"upload_fractions": [0.0, 0.5, 1.0], "backlog_limit": 3}],
+)
+def test_step_memo_misses_from_the_decision_table_match_the_token_loop(config) -> None:
+    """A step memo miss fills the entry from the decision-token table (numpy, evaluated
+    once) instead of the token loop: the same observations, rewards and infos, bit for bit,
+    on cold memos (every early step misses)."""
+    table, loop = EarlyExitUploadEnv(config=config), EarlyExitUploadEnv(config=config)
+    loop._dec_tab = False  # the token loop (_advance) on every miss
+    rng = np.random.default_rng(0)
+    table.reset(seed=4)
+    loop.reset(seed=4)
+    for _ in range(1500):
+        a = int(rng.integers(table.action_space.n))
+        got, want = table.step(a), loop.step(a)
+        np.testing.assert_array_equal(got[0], want[0])
+        assert got[1:4] == want[1:4]
+        assert list(got[4]) == list(want[4])
+        for key, value in want[4].items():
+            np.testing.assert_array_equal(got[4][key], value, err_msg=key)
+        if got[2]:
+            table.reset()
+            loop.reset()
+    assert isinstance(table._dec_tab, np.ndarray)

@@ -755,6 +755,9 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
         # sums, the backlog after it and its reward terms (what processing that one token
         # from zero sums gives, the same numbers as the token memo's).
         self._step_memo: dict[tuple[int, ...], tuple[Any, ...]] | None = {} if self._lazy else None
+        # fsmc mode: the decision token's costs for the step memo's misses (_decision_row).
+        self._dec_tab: np.ndarray | bool | None = None
+        self._state_bits = m.state_bits
         self._mask = np.ones(self._n_actions, dtype=bool)
         self._mask.flags.writeable = False
         # reset's full info when token 0 exits, but for its channel keys and action mask.
@@ -873,18 +876,34 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
             if entry is None:
                 if len(memo) >= _STEP_MEMO_MAX:
                     memo.clear()
-                acc = self._advance(ZERO_ACC, n, k + 1)
+                row = self._decision_row(k, b, a, key[3], key[4])
+                if row is None:
+                    acc = self._advance(ZERO_ACC, n, k + 1)
+                    k = self._k
+                    b, timer = self._backlog, self._timer
+                else:
+                    # What _advance(ZERO_ACC, n, k + 1) sums for the decision token alone,
+                    # from zero (0.0 + x: the same bits), and the state after it.
+                    lat, en, stl, air, wake = row
+                    acc = (
+                        0.0 + lat,
+                        0.0 + en,
+                        0.0 + stl,
+                        0.0 + air,
+                        0.0 + n * self._state_bits / 8.0,
+                        0.0 + wake,
+                        0.0 + self._hot[4][k],
+                        1.0,
+                        float(n > 0),
+                        0.0,
+                        0.0,
+                        0.0,
+                    )
+                    b = b + 1 - n
+                    timer = self._timer_after[n > 0][timer]
+                    k += 1
                 lc, ec = self._cost_terms(acc[0], acc[1])
-                entry = memo[key] = (
-                    acc,
-                    self._backlog,
-                    lc,
-                    ec,
-                    -(lc + ec),
-                    _info_base(acc, lc, ec),
-                )
-                k = self._k
-                b, timer = self._backlog, self._timer
+                entry = memo[key] = (acc, b, lc, ec, -(lc + ec), _info_base(acc, lc, ec))
             else:
                 acc, b = entry[0], entry[1]
                 timer = self._timer_after[n > 0][timer]
@@ -936,6 +955,32 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
             return self._obs(), reward, self._done, False, self._lean_info(acc)
         info = _info_base(acc, latency_cost, energy_cost) if entry is None else entry[5].copy()
         return self._obs(), reward, self._done, False, self._fill_info(info)
+
+    def _decision_row(self, k: int, b: int, a: int, c: int, asleep: bool) -> list[float] | None:
+        """fsmc mode: :meth:`EarlyExitUploadModel.token_cost`'s latency, energy, stall,
+        airtime and wake flag of decision token ``k`` (exited, backlog ``b``, action ``a``,
+        FSMC state ``c``, radio asleep or not), from a table evaluated once over every
+        ``(k, b, a, c, asleep)`` on arrays (the same bits as the scalar evaluation: the
+        cost function is arithmetic only); built at the step memo's first miss, None if it
+        would exceed ``_DECISION_TABLE_ROWS`` rows."""
+        tab = self._dec_tab
+        if tab is None:
+            m = self.model
+            K, B, A, C = m.K, m.limit, self._n_actions, m.fsmc.n_states
+            if K * (B + 1) * A * C * 2 > _DECISION_TABLE_ROWS:
+                self._dec_tab = False
+                return None
+            kk = np.arange(K)[:, None, None, None, None]
+            bb = np.arange(B + 1)[None, :, None, None, None]
+            n = m.n_up_table[np.arange(A)[None, None, :, None, None], bb]
+            rate = np.asarray(m.state_rate_bps, float)[None, None, None, :, None]
+            timer = np.array([0, m.tail_steps])[None, None, None, None, :]
+            out = m.token_cost(kk, bb, n, rate, timer, 1)
+            shape = (K, B + 1, A, C, 2)
+            tab = self._dec_tab = np.stack([np.broadcast_to(x, shape) for x in out], axis=-1)
+        elif tab is False:
+            return None
+        return tab[k, b, a, c, int(asleep)].tolist()
 
     def decision_state(self) -> dict[str, int | bool]:
         """The true state an oracle acts on: token index, backlog, channel state (the FSMC
@@ -1243,3 +1288,5 @@ _MEMO_MAX = 1 << 18
 # fsmc mode: memoised decision steps kept (each ~1 kB with its info dict; the default config
 # fills ~6.4k of them in 100k random steps).
 _STEP_MEMO_MAX = 1 << 16
+# fsmc mode: the largest table of decision-token costs (rows of 5 floats) an env builds.
+_DECISION_TABLE_ROWS = 1 << 16
