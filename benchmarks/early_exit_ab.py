@@ -15,6 +15,8 @@ By default every single-env block replays the same actions from ``reset(seed=0)`
 bench does), so EarlyExitUpload's step memo is warm. ``--fresh`` times fresh episodes
 instead: each env is seeded once, every block continues where the last one stopped with new
 random actions (episodes never repeat; the memo fills as it would in training).
+``--cold``: every block steps a new env instance (built outside the timed loop, seeded with
+the block's number): the first ``--steps`` steps of an env, memos empty at the start.
 """
 
 from __future__ import annotations
@@ -110,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--fresh", action="store_true", help="single env: fresh episodes (see the docstring)"
     )
+    p.add_argument("--cold", action="store_true", help="single env: a new env every block")
     args = p.parse_args(argv)
     kwargs = {"preset": args.preset}
     envs = {"new": gym.make(ENV_ID, **kwargs)}
@@ -120,7 +123,16 @@ def main(argv: list[str] | None = None) -> int:
     envs["cartpole"] = gym.make(REFERENCE_ID)
     rng = np.random.default_rng(0)
     acts = rng.integers(0, 2, args.steps).tolist()
-    if args.fresh:  # new actions for every block (drawn outside the timed loop)
+    if args.cold:  # a new env for every block, built outside the timed loop
+        blocks = iter(range(1, 1_000_000))
+
+        def run(e: gym.Env) -> float:
+            env = gym.make(e.spec)
+            env.reset(seed=next(blocks))
+            env._ab_started = True
+            return single_rate(env, rng.integers(0, 2, args.steps).tolist(), fresh=True)
+
+    elif args.fresh:  # new actions for every block (drawn outside the timed loop)
 
         def run(e: gym.Env) -> float:
             return single_rate(e, rng.integers(0, 2, args.steps).tolist(), fresh=True)

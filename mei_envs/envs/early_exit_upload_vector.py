@@ -127,7 +127,9 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         # the per-token (K + 1: index K is after the end) and per-slot (N) arrays.
         Q = max(K + 1, N)
         self._Q = Q
-        per_episode = (2 * K + N) * 8 + K + Q * 140 + 96
+        # Bytes per episode: uniforms, exits, and per entry next exit, run index or costs,
+        # decision table, observation row.
+        per_episode = (2 * K + N) * 8 + K + Q * (8 + 48 + 48 + (H + 7) * 4) + 96
         E = int(np.clip(_POOL_BYTES // (n * per_episode), 2, 8)) if self._fsmc else 1
         P = n * E
         self._E = E
