@@ -18,8 +18,8 @@ The actions are sampled before valgrind starts (``action_space.seed(0)``, then
 stacked ``.npy`` array, which it iterates (an ``np.int64`` per step for a ``Discrete`` space,
 as ``sample()`` returns; a row view for a ``Box`` or a vector env's batch). Until session 7
 the counted process sampled them itself, which added the sampler's cost to every step:
-about 170k instructions per step for a ``Box`` action space (SplitFedAlloc), a few thousand
-for ``Discrete`` (EarlyExitUpload, CartPole), so the ratios favoured the Discrete envs.
+about 170k instructions per step for a ``Box`` action space (SplitFedAlloc), about 16k for
+``Discrete(2)`` (EarlyExitUpload, CartPole-v1: 76.5k -> 60.6k).
 """
 
 from __future__ import annotations
