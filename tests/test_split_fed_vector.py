@@ -205,3 +205,18 @@ def test_actions_within_the_tolerance_are_clipped_to_the_box() -> None:
         results.append((obs, rew))
     np.testing.assert_array_equal(results[0][0], results[1][0])
     assert results[0][1] == results[1][1]
+
+
+def test_observations_are_new_arrays() -> None:
+    """A step's observation is the caller's: later steps and resets do not write into it."""
+    vec = SplitFedAllocVectorEnv(3, time_budget_s=60.0)
+    first, _ = vec.reset(seed=0)
+    kept = [first.copy()]
+    outs = [first]
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        obs = vec.step(_actions(vec, rng))[0]
+        outs.append(obs)
+        kept.append(obs.copy())
+    for x, y in zip(outs, kept, strict=True):
+        np.testing.assert_array_equal(x, y)
