@@ -120,7 +120,9 @@ class _ArrayOps:
     @staticmethod
     def airtime(bits: Any, rate: Any) -> Any:
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(bits > 0, bits / rate, 0.0)
+            t = bits / rate
+            send = bits > 0
+            return t if np.all(send) else np.where(send, t, 0.0)
 
     @staticmethod
     def recip(x: Any) -> Any:

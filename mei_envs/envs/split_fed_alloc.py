@@ -499,11 +499,8 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         # The reference action on mean channels sets the reward scales.
         ref_j = self._clip(self._ref_cut_j, self._ref_rank_k)[0]
         self._ref_j, self._ref_k = ref_j, self._ref_rank_k
-        gamma, eff_d = self._link(gain)
-        eq = 1.0 / N
-        rt, _, _, e = self._round_costs(ref_j, self._ref_k, 1.0 / m.interval, eq, gamma, eff_d)
+        rt, self.ref_energy_j = self._reference_round(tl, gain, ref_j)
         self.ref_time_s = rt
-        self.ref_energy_j = max(pairwise_sum(e), 1e-12)
         self._obs_scale = 4.0 * rt
         self._loss = float(m.initial_loss)
         self._round = 0
@@ -513,6 +510,28 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         self._cut_j, self._rank_k = ref_j, self._ref_k
         self._last_t = [0.0] * N
         self._done = False
+
+    def _reference_round(self, types: list[int], gain: list[float], j: int) -> tuple[float, float]:
+        """Round time [s] and device energy [J] (at least 1e-12) of the reference action (cut
+        index ``j``, the middle rank, equal split, the amortised adapter exchange) on the
+        devices' mean channels: the reward scales of an episode."""
+        m, k = self.model, self._ref_rank_k
+        gamma, eff_d = self._link(gain)
+        rt, _, _, e = round_costs_float(
+            1.0 / len(types),
+            types,
+            m.base_list[j][k],
+            m.dev_train_list[j][k],
+            m.round_bits(j, k, 1.0 / m.interval),
+            gamma,
+            eff_d,
+            m.active_power_list,
+            m.idle_power_list,
+            m.band,
+            m.radio,
+            self._sl,
+        )
+        return rt, max(pairwise_sum(e), 1e-12)
 
     def _draw_episode(self, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
         """An episode's draws from ``rng``, in order: device types, distances [m], shadowing

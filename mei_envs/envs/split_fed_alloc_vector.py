@@ -69,6 +69,18 @@ def _row_max(a: np.ndarray) -> np.ndarray:
     return out
 
 
+def _row_sum(a: np.ndarray) -> np.ndarray:
+    """``a.sum(-1)`` of a 2-D array, the same bits: below 8 columns numpy's pairwise sum of a
+    row is the sequential sum (:func:`mei_envs.split_fed.pairwise_sum`), here one ``add``
+    per column, which numpy runs faster than a reduction over a short last axis."""
+    if a.shape[1] >= 8:
+        return a.sum(-1)
+    out = a[:, 0].copy()
+    for c in range(1, a.shape[1]):
+        out += a[:, c]
+    return out
+
+
 class SplitFedAllocVectorEnv(MeiVectorEnv):
     """``num_envs`` SplitFedAlloc-v0 sub-envs stepped together with numpy arrays.
 
@@ -100,6 +112,7 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
         # rows (clipped j, clipped k, cut clipped, rank clipped) at flat index (d * L + j) * K + k
         self._clip_rows = np.ascontiguousarray(clip.reshape(4, -1).T)
         self._ref_cut_j, self._ref_rank_k = single._ref_cut_j, single._ref_rank_k
+        self._index_scale = np.array([single.n_cuts - 1, K - 1], dtype=float)
         # (D, L, K) cost tables, raveled for one flat-index gather per step
         self._base_flat = np.ascontiguousarray(m.base_table).ravel()
         self._dev_flat = np.ascontiguousarray(m.dev_train_s).ravel()
@@ -267,20 +280,13 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
         self._obs_static[idx, 2 : 4 * N : 4] = self._headroom[types]
         ref_k = np.full(len(idx), self._ref_rank_k)
         ref_j = self._clip_rows[(dmin * m.L + self._ref_cut_j) * m.K + ref_k, 0]
-        # the reference round (middle cut and rank, equal split) on mean channels
-        gamma, snr_d = m.link_params(gain)
-        rt, _, _, e = self._round_costs(
-            idx,
-            ref_j,
-            ref_k,
-            1.0 / m.interval,
-            1.0 / N,
-            gamma,
-            spectral_efficiency(snr_d, m.band),
-        )
+        # the reference round (middle cut and rank, equal split) on mean channels: the
+        # single env's, on floats (a few rows per step reset)
+        ref = self.single_env._reference_round
+        rt, e = zip(*map(ref, types.tolist(), gain.tolist(), ref_j.tolist()), strict=True)
         self._ref_time[idx] = rt
-        self._obs_scale[idx, 0] = 4.0 * rt
-        self._ref_energy[idx] = np.maximum(e.sum(-1), 1e-12)
+        self._obs_scale[idx, 0] = np.multiply(4.0, rt)
+        self._ref_energy[idx] = e
         self._cut_j[idx], self._rank_k[idx] = ref_j, ref_k
         self._loss[idx] = m.initial_loss
         for arr in (self._round, self._time, self._energy, self._last_t):
@@ -310,7 +316,7 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
         if self._discrete:
             shares = self._rule_shares(rule, j, k, aggregate, gamma, snr_d)
         rt, t_i, _, energy = self._round_costs(None, j, k, aggregate, shares, gamma, eff_d)
-        e_total = energy.sum(-1)
+        e_total = _row_sum(energy)
         terminated = book_round(self, j, k, rt, t_i, e_total)
         truncated = (self._time >= cfg.time_budget_s) | (self._round >= cfg.max_rounds)
         truncated &= ~terminated
@@ -346,8 +352,7 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
     def _decode(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
         """Validate the batch (state unchanged on error); cut position, rank index,
         allocation rule (discrete) and shares (continuous)."""
-        m, B = self.model, self.num_envs
-        n_cuts = self.single_env.n_cuts
+        B = self.num_envs
         if self._discrete:
             a = np.asarray(actions)
             if (
@@ -377,13 +382,16 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
             if lo < -1.0 - 1e-6 or hi > 1.0 + 1e-6:
                 raise ValueError(f"actions={actions!r}: every entry must be in [-1, 1]")
             a = np.minimum(np.maximum(a, -1.0), 1.0)
-        # Python's round() and np.rint both round half to even
-        pos = np.rint((a[:, 0] + 1.0) * 0.5 * (n_cuts - 1)).astype(np.int64)
-        k = np.rint((a[:, 1] + 1.0) * 0.5 * (m.K - 1)).astype(np.int64)
+        # Python's round() and np.rint both round half to even; cut and rank columns at once
+        pos_k = a[:, :2] + 1.0
+        pos_k *= 0.5
+        pos_k *= self._index_scale  # (n_cuts - 1, K - 1)
+        pos_k = np.rint(pos_k, out=pos_k).astype(np.int64)
+        pos, k = pos_k[:, 0], pos_k[:, 1]
         z = self.config.share_logit_scale * a[:, 2:]
         z -= _row_max(z)[:, None]
         w = np.exp(z, out=z)
-        w /= w.sum(axis=-1, keepdims=True)
+        w /= _row_sum(w)[:, None]
         return pos, k, None, w
 
     def _rule_shares(
