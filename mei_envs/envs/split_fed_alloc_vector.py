@@ -146,7 +146,9 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
             )
             self._gm._s = np.zeros(B * N, dtype=complex)  # set per sub-env at its reset
             self._draw_shape = (2, N)
-        self._block = np.zeros((B, BLOCK_ROUNDS, *self._draw_shape))
+        # sub-env i's block of draws at rows i * BLOCK_ROUNDS + round in block
+        self._block = np.zeros((B * BLOCK_ROUNDS, *self._draw_shape))
+        self._block_start = np.arange(B) * BLOCK_ROUNDS
         self._block_pos = np.zeros(B, dtype=np.int64)
         self._block_state: list[Any] = [None] * B
         self._block_rng: list[Any] = [None] * B
@@ -173,7 +175,6 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
         self._cut_j = np.zeros(B, dtype=np.int64)
         self._rank_k = np.zeros(B, dtype=np.int64)
         self._last_t = np.zeros((B, N))
-        self._rows = np.arange(B)
         self._obs_static = np.zeros((B, 4 * N + 6), dtype=np.float32)
         self._step_obs: np.ndarray | None = None
 
@@ -196,7 +197,7 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
         rng = self.rngs[i]
         self._block_state[i] = rng.bit_generator.state
         self._block_rng[i] = rng
-        self._block[i] = self._draw(rng, BLOCK_ROUNDS)
+        self._block[i * BLOCK_ROUNDS : (i + 1) * BLOCK_ROUNDS] = self._draw(rng, BLOCK_ROUNDS)
         self._block_pos[i] = 0
 
     def _rewind(self, i: int) -> None:
@@ -217,7 +218,7 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
         if pos.max() >= BLOCK_ROUNDS:
             for i in np.flatnonzero(pos >= BLOCK_ROUNDS).tolist():
                 self._new_block(i)
-        out = self._block[self._rows, pos]
+        out = self._block.take(self._block_start + pos, axis=0)
         pos += 1
         return out
 
