@@ -247,3 +247,19 @@ def test_block_draws_are_per_round_draws(monkeypatch: pytest.MonkeyPatch, channe
     assert len(got) == len(want)
     for x, y in zip(got, want, strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+def test_link_row_is_link_rows_bit_for_bit() -> None:
+    """The single env's written-out link row (floats) against link_rows on arrays (what the
+    vector env tabulates), over gains from deep fades to the link-adaptation cap."""
+    from mei_envs.envs.split_fed_alloc import SplitFedAllocEnv, link_rows
+
+    rng = np.random.default_rng(8)
+    for preset in ("default", "narrow_band", "wide_band"):
+        env = SplitFedAllocEnv(preset=preset)
+        gain = 10.0 ** rng.uniform(-20.0, -4.0, 500)
+        fade = rng.exponential(1.0, 500)
+        want = np.stack(link_rows(env.model, gain * fade, env.config.bandwidth_hz))
+        got = np.array([env._link_row(g, f) for g, f in zip(gain, fade, strict=True)]).T
+        np.testing.assert_array_equal(got, want, err_msg=preset)
+        assert (want[3] == -1.0).any() and (want[3] > -1.0).any()

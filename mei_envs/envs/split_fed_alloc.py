@@ -774,8 +774,20 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         return [up * g / n0 for g in gain], eff
 
     def _link_row(self, gain: float, fade: float) -> tuple[float, float, float, float]:
-        """:func:`link_rows` of one device on floats (gain times fading)."""
-        return link_rows(self.model, gain * fade, self.config.bandwidth_hz, FLOAT_OPS)
+        """:func:`link_rows` of one device on floats (gain times fading), written out: the
+        same operations in the same order (builtin ``max``/``min`` semantics), ~2x cheaper
+        than through ``FLOAT_OPS`` (``tests/test_split_fed_fast_paths.py`` checks the bits)."""
+        up, down, n0 = self._link_consts
+        _, _, lo, hi = self.model.band
+        x = gain * fade
+        gamma = up * x / n0
+        snr_d = down * x / n0
+        e = math.log2(1.0 + snr_d)
+        e = lo if lo > e else e
+        o = gamma / self.config.bandwidth_hz
+        o = 10.0 * math.log10(1e-30 if 1e-30 > o else o) / 40.0
+        o = -1.0 if -1.0 > o else o
+        return gamma, snr_d, hi if hi < e else e, 1.0 if 1.0 < o else o
 
     def _fsmc_rows(self, states: list[int]) -> list[tuple[float, float, float, float]]:
         """The link rows of the devices in FSMC ``states`` (computed once per episode,
