@@ -281,7 +281,11 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
     ``fsmc`` or ``gauss_markov``, one slot per nominal 1 s round, Jakes correlation; at
     pedestrian speed consecutive rounds are independent), the same
     power gain on the downlink (TDD reciprocity). The channel of a round is seen before
-    acting (the observation holds it).
+    acting (the observation holds it). The env takes the fading draws from ``np_random`` in
+    blocks of ``BLOCK_ROUNDS`` rounds and, at an episode's end or a reset, puts the generator
+    back where one draw per round would leave it: the same numbers, and the same generator
+    state between episodes (someone drawing from ``np_random`` in the middle of an episode
+    gets numbers the env has drawn ahead).
 
     ## Action Space
 
