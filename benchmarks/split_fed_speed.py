@@ -6,11 +6,12 @@ measured in the same process, medians of interleaved repeats).
     python benchmarks/split_fed_speed.py scale [repeats]    # cost vs n_devices 2/10/50/200
     python benchmarks/split_fed_speed.py oracle             # myopic_oracle per solve (1 episode)
     python benchmarks/split_fed_speed.py minmax [repeats]   # one min-max split: float vs array
-    python benchmarks/split_fed_speed.py instr              # callgrind instructions/step, reset
+    python benchmarks/split_fed_speed.py instr              # callgrind instr.: step, reset, vec256
 
-``instr`` counts instructions under valgrind (load-independent) with the actions sampled
-*before* the counted loop (``benchmarks/instructions.py`` counts ``action_space.sample()``
-inside it: ~170k instructions of a Box sample per step), for this env and CartPole-v1.
+``instr`` counts instructions under valgrind (load-independent, ``PYTHONHASHSEED=0``) with
+the actions sampled *before* the counted loop (``benchmarks/instructions.py`` counts
+``action_space.sample()`` inside it: ~170k instructions of a Box sample per step), for this
+env and CartPole-v1 (single step, reset, and the native vector env per env-step at 256).
 
 Run the same command on another checkout (``PYTHONPATH=<checkout>``) for a before/after pair;
 without a native vector env the ``vector`` mode falls back to ``make_vec(..., "sync")``.
@@ -227,29 +228,55 @@ _INSTR_LOOP = {
     ),
     "reset": "for _ in acts:\n    env.reset()",
 }
+# the native vector env at 256 sub-envs, n steps of presampled actions
+_INSTR_VEC = """
+import gymnasium as gym, numpy as np, mei_envs
+env = gym.make_vec({env_id!r}, num_envs=256, vectorization_mode="vector_entry_point")
+rng = np.random.default_rng(0)
+if {env_id!r} == "CartPole-v1":
+    acts = [np.ones(256, np.int64)] * {n}
+else:
+    shape = (256, env.single_action_space.shape[0])
+    acts = [rng.uniform(-1, 1, shape).astype(np.float32) for _ in range({n})]
+env.reset(seed=0)
+for a in acts:
+    env.step(a)
+"""
 
 
 def _instructions(env_id: str, what: str, n: int) -> int:
+    import os
     import re
     import subprocess
 
-    code = _INSTR_SETUP.format(env_id=env_id, n=n) + _INSTR_LOOP[what]
+    if what == "vec256":
+        code = _INSTR_VEC.format(env_id=env_id, n=n)
+    else:
+        code = _INSTR_SETUP.format(env_id=env_id, n=n) + _INSTR_LOOP[what]
     cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable]
-    out = subprocess.run([*cmd, "-c", code], capture_output=True, text=True, check=True).stderr
+    env = dict(os.environ, PYTHONHASHSEED="0")  # the same imports, dict layouts in each run
+    out = subprocess.run(
+        [*cmd, "-c", code], capture_output=True, text=True, check=True, env=env
+    ).stderr
     return int(re.search(r"Collected : (\d+)", out).group(1))
 
 
 def instr(_reps: int) -> None:
-    """Instructions per step and per reset: (I(n2) - I(n1)) / (n2 - n1), actions presampled."""
-    n1, n2 = 200, 1200
-    for what in ("single", "reset"):
+    """Instructions per step and per reset ((I(n2) - I(n1)) / (n2 - n1), actions presampled)
+    and per env-step of the native vector env at 256 sub-envs (120 against 20 steps)."""
+    for what, n1, n2, per_call in (
+        ("single", 100, 1100, 1),
+        ("reset", 100, 1100, 1),
+        ("vec256", 20, 120, 256),
+    ):
         per = {}
         for env_id in (ENV_ID, "CartPole-v1"):
             lo, hi = _instructions(env_id, what, n1), _instructions(env_id, what, n2)
-            per[env_id] = (hi - lo) / (n2 - n1)
+            per[env_id] = (hi - lo) / (n2 - n1) / per_call
         print(
             f"{what}: {per[ENV_ID]:,.0f} instructions; CartPole-v1 {per['CartPole-v1']:,.0f} "
-            f"(ratio {per['CartPole-v1'] / per[ENV_ID]:.3f}: higher is faster)"
+            f"(ratio {per['CartPole-v1'] / per[ENV_ID]:.3f}: higher is faster)",
+            flush=True,
         )
 
 

@@ -120,7 +120,9 @@ class _ArrayOps:
     @staticmethod
     def airtime(bits: Any, rate: Any) -> Any:
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(bits > 0, bits / rate, 0.0)
+            t = bits / rate
+            send = bits > 0
+            return t if np.all(send) else np.where(send, t, 0.0)
 
     @staticmethod
     def recip(x: Any) -> Any:
@@ -160,16 +162,27 @@ def pairwise_sum(values: list[float]) -> float:
     return acc
 
 
-def link_rates(shares: Any, gamma_up_hz: Any, snr_down: Any, band: Band, ops: Any = ARRAY_OPS):
+def link_rates(
+    shares: Any,
+    gamma_up_hz: Any,
+    snr_down: Any,
+    band: Band,
+    ops: Any = ARRAY_OPS,
+    down_eff: Any = None,
+):
     """Uplink and downlink rates [bit/s] of ``shares`` of the two bands.
 
     ``gamma_up_hz = p g / (N0 NF)`` is the uplink SNR-bandwidth product (SNR over ``B`` Hz is
     ``gamma / B``: the device's power is spread over its band); ``snr_down`` is the downlink
-    SNR (constant power spectral density). Rates are :func:`mei_envs.wireless.link_rate_bps`.
+    SNR (constant power spectral density), or pass its ``down_eff =
+    spectral_efficiency(snr_down)`` (it does not depend on the share; the env tabulates it
+    with the channel state). Rates are :func:`mei_envs.wireless.link_rate_bps`.
     """
     b_up = shares * band.w_up_hz
     eff_up = spectral_efficiency(gamma_up_hz / ops.maximum(b_up, _TINY), band, ops)
-    return b_up * eff_up, (shares * band.w_down_hz) * spectral_efficiency(snr_down, band, ops)
+    if down_eff is None:
+        down_eff = spectral_efficiency(snr_down, band, ops)
+    return b_up * eff_up, (shares * band.w_down_hz) * down_eff
 
 
 def spectral_efficiency(snr: Any, band: Band, ops: Any = ARRAY_OPS) -> Any:
@@ -187,13 +200,15 @@ def chain_times(
     snr_down: Any,
     band: Band,
     ops: Any = ARRAY_OPS,
+    down_eff: Any = None,
 ) -> tuple[Any, Any, Any, Any]:
-    """Per-device chain times ``T_i = base_i + up_i / R_up_i + down_i / R_down_i`` [s].
+    """Per-device chain times ``T_i = base_i + up_i / R_up_i + down_i / R_down_i`` [s]
+    (``down_eff``: see :func:`link_rates`).
 
     Returns ``(T, uplink airtime, downlink airtime, uplink rate)``; a device with bits to
     send and a zero share gets ``inf``.
     """
-    r_up, r_down = link_rates(shares, gamma_up_hz, snr_down, band, ops)
+    r_up, r_down = link_rates(shares, gamma_up_hz, snr_down, band, ops, down_eff)
     t_up = ops.airtime(up_bits, r_up)
     t_down = ops.airtime(down_bits, r_down)
     return base_s + t_up + t_down, t_up, t_down, r_up
@@ -230,7 +245,7 @@ def round_costs_float(
     t_dev_s: list[float],
     bits: float,
     gamma_up_hz: list[float],
-    snr_down: list[float],
+    down_eff: list[float],
     active_w: list[float],
     idle_w: list[float],
     band: Band,
@@ -252,7 +267,9 @@ def round_costs_float(
         types: device type of each device; ``base_s``, ``t_dev_s``, ``active_w`` and
             ``idle_w`` are per device type (base time, device compute time [s], powers [W]).
         bits: bits each device sends up and receives down this round.
-        gamma_up_hz, snr_down: per-device link parameters (:func:`link_rates`).
+        gamma_up_hz: per-device uplink SNR-bandwidth products (:func:`link_rates`).
+        down_eff: per-device downlink spectral efficiency, ``spectral_efficiency(snr_down)``
+            (independent of the share: the env tabulates it with the channel state).
         sequential: ``sl``: the round is the sum of the turns (else the slowest device).
 
     Returns:
@@ -267,14 +284,12 @@ def round_costs_float(
     t_i: list[float] = []
     t_ups: list[float] = []
     r_ups: list[float] = []
-    for s, d, g, sd in zip(shares, types, gamma_up_hz, snr_down, strict=False):
+    for s, d, g, eff_d in zip(shares, types, gamma_up_hz, down_eff, strict=False):
         b_up = s * w_up
         eff = log2(1.0 + g / (tiny if tiny > b_up else b_up))
         eff = lo if lo > eff else eff
         r_up = b_up * (hi if hi < eff else eff)
-        eff = log2(1.0 + sd)
-        eff = lo if lo > eff else eff
-        r_down = (s * w_down) * (hi if hi < eff else eff)
+        r_down = (s * w_down) * eff_d
         if send:
             t_up = bits / r_up if r_up > 0 else inf
             t_down = bits / r_down if r_down > 0 else inf

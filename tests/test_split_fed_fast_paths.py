@@ -87,10 +87,12 @@ def test_round_costs_float_is_the_array_formulas_bit_for_bit() -> None:
     device_energy_j on arrays (what the vector env and the oracles call)."""
     from mei_envs import radio
     from mei_envs.split_fed import (
+        FLOAT_OPS,
         Band,
         chain_times,
         device_energy_j,
         round_costs_float,
+        spectral_efficiency,
     )
 
     rng = np.random.default_rng(3)
@@ -110,7 +112,7 @@ def test_round_costs_float_is_the_array_formulas_bit_for_bit() -> None:
             x["t_dev_s"],
             bits,
             x["gamma_up_hz"],
-            x["snr_down"],
+            [spectral_efficiency(v, band, FLOAT_OPS) for v in x["snr_down"]],
             x["active_w"],
             x["idle_w"],
             band,
@@ -208,3 +210,56 @@ def test_path_gain_list_is_path_gain() -> None:
     d = rng.uniform(1.0, 1e5, size=5000)
     sh = rng.normal(0.0, 30.0, size=5000)
     np.testing.assert_array_equal(m.path_gain_list(d, sh.tolist()), m.path_gain(d, sh))
+
+
+@pytest.mark.parametrize("channel", ["fsmc", "gauss_markov"])
+def test_block_draws_are_per_round_draws(monkeypatch: pytest.MonkeyPatch, channel: str) -> None:
+    """The single env takes its fading draws in blocks of BLOCK_ROUNDS rounds: the same
+    trajectory as one block per round (a draw per round), across a block boundary, a reset in
+    the middle of an episode and episode ends, and the same generator state after an episode
+    ends (so the next episode's draws, and anyone else's, are unchanged)."""
+    import mei_envs.envs.split_fed_alloc as sfa
+
+    cfg = {"channel": channel, "time_budget_s": 1e9, "max_rounds": 150}
+    block = sfa.BLOCK_ROUNDS
+
+    def run() -> tuple[list, dict]:
+        env = sfa.SplitFedAllocEnv(cfg)
+        rng = np.random.default_rng(7)
+        out = [env.reset(seed=3)[0]]
+        states = []
+        for t in range(block + 180):
+            if t == block + 5:
+                out.append(env.reset()[0])  # in the middle of an episode
+                continue
+            obs, rew, term, trunc, info = env.step(rng.uniform(-1, 1, env.action_space.shape))
+            out += [obs, rew, info["round_time_s"]]
+            if term or trunc:
+                states.append(env.np_random.bit_generator.state)
+                out.append(env.reset()[0])
+        assert states, "the run must cross an episode end"
+        return out, states
+
+    got, got_states = run()
+    monkeypatch.setattr(sfa, "BLOCK_ROUNDS", 1)
+    want, want_states = run()
+    assert got_states == want_states
+    assert len(got) == len(want)
+    for x, y in zip(got, want, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_link_row_is_link_rows_bit_for_bit() -> None:
+    """The single env's written-out link row (floats) against link_rows on arrays (what the
+    vector env tabulates), over gains from deep fades to the link-adaptation cap."""
+    from mei_envs.envs.split_fed_alloc import SplitFedAllocEnv, link_rows
+
+    rng = np.random.default_rng(8)
+    for preset in ("default", "narrow_band", "wide_band"):
+        env = SplitFedAllocEnv(preset=preset)
+        gain = 10.0 ** rng.uniform(-20.0, -4.0, 500)
+        fade = rng.exponential(1.0, 500)
+        want = np.stack(link_rows(env.model, gain * fade, env.config.bandwidth_hz))
+        got = np.array([env._link_row(g, f) for g, f in zip(gain, fade, strict=True)]).T
+        np.testing.assert_array_equal(got, want, err_msg=preset)
+        assert (want[3] == -1.0).any() and (want[3] > -1.0).any()

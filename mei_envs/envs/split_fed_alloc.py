@@ -23,6 +23,7 @@ from mei_envs.config import ConfigError
 from mei_envs.envs.base import MeiEnv
 from mei_envs.llm import catalog, costs
 from mei_envs.split_fed import (
+    ARRAY_OPS,
     FLOAT_OPS,
     LORA_TARGETS,
     SplitFedModel,
@@ -225,6 +226,19 @@ def book_round(env: Any, j: Any, k: Any, rt: Any, t_i: Any, e_total: Any) -> Any
     return env._loss <= m.target_loss + 1e-12
 
 
+def link_rows(model: SplitFedModel, gain: Any, bandwidth_hz: float, ops: Any = ARRAY_OPS) -> tuple:
+    """A device's link in a round from its power gain ``gain`` (mean gain times fading; a
+    float with ``FLOAT_OPS`` in the single env, arrays in the vector env): (uplink
+    SNR-bandwidth product [Hz], downlink SNR, downlink spectral efficiency [bit/s/Hz],
+    observation entry: uplink SNR over the whole band [dB] / 40, clipped to [-1, 1])."""
+    gamma, snr_d = model.link_params(gain)
+    eff = spectral_efficiency(snr_d, model.band, ops)
+    o = 10.0 * ops.log10(ops.maximum(gamma / bandwidth_hz, 1e-30)) / 40.0
+    return gamma, snr_d, eff, ops.minimum(ops.maximum(o, -1.0), 1.0)
+
+
+# Rounds of fading draws taken from the generator at a time (single and vector env).
+BLOCK_ROUNDS = 64
 # A round lasts seconds; the channel moves one block per nominal round of this length.
 ROUND_SLOT_S = 1.0
 # First zero of the Bessel J0 (rounded down, so J0 > 0 there).
@@ -267,7 +281,11 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
     ``fsmc`` or ``gauss_markov``, one slot per nominal 1 s round, Jakes correlation; at
     pedestrian speed consecutive rounds are independent), the same
     power gain on the downlink (TDD reciprocity). The channel of a round is seen before
-    acting (the observation holds it).
+    acting (the observation holds it). The env takes the fading draws from ``np_random`` in
+    blocks of ``BLOCK_ROUNDS`` rounds and, at an episode's end or a reset, puts the generator
+    back where one draw per round would leave it: the same numbers, and the same generator
+    state between episodes (someone drawing from ``np_random`` in the middle of an episode
+    gets numbers the env has drawn ahead).
 
     ## Action Space
 
@@ -414,6 +432,7 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         tflops = np.clip(np.log10(m.device_tflops) / 2.0, -1.0, 1.0)
         self._tflops_obs = tflops.tolist()
         self._clip_cache: dict[tuple[int, int, int], tuple[int, int, bool, bool]] = {}
+        N = cfg.n_devices
         if self.channel.mode == "fsmc":
             fsmc = self.channel.fsmc
             # the chain's own cumulative tables (FiniteStateMarkovChannel.step/sample_initial)
@@ -421,14 +440,25 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
             self._cum_pi = fsmc._cum_pi.tolist()
             self._fade_list = (fsmc.snr_linear / self.channel.mean_snr).tolist()
             self._gm = None
+            n_states = fsmc.n_states
+            # an episode's link rows per (device, FSMC state), at flat index i * S + s
+            self._row_offsets = [i * n_states for i in range(N)]
+            self._row_cache_empty = [None] * (N * n_states)
+            self._draws_per_round = N  # uniforms
         else:
             self._gm = wireless.GaussMarkovFading(
-                self.channel.rho, k_factor=self.config.k_factor, n_links=self.config.n_devices
+                self.channel.rho, k_factor=self.config.k_factor, n_links=N
             )
-        self._obs_static = [0.0] * (4 * cfg.n_devices)
+            self._draws_per_round = 2 * N  # normals (real, then imaginary parts)
+        self._obs_static = [0.0] * (4 * N)
         # SplitFedModel.link_params' constants: (tx power [W], downlink PSD [W/Hz], N0 [W/Hz])
         self._link_consts = (cfg.tx_power_w, m.downlink_psd_w_per_hz, m.noise_w_per_hz)
         self._span = m.initial_loss - m.target_loss
+        # the fading draws of BLOCK_ROUNDS rounds at a time (see _round_draws)
+        self._blk: Any = ()
+        self._blk_pos = 0
+        self._blk_rng: np.random.Generator | None = None
+        self._blk_state: Any = None
 
     # ---- Gymnasium API -----------------------------------------------------------------
     def _reset(self, options: dict[str, Any] | None) -> tuple[np.ndarray, dict[str, Any]]:
@@ -446,38 +476,36 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         """Draw an episode's devices and first fading from ``rng`` and start the episode's
         state (the native vector env calls it for each sub-env it resets, with that
         sub-env's generator: one copy of the reset)."""
+        self._sync_draws()
         cfg, m = self.config, self.model
         N = cfg.n_devices
-        types = rng.integers(0, len(cfg.device_types), size=N)
-        dist = rng.uniform(cfg.min_distance_m, cfg.distance_m, size=N)
-        shadow = rng.normal(0.0, cfg.shadowing_std_db, size=N)
+        types, dist, shadow, first = self._draw_episode(rng)
         self._types = types
         tl = types.tolist()
         self._types_l = tl
-        self._gain_l = m.path_gain_list(dist, shadow.tolist())
+        gain = m.path_gain_list(dist, shadow.tolist())
+        self._gain_l = gain
         if self._gm is None:
             cum = self._cum_pi
-            self._states = [bisect.bisect_right(cum, u) for u in rng.random(N).tolist()]
-            table = self._fade_list
-            self._fade_l = [table[s] for s in self._states]
+            self._states = [bisect.bisect_right(cum, u) for u in first.tolist()]
+            self._row_cache = self._row_cache_empty[:]
+            self._set_link_rows(self._fsmc_rows(self._states))
         else:
-            self._fade_l = self._gm.reset(rng).tolist()
+            self._fade_l = fade = self._gm.reset(_Rows(first)).tolist()
+            self._set_link_rows(self._link_row_list(gain, fade))
         usable = self._usable_list
         dmin = min(tl, key=usable.__getitem__)
         self._dmin = dmin
         self._feasible = self._feasible_by_type[dmin]
         static, tf, head = self._obs_static, self._tflops_obs, self._headroom_by_type
-        for i, d in enumerate(tl):
-            static[4 * i + 1] = tf[d]
-            static[4 * i + 2] = head[d]
+        static[1::4] = [tf[d] for d in tl]
+        static[2::4] = [head[d] for d in tl]
         # The reference action on mean channels sets the reward scales.
         ref_j = self._clip(self._ref_cut_j, self._ref_rank_k)[0]
         self._ref_j, self._ref_k = ref_j, self._ref_rank_k
-        gamma, snr_d = self._link(self._gain_l)
-        eq = 1.0 / N
-        rt, _, _, e = self._round_costs(ref_j, self._ref_k, 1.0 / m.interval, eq, gamma, snr_d)
+        rt, self.ref_energy_j = self._reference_round(tl, gain, ref_j)
         self.ref_time_s = rt
-        self.ref_energy_j = max(pairwise_sum(e), 1e-12)
+        self._obs_scale = 4.0 * rt
         self._loss = float(m.initial_loss)
         self._round = 0
         self._time = 0.0
@@ -486,6 +514,40 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         self._cut_j, self._rank_k = ref_j, self._ref_k
         self._last_t = [0.0] * N
         self._done = False
+
+    def _reference_round(self, types: list[int], gain: list[float], j: int) -> tuple[float, float]:
+        """Round time [s] and device energy [J] (at least 1e-12) of the reference action (cut
+        index ``j``, the middle rank, equal split, the amortised adapter exchange) on the
+        devices' mean channels: the reward scales of an episode."""
+        m, k = self.model, self._ref_rank_k
+        gamma, eff_d = self._link(gain)
+        rt, _, _, e = round_costs_float(
+            1.0 / len(types),
+            types,
+            m.base_list[j][k],
+            m.dev_train_list[j][k],
+            m.round_bits(j, k, 1.0 / m.interval),
+            gamma,
+            eff_d,
+            m.active_power_list,
+            m.idle_power_list,
+            m.band,
+            m.radio,
+            self._sl,
+        )
+        return rt, max(pairwise_sum(e), 1e-12)
+
+    def _draw_episode(self, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """An episode's draws from ``rng``, in order: device types, distances [m], shadowing
+        [dB], and the first round's fading draws (FSMC: uniforms of the stationary state;
+        Gauss-Markov: the (2, N) normals of the initial state)."""
+        cfg = self.config
+        N = cfg.n_devices
+        types = rng.integers(0, len(cfg.device_types), size=N)
+        dist = rng.uniform(cfg.min_distance_m, cfg.distance_m, size=N)
+        shadow = rng.normal(0.0, cfg.shadowing_std_db, size=N)
+        first = rng.random(N) if self._gm is None else rng.standard_normal((2, N))
+        return types, dist, shadow, first
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._types is None:
@@ -502,19 +564,21 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
             self._cut_j, self._rank_k = j, k
         j, k = self._cut_j, self._rank_k
         aggregate = 1.0 if (not self._sl and (self._round + 1) % m.interval == 0) else 0.0
-        gamma, snr_d = self._gamma, self._snr_d  # this round's channel (the observation's)
+        gamma = self._gamma  # this round's channel (the observation's)
         shares = (
-            self._shares(share_spec, j, k, aggregate, gamma, snr_d)
+            self._shares(share_spec, j, k, aggregate, gamma, self._snr_d)
             if type(share_spec) is str
             else share_spec
         )
-        rt, t_i, _, energy = self._round_costs(j, k, aggregate, shares, gamma, snr_d)
+        rt, t_i, _, energy = self._round_costs(j, k, aggregate, shares, gamma, self._eff_d)
         e_total = pairwise_sum(energy)
         terminated = book_round(self, j, k, rt, t_i, e_total)
         truncated = not terminated and (
             self._time >= cfg.time_budget_s or self._round >= cfg.max_rounds
         )
-        self._done = terminated or truncated
+        if terminated or truncated:
+            self._done = True
+            self._sync_draws()
         t_cost = rt / self.ref_time_s
         e_cost = cfg.lambda_energy * e_total / self.ref_energy_j
         cut, rank = j + 1, self._ranks_list[k]
@@ -582,7 +646,7 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         and whether cut/rank may change now."""
         return {
             "device_types": self._types.copy(),
-            "gain": np.array(self._gain_l) * np.array(self._fade_l),
+            "gain": np.array(self._gain_l) * np.array(self._fading()),
             "loss": self._loss,
             "round": self._round,
             "cut_index": self._cut_j,
@@ -634,13 +698,15 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
                 ok = False
             if not ok:
                 al = self._decode_continuous_checked(action)
-            pos = int(round((al[0] + 1.0) * 0.5 * (self.n_cuts - 1)))
-            k = int(round((al[1] + 1.0) * 0.5 * (m.K - 1)))
+            pos = round((al[0] + 1.0) * 0.5 * (self.n_cuts - 1))
+            k = round((al[1] + 1.0) * 0.5 * (m.K - 1))
+            # softmax(scale * a[2:]): max(scale * x) is scale * max(x) exactly (scale > 0
+            # and rounding are monotone)
             scale = cfg.share_logit_scale
-            z = [scale * x for x in al[2:]]
-            zmax = max(z)
+            logits = al[2:]
+            zmax = scale * max(logits)
             exp = math.exp
-            w = [exp(v - zmax) for v in z]
+            w = [exp(scale * x - zmax) for x in logits]
             total = pairwise_sum(w)
             return pos, k, [v / total for v in w]
         a = np.asarray(action)
@@ -698,13 +764,71 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         raise RuntimeError("no feasible cut at any rank (the config validation should prevent it)")
 
     def _link(self, gain: list[float]) -> tuple[list[float], list[float]]:
-        """Per-device (uplink SNR-bandwidth product, downlink SNR) of power gains: the
-        model's :meth:`~mei_envs.split_fed.SplitFedModel.link_params` on floats."""
+        """Per-device (uplink SNR-bandwidth product, downlink spectral efficiency) of power
+        gains: the model's :meth:`~mei_envs.split_fed.SplitFedModel.link_params` and
+        :func:`~mei_envs.split_fed.spectral_efficiency` on floats."""
         up, down, n0 = self._link_consts
-        return [up * g / n0 for g in gain], [down * g / n0 for g in gain]
+        _, _, lo, hi = self.model.band
+        log2 = math.log2
+        eff = []
+        for g in gain:
+            e = log2(1.0 + down * g / n0)
+            e = lo if lo > e else e
+            eff.append(hi if hi < e else e)
+        return [up * g / n0 for g in gain], eff
+
+    def _link_row(self, gain: float, fade: float) -> tuple[float, float, float, float]:
+        """:func:`link_rows` of one device on floats (gain times fading)."""
+        return self._link_row_list([gain], [fade])[0]
+
+    def _link_row_list(
+        self, gains: list[float], fades: list[float]
+    ) -> list[tuple[float, float, float, float]]:
+        """:func:`link_rows` of devices on floats (gains times fadings), written out: the
+        same operations in the same order (builtin ``max``/``min`` semantics), ~2x cheaper
+        than through ``FLOAT_OPS`` (``tests/test_split_fed_fast_paths.py`` checks the bits)."""
+        up, down, n0 = self._link_consts
+        _, _, lo, hi = self.model.band
+        w = self.config.bandwidth_hz
+        log2, log10 = math.log2, math.log10
+        rows = []
+        for gain, fade in zip(gains, fades, strict=True):
+            x = gain * fade
+            gamma = up * x / n0
+            snr_d = down * x / n0
+            e = log2(1.0 + snr_d)
+            e = lo if lo > e else e
+            o = gamma / w
+            o = 10.0 * log10(1e-30 if 1e-30 > o else o) / 40.0
+            o = -1.0 if -1.0 > o else o
+            rows.append((gamma, snr_d, hi if hi < e else e, 1.0 if 1.0 < o else o))
+        return rows
+
+    def _fsmc_rows(self, states: list[int]) -> list[tuple[float, float, float, float]]:
+        """The link rows of the devices in FSMC ``states`` (computed once per episode,
+        device and state)."""
+        cache = self._row_cache
+        keys = [o + s for o, s in zip(self._row_offsets, states, strict=True)]
+        rows = [cache[q] for q in keys]
+        if None in rows:
+            table, gain = self._fade_list, self._gain_l
+            todo = [i for i, r in enumerate(rows) if r is None]
+            new = self._link_row_list([gain[i] for i in todo], [table[states[i]] for i in todo])
+            for i, r in zip(todo, new, strict=True):
+                rows[i] = cache[keys[i]] = r
+        return rows
+
+    def _set_link_rows(self, rows: list[tuple[float, float, float, float]]) -> None:
+        self._gamma, self._snr_d, self._eff_d, self._snr_obs = zip(*rows, strict=True)
+
+    def _fading(self) -> list[float]:
+        """This round's fading power gain of each device."""
+        if self._gm is None:
+            return [self._fade_list[s] for s in self._states]
+        return self._fade_l
 
     def _round_costs(
-        self, j: int, k: int, aggregate: float, shares: Any, gamma: list, snr_d: list
+        self, j: int, k: int, aggregate: float, shares: Any, gamma: Any, down_eff: Any
     ) -> tuple[float, list[float], list[float], list[float]]:
         """(round time, per-device times, uplink airtimes, energies) of one round on floats
         (:func:`mei_envs.split_fed.round_costs_float`, the model's formulas)."""
@@ -716,7 +840,7 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
             m.dev_train_list[j][k],
             m.round_bits(j, k, aggregate),
             gamma,
-            snr_d,
+            down_eff,
             m.active_power_list,
             m.idle_power_list,
             m.band,
@@ -747,54 +871,82 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         )
         return sh
 
+    def _round_draws(self) -> list[float]:
+        """This round's fading draws from ``np_random`` (uniforms for the FSMC, normals for
+        Gauss-Markov), taken from a block of ``BLOCK_ROUNDS`` rounds drawn at once: the same
+        numbers in the same order as one call per round. :meth:`_sync_draws` puts the
+        generator back where per-round calls would have left it."""
+        p = self._blk_pos
+        if p >= len(self._blk):
+            rng = self.np_random
+            self._blk_state = rng.bit_generator.state
+            self._blk_rng = rng
+            n = BLOCK_ROUNDS * self._draws_per_round
+            self._blk = (rng.random(n) if self._gm is None else rng.standard_normal(n)).tolist()
+            p = 0
+        q = p + self._draws_per_round
+        self._blk_pos = q
+        return self._blk[p:q]
+
+    def _sync_draws(self) -> None:
+        """Rewind the generator of the current block to the block's start and draw the
+        rows used so far again (episode end, reset)."""
+        rng = self._blk_rng
+        if rng is not None:
+            rng.bit_generator.state = self._blk_state
+            used = self._blk_pos
+            if used:
+                if self._gm is None:
+                    rng.random(used)
+                else:
+                    rng.standard_normal(used)
+            self._blk_rng = None
+        self._blk = ()
+        self._blk_pos = 0
+
     def _advance_channel(self) -> None:
-        rng = self.np_random
+        u = self._round_draws()
         if self._gm is None:
-            cum, table, right = self._cum_rows, self._fade_list, bisect.bisect_right
-            states = [
-                right(cum[s], u)
-                for s, u in zip(self._states, rng.random(len(self._states)).tolist(), strict=True)
-            ]
+            cum, right = self._cum_rows, bisect.bisect_right
+            states = [right(cum[s], v) for s, v in zip(self._states, u, strict=True)]
             self._states = states
-            self._fade_l = [table[s] for s in states]
+            self._set_link_rows(self._fsmc_rows(states))
         else:
-            self._fade_l = self._gm.step(rng).tolist()
+            N = self.config.n_devices
+            z = np.array(u).reshape(2, N)
+            self._fade_l = fade = self._gm.step(_Rows(z)).tolist()
+            self._set_link_rows(self._link_row_list(self._gain_l, fade))
 
     def _obs(self) -> np.ndarray:
         cfg, m = self.config, self.model
-        # per device: this round's link parameters (_link) and the four observation entries
-        up, down, n0 = self._link_consts
-        w, log10, scale = cfg.bandwidth_hz, math.log10, 4.0 * self.ref_time_s
-        static = self._obs_static
-        gamma, snr_d, vals = [], [], []
-        i = 0
-        for g, f, t in zip(self._gain_l, self._fade_l, self._last_t, strict=True):
-            x = g * f
-            g = up * x / n0
-            gamma.append(g)
-            snr_d.append(down * x / n0)
-            x = g / w
-            x = 10.0 * log10(1e-30 if 1e-30 > x else x) / 40.0  # SNR over the band [dB] / 40
-            x = -1.0 if -1.0 > x else x
-            t = t / scale
-            t = 0.0 if 0.0 > t else t
-            vals += (1.0 if 1.0 < x else x, static[i + 1], static[i + 2], 1.0 if 1.0 < t else t)
-            i += 4
-        self._gamma, self._snr_d = gamma, snr_d
+        n4 = 4 * cfg.n_devices
+        vals = self._obs_static + [0.0] * 6
+        vals[0:n4:4] = self._snr_obs
+        scale = self._obs_scale  # last round times / (4 ref round time), at most 1
+        vals[3:n4:4] = [1.0 if t > scale else t / scale for t in self._last_t]
         interval, rnd = m.interval, self._round
-        left = (interval - rnd % interval) % interval
         x = (self._loss - m.target_loss) / self._span
-        x = 0.0 if 0.0 > x else x
         t = self._time / cfg.time_budget_s
-        vals += (
-            1.0 if 1.0 < x else x,
-            left / interval,
+        vals[n4:] = (
+            1.0 if 1.0 < x else (0.0 if 0.0 > x else x),
+            ((interval - rnd % interval) % interval) / interval,
             1.0 if 1.0 < t else t,
             (self._cut_j + 1) / m.L,
             self._rank_k / (m.K - 1) if m.K > 1 else 0.0,
             1.0 if self._sl or rnd % interval == 0 else 0.0,
         )
         return np.array(vals, dtype=np.float32)
+
+
+class _Rows:
+    """Stands in for a generator inside a Gauss-Markov channel step: hands out one round's
+    pre-drawn normals."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+
+    def standard_normal(self, shape: Any) -> np.ndarray:
+        return self.values.reshape(shape)
 
 
 __all__ = [

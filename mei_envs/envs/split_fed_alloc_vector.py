@@ -16,12 +16,18 @@ sub-envs that ask for it, the channel steps of :mod:`mei_envs.wireless`
 (tabulated per least-memory device type at construction).
 
 **Randomness.** The single env draws the devices at reset and one row of fading draws per
-round. A sub-env's reset is the single env's own (``SplitFedAllocEnv._new_episode`` on the
-sub-env's generator, its state copied into the arrays). Each sub-env draws its fading rows
-in blocks of ``BLOCK_ROUNDS`` from its own generator
-(the same numbers in the same order); at an episode end the generator is put back where the
-single env's would be (state at the block start, then the rows actually used drawn again),
-so the next episode's draws match too.
+round. A sub-env's reset draws with the single env's own ``_draw_episode`` on the sub-env's
+generator; the rest of the reset (path gains, reference round, link tables) runs on arrays
+over every sub-env that resets in the step. Each sub-env draws its fading rows in blocks of
+``BLOCK_ROUNDS`` from its own generator, as the single env does (the same numbers in the
+same order); at an episode end the generator is put back where the single env's would be
+(state at the block start, then the rows actually used drawn again), so the next episode's
+draws match too.
+
+**Link tables.** With the FSMC channel a device's link quantities (:func:`link_rows`:
+uplink SNR-bandwidth product, downlink SNR and spectral efficiency, observation entry) take
+one of ``fsmc_states`` values per episode; they are tabulated per sub-env, device and state
+at reset (the single env fills the same table lazily on floats), and a step gathers them.
 
 **Info.** Always the lean level (whatever ``config.info`` says): per step the keys of
 ``metadata["info_metrics"]``, and at an episode end the ``episode_<key>`` totals (in
@@ -38,16 +44,17 @@ import numpy as np
 from mei_envs import wireless
 from mei_envs.envs.split_fed_alloc import (
     ALLOCATION_RULES,
+    BLOCK_ROUNDS,
     SplitFedAllocEnv,
+    _Rows,
     book_round,
+    link_rows,
 )
 from mei_envs.split_fed import chain_times, device_energy_j, spectral_efficiency
 from mei_envs.vector import MeiVectorEnv
 
 __all__ = ["BLOCK_ROUNDS", "SplitFedAllocVectorEnv"]
 
-# Rounds of fading draws each sub-env takes from its generator at a time.
-BLOCK_ROUNDS = 64
 _EPISODE_KEYS = tuple(f"episode_{k}" for k in SplitFedAllocEnv.metadata["info_metrics"])
 
 
@@ -62,15 +69,16 @@ def _row_max(a: np.ndarray) -> np.ndarray:
     return out
 
 
-class _Rows:
-    """Stands in for a generator inside the Gauss-Markov channel step: hands out the
-    pre-drawn normals of this round."""
-
-    def __init__(self, values: np.ndarray) -> None:
-        self.values = values
-
-    def standard_normal(self, shape: Any) -> np.ndarray:
-        return self.values.reshape(shape)
+def _row_sum(a: np.ndarray) -> np.ndarray:
+    """``a.sum(-1)`` of a 2-D array, the same bits: below 8 columns numpy's pairwise sum of a
+    row is the sequential sum (:func:`mei_envs.split_fed.pairwise_sum`), here one ``add``
+    per column, which numpy runs faster than a reduction over a short last axis."""
+    if a.shape[1] >= 8:
+        return a.sum(-1)
+    out = a[:, 0].copy()
+    for c in range(1, a.shape[1]):
+        out += a[:, c]
+    return out
 
 
 class SplitFedAllocVectorEnv(MeiVectorEnv):
@@ -90,7 +98,7 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
         self._N = N
         self._discrete = cfg.action_mode == "discrete"
         self._sl = cfg.scheme == "sl"
-        D, L, K = len(cfg.device_types), m.L, m.K
+        D, L, K, interval = len(cfg.device_types), m.L, m.K, m.interval
         # The single env's clipping rule, tabulated per least-memory type and request.
         allowed = m.allowed_cuts - 1
         self._allowed = allowed
@@ -103,32 +111,59 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
                     clip[:, d, j, k] = single._clip(j, k)
         # rows (clipped j, clipped k, cut clipped, rank clipped) at flat index (d * L + j) * K + k
         self._clip_rows = np.ascontiguousarray(clip.reshape(4, -1).T)
+        self._ref_cut_j, self._ref_rank_k = single._ref_cut_j, single._ref_rank_k
+        self._index_scale = np.array([single.n_cuts - 1, K - 1], dtype=float)
         # (D, L, K) cost tables, raveled for one flat-index gather per step
         self._base_flat = np.ascontiguousarray(m.base_table).ravel()
         self._dev_flat = np.ascontiguousarray(m.dev_train_s).ravel()
+        # bits of a round (SplitFedModel.round_bits) per (j, k) and round phase
+        self._smashed_jk = np.repeat(m.smashed_bits, K)
+        self._adapter_jk = np.ascontiguousarray(m.adapter_bits).ravel()
+        phases = np.arange(interval)
+        self._aggregate_by_phase = (
+            np.zeros(interval) if self._sl else ((phases + 1) % interval == 0).astype(float)
+        )
         self._masks = np.stack(single._mask_by_type)  # (D, n_actions)
         self._ranks = m.ranks
+        self._tflops_obs = np.asarray(single._tflops_obs)
+        self._headroom = np.asarray(single._headroom_by_type)
+        # observation entries 4N+1 .. 4N+5 that depend on the round phase, cut and rank only
+        self._left_by_phase = ((interval - phases) % interval) / interval
+        self._cut_obs = (np.arange(L) + 1) / L
+        self._rank_obs = np.arange(K) / (K - 1) if K > 1 else np.zeros(K)
         self._fsmc = single.channel.fsmc if single._gm is None else None
         if self._fsmc is not None:
+            S = self._fsmc.n_states
             self._fade_table = np.asarray(single._fade_list)
+            self._cum_pi = np.asarray(single._cum_pi)
             self._draw_shape: tuple[int, ...] = (N,)
+            # link_rows of (sub-env, device, state), at flat index (i * N + d) * S + s
+            self._link_table = np.zeros((4, B * N * S))
+            self._key_base = np.arange(B * N).reshape(B, N) * S
         else:
             self._gm = wireless.GaussMarkovFading(
                 single.channel.rho, k_factor=cfg.k_factor, n_links=B * N
             )
             self._gm._s = np.zeros(B * N, dtype=complex)  # set per sub-env at its reset
             self._draw_shape = (2, N)
-        self._block = np.zeros((B, BLOCK_ROUNDS, *self._draw_shape))
+        # sub-env i's block of draws at rows i * BLOCK_ROUNDS + round in block
+        self._block = np.zeros((B * BLOCK_ROUNDS, *self._draw_shape))
+        self._block_start = np.arange(B) * BLOCK_ROUNDS
         self._block_pos = np.zeros(B, dtype=np.int64)
         self._block_state: list[Any] = [None] * B
         self._block_rng: list[Any] = [None] * B
         # per-sub-env state
         self._types = np.zeros((B, N), dtype=np.int64)
+        self._type_at = np.zeros((B, N), dtype=np.int64)  # types * L * K (flat table offset)
+        self._active_w = np.zeros((B, N))
+        self._idle_w = np.zeros((B, N))
         self._dmin = np.zeros(B, dtype=np.int64)
         self._gain = np.ones((B, N))
-        self._fade = np.ones((B, N))
+        self._fade = np.ones((B, N))  # Gauss-Markov fading (FSMC: self._states)
         self._states = np.zeros((B, N), dtype=np.intp)
+        self._links = np.zeros((4, B, N))  # this round's link_rows
         self._ref_time = np.ones(B)
+        self._obs_scale = np.ones((B, 1))
         self._ref_energy = np.ones(B)
         self._loss = np.zeros(B)
         self._round = np.zeros(B, dtype=np.int64)
@@ -140,9 +175,16 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
         self._cut_j = np.zeros(B, dtype=np.int64)
         self._rank_k = np.zeros(B, dtype=np.int64)
         self._last_t = np.zeros((B, N))
-        self._rows = np.arange(B)
         self._obs_static = np.zeros((B, 4 * N + 6), dtype=np.float32)
         self._step_obs: np.ndarray | None = None
+
+    @property
+    def _gamma(self) -> np.ndarray:
+        return self._links[0]
+
+    @property
+    def _snr_d(self) -> np.ndarray:
+        return self._links[1]
 
     # ---- randomness ----------------------------------------------------------------------
     def _draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -155,7 +197,7 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
         rng = self.rngs[i]
         self._block_state[i] = rng.bit_generator.state
         self._block_rng[i] = rng
-        self._block[i] = self._draw(rng, BLOCK_ROUNDS)
+        self._block[i * BLOCK_ROUNDS : (i + 1) * BLOCK_ROUNDS] = self._draw(rng, BLOCK_ROUNDS)
         self._block_pos[i] = 0
 
     def _rewind(self, i: int) -> None:
@@ -172,11 +214,12 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
 
     def _round_draws(self) -> np.ndarray:
         """This round's draws of every sub-env, ``(num_envs, *draw_shape)``."""
-        full = np.flatnonzero(self._block_pos >= BLOCK_ROUNDS)
-        for i in full.tolist():
-            self._new_block(i)
-        out = self._block[self._rows, self._block_pos]
-        self._block_pos += 1
+        pos = self._block_pos
+        if pos.max() >= BLOCK_ROUNDS:
+            for i in np.flatnonzero(pos >= BLOCK_ROUNDS).tolist():
+                self._new_block(i)
+        out = self._block.take(self._block_start + pos, axis=0)
+        pos += 1
         return out
 
     # ---- reset ---------------------------------------------------------------------------
@@ -185,39 +228,72 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         if options:
             raise ValueError(f"reset options {sorted(options)}: this env takes none")
-        N = self._N
         idx = np.flatnonzero(mask)
         single = self.single_env
-        first = self._step_obs is None
-        out = None if first else self._step_obs.copy()  # an autoreset: only these change
+        draws = []
         for i in idx.tolist():
             self._rewind(i)
-            # the single env's own reset on this sub-env's generator, its state copied here
-            single._new_episode(self.rngs[i])
-            self._types[i] = single._types
-            self._gain[i] = single._gain_l
-            self._fade[i] = single._fade_l
-            if self._fsmc is not None:
-                self._states[i] = single._states
-            else:
-                self._gm._s[i * N : (i + 1) * N] = single._gm._s
-            self._dmin[i] = single._dmin
-            self._obs_static[i, : 4 * N] = single._obs_static
-            self._ref_time[i] = single.ref_time_s
-            self._ref_energy[i] = single.ref_energy_j
-            self._cut_j[i], self._rank_k[i] = single._cut_j, single._rank_k
-            if not first:
-                out[i] = single._obs()
-                self._gamma[i], self._snr_d[i] = single._gamma, single._snr_d
+            draws.append(single._draw_episode(self.rngs[i]))  # the single env's draws
             self._new_block(i)
-        self._loss[idx] = self.model.initial_loss
+        self._start(idx, *(np.stack(v) for v in zip(*draws, strict=True)))
+        if self._step_obs is None:  # reset(): every sub-env
+            return self._obs(), {}
+        out = self._step_obs.copy()  # an autoreset: only these change
+        out[idx] = self._obs(idx)
+        return out, {}
+
+    def _start(
+        self,
+        idx: np.ndarray,
+        types: np.ndarray,
+        dist: np.ndarray,
+        shadow: np.ndarray,
+        first: np.ndarray,
+    ) -> None:
+        """The single env's ``_new_episode`` after its draws, on the rows ``idx`` at once."""
+        m, N = self.model, self._N
+        cfg = self.config
+        gain = m.path_gain(dist, shadow)  # = SplitFedModel.path_gain_list's floats
+        self._types[idx] = types
+        self._type_at[idx] = types * (m.L * m.K)
+        self._active_w[idx] = m.active_power_w[types]
+        self._idle_w[idx] = m.idle_power_w[types]
+        self._gain[idx] = gain
+        if self._fsmc is not None:
+            states = np.searchsorted(self._cum_pi, first, side="right")  # bisect_right
+            self._states[idx] = states
+            x = gain[:, :, None] * self._fade_table  # (rows, N, S)
+            keys = (self._key_base[idx][:, :, None] + np.arange(x.shape[2])).ravel()
+            self._link_table[:, keys] = np.stack(link_rows(m, x, cfg.bandwidth_hz)).reshape(4, -1)
+            self._links[:, idx] = self._link_table[:, self._key_base[idx] + states]
+        else:
+            single = self.single_env
+            for r, i in enumerate(idx.tolist()):
+                fade = single._gm.reset(_Rows(first[r]))  # the single env's reset
+                self._gm._s[i * N : (i + 1) * N] = single._gm._s
+                self._fade[i] = fade
+            self._links[:, idx] = np.stack(link_rows(m, gain * self._fade[idx], cfg.bandwidth_hz))
+        # the least-memory device (the first, as min() picks) and its clipping
+        usable = m.usable_memory_bytes[types]
+        dmin = types[np.arange(len(idx)), usable.argmin(axis=1)]
+        self._dmin[idx] = dmin
+        self._obs_static[idx, 1 : 4 * N : 4] = self._tflops_obs[types]
+        self._obs_static[idx, 2 : 4 * N : 4] = self._headroom[types]
+        ref_k = np.full(len(idx), self._ref_rank_k)
+        ref_j = self._clip_rows[(dmin * m.L + self._ref_cut_j) * m.K + ref_k, 0]
+        # the reference round (middle cut and rank, equal split) on mean channels: the
+        # single env's, on floats (a few rows per step reset)
+        ref = self.single_env._reference_round
+        rt, e = zip(*map(ref, types.tolist(), gain.tolist(), ref_j.tolist()), strict=True)
+        self._ref_time[idx] = rt
+        self._obs_scale[idx, 0] = np.multiply(4.0, rt)
+        self._ref_energy[idx] = e
+        self._cut_j[idx], self._rank_k[idx] = ref_j, ref_k
+        self._loss[idx] = m.initial_loss
         for arr in (self._round, self._time, self._energy, self._last_t):
             arr[idx] = 0
         for arr in (self._cut_sum, self._rank_sum, self._clip_sum):
             arr[idx] = 0
-        if first:
-            return self._obs(), {}
-        return out, {}
 
     # ---- step ----------------------------------------------------------------------------
     def _step(
@@ -225,28 +301,29 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         cfg, m = self.config, self.model
         cut_pos, rank_k, rule, shares = self._decode(actions)
-        epoch = (self._round % m.interval == 0) | self._sl
-        want_j = self._allowed[cut_pos]
-        clip = self._clip_rows[(self._dmin * m.L + want_j) * m.K + rank_k]
-        new_j, new_k = clip[:, 0], clip[:, 1]
-        cut_clipped = epoch & (clip[:, 2] != 0)
-        self._cut_j = np.where(epoch, new_j, self._cut_j)
-        self._rank_k = np.where(epoch, new_k, self._rank_k)
-        j, k = self._cut_j, self._rank_k
-        if self._sl:
-            aggregate = np.zeros(self.num_envs)
+        phase = self._round % m.interval  # sl: interval 1, every round a decision epoch
+        epoch = phase == 0
+        clip = self._clip_rows[(self._dmin * m.L + self._allowed[cut_pos]) * m.K + rank_k]
+        if epoch.all():
+            j, k = clip[:, 0], clip[:, 1]
+            cut_clipped = clip[:, 2] != 0
         else:
-            aggregate = ((self._round + 1) % m.interval == 0).astype(float)
-        gamma, snr_d = self._gamma, self._snr_d
+            j = np.where(epoch, clip[:, 0], self._cut_j)
+            k = np.where(epoch, clip[:, 1], self._rank_k)
+            cut_clipped = epoch & (clip[:, 2] != 0)
+        self._cut_j, self._rank_k = j, k
+        aggregate = self._aggregate_by_phase[phase]
+        gamma, snr_d, eff_d, _ = self._links
         if self._discrete:
             shares = self._rule_shares(rule, j, k, aggregate, gamma, snr_d)
-        rt, t_i, _, energy = self._round_costs(self._types, j, k, aggregate, shares, gamma, snr_d)
-        e_total = energy.sum(-1)
+        rt, t_i, _, energy = self._round_costs(None, j, k, aggregate, shares, gamma, eff_d)
+        e_total = _row_sum(energy)
         terminated = book_round(self, j, k, rt, t_i, e_total)
-        truncated = ~terminated & (
-            (self._time >= cfg.time_budget_s) | (self._round >= cfg.max_rounds)
-        )
-        reward = -(rt / self._ref_time + cfg.lambda_energy * e_total / self._ref_energy)
+        truncated = (self._time >= cfg.time_budget_s) | (self._round >= cfg.max_rounds)
+        truncated &= ~terminated
+        reward = rt / self._ref_time
+        reward += cfg.lambda_energy * e_total / self._ref_energy
+        np.negative(reward, out=reward)
         cut = j + 1
         rank = self._ranks[k]
         self._cut_sum += cut
@@ -254,9 +331,11 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
         self._clip_sum += cut_clipped
         infos = self._lean_infos(rt, e_total, cut, rank, terminated, cut_clipped)
         done = terminated | truncated
-        if done.any():
-            self._add_totals(infos, done)
         self._step_obs = self._obs()
+        if not done.any():
+            obs, self._step_obs = self._step_obs, None
+            return obs, reward, terminated, truncated, infos
+        self._add_totals(infos, done)
         try:
             obs, infos = self._autoreset(self._step_obs, terminated, truncated, infos)
         finally:
@@ -274,8 +353,7 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
     def _decode(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
         """Validate the batch (state unchanged on error); cut position, rank index,
         allocation rule (discrete) and shares (continuous)."""
-        m, B = self.model, self.num_envs
-        n_cuts = self.single_env.n_cuts
+        B = self.num_envs
         if self._discrete:
             a = np.asarray(actions)
             if (
@@ -305,12 +383,17 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
             if lo < -1.0 - 1e-6 or hi > 1.0 + 1e-6:
                 raise ValueError(f"actions={actions!r}: every entry must be in [-1, 1]")
             a = np.minimum(np.maximum(a, -1.0), 1.0)
-        # Python's round() and np.rint both round half to even
-        pos = np.rint((a[:, 0] + 1.0) * 0.5 * (n_cuts - 1)).astype(np.int64)
-        k = np.rint((a[:, 1] + 1.0) * 0.5 * (m.K - 1)).astype(np.int64)
+        # Python's round() and np.rint both round half to even; cut and rank columns at once
+        pos_k = a[:, :2] + 1.0
+        pos_k *= 0.5
+        pos_k *= self._index_scale  # (n_cuts - 1, K - 1)
+        pos_k = np.rint(pos_k, out=pos_k).astype(np.int64)
+        pos, k = pos_k[:, 0], pos_k[:, 1]
         z = self.config.share_logit_scale * a[:, 2:]
-        w = np.exp(z - _row_max(z)[:, None])
-        return pos, k, None, w / w.sum(axis=-1, keepdims=True)
+        z -= _row_max(z)[:, None]
+        w = np.exp(z, out=z)
+        w /= _row_sum(w)[:, None]
+        return pos, k, None, w
 
     def _rule_shares(
         self,
@@ -341,31 +424,32 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
 
     def _round_costs(
         self,
-        types: np.ndarray,
+        rows: np.ndarray | None,
         j: np.ndarray,
         k: np.ndarray,
         aggregate: Any,
         shares: Any,
         gamma: np.ndarray,
-        snr_d: np.ndarray,
+        down_eff: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(round time, per-device times, uplink airtimes, energies) of a batch of rounds."""
+        """(round time, per-device times, uplink airtimes, energies) of a batch of rounds of
+        the sub-envs ``rows`` (None: all)."""
         m = self.model
-        at = (types * m.L + j[:, None]) * m.K + k[:, None]  # flat (d, j, k) index
+        sel: Any = slice(None) if rows is None else rows
+        jk = j * m.K + k
+        at = self._type_at[sel] + jk[:, None]  # flat (d, j, k) index
         base = self._base_flat.take(at)
         t_dev = self._dev_flat.take(at)
-        bits = m.round_bits(j, k, aggregate)[:, None]
+        # SplitFedModel.round_bits: smashed (+ adapters in an exchange round, every sl turn)
+        adapter = self._adapter_jk.take(jk)
+        if not self._sl:
+            adapter = aggregate * adapter
+        bits = (self._smashed_jk.take(jk) + adapter)[:, None]
         sh = 1.0 if self._sl else shares
-        t, t_up, _, r_up = chain_times(sh, base, bits, bits, gamma, snr_d, m.band)
+        t, t_up, _, r_up = chain_times(sh, base, bits, bits, gamma, None, m.band, down_eff=down_eff)
         rt = t.sum(-1) if self._sl else _row_max(t)
         energy = device_energy_j(
-            m.radio,
-            rt[:, None],
-            t_dev,
-            t_up,
-            r_up,
-            m.active_power_w[types],
-            m.idle_power_w[types],
+            m.radio, rt[:, None], t_dev, t_up, r_up, self._active_w[sel], self._idle_w[sel]
         )
         return rt, t, t_up, energy
 
@@ -373,36 +457,32 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
         draws = self._round_draws()
         if self._fsmc is not None:
             self._states = self._fsmc.step_uniform(self._states, draws)
-            self._fade = self._fade_table[self._states]
+            self._links = self._link_table.take(self._key_base + self._states, axis=1)
         else:
             z = draws.transpose(1, 0, 2).reshape(2, -1)
             self._fade = self._gm.step(_Rows(z)).reshape(self.num_envs, self._N)
+            self._links = np.stack(
+                link_rows(self.model, self._gain * self._fade, self.config.bandwidth_hz)
+            )
 
     def _obs(self, rows: np.ndarray | None = None) -> np.ndarray:
-        """Observations of every sub-env, or of ``rows`` only (the sub-envs just reset);
-        caches this round's link parameters for the step."""
+        """Observations of every sub-env, or of ``rows`` only (the sub-envs just reset)."""
         cfg, m = self.config, self.model
         N = self._N
         sel: Any = slice(None) if rows is None else rows
-        gamma, snr_d = m.link_params(self._gain[sel] * self._fade[sel])
-        if rows is None:
-            self._gamma, self._snr_d = gamma, snr_d
-        else:
-            self._gamma[rows], self._snr_d[rows] = gamma, snr_d
-        obs = self._obs_static[sel].copy()  # device compute and memory columns, set at reset
-        snr = 10.0 * np.log10(np.maximum(gamma / cfg.bandwidth_hz, 1e-30)) / 40.0
-        obs[:, 0 : 4 * N : 4] = np.minimum(np.maximum(snr, -1.0), 1.0)
-        scale = 4.0 * self._ref_time[sel, None]
-        obs[:, 3 : 4 * N : 4] = np.minimum(np.maximum(self._last_t[sel] / scale, 0.0), 1.0)
-        span = m.initial_loss - m.target_loss
-        loss, rounds = self._loss[sel], self._round[sel]
-        obs[:, 4 * N] = np.minimum(np.maximum((loss - m.target_loss) / span, 0.0), 1.0)
-        left = (m.interval - rounds % m.interval) % m.interval
-        obs[:, 4 * N + 1] = left / m.interval
+        # a new array with the device compute and memory columns set at reset
+        obs = self._obs_static.copy() if rows is None else self._obs_static[rows]
+        obs[:, 0 : 4 * N : 4] = self._links[3][sel]
+        # last round times / (4 ref round time), at most 1 (the times are >= 0)
+        obs[:, 3 : 4 * N : 4] = np.minimum(self._last_t[sel] / self._obs_scale[sel], 1.0)
+        x = (self._loss[sel] - m.target_loss) / (m.initial_loss - m.target_loss)
+        obs[:, 4 * N] = np.minimum(np.maximum(x, 0.0), 1.0)
+        phase = self._round[sel] % m.interval
+        obs[:, 4 * N + 1] = self._left_by_phase[phase]
         obs[:, 4 * N + 2] = np.minimum(self._time[sel] / cfg.time_budget_s, 1.0)
-        obs[:, 4 * N + 3] = (self._cut_j[sel] + 1) / m.L
-        obs[:, 4 * N + 4] = self._rank_k[sel] / (m.K - 1) if m.K > 1 else 0.0
-        obs[:, 4 * N + 5] = (rounds % m.interval == 0) | self._sl
+        obs[:, 4 * N + 3] = self._cut_obs[self._cut_j[sel]]
+        obs[:, 4 * N + 4] = self._rank_obs[self._rank_k[sel]]
+        obs[:, 4 * N + 5] = phase == 0
         return obs
 
     def _lean_infos(
@@ -415,7 +495,6 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
         cut_clipped: np.ndarray,
     ) -> dict[str, Any]:
         B = self.num_envs
-        every = np.ones(B, dtype=bool)
         vals = {
             "round_time_s": rt,
             "energy_J": e_total,
@@ -426,9 +505,10 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
             "reached_target": terminated.copy(),
             "cut_clipped": cut_clipped,
         }
+        every = np.ones((len(vals), B), dtype=bool)
         infos: dict[str, Any] = {}
-        for key, v in vals.items():
-            infos[key], infos["_" + key] = v, every.copy()
+        for (key, v), m in zip(vals.items(), every, strict=True):
+            infos[key], infos["_" + key] = v, m
         return infos
 
     def _add_totals(self, infos: dict[str, Any], done: np.ndarray) -> None:
