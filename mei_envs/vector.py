@@ -190,6 +190,6 @@ def _masked(info: dict[str, Any], mask: np.ndarray) -> dict[str, Any]:
     for k, v in info.items():
         if k.startswith("_"):
             continue
-        m = info.get("_" + k, np.ones(len(mask), dtype=bool)) & mask
-        out[k], out["_" + k] = v, m
+        present = info.get("_" + k)
+        out[k], out["_" + k] = v, (mask.copy() if present is None else present & mask)
     return out
