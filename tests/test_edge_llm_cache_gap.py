@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +189,25 @@ def test_folders_of_different_scenarios_do_not_merge(tmp_path):
     (bare / "episodes.csv").write_bytes((base / "episodes.csv").read_bytes())
     assert gap.run_scenario(bare) is None
     assert gap.load([str(other), str(bare)])["lru"] == gap.load([str(base)])["lru"]
+
+
+def test_online_room_agents_must_be_on_the_json_preset(tmp_path, capsys):
+    from mei_envs.experiments import edge_llm_cache_online_room as room
+
+    eps = {500: (0.4, 0.2), 501: (0.5, 0.3)}
+    ref = {"trim_greedy": [30.0, 40.0], "knapsack_greedy": [35.0, 45.0],
+           "online bound": [50.0, 60.0], "best_online": "knapsack_greedy"}  # fmt: skip
+    out = tmp_path / "room"
+    out.with_suffix(".json").write_text(json.dumps({"_seed": 500, "small_cache": ref}))
+    _write_agent_run(tmp_path / "a", "maskable_ppo", 0, eps)
+    (tmp_path / "a" / "config.yml").write_text(f"env_id: {ENV}\nenv_config: {{}}\n")
+    with pytest.raises(ValueError, match="not on preset 'small_cache'"):
+        room.main(["--preset-agents", "small_cache", f"m={tmp_path / 'a'}", "--out", str(out)])
+    (tmp_path / "a" / "config.yml").write_text(
+        f"env_id: {ENV}\nenv_config: {{preset: small_cache}}\n"
+    )
+    room.main(["--preset-agents", "small_cache", f"m={tmp_path / 'a'}", "--out", str(out)])
+    # agent 40 / 50 %: 10 points above trim_greedy, 5 above knapsack_greedy, 10 below the bound
+    row = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| m/seed0 |")]
+    assert row and row[0].startswith("| m/seed0 | 45.0 | +10.0 [+10.0, +10.0] | +5.0 [+5.0, +5.0]")
+    assert "| -10.0 [-10.0, -10.0] | 33% | 50% |" in row[0]
