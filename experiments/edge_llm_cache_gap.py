@@ -10,8 +10,10 @@ per policy (agents per training seed and pooled): hit ratio and byte hit ratio w
 bootstrap CIs, the share of the LRU-to-``belady_shared`` hit-ratio gap closed
 (``(x - lru) / (belady_shared - lru)`` on the means), and the paired per-episode difference
 to the best online heuristic with a 95% CI. Several run folders (e.g. one per training
-seed) are merged; their held-out seeds must agree. Agents are labelled ``LABEL/seedN``
-(``LABEL`` defaults to the algorithm) and ``LABEL/all`` pools the seeds of one label.
+seed) are merged; their held-out seeds must agree, and so must their env and resolved env
+config (read from each folder's ``config.yml`` or ``evaluation.yml``). Agents are labelled
+``LABEL/seedN`` (``LABEL`` defaults to the algorithm) and ``LABEL/all`` pools the seeds of one
+label.
 A baseline found in several folders must have the same value on every episode there, or the
 merge stops; ``--baselines-from RUN_DIR`` (repeatable) takes every baseline row from those
 folders only (e.g. after a baseline changed) and the agents from the others. ``--episodes N``
@@ -59,13 +61,15 @@ def load_with_kinds(
     read from those folders only (agent rows from every folder).
 
     Raises:
-        ValueError: an agent label given by two folders, or a baseline whose values differ
-            between folders on an episode.
+        ValueError: an agent label given by two folders, a baseline whose values differ
+            between folders on an episode, or folders evaluated on different env configs
+            (from their ``config.yml`` / ``evaluation.yml``, see :func:`check_same_scenario`).
     """
     out: dict[str, dict[int, dict[str, float]]] = defaultdict(dict)
     kinds: dict[str, str] = {}
     sources: dict[str, str] = {}
     specs = list(run_dirs) + [f"={d}" for d in baselines_from or []]
+    check_same_scenario([spec.rpartition("=")[2] for spec in specs])
     for i, spec in enumerate(specs):
         name, _, d = spec.rpartition("=")
         only_agents = bool(baselines_from) and i < len(run_dirs)
@@ -90,6 +94,59 @@ def load_with_kinds(
                 kinds[label] = row["kind"]
                 out[label][ep] = values
     return out, kinds
+
+
+def run_scenario(run_dir: str | Path) -> tuple[str, dict] | None:
+    """``(env id, resolved env config)`` a run folder was evaluated on, or None if unknown.
+
+    Read from ``config.yml`` (``mei-envs compare``) or ``evaluation.yml`` (``--evaluate``);
+    the env config is resolved through the env's config class (preset values applied), so
+    ``{}`` and ``{preset: default}`` compare equal. A folder with neither file (a bare
+    ``episodes.csv``) gives None.
+    """
+    import gymnasium as gym
+    import yaml
+
+    from mei_envs.registration import env_config_class
+
+    for name in ("config.yml", "evaluation.yml"):
+        path = Path(run_dir) / name
+        if path.is_file():
+            info = yaml.safe_load(path.read_text()) or {}
+            env_id, env_config = info.get("env_id"), dict(info.get("env_config") or {})
+            if env_id is None:
+                return None
+            try:
+                cfg_cls = env_config_class(env_id)
+            except gym.error.Error:  # an env id no longer registered: compare as written
+                cfg_cls = None
+            resolved = cfg_cls.from_dict(env_config).to_dict() if cfg_cls else env_config
+            return env_id, resolved
+    return None
+
+
+def check_same_scenario(run_dirs: list[str]) -> None:
+    """Refuse to merge run folders evaluated on different envs or env configs.
+
+    Raises:
+        ValueError: naming both folders and the config fields that differ.
+    """
+    first: tuple[str, tuple[str, dict]] | None = None
+    for d in run_dirs:
+        scenario = run_scenario(d)
+        if scenario is None:
+            continue
+        if first is None:
+            first = (d, scenario)
+            continue
+        (d0, (env0, cfg0)), (env1, cfg1) = first, scenario
+        if env0 != env1:
+            raise ValueError(f"{d}: env {env1!r} differs from {d0}'s {env0!r}")
+        keys = sorted(set(cfg0) | set(cfg1))
+        diff = {k: (cfg0.get(k), cfg1.get(k)) for k in keys if cfg0.get(k) != cfg1.get(k)}
+        if diff:
+            fields = ", ".join(f"{k}={a!r} vs {b!r}" for k, (a, b) in diff.items())
+            raise ValueError(f"{d}: env config differs from {d0}'s ({fields})")
 
 
 def table(

@@ -87,8 +87,22 @@ def _fmt(diff: np.ndarray) -> str:
 
 
 def agent_rows(preset: str, run_dirs: list[str], json_path: Path) -> str:
-    """The agents of ``run_dirs`` on the episodes of ``json_path``'s ``preset`` row."""
-    from mei_envs.experiments.edge_llm_cache_gap import load
+    """The agents of ``run_dirs`` on the episodes of ``json_path``'s ``preset`` row.
+
+    Raises:
+        ValueError: a run folder whose ``config.yml`` names another env or env config than
+            ``preset``'s, or agents not evaluated on the JSON's episodes.
+    """
+    from mei_envs.envs.edge_llm_cache import EdgeLLMCacheConfig
+    from mei_envs.experiments.edge_llm_cache_gap import load, run_scenario
+
+    want = (ENV_ID, EdgeLLMCacheConfig.from_dict({"preset": preset}).to_dict())
+    for d in run_dirs:
+        got = run_scenario(d.rpartition("=")[2])
+        if got is not None and got != want:
+            raise ValueError(
+                f"{d}: evaluated on {got[0]} {got[1]}, not on preset {preset!r} {want[1]}"
+            )
 
     room = json.loads(json_path.read_text())[preset]
     seed0 = int(json.loads(json_path.read_text()).get("_seed", 100_000))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mei_envs.baselines.evaluation import run_episodes
+from mei_envs.envs.edge_llm_cache import EdgeLLMCacheConfig
 from mei_envs.experiments import edge_llm_cache_gap as gap
 from mei_envs.experiments.compare import CompareConfigError
 
@@ -141,3 +143,71 @@ def test_episodes_restricts_to_the_first_seeds(tmp_path):
     assert lru == pytest.approx(np.mean([data["lru"][s]["hit_ratio"] for s in (500, 501)]))
     with pytest.raises(ValueError, match="episodes=4"):
         gap.table(data, np.random.default_rng(0), kinds, episodes=4)
+
+
+def _copy_run(src: Path, dst: Path, config_yml: str) -> Path:
+    dst.mkdir()
+    (dst / "episodes.csv").write_bytes((src / "episodes.csv").read_bytes())
+    (dst / "config.yml").write_text(config_yml)
+    return dst
+
+
+def test_folders_of_different_scenarios_do_not_merge(tmp_path):
+    base = gap.evaluate_baselines(_config(tmp_path), quiet=True)
+    resolved = EdgeLLMCacheConfig.from_dict(ENV_CFG).to_dict()
+    assert gap.run_scenario(base) == (ENV, resolved) and resolved["capacity_fraction"] == 0.08
+    # the same scenario spelt out field by field (the preset's value given explicitly) merges
+    spelt = _copy_run(
+        base, tmp_path / "spelt",
+        f"env_id: {ENV}\nenv_config: {{capacity_fraction: 0.08, requests_per_episode: 60, "
+        "preset: small_cache}\n",
+    )  # fmt: skip
+    assert gap.load([str(spelt), str(base)])["lru"] == gap.load([str(base)])["lru"]
+    # same episodes.csv, other scenario: refused, naming the field, also via --baselines-from
+    other = _copy_run(
+        base, tmp_path / "other",
+        f"env_id: {ENV}\nenv_config: {{preset: small_cache, requests_per_episode: 61}}\n",
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="requests_per_episode=60 vs 61"):
+        gap.load([str(base), str(other)])
+    with pytest.raises(ValueError, match="requests_per_episode=61 vs 60"):
+        gap.load([str(other)], baselines_from=[str(base)])
+    preset = _copy_run(base, tmp_path / "preset", f"env_id: {ENV}\nenv_config: {{}}\n")
+    with pytest.raises(ValueError, match="capacity_fraction=0.08 vs"):
+        gap.load([str(base), str(preset)])
+    env = _copy_run(base, tmp_path / "env", "env_id: mei_envs/EarlyExitUpload-v1\n")
+    with pytest.raises(ValueError, match="env 'mei_envs/EarlyExitUpload-v1' differs"):
+        gap.load([str(base), str(env)])
+    # an env id no longer registered (a deprecated version) is compared as written
+    old = _copy_run(
+        base, tmp_path / "old", "env_id: mei_envs/EarlyExitUpload-v0\nenv_config: {x: 1}\n"
+    )
+    assert gap.run_scenario(old) == ("mei_envs/EarlyExitUpload-v0", {"x": 1})
+    # a bare episodes.csv (no config.yml / evaluation.yml) is not checked
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "episodes.csv").write_bytes((base / "episodes.csv").read_bytes())
+    assert gap.run_scenario(bare) is None
+    assert gap.load([str(other), str(bare)])["lru"] == gap.load([str(base)])["lru"]
+
+
+def test_online_room_agents_must_be_on_the_json_preset(tmp_path, capsys):
+    from mei_envs.experiments import edge_llm_cache_online_room as room
+
+    eps = {500: (0.4, 0.2), 501: (0.5, 0.3)}
+    ref = {"trim_greedy": [30.0, 40.0], "knapsack_greedy": [35.0, 45.0],
+           "online bound": [50.0, 60.0], "best_online": "knapsack_greedy"}  # fmt: skip
+    out = tmp_path / "room"
+    out.with_suffix(".json").write_text(json.dumps({"_seed": 500, "small_cache": ref}))
+    _write_agent_run(tmp_path / "a", "maskable_ppo", 0, eps)
+    (tmp_path / "a" / "config.yml").write_text(f"env_id: {ENV}\nenv_config: {{}}\n")
+    with pytest.raises(ValueError, match="not on preset 'small_cache'"):
+        room.main(["--preset-agents", "small_cache", f"m={tmp_path / 'a'}", "--out", str(out)])
+    (tmp_path / "a" / "config.yml").write_text(
+        f"env_id: {ENV}\nenv_config: {{preset: small_cache}}\n"
+    )
+    room.main(["--preset-agents", "small_cache", f"m={tmp_path / 'a'}", "--out", str(out)])
+    # agent 40 / 50 %: 10 points above trim_greedy, 5 above knapsack_greedy, 10 below the bound
+    row = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| m/seed0 |")]
+    assert row and row[0].startswith("| m/seed0 | 45.0 | +10.0 [+10.0, +10.0] | +5.0 [+5.0, +5.0]")
+    assert "| -10.0 [-10.0, -10.0] | 33% | 50% |" in row[0]
