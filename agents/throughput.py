@@ -212,12 +212,18 @@ def build_model(
     return ALGOS[algo]("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **ppo_kwargs)
 
 
-def _learn_steps_per_s(make: Callable[[], BaseAlgorithm], total_steps: int) -> float:
+CLOCKS: dict[str, Callable[[], float]] = {"cpu": time.process_time, "wall": time.perf_counter}
+
+
+def _learn_steps_per_s(
+    make: Callable[[], BaseAlgorithm], total_steps: int, clock: str = "cpu"
+) -> float:
     model = make()
     try:
-        t0 = time.perf_counter()
+        now = CLOCKS[clock]
+        t0 = now()
         model.learn(total_steps)
-        elapsed = time.perf_counter() - t0
+        elapsed = now() - t0
         return model.num_timesteps / elapsed
     finally:
         model.get_env().close()
@@ -237,13 +243,17 @@ def ppo_steps_per_s(
     torch_threads: int = 1,
     algo: str = "ppo",
     matched: bool = True,
+    clock: str = "cpu",
 ) -> dict[str, Any]:
     """PPO env-steps/s on ``env_id`` and on ``reference`` (same PPO settings, same process).
 
     Each repeat times ``model.learn(total_steps)`` once on the env, once on ``reference`` and
     (``matched``) once on ``reference`` with the env's network (:class:`CartPoleLike`), the
     order rotating between repeats, after one untimed warm-up rollout on each. Every model is
-    built fresh, outside the timed call. ``total_steps`` is rounded up to whole rollouts of
+    built fresh, outside the timed call. ``clock="cpu"`` (default) times the process's CPU
+    time (``time.process_time``; torch runs ``torch_threads`` threads, 1 by default), so
+    time spent waiting for a core on a shared machine does not count; ``"wall"`` times
+    ``time.perf_counter``. ``total_steps`` is rounded up to whole rollouts of
     ``n_steps * n_envs`` by SB3; the rates count the steps really taken.
 
     Returns:
@@ -265,6 +275,8 @@ def ppo_steps_per_s(
             raise ValueError(f"{name}={v!r}: must be an integer >= 1")
     if algo not in ALGOS:
         raise ValueError(f"algo={algo!r}: must be one of {list(ALGOS)}")
+    if clock not in CLOCKS:
+        raise ValueError(f"clock={clock!r}: must be one of {list(CLOCKS)}")
     resolved = resolve_vec_env(env_id, vec_env)
     kwargs = {**DEFAULT_PPO_KWARGS, **dict(ppo_kwargs or {})}
     cfg = dict(env_config or {})
@@ -285,14 +297,14 @@ def ppo_steps_per_s(
     try:
         warmup = int(kwargs["n_steps"]) * n_envs
         for name in names:
-            _learn_steps_per_s(makers[name], warmup)
+            _learn_steps_per_s(makers[name], warmup, clock)
         runs: dict[str, list[float]] = {name: [] for name in names}
         for r in range(repeats):
             order = names[r % len(names) :] + names[: r % len(names)]
             if r % 2:
                 order = order[::-1]
             for name in order:
-                runs[name].append(_learn_steps_per_s(makers[name], total_steps))
+                runs[name].append(_learn_steps_per_s(makers[name], total_steps, clock))
     finally:
         th.set_num_threads(old_threads)
 
@@ -311,6 +323,7 @@ def ppo_steps_per_s(
         "ppo_kwargs": kwargs,
         "repeats": repeats,
         "torch_threads": torch_threads,
+        "clock": clock,
         "env_steps_per_s": statistics.median(runs["env"]),
         "reference_steps_per_s": statistics.median(runs["reference"]),
         "ratio": pair_ratio("env", "reference"),
@@ -344,6 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=DEFAULT_PPO_KWARGS["batch_size"])
     p.add_argument("--n-epochs", type=int, default=DEFAULT_PPO_KWARGS["n_epochs"])
     p.add_argument("--no-matched", action="store_true", help="skip the network-matched CartPole")
+    p.add_argument("--clock", default="cpu", choices=tuple(CLOCKS), help="default cpu")
     p.add_argument(
         "--config",
         default=None,
@@ -366,6 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=ns.seed,
         algo=ns.algo,
         matched=not ns.no_matched,
+        clock=ns.clock,
         ppo_kwargs={"n_steps": ns.n_steps, "batch_size": ns.batch_size, "n_epochs": ns.n_epochs},
     )
     json.dump(result, sys.stdout, indent=2)

@@ -791,7 +791,14 @@ def _ppo_via_helper(
             "vec_env": res.get("vec_env"),
             "env_kwargs": env_config,
         }
-        for key in ("policy", "env_runs", "reference_runs", "matched_runs", "matched_skipped"):
+        for key in (
+            "policy",
+            "clock",
+            "env_runs",
+            "reference_runs",
+            "matched_runs",
+            "matched_skipped",
+        ):
             if key in res:
                 row[key] = res[key]
         if "matched_steps_per_s" in res:
@@ -810,8 +817,14 @@ def _ppo_via_helper(
 
 
 def _has_action_masks(env_id: str) -> bool:
-    env_cls = gym.envs.registration.load_env_creator(gym.spec(env_id).entry_point)
-    return callable(getattr(env_cls, "action_masks", None))
+    """Whether MaskablePPO can train ``env_id`` at its default config: ``action_masks()`` and
+    a discrete action space (SplitFedAlloc's masks are for its discrete mode only)."""
+    env = gym.make(env_id)
+    try:
+        discrete = isinstance(env.action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete))
+        return discrete and callable(getattr(env.unwrapped, "action_masks", None))
+    finally:
+        env.close()
 
 
 def _unmasked_config(env_id: str) -> dict[str, Any]:
@@ -1179,7 +1192,10 @@ def to_markdown(result: dict[str, Any]) -> str:
                 f"PPO ({ppo['method']}; {json.dumps(ppo['settings'])}; torch "
                 f"{ppo['torch']}, {ppo['torch_threads']} threads)",
                 "",
-                "Ratios are medians of per-repeat ratios (each pair timed back to back). "
+                "Timed: `model.learn` (rollouts and updates), in the process's CPU time where "
+                "the row's clock is cpu (the default: waiting for a core on a shared machine "
+                "does not count). Ratios are medians of per-repeat ratios (each pair timed "
+                "back to back). "
                 "'CartPole w/ env net': CartPole-v1 with the env's observation shape (zero "
                 "padding) and action space, so the env's policy network; 'net factor' = its "
                 "rate / CartPole's (what the bigger network alone costs); 'x net-matched' = "

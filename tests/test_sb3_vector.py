@@ -558,6 +558,8 @@ def test_ppo_throughput_reports_both_rates_and_their_ratio():
         ppo_steps_per_s(TOY_ID, 2, 64, repeats=0)
     with pytest.raises(ValueError, match="algo='sac'"):
         ppo_steps_per_s(TOY_ID, 2, 64, algo="sac")
+    with pytest.raises(ValueError, match="clock='gpu'"):
+        ppo_steps_per_s(TOY_ID, 2, 64, clock="gpu")
 
 
 @pytest.mark.parametrize("algo", ["ppo", "maskable_ppo"])
