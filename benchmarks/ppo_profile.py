@@ -4,11 +4,12 @@ step split into the env's own step and the adapter/wrappers around it, buffer) a
     python benchmarks/ppo_profile.py                      # all three envs and CartPole-v1
     python benchmarks/ppo_profile.py --env mei_envs/EdgeLLMCache-v0 --algo maskable_ppo
     python benchmarks/ppo_profile.py --mode timers        # no cProfile: wall-clock timers only
+    python benchmarks/ppo_profile.py --mode vecstep --n-envs 8 --old-adapter /tmp/vector_old.py
 
 The settings are ``mei-envs bench --ppo``'s (4 envs, n_steps 256, batch 64, 10 epochs,
 4,096 steps, MlpPolicy's default net); the vec env is what ``mei-envs train`` builds
 (``vec_env="auto"``: the native vector env through the SB3 adapter where registered, else
-``DummyVecEnv``). Two modes:
+``DummyVecEnv``). Three modes:
 
 * ``timers`` (default): the learn call is timed with wall-clock timers around
   ``collect_rollouts``, ``train``, the vec env's ``step_wait`` and the native vector env's (or
@@ -17,7 +18,6 @@ The settings are ``mei-envs bench --ppo``'s (4 envs, n_steps 256, batch 64, 10 e
 * ``cprofile``: ``cProfile`` over ``model.learn`` and the cumulative times of the functions
   in :data:`PARTS` (Python-heavy code is slowed more than torch kernels by the profiler, so
   use it for where the time goes inside a part, the timers for the shares).
-
 * ``vecstep``: CPU time per env-step of the vec env alone (no policy): SB3's
   ``step_async``/``step_wait`` with pre-drawn random actions, for each path PPO could step:
   ``raw`` (the native vector env's ``step``, no adapter), ``native`` (the adapter as
