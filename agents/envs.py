@@ -179,6 +179,7 @@ def make_vec_env(
     vec_env: str = "dummy",
     append_monitor: bool = False,
     hint: HintSpec | None = None,
+    step_info: bool = True,
 ) -> VecEnv:
     """``n_envs`` monitored copies of the env (monitor files ``monitor_dir/<i>.monitor.csv``).
 
@@ -187,6 +188,9 @@ def make_vec_env(
     :class:`~mei_envs.agents.vector.VectorEnvAdapter`; masks come from its
     ``action_masks()``) or ``"auto"`` (native where registered, else dummy). ``hint``: wrap
     each env in :class:`~mei_envs.agents.hint.PolicyHintWrapper` (``"auto"`` is then dummy).
+    ``step_info=False`` (native only): the adapter leaves the env's per-step info keys out of
+    the info dicts of steps that end no episode (``VectorEnvAdapter``'s ``step_info``); the
+    training env of ``mei-envs train`` uses it, since nothing there reads them.
     """
     vec_env = resolve_vec_env(env_id, vec_env, hint=hint is not None)
     cfg, metrics = dict(env_config or {}), dict(info_metrics or {})
@@ -202,6 +206,7 @@ def make_vec_env(
             monitor_dir=monitor_dir,
             append_monitor=append_monitor,
             env_id=env_id,
+            step_info=step_info,
         )
     fns = [
         _env_factory(

@@ -267,6 +267,7 @@ def train(args: TrainArgs) -> Path:
         vec_env=vec_env,
         append_monitor=args.resume,
         hint=hint,
+        step_info=False,  # native: per-step info keys unread (episode records kept)
     )
     try:
         if start is None:

@@ -59,19 +59,19 @@ def unbatch_infos(
     for key, value in infos.items():
         if key[:1] == "_" or key in _SKIP:
             continue
-        if isinstance(value, Mapping):
-            values: Sequence[Any] = unbatch_infos(value, n)
-        elif isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind != "O":
-            values = value.tolist()
+        # Exact type checks first: isinstance against the Mapping ABC costs ~1 us a key.
+        if type(value) is np.ndarray and value.ndim == 1 and value.dtype.kind != "O":
+            values: Sequence[Any] = value.tolist()
+        elif type(value) is dict or isinstance(value, Mapping):
+            values = unbatch_infos(value, n)
         else:  # rows of a 2-D array or objects: copies, so a reused buffer cannot change them
             values = [np.array(v, copy=True) for v in value]
         mask = infos.get("_" + key)
-        present = [True] * n if mask is None else mask.tolist()
-        if all(present):
+        if mask is None or mask.all():
             keys.append(key)
             columns.append(values)
         else:
-            partial.append((key, values, present))
+            partial.append((key, values, mask.tolist()))
     if extra:
         keys.extend(extra)
         columns.extend(extra.values())
@@ -99,6 +99,14 @@ class VectorEnvAdapter(VecEnv):
         append_monitor: append to existing monitor files (a resumed run) instead of
             overwriting them.
         env_id: the id written in the monitor files' header (default: ``venv.spec.id``).
+        step_info: give SB3 the env's per-step info keys in every sub-env's info dict (as
+            ``DummyVecEnv`` does). ``False``: a sub-env whose episode goes on gets only
+            ``{"TimeLimit.truncated": False}``, which is all SB3's algorithms, the episode
+            records (kept from the vector env's own infos) and the trainer's callbacks read;
+            a sub-env whose episode ends gets its full last info as with ``True`` (final
+            info, ``terminal_observation``, ``episode``, ``TimeLimit.truncated``), and
+            ``reset_infos`` is the same. Rollouts are the same either way; ``False`` saves
+            unbatching the per-step keys (``mei-envs train`` uses it for its training env).
 
     Per-sub-env methods: ``env_method("action_masks")`` splits the vector env's
     ``action_masks()`` (shape ``(num_envs, n_actions)``) into rows, which is what
@@ -121,6 +129,7 @@ class VectorEnvAdapter(VecEnv):
         monitor_dir: str | Path | None = None,
         append_monitor: bool = False,
         env_id: str | None = None,
+        step_info: bool = True,
     ) -> None:
         mode = venv.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
         if AutoresetMode(mode) is not AutoresetMode.SAME_STEP:
@@ -140,6 +149,8 @@ class VectorEnvAdapter(VecEnv):
         self.metadata = dict(venv.metadata)
         self._obs_dtype = obs_space.dtype
         self._actions: np.ndarray | None = None
+        self.step_info = bool(step_info)
+        self._no_truncation = {"TimeLimit.truncated": [False] * self.num_envs}
         self.env_id = env_id or (venv.spec.id if venv.spec is not None else None)
 
         self.monitor = bool(monitor or monitor_dir is not None)
@@ -203,20 +214,28 @@ class VectorEnvAdapter(VecEnv):
         truncated = np.asarray(truncated, dtype=bool)
         dones = terminated | truncated
         rewards64 = np.asarray(rewards, dtype=np.float64)
-        ended = np.flatnonzero(dones).tolist()
-        if not ended:
-            out = unbatch_infos(infos, n, {"TimeLimit.truncated": [False] * n})
+        if not dones.any():
+            ended: list[int] = []
+            if self.step_info:
+                out = unbatch_infos(infos, n, self._no_truncation)
+            else:
+                out = [{"TimeLimit.truncated": False} for _ in range(n)]
         else:
+            ended = np.flatnonzero(dones).tolist()
             out = unbatch_infos(infos, n)
             time_limit = (truncated & ~terminated).tolist()
             final_info = infos.get("final_info")
-            final = unbatch_infos(final_info, n) if final_info is not None else [{}] * n
+            final = (
+                unbatch_infos(final_info, n) if final_info is not None else [{} for _ in range(n)]
+            )
             final_obs = infos["final_obs"]
             for i in range(n):
                 if dones[i]:
                     self.reset_infos[i] = out[i]
                     out[i] = final[i]
                     out[i]["terminal_observation"] = final_obs[i]
+                elif not self.step_info:
+                    out[i] = {}
                 out[i]["TimeLimit.truncated"] = time_limit[i]
         if self.monitor:
             self._record(rewards64, dones, infos, ended, out)
@@ -306,20 +325,24 @@ class VectorEnvAdapter(VecEnv):
     # ---- episode records (SB3's Monitor, for all sub-envs at once) ------------------------
     def _start_episodes(self, mask: np.ndarray) -> None:
         if not hasattr(self, "_returns"):
-            n = self.num_envs
+            n, k = self.num_envs, len(self.info_metrics)
+            self._keys = list(self.info_metrics)
             self._returns = np.zeros(n)
             self._lengths = np.zeros(n, dtype=np.int64)
-            self._sums = {k: np.zeros(n) for k in self.info_metrics}
-            self._counts = {k: np.zeros(n, dtype=np.int64) for k in self.info_metrics}
-            self._last = {k: np.full(n, np.nan) for k in self.info_metrics}
+            # Row j: metric self._keys[j]; column i: sub-env i.
+            self._sums = np.zeros((k, n))
+            self._counts = np.zeros((k, n), dtype=np.int64)
+            self._last = np.full((k, n), np.nan)
+            self._zeros = np.zeros(n)
+            self._trues = np.ones(n, dtype=bool)
+            self._falses = np.zeros(n, dtype=bool)
         self._returns[mask] = 0.0
         self._lengths[mask] = 0
         if not self._aggregate:
             return
-        for k in self.info_metrics:
-            self._sums[k][mask] = 0.0
-            self._counts[k][mask] = 0
-            self._last[k][mask] = np.nan
+        self._sums[:, mask] = 0.0
+        self._counts[:, mask] = 0
+        self._last[:, mask] = np.nan
 
     def _step_values(
         self, infos: Mapping[str, Any], key: str, dones: np.ndarray
@@ -350,18 +373,29 @@ class VectorEnvAdapter(VecEnv):
         self._returns += rewards
         self._lengths += 1
         if self._aggregate:
-            for k in self.info_metrics:
-                mask = infos.get("_" + k)
-                if not ended and k in infos and (mask is None or mask.all()):
-                    values = np.asarray(infos[k], dtype=np.float64)  # every sub-env has it
-                    self._sums[k] += values
-                    self._counts[k] += 1
-                    np.copyto(self._last[k], values)  # never alias the env's arrays
-                    continue
-                values, present = self._step_values(infos, k, dones)
-                self._sums[k] += np.where(present, values, 0.0)
-                self._counts[k] += present
-                self._last[k] = np.where(present, values, self._last[k])
+            if not ended:  # all metrics of all sub-envs at once
+                keys = self._keys
+                values = np.array(
+                    [infos[k] if k in infos else self._zeros for k in keys], dtype=np.float64
+                )
+                present = np.array(
+                    [infos.get("_" + k, self._trues) if k in infos else self._falses for k in keys],
+                    dtype=bool,
+                )
+                if present.all():
+                    self._sums += values
+                    self._counts += 1
+                    self._last[...] = values  # a copy: never alias the env's arrays
+                else:
+                    self._sums += np.where(present, values, 0.0)
+                    self._counts += present
+                    np.copyto(self._last, values, where=present)
+            else:  # a sub-env that ended has its last step's info under final_info
+                for j, k in enumerate(self._keys):
+                    values, present = self._step_values(infos, k, dones)
+                    self._sums[j] += np.where(present, values, 0.0)
+                    self._counts[j] += present
+                    self._last[j] = np.where(present, values, self._last[j])
         if not ended:
             return
         now = time.time()
@@ -373,7 +407,7 @@ class VectorEnvAdapter(VecEnv):
                 "t": round(now - self.t_start, 6),
             }
             info = out[i]
-            for k, how in self.info_metrics.items():
+            for j, (k, how) in enumerate(self.info_metrics.items()):
                 total = info.get("episode_" + k)
                 if total is not None:
                     ep[k] = float(total)
@@ -389,12 +423,12 @@ class VectorEnvAdapter(VecEnv):
                         self._warned = True
                     ep[k] = float("nan")
                 elif how == "sum":
-                    ep[k] = float(self._sums[k][i])
+                    ep[k] = float(self._sums[j, i])
                 elif how == "mean":
-                    c = int(self._counts[k][i])
-                    ep[k] = float(self._sums[k][i]) / c if c else float("nan")
+                    c = int(self._counts[j, i])
+                    ep[k] = float(self._sums[j, i]) / c if c else float("nan")
                 else:
-                    ep[k] = float(self._last[k][i])
+                    ep[k] = float(self._last[j, i])
             if self._writers:
                 self._writers[i].write_row(ep)
             info["episode"] = ep

@@ -711,8 +711,11 @@ def ppo_speed(env_ids: Sequence[str], settings: BenchSettings) -> dict[str, Any]
 
     Uses ``mei_envs.agents.throughput.ppo_steps_per_s`` when it is importable (it runs the
     interleaved comparison itself, through the SB3 adapter where the env has a native vector
-    env); otherwise SB3 directly: PPO ``MlpPolicy`` on a ``DummyVecEnv`` of each, alternated,
-    ``ppo_repeats`` times, ``learn()`` wall time."""
+    env, as ``mei-envs train`` does, and adds CartPole-v1 with the env's network: padded
+    observation, the env's action space); otherwise SB3 directly: PPO ``MlpPolicy`` on a
+    ``DummyVecEnv`` of each, alternated, ``ppo_repeats`` times, ``learn()`` wall time. Plain
+    PPO runs an env with action masks in its unmasked mode (``invalid_action="bypass"``); the
+    helper also times ``MaskablePPO`` with the masks there (``"maskable_ppo"`` in its row)."""
     try:
         import stable_baselines3  # noqa: F401
         import torch
@@ -726,6 +729,8 @@ def ppo_speed(env_ids: Sequence[str], settings: BenchSettings) -> dict[str, Any]
         "n_epochs": s.ppo_n_epochs,
         "total_timesteps": s.ppo_timesteps,
         "repeats": s.ppo_repeats,
+        "policy": "MlpPolicy, default net (pi [64, 64], vf [64, 64])",
+        "seed": 0,
     }
     helper = _throughput_helper()
     out: dict[str, Any] = {
@@ -760,26 +765,66 @@ def _throughput_helper() -> Callable[..., Any] | None:
 def _ppo_via_helper(
     helper: Callable[..., Any], env_id: str, params: Mapping[str, Any]
 ) -> dict[str, Any]:
+    """PPO on ``env_id`` (its unmasked mode where it has one) and, where the env has action
+    masks and the helper takes ``algo``, also MaskablePPO with the masks (under
+    ``"maskable_ppo"``), each against CartPole-v1 with the same settings."""
     import inspect
 
     sig = inspect.signature(helper)
-    kw = {
+    base = {
         "n_envs": params["n_envs"],
         "total_steps": params["total_timesteps"],
         "repeats": params["repeats"],
         "ppo_kwargs": {k: params[k] for k in ("n_steps", "batch_size", "n_epochs")},
         "seed": 0,
-        "env_config": _unmasked_config(env_id) or None,
     }
-    res = helper(env_id, **{k: v for k, v in kw.items() if k in sig.parameters})
-    ref = res.get("reference_steps_per_s")
-    return {
-        "env_steps_per_s": float(res["env_steps_per_s"]),
-        "cartpole_env_steps_per_s": float(ref) if ref is not None else None,
-        "ratio_to_cartpole": float(res.get("ratio", res["env_steps_per_s"] / ref)),
-        "vec_env": res.get("vec_env"),
-        "env_kwargs": kw["env_config"] or {},
-    }
+
+    def one(algo: str, env_config: dict[str, Any]) -> dict[str, Any]:
+        kw = {**base, "env_config": env_config or None, "algo": algo}
+        res = helper(env_id, **{k: v for k, v in kw.items() if k in sig.parameters})
+        ref = res.get("reference_steps_per_s")
+        row = {
+            "algo": res.get("algo", "ppo"),
+            "env_steps_per_s": float(res["env_steps_per_s"]),
+            "cartpole_env_steps_per_s": float(ref) if ref is not None else None,
+            "ratio_to_cartpole": float(res.get("ratio", res["env_steps_per_s"] / ref)),
+            "vec_env": res.get("vec_env"),
+            "env_kwargs": env_config,
+        }
+        for key in (
+            "policy",
+            "clock",
+            "env_runs",
+            "reference_runs",
+            "matched_runs",
+            "matched_skipped",
+        ):
+            if key in res:
+                row[key] = res[key]
+        if "matched_steps_per_s" in res:
+            row["cartpole_matched_env_steps_per_s"] = float(res["matched_steps_per_s"])
+            row["ratio_to_matched"] = float(res["ratio_to_matched"])
+            row["network_factor"] = float(res["network_factor"])
+        return row
+
+    out = one("ppo", _unmasked_config(env_id))
+    if "algo" in sig.parameters and _has_action_masks(env_id):
+        try:
+            out["maskable_ppo"] = one("maskable_ppo", {})
+        except Exception as exc:  # noqa: BLE001 - reported in its row
+            out["maskable_ppo"] = {"error": _err(exc)}
+    return out
+
+
+def _has_action_masks(env_id: str) -> bool:
+    """Whether MaskablePPO can train ``env_id`` at its default config: ``action_masks()`` and
+    a discrete action space (SplitFedAlloc's masks are for its discrete mode only)."""
+    env = gym.make(env_id)
+    try:
+        discrete = isinstance(env.action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete))
+        return discrete and callable(getattr(env.unwrapped, "action_masks", None))
+    finally:
+        env.close()
 
 
 def _unmasked_config(env_id: str) -> dict[str, Any]:
@@ -827,6 +872,7 @@ def _ppo_direct(env_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
         "env_steps_per_s": _median(env_v),
         "cartpole_env_steps_per_s": _median(ref_v),
         "ratio_to_cartpole": _median(ratios),
+        "algo": "ppo",
         "vec_env": "dummy",
         "env_kwargs": unmasked,
     }
@@ -1146,18 +1192,48 @@ def to_markdown(result: dict[str, Any]) -> str:
                 f"PPO ({ppo['method']}; {json.dumps(ppo['settings'])}; torch "
                 f"{ppo['torch']}, {ppo['torch_threads']} threads)",
                 "",
-                "| env | vec env | PPO env-steps/s | CartPole PPO env-steps/s | ratio |",
-                "|---|---|---|---|---|",
+                "Timed: `model.learn` (rollouts and updates), in the process's CPU time where "
+                "the row's clock is cpu (the default: waiting for a core on a shared machine "
+                "does not count). Ratios are medians of per-repeat ratios (each pair timed "
+                "back to back). "
+                "'CartPole w/ env net': CartPole-v1 with the env's observation shape (zero "
+                "padding) and action space, so the env's policy network; 'net factor' = its "
+                "rate / CartPole's (what the bigger network alone costs); 'x net-matched' = "
+                "the env's rate / its (what the env's step and vectorisation cost). "
+                "maskable_ppo rows: sb3-contrib MaskablePPO with the env's masks, against "
+                "MaskablePPO on CartPole-v1 with all-legal masks.",
+                "",
+                "| env | algo | vec env | env-steps/s | CartPole | **x CartPole** | "
+                "CartPole w/ env net | net factor | x net-matched |",
+                "|---|---|---|---|---|---|---|---|---|",
             ]
             for env_id, p in ppo["envs"].items():
+                name = env_id.split("/")[-1]
                 if "error" in p:
-                    lines.append(f"| {env_id.split('/')[-1]} | {p['error']} | | | |")
+                    lines.append(f"| {name} | | {p['error']} | | | | | | |")
                     continue
-                lines.append(
-                    f"| {env_id.split('/')[-1]} | {p.get('vec_env') or '-'} | "
-                    f"{_si(p['env_steps_per_s'])} | {_si(p['cartpole_env_steps_per_s'])} | "
-                    f"{p['ratio_to_cartpole']:.2f} |"
-                )
+                for row in (p, p.get("maskable_ppo")):
+                    if not row:
+                        continue
+                    if "error" in row:
+                        lines.append(f"| {name} | | {row['error']} | | | | | | |")
+                        continue
+                    algo = row.get("algo", "ppo")
+                    if row.get("env_kwargs"):
+                        algo += " (" + ", ".join(f"{k}={v}" for k, v in row["env_kwargs"].items())
+                        algo += ")"
+                    matched = row.get("cartpole_matched_env_steps_per_s")
+                    lines.append(
+                        f"| {name} | {algo} | {row.get('vec_env') or '-'} | "
+                        f"{_si(row['env_steps_per_s'])} | {_si(row['cartpole_env_steps_per_s'])} "
+                        f"| **{row['ratio_to_cartpole']:.2f}** | "
+                        + (
+                            f"{_si(matched)} | {row['network_factor']:.2f} | "
+                            f"{row['ratio_to_matched']:.2f} |"
+                            if matched is not None
+                            else "- | - | - |"
+                        )
+                    )
         lines.append("")
     return "\n".join(lines)
 

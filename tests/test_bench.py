@@ -346,3 +346,11 @@ def test_ppo_part_uses_the_throughput_helper_when_present(monkeypatch) -> None:
     assert out["method"].startswith("mei_envs.agents.throughput")
     assert out["envs"][EE]["ratio_to_cartpole"] == 0.5
     assert out["envs"][EE]["cartpole_env_steps_per_s"] == 600.0
+
+
+def test_maskable_ppo_rows_only_for_discrete_masked_envs() -> None:
+    """MaskablePPO is timed where it can train the default config: masks and a discrete
+    action space (SplitFedAlloc's masks belong to its discrete mode; its default is a Box)."""
+    assert bench._has_action_masks(EE) and bench._has_action_masks(CACHE)
+    assert not bench._has_action_masks("mei_envs/SplitFedAlloc-v0")
+    assert not bench._has_action_masks("CartPole-v1")

@@ -310,13 +310,16 @@ def test_rollouts_through_native_vector_env_equal_dummy(env_id, algo, cfg):
     assert_same_training(a, b)
 
 
+@pytest.mark.parametrize("step_info", [True, False])
 @pytest.mark.parametrize(
     ("algo", "cfg", "normalize"),
     [(PPO, {"strict": False}, False), (PPO, {"strict": False}, True), (MaskablePPO, {}, False)],
 )
-def test_rollouts_through_native_toy_vector_env_equal_dummy(algo, cfg, normalize):
+def test_rollouts_through_native_toy_vector_env_equal_dummy(algo, cfg, normalize, step_info):
     metrics = ToyWalk.metadata["info_metrics"]
-    native = make_vec_env(TOY_ID, 4, env_config=cfg, info_metrics=metrics, vec_env="native")
+    native = make_vec_env(
+        TOY_ID, 4, env_config=cfg, info_metrics=metrics, vec_env="native", step_info=step_info
+    )
     assert isinstance(native, VectorEnvAdapter)
     old = dummy(TOY_ID, 4, cfg, masked=algo is MaskablePPO)
     if normalize:  # VecNormalize's reward statistics see the rewards' dtype (float32 in SB3)
@@ -445,9 +448,12 @@ def test_seed_semantics_are_dummy_vec_envs():
         native.reset()
 
 
-def test_terminal_observation_and_truncation_flags():
+@pytest.mark.parametrize("step_info", [True, False])
+def test_terminal_observation_and_truncation_flags(step_info):
+    """What SB3 reads matches DummyVecEnv's; ``step_info=False`` leaves out only the per-step
+    keys of sub-envs whose episode goes on."""
     metrics = ToyWalk.metadata["info_metrics"]
-    native = make_vec_env(TOY_ID, 2, info_metrics=metrics, vec_env="native")
+    native = make_vec_env(TOY_ID, 2, info_metrics=metrics, vec_env="native", step_info=step_info)
     old = dummy(TOY_ID, 2, {})
     native.seed(1), old.seed(1)
     native.reset(), old.reset()
@@ -471,7 +477,11 @@ def test_terminal_observation_and_truncation_flags():
                 assert {k: v for k, v in a["episode"].items() if k != "t"} == {
                     k: v for k, v in b["episode"].items() if k != "t"
                 }
-            assert {k for k in a if k != "episode"} == {k for k in b if k != "episode"}
+            if step_info or "terminal_observation" in a:
+                assert {k for k in a if k != "episode"} == {k for k in b if k != "episode"}
+                assert {k: a[k] for k in metrics if k in a} == {k: b[k] for k in metrics if k in b}
+            else:
+                assert a == {"TimeLimit.truncated": False} and set(metrics) <= set(b)
         assert native.reset_infos == old.reset_infos
     assert seen["terminated"] > 0 and seen["truncated"] > 0
 
@@ -538,11 +548,50 @@ def test_ppo_throughput_reports_both_rates_and_their_ratio():
         ppo_kwargs={"n_steps": 16, "batch_size": 16, "n_epochs": 1},
     )
     assert out["vec_env"] == "native" and out["reference"] == "CartPole-v1"
+    assert out["algo"] == "ppo"
     assert len(out["env_runs"]) == len(out["reference_runs"]) == 2
     assert out["env_steps_per_s"] > 0 and out["reference_steps_per_s"] > 0
-    assert out["ratio"] == pytest.approx(out["env_steps_per_s"] / out["reference_steps_per_s"])
+    pairs = [a / b for a, b in zip(out["env_runs"], out["reference_runs"], strict=True)]
+    assert out["ratio"] == pytest.approx(sum(pairs) / 2)  # the median of two pairs
+    assert "smaller" in out["matched_skipped"]  # ToyWalk's 3 observations < CartPole's 4
     with pytest.raises(ValueError, match="repeats=0"):
         ppo_steps_per_s(TOY_ID, 2, 64, repeats=0)
+    with pytest.raises(ValueError, match="algo='sac'"):
+        ppo_steps_per_s(TOY_ID, 2, 64, algo="sac")
+    with pytest.raises(ValueError, match="clock='gpu'"):
+        ppo_steps_per_s(TOY_ID, 2, 64, clock="gpu")
+
+
+@pytest.mark.parametrize("algo", ["ppo", "maskable_ppo"])
+def test_ppo_throughput_matched_reference_has_the_envs_network(algo):
+    """The network-matched CartPole gets the env's observation shape and action space (so
+    the same policy) and CartPole's dynamics; MaskablePPO gets all-legal masks."""
+    from mei_envs.agents.throughput import build_model, ppo_steps_per_s
+
+    env_id = "mei_envs/EdgeLLMCache-v0"
+    kw = {"n_steps": 16, "batch_size": 16, "n_epochs": 1}
+    cfg = {"requests_per_episode": 20}
+    if algo == "ppo":
+        cfg["invalid_action"] = "bypass"
+    env_model = build_model(env_id, algo, 2, kw, env_config=cfg)
+    like = build_model("CartPole-v1", algo, 2, kw, env_config=cfg, like=env_id)
+    assert like.observation_space == spaces.Box(-np.inf, np.inf, (543,), np.float32)
+    assert like.action_space == env_model.action_space == spaces.Discrete(46)
+    for a, b in zip(env_model.policy.parameters(), like.policy.parameters(), strict=True):
+        assert a.shape == b.shape
+    venv = like.get_env()
+    obs = venv.reset()
+    assert obs.shape == (2, 543) and not obs[:, 4:].any() and obs[:, :4].any()
+    if algo == "maskable_ppo":
+        masks = venv.env_method("action_masks")
+        assert [m.tolist() for m in masks] == [[True] * 46] * 2
+    # action 45 is CartPole's 45 % 2 = 1 (push right): the cart's velocity grows
+    before = obs[:, 1].copy()
+    obs, *_ = venv.step(np.array([45, 45]))
+    assert (obs[:, 1] > before).all()
+    out = ppo_steps_per_s(env_id, 2, 32, env_config=cfg, repeats=1, ppo_kwargs=kw, algo=algo)
+    assert out["algo"] == algo and out["matched_steps_per_s"] > 0
+    assert out["network_factor"] == pytest.approx(out["matched_runs"][0] / out["reference_runs"][0])
 
 
 def test_resume_through_the_native_path_appends_to_the_monitor_files(tmp_path):
