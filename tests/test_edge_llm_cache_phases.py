@@ -131,3 +131,105 @@ def test_decision_state_logs_past_requests_read_only():
     assert s["model"] == env.requests[t]
     with pytest.raises(ValueError):
         s["past_requests"][0] = 1
+
+
+# ---- the popularity oracles' replay and the clock-aware heuristic ----------------------------
+@pytest.mark.parametrize(
+    ("M", "drift", "n", "K", "L"),
+    [(5, 0.3, 500, 2, 40), (45, 0.05, 1000, 4, 100), (7, 0.0, 300, 3, 1), (9, 0.2, 120, 5, 200)],
+)
+def test_schedule_replays_the_phased_sampler_and_gives_each_request_its_drawn_rank(
+    M, drift, n, K, L
+):
+    from mei_envs.baselines.edge_llm_cache_popularity import popularity_schedule
+
+    gen = cache.ZipfDriftRequests(M, 1.0, drift, phase_count=K, phase_length=L)
+    rng = np.random.default_rng(M * 1000 + n)
+    state = rng.bit_generator.state
+    out = gen.sample(rng, n)
+    after = rng.bit_generator.state
+    rng.bit_generator.state = state
+    replay, changes, probs = popularity_schedule(gen, rng, n)
+    np.testing.assert_array_equal(replay, out)
+    assert rng.bit_generator.state == after  # the same draws, no more
+    assert len(probs) == len(changes) + 1
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+    # Every regime start is a change; the rows of one regime's requests hold its ranking.
+    assert set(range(L, n, L)) <= set(changes.tolist())
+    rng.bit_generator.state = state
+    rng.permutation(M)
+    ranks = np.minimum(np.searchsorted(gen.cdf, rng.random(n), side="right"), M - 1)
+    zipf = cache.zipf_probabilities(M, 1.0)
+    rows = np.searchsorted(changes, np.arange(n), side="right")
+    np.testing.assert_allclose(probs[rows, out], zipf[ranks])
+
+
+def test_popularity_oracle_and_bound_use_the_phased_popularity():
+    from mei_envs.baselines.edge_llm_cache_popularity import online_hit_bound
+    from mei_envs.baselines.registry import make_policy
+
+    env = gym.make(ENV_ID, phase_count=3, phase_length=60, requests_per_episode=400)
+    pol = make_policy(ENV_ID, "popularity_knapsack", env)
+    obs, info = env.reset(seed=9)
+    pol.reset(obs, info)
+    inner = env.unwrapped
+    # The oracle's popularity at t is the ranking of the regime in force: its top model is
+    # each regime's most requested one.
+    req, regime = inner.requests, inner.generator.regime(np.arange(400))
+    for k in range(3):
+        t = int(np.flatnonzero(regime == k)[0])
+        p = pol.popularity(t)
+        assert p.max() == pytest.approx(cache.zipf_probabilities(inner.n_models, 1.0)[0])
+        assert np.bincount(req[regime == k], minlength=inner.n_models).argmax() == p.argmax()
+    b = online_hit_bound(inner.catalog, inner.capacity_bytes, pol.swap_times, pol.probs, 400)
+    assert 0.0 < b <= 1.0
+
+
+@pytest.mark.parametrize("reward", ["hits", "bytes"])
+def test_phase_knapsack_is_online_and_legal(monkeypatch, reward):
+    from mei_envs.baselines.registry import make_policy
+
+    env = gym.make(ENV_ID, phase_count=3, phase_length=50, requests_per_episode=300, reward=reward)
+    pol = make_policy(ENV_ID, "phase_knapsack", env)
+    obs, info = env.reset(seed=4)
+    pol.reset(obs, info)
+
+    def forbidden(*_):
+        raise AssertionError("read the future request sequence")
+
+    monkeypatch.setattr(EdgeLLMCacheEnv, "requests", property(forbidden))
+    monkeypatch.setattr(EdgeLLMCacheEnv, "next_use", forbidden)
+    n, done = 0, False
+    while not done:
+        a = pol.act(obs, info)
+        assert env.unwrapped.action_masks()[a]  # invalid_action="raise" would raise anyway
+        obs, _, term, _, info = env.step(a)
+        done, n = term, n + 1
+    assert n > 10
+
+
+def test_phase_knapsack_estimates_are_per_regime_moving_averages():
+    from mei_envs.baselines.edge_llm_cache_phase import PhaseKnapsack
+
+    env = gym.make(ENV_ID, phase_count=2, phase_length=3, requests_per_episode=20).unwrapped
+    pol = PhaseKnapsack(env, half_life=2.0, horizon=4, prior=0.0)
+    pol.reset(None, None)
+    M = env.n_models
+    past = np.array([0, 0, 1, 2, 2, 2, 1], dtype=np.int64)  # regimes 0,0,0,1,1,1,0
+    s = {"t": 7, "model": 3, "past_requests": past, "ema": np.ones((3, M))}
+    est = pol.estimates(s)
+    d = 0.5**0.5
+    # Regime 0 saw 0, 0, 1, 1, 3 (t = 0, 1, 2, 6, 7); regime 1 saw 2, 2, 2.
+    w0 = (1 - d) * d ** np.arange(4, -1, -1)
+    want0 = np.zeros(M)
+    np.add.at(want0, [0, 0, 1, 1, 3], w0)
+    np.testing.assert_allclose(est[0], want0 / (1 - d**5))
+    want1 = np.zeros(M)
+    want1[2] = 1.0
+    np.testing.assert_allclose(est[1], want1)
+    # Values over the next 4 requests (t = 7, 8 in regime 0; 9, 10 in regime 1).
+    np.testing.assert_allclose(pol.values(s), (2 * est[0] + 2 * est[1]) / 4)
+    # Feeding the same decision again folds nothing twice.
+    np.testing.assert_allclose(pol.estimates(s), est)
+    with pytest.raises(ValueError, match="horizon=0"):
+        PhaseKnapsack(env, horizon=0)
