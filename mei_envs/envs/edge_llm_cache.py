@@ -121,6 +121,16 @@ class EdgeLLMCacheConfig(EnvConfig):
         },
         "fast_drift": {"drift_rate": 0.05},  # 5x the default rank-swap rate
         "small_cache": {"capacity_fraction": 0.08},
+        # Periodic (diurnal) demand: four regimes of 125 requests (a "day" of 500 requests;
+        # an episode spans two), each with its own popularity ranking, e.g. code assistants
+        # by day and chat in the evening. LLM serving demand varies with the time of day
+        # (BurstGPT, Wang et al., arXiv 2401.17644, Azure OpenAI GPT traces; Splitwise, Patel
+        # et al., ISCA 2024, Azure code and conversation traces); the regime count, length
+        # and independent rankings are ASSUMPTIONS. Capacity 0.4 of the unique bytes and the
+        # regime length were chosen on validation episodes (200000..) so that the best
+        # clock-blind online rule is >= 5 points below belady_shared
+        # (edge_llm_cache_note.md, section 8).
+        "diurnal": {"phase_count": 4, "phase_length": 125, "capacity_fraction": 0.4},
     }
 
     def validate(self) -> None:
