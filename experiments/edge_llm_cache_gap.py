@@ -16,6 +16,9 @@ A baseline found in several folders must have the same value on every episode th
 merge stops; ``--baselines-from RUN_DIR`` (repeatable) takes every baseline row from those
 folders only (e.g. after a baseline changed) and the agents from the others. ``--episodes N``
 restricts the table to the first N held-out seeds (for policies evaluated on fewer episodes).
+``--baselines-json PATH.json SCENARIO`` takes every baseline row from an
+``edge_llm_cache_baselines`` run's JSON instead (its per-episode values of that scenario,
+episodes seeded from its ``seed``) and the agents from the run folders.
 
 ``--evaluate CONFIG.yml`` runs no training: it evaluates the config's baselines (or
 ``--policies``) on its held-out episodes (``eval_episodes`` seeded from ``eval_seed``) and
@@ -93,6 +96,31 @@ def load_with_kinds(
                 kinds[label] = row["kind"]
                 out[label][ep] = values
     return out, kinds
+
+
+def load_baselines_json(path: str | Path, scenario: str) -> tuple[dict, dict[str, str]]:
+    """Baseline rows ``({policy: {episode seed: row}}, {policy: kind})`` from an
+    ``edge_llm_cache_baselines`` JSON (its per-episode values of ``scenario``; the
+    policies are deterministic, so they equal a fresh evaluation on the same seeds)."""
+    import json
+
+    from mei_envs.baselines.registry import list_policies
+
+    doc = json.loads(Path(path).read_text())
+    if scenario not in doc.get("scenarios", {}):
+        raise ValueError(f"{path}: no scenario {scenario!r} (has {sorted(doc['scenarios'])})")
+    seed0 = int(doc["seed"])
+    env_id = "mei_envs/EdgeLLMCache-v0"
+    registered = {spec.name: spec.kind for spec in list_policies(env_id)[env_id]}
+    data: dict[str, dict[int, dict[str, float]]] = {}
+    kinds: dict[str, str] = {}
+    for name, row in doc["scenarios"][scenario].items():
+        per = row["per_episode"]
+        data[name] = {
+            seed0 + i: {m: float(per[m][i]) for m in METRICS} for i in range(len(per["hit_ratio"]))
+        }
+        kinds[name] = registered.get(name, "")
+    return data, kinds
 
 
 def table(
@@ -278,6 +306,14 @@ def main(argv: list[str] | None = None) -> str:
         metavar="RUN_DIR",
         help="take baseline rows from this folder only (repeatable)",
     )
+    ap.add_argument(
+        "--baselines-json",
+        nargs=2,
+        default=None,
+        metavar=("PATH.json", "SCENARIO"),
+        help="take every baseline row from an edge_llm_cache_baselines JSON's scenario "
+        "(agents from the run folders)",
+    )
     ap.add_argument("--episodes", type=int, default=None, help="use the first N held-out seeds")
     ap.add_argument("--evaluate", default=None, metavar="CONFIG.yml", help="baselines-only run")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
@@ -296,6 +332,11 @@ def main(argv: list[str] | None = None) -> str:
     if not args.run_dirs:
         ap.error("give RUN_DIRs (table mode) or --evaluate CONFIG.yml")
     data, kinds = load_with_kinds(args.run_dirs, args.baselines_from)
+    if args.baselines_json:
+        data = {k: v for k, v in data.items() if "/" in k}  # agents only
+        extra, extra_kinds = load_baselines_json(*args.baselines_json)
+        data |= extra
+        kinds = {k: v for k, v in kinds.items() if "/" in k} | extra_kinds
     _, text = table(data, np.random.default_rng(0), kinds, args.episodes)
     return emit_text(text, args.out)
 

@@ -141,3 +141,38 @@ def test_episodes_restricts_to_the_first_seeds(tmp_path):
     assert lru == pytest.approx(np.mean([data["lru"][s]["hit_ratio"] for s in (500, 501)]))
     with pytest.raises(ValueError, match="episodes=4"):
         gap.table(data, np.random.default_rng(0), kinds, episodes=4)
+
+
+def test_baselines_json_rows_equal_an_evaluation_and_the_clock_column(tmp_path):
+    import json
+
+    cfg = tmp_path / "cfg.yml"
+    cfg.write_text(
+        f"env_id: {ENV}\n"
+        "env_config: {phase_count: 3, phase_length: 20, requests_per_episode: 60}\n"
+        "algos: [maskable_ppo]\nseeds: [0]\ntotal_timesteps: 1000\n"
+        "eval_episodes: 3\neval_seed: 500\n"
+        "baselines: [lru, knapsack_greedy, phase_knapsack, belady_shared]\n"
+        f"out_dir: {tmp_path / 'out'}\n"
+    )
+    base = gap.evaluate_baselines(cfg, quiet=True)
+    want, want_kinds = gap.load_with_kinds([str(base)])
+    # The baselines script's JSON layout, from the same policies on the same seeds.
+    env_cfg = {"phase_count": 3, "phase_length": 20, "requests_per_episode": 60}
+    table = {}
+    for name in ("lru", "knapsack_greedy", "phase_knapsack", "belady_shared"):
+        res = run_episodes(ENV, name, episodes=3, seed=500, env_config=env_cfg)
+        table[name] = {"per_episode": {m: res.metrics[m].tolist() for m in gap.METRICS}}
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps({"seed": 500, "episodes": 3, "scenarios": {"phased": table}}))
+    got, kinds = gap.load_baselines_json(path, "phased")
+    assert got == want and kinds == want_kinds
+    with pytest.raises(ValueError, match="no scenario 'other'"):
+        gap.load_baselines_json(path, "other")
+    ep = sorted(want["lru"])
+    _write_agent_run(tmp_path / "a0", "maskable_ppo", 0, {s: (0.5, 0.5) for s in ep})
+    text = gap.main([f"m={tmp_path / 'a0'}", "--baselines-json", str(path), "phased"])
+    assert "hit ratio - phase_knapsack (clock-aware" in text
+    row = next(line for line in text.splitlines() if line.startswith("| m/seed0 |"))
+    ph = np.mean([want["phase_knapsack"][s]["hit_ratio"] for s in ep])
+    assert row.rstrip(" |").split("| ")[-1].startswith(f"{100 * (0.5 - ph):+.1f}")
