@@ -176,3 +176,17 @@ def test_baselines_json_rows_equal_an_evaluation_and_the_clock_column(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| m/seed0 |"))
     ph = np.mean([want["phase_knapsack"][s]["hit_ratio"] for s in ep])
     assert row.rstrip(" |").split("| ")[-1].startswith(f"{100 * (0.5 - ph):+.1f}")
+
+
+def test_baselines_script_only_runs_the_named_policies_in_order(tmp_path):
+    from mei_envs.experiments import edge_llm_cache_baselines as script
+
+    out = tmp_path / "b.md"
+    res = script.main(
+        ["--episodes", "1", "--presets", "small_cache", "--no-sharing-off", "--tiny", "0"]
+        + ["--ip", "0", "--only", "trim_greedy", "lru", "--out", str(out)]
+    )
+    assert list(res["scenarios"]["small_cache"]) == ["trim_greedy", "lru"]
+    assert "--only trim_greedy lru" in out.read_text()
+    with pytest.raises(ValueError, match="--only \\['nope'\\]"):
+        script.main(["--episodes", "1", "--presets", "small_cache", "--only", "nope"])
