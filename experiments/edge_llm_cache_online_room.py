@@ -91,6 +91,8 @@ def bound_per_episode(preset: str, episodes: int, seed: int) -> np.ndarray:
 
 
 def _fmt(diff: np.ndarray) -> str:
+    if np.isnan(diff).any():  # a policy the reused baselines run did not reach
+        return "—"
     lo, hi = bootstrap_ci(diff, np.random.default_rng(0))
     return f"{diff.mean():+.1f} [{lo:+.1f}, {hi:+.1f}]"
 
@@ -190,8 +192,11 @@ def main(argv: list[str] | None = None) -> None:
         pols = POLICIES + (CLOCK_POLICIES if _phased(preset) else ())
         if reused is not None:
             table = reused["scenarios"][preset]
+            # A policy the reused run did not reach (e.g. one cut short) is shown as "—".
             hits = {
                 pol: 100.0 * np.asarray(table[pol]["per_episode"]["hit_ratio"][: args.episodes])
+                if pol in table
+                else np.full(args.episodes, np.nan)
                 for pol in pols
             }
         else:
@@ -209,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
         hits["online bound"] = 100.0 * bound_per_episode(preset, args.episodes, args.seed)
         best = max(("trim_greedy", "knapsack_greedy"), key=lambda p: hits[p].mean())
         cols = [*POLICIES[:4], "online bound", "belady_shared", "belady_bytes"]
-        row = " | ".join(f"{hits[p].mean():.1f}" for p in cols)
+        row = " | ".join("—" if np.isnan(hits[p]).any() else f"{hits[p].mean():.1f}" for p in cols)
         diffs = [
             hits["popularity_oracle"] - hits["trim_greedy"],
             hits["popularity_knapsack"] - hits[best],
@@ -227,7 +232,9 @@ def main(argv: list[str] | None = None) -> None:
             + " | ".join(_fmt(d) for d in diffs)
             + f" | {target:.1f} | {within} | {clock} |"
         )
-        results[preset] = {p: v.tolist() for p, v in hits.items()} | {"best_online": best}
+        results[preset] = {p: v.tolist() for p, v in hits.items() if not np.isnan(v).any()} | {
+            "best_online": best
+        }
         print(lines[-1], f"({time.perf_counter() - t0:.0f} s)", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
