@@ -425,6 +425,9 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
 
     * v0: initial version. (Issue 10 later made `invalid_action="raise"` the default; a
       legal action's results did not change.)
+    * v0, session 7: periodic demand (`phase_count`, `phase_length`, preset `diurnal`), the
+      clock entries when `phase_count > 1`, and `decision_state()["past_requests"]`; with the
+      default `phase_count=1` every trajectory and observation is unchanged (pinned tests).
     """
 
     config_class = EdgeLLMCacheConfig
