@@ -3,6 +3,7 @@ fields and the clock at the end of the observation."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import gymnasium as gym
@@ -233,3 +234,18 @@ def test_phase_knapsack_estimates_are_per_regime_moving_averages():
     np.testing.assert_allclose(pol.estimates(s), est)
     with pytest.raises(ValueError, match="horizon=0"):
         PhaseKnapsack(env, horizon=0)
+
+
+def test_phase_sweep_script_reports_policies_and_the_bound():
+    from mei_envs.experiments import edge_llm_cache_phase_sweep as sweep
+
+    cfg = {"phase_count": 2, "phase_length": 30, "requests_per_episode": 120}
+    (line,) = sweep.main(
+        ["--episodes", "2", "--configs", json.dumps([cfg]), "--bound"]
+        + ["--policies", "lru", "knapsack_greedy", "belady_shared"]
+    )
+    from mei_envs.baselines.evaluation import run_episodes
+
+    lru = run_episodes(ENV_ID, "lru", episodes=2, seed=200000, env_config=cfg)
+    assert f"lru {100 * lru.metrics['hit_ratio'].mean():.1f}" in line
+    assert "online bound" in line and "belady_shared - knapsack_greedy" in line
