@@ -20,6 +20,10 @@ measures, per preset, on the same held-out episodes:
   for a learned policy, half of the gap from the best online heuristic to ``belady_shared``,
   next to the online bound (a target above the bound is out of reach for every online policy).
 
+On presets with periodic demand (``phase_count > 1``, e.g. ``diurnal``) the clock-aware
+online heuristic ``phase_knapsack`` is run too and shown in its own columns, beside the
+clock-blind best online rule.
+
 ``--from-baselines PATH.json`` takes the policies' per-episode hit ratios from an
 ``edge_llm_cache_baselines`` run with the same ``--seed`` and at least ``--episodes``
 episodes (its first episodes are these; the policies are deterministic, so the numbers are
