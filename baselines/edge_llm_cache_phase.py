@@ -123,7 +123,8 @@ class PhaseKnapsack(TrimGreedyPolicy):
         for k in range(self.K):
             n = int(self._n[k])
             own = self._ema[k] / (1.0 - self.decay**n) if n > 0 else blind
-            w = n / (n + self.prior)  # shrink a barely seen regime toward the blind average
+            # Shrink a barely seen regime toward the blind average (unseen: the blind one).
+            w = n / (n + self.prior) if n > 0 else 0.0
             est[k] = w * own + (1.0 - w) * blind
         return est
 
