@@ -59,9 +59,10 @@ def popularity_schedule(
     """Replay ``generator.sample(rng, n_requests)``'s draws from ``rng`` (consumed).
 
     Returns ``(requests, swap_times, probs)``: the requests the sampler draws from this
-    random state, the request indices at which two ranks swap (before that request is
-    drawn), and ``probs[k, m]``, the probability of drawing model ``m`` after the first ``k``
-    swaps (row 0: before any). The request at index ``t`` is drawn from row
+    random state, the request indices at which the popularity changes (two ranks swap or,
+    with ``phase_count > 1``, a regime starts; before that request is drawn), and
+    ``probs[k, m]``, the probability of drawing model ``m`` after the first ``k`` changes
+    (row 0: before any). The request at index ``t`` is drawn from row
     ``bisect_right(swap_times, t)``.
     """
     M, n = generator.n_models, int(n_requests)
@@ -74,6 +75,13 @@ def popularity_schedule(
         events = np.empty(0, dtype=np.int64)
     a = rng.integers(0, M, size=events.size)
     b = (a + 1 + rng.integers(0, max(M - 1, 1), size=events.size)) % M
+    if getattr(generator, "phase_count", 1) > 1:
+        # The regimes' walk is the sampler's own (mei_envs.cache); the draws above and the
+        # check of the requests against the sampler's are this replay's.
+        requests, times, perms = generator.phased_schedule(rng, perm, ranks, events, a, b)
+        probs = np.empty(perms.shape)
+        np.put_along_axis(probs, perms, zipf[None, :], axis=1)
+        return requests, times[1:], probs
     requests = np.empty(n, dtype=np.int64)
     probs = np.empty((events.size + 1, M))
     probs[0, perm] = zipf

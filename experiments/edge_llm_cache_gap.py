@@ -18,6 +18,9 @@ A baseline found in several folders must have the same value on every episode th
 merge stops; ``--baselines-from RUN_DIR`` (repeatable) takes every baseline row from those
 folders only (e.g. after a baseline changed) and the agents from the others. ``--episodes N``
 restricts the table to the first N held-out seeds (for policies evaluated on fewer episodes).
+``--baselines-json PATH.json SCENARIO`` takes every baseline row from an
+``edge_llm_cache_baselines`` run's JSON instead (its per-episode values of that scenario,
+episodes seeded from its ``seed``) and the agents from the run folders.
 
 ``--evaluate CONFIG.yml`` runs no training: it evaluates the config's baselines (or
 ``--policies``) on its held-out episodes (``eval_episodes`` seeded from ``eval_seed``) and
@@ -41,6 +44,9 @@ from mei_envs.experiments.io import emit_text
 from mei_envs.experiments.stats import bootstrap_ci
 
 ONLINE = ("random", "fifo", "lru", "lfu", "gdsf", "trim_greedy", "knapsack_greedy")
+# A clock-aware online heuristic (periodic demand): when present, a column of paired
+# differences to it follows the one to the best clock-blind heuristic (ONLINE).
+CLOCK = "phase_knapsack"
 METRICS = ("hit_ratio", "byte_hit_ratio")
 _KIND_ORDER = {"heuristic": 0, "oracle": 1, "agent": 2}
 
@@ -149,6 +155,31 @@ def check_same_scenario(run_dirs: list[str]) -> None:
             raise ValueError(f"{d}: env config differs from {d0}'s ({fields})")
 
 
+def load_baselines_json(path: str | Path, scenario: str) -> tuple[dict, dict[str, str]]:
+    """Baseline rows ``({policy: {episode seed: row}}, {policy: kind})`` from an
+    ``edge_llm_cache_baselines`` JSON (its per-episode values of ``scenario``; the
+    policies are deterministic, so they equal a fresh evaluation on the same seeds)."""
+    import json
+
+    from mei_envs.baselines.registry import list_policies
+
+    doc = json.loads(Path(path).read_text())
+    if scenario not in doc.get("scenarios", {}):
+        raise ValueError(f"{path}: no scenario {scenario!r} (has {sorted(doc['scenarios'])})")
+    seed0 = int(doc["seed"])
+    env_id = "mei_envs/EdgeLLMCache-v0"
+    registered = {spec.name: spec.kind for spec in list_policies(env_id)[env_id]}
+    data: dict[str, dict[int, dict[str, float]]] = {}
+    kinds: dict[str, str] = {}
+    for name, row in doc["scenarios"][scenario].items():
+        per = row["per_episode"]
+        data[name] = {
+            seed0 + i: {m: float(per[m][i]) for m in METRICS} for i in range(len(per["hit_ratio"]))
+        }
+        kinds[name] = registered.get(name, "")
+    return data, kinds
+
+
 def table(
     data: dict,
     rng: np.random.Generator,
@@ -200,6 +231,10 @@ def table(
         hit = np.mean([arr(m, "hit_ratio") for m in members], axis=0)
         byte = np.mean([arr(m, "byte_hit_ratio") for m in members], axis=0)
         diff = hit - arr(best, "hit_ratio")
+        extra = {}
+        if CLOCK in data:
+            d2 = hit - arr(CLOCK, "hit_ratio")
+            extra["vs_clock"] = (d2.mean(), *bootstrap_ci(d2, rng))
         rows.append(
             {
                 "policy": label,
@@ -208,6 +243,7 @@ def table(
                 "byte": (byte.mean(), *bootstrap_ci(byte, rng)),
                 "gap_closed": (hit.mean() - lru) / (bs - lru),
                 "vs_best": (diff.mean(), *bootstrap_ci(diff, rng)),
+                **extra,
             }
         )
     lines = [
@@ -216,8 +252,9 @@ def table(
         "on mean hit ratios; agents' `all` rows average the training seeds per episode.",
         "",
         "| policy | kind | hit ratio % | byte hit ratio % | LRU-to-belady_shared gap closed | "
-        f"hit ratio - {best} (paired, points) |",
-        "|---|---|---|---|---|---|",
+        f"hit ratio - {best} (paired, points) |"
+        + (f" hit ratio - {CLOCK} (clock-aware; paired, points) |" if CLOCK in data else ""),
+        "|---|---|---|---|---|---|" + ("---|" if CLOCK in data else ""),
     ]
     for r in rows:
         h, b, v = r["hit"], r["byte"], r["vs_best"]
@@ -226,6 +263,12 @@ def table(
             f"{100 * h[2]:.1f}] | {100 * b[0]:.1f} [{100 * b[1]:.1f}, {100 * b[2]:.1f}] | "
             f"{100 * r['gap_closed']:.0f}% | {100 * v[0]:+.1f} [{100 * v[1]:+.1f}, "
             f"{100 * v[2]:+.1f}] |"
+            + (
+                f" {100 * r['vs_clock'][0]:+.1f} [{100 * r['vs_clock'][1]:+.1f}, "
+                f"{100 * r['vs_clock'][2]:+.1f}] |"
+                if "vs_clock" in r
+                else ""
+            )
         )
     return rows, "\n".join(lines)
 
@@ -320,6 +363,14 @@ def main(argv: list[str] | None = None) -> str:
         metavar="RUN_DIR",
         help="take baseline rows from this folder only (repeatable)",
     )
+    ap.add_argument(
+        "--baselines-json",
+        nargs=2,
+        default=None,
+        metavar=("PATH.json", "SCENARIO"),
+        help="take every baseline row from an edge_llm_cache_baselines JSON's scenario "
+        "(agents from the run folders)",
+    )
     ap.add_argument("--episodes", type=int, default=None, help="use the first N held-out seeds")
     ap.add_argument("--evaluate", default=None, metavar="CONFIG.yml", help="baselines-only run")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
@@ -338,6 +389,11 @@ def main(argv: list[str] | None = None) -> str:
     if not args.run_dirs:
         ap.error("give RUN_DIRs (table mode) or --evaluate CONFIG.yml")
     data, kinds = load_with_kinds(args.run_dirs, args.baselines_from)
+    if args.baselines_json:
+        data = {k: v for k, v in data.items() if "/" in k}  # agents only
+        extra, extra_kinds = load_baselines_json(*args.baselines_json)
+        data |= extra
+        kinds = {k: v for k, v in kinds.items() if "/" in k} | extra_kinds
     _, text = table(data, np.random.default_rng(0), kinds, args.episodes)
     return emit_text(text, args.out)
 

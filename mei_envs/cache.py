@@ -749,20 +749,48 @@ def zipf_probabilities(n: int, exponent: float) -> np.ndarray:
 
 
 class ZipfDriftRequests:
-    """Zipf popularity over models whose ranking drifts.
+    """Zipf popularity over models whose ranking drifts, optionally cycling through regimes.
 
     At reset a random permutation assigns models to ranks. Before each request, with
     probability ``drift_rate``, the ranks of two distinct uniformly drawn models are swapped
     (so the expected number of rank swaps per request is ``drift_rate``); the request's rank
     is drawn from Zipf(``exponent``) and mapped to the model holding that rank.
+
+    Periodic demand (``phase_count > 1``): popularity cycles through ``phase_count``
+    regimes, each with its own rank permutation drawn at reset; request ``t`` is drawn under
+    regime :meth:`regime` ``(t) = (t // phase_length) % phase_count``, so the same regime
+    comes back every ``phase_count * phase_length`` requests (a day of a diurnal pattern).
+    A drift swap drawn at request ``t`` applies to the regime in force at ``t`` only: each
+    regime's ranking changes only while it is active and is found again as it was left.
+    With ``phase_count == 1`` the draws are exactly those of the unphased sampler; with more
+    regimes the extra permutations are drawn after all of its draws, so the first
+    ``phase_length`` requests are the unphased sampler's.
     """
 
-    def __init__(self, n_models: int, exponent: float, drift_rate: float) -> None:
+    def __init__(
+        self,
+        n_models: int,
+        exponent: float,
+        drift_rate: float,
+        phase_count: int = 1,
+        phase_length: int = 1,
+    ) -> None:
         self.n_models = int(n_models)
         self.exponent = float(exponent)
         self.drift_rate = float(drift_rate)
+        self.phase_count = int(phase_count)
+        self.phase_length = int(phase_length)
+        if self.phase_count < 1 or self.phase_length < 1:
+            raise ValueError(
+                f"ZipfDriftRequests: phase_count={phase_count!r}, phase_length="
+                f"{phase_length!r}: both must be integers >= 1"
+            )
         self.cdf = np.cumsum(zipf_probabilities(self.n_models, self.exponent))
         self.cdf[-1] = 1.0
+
+    def regime(self, t: Any) -> Any:
+        """Index of the popularity regime in force at request index ``t`` (broadcasts)."""
+        return (t // self.phase_length) % self.phase_count
 
     def sample(self, rng: np.random.Generator, n_requests: int) -> np.ndarray:
         """``n_requests`` model ids (int64), drawn from ``rng`` in a fixed order."""
@@ -773,6 +801,8 @@ class ZipfDriftRequests:
         events = np.flatnonzero(rng.random(n) < self.drift_rate) if M > 1 else np.empty(0, int)
         a = rng.integers(0, M, size=events.size)
         b = (a + 1 + rng.integers(0, max(M - 1, 1), size=events.size)) % M
+        if self.phase_count > 1:
+            return self._sample_phased(rng, perm, ranks, events, a, b)
         if events.size == 0:
             return perm[ranks]
         out = np.empty(n, dtype=np.int64)
@@ -788,6 +818,64 @@ class ZipfDriftRequests:
             start = t
         out[start:] = perm[ranks[start:]]
         return out
+
+    def _sample_phased(
+        self,
+        rng: np.random.Generator,
+        perm0: np.ndarray,
+        ranks: np.ndarray,
+        events: np.ndarray,
+        a: np.ndarray,
+        b: np.ndarray,
+    ) -> np.ndarray:
+        """The requests of :meth:`sample` with regimes (``phase_count > 1``)."""
+        return self.phased_schedule(rng, perm0, ranks, events, a, b)[0]
+
+    def phased_schedule(
+        self,
+        rng: np.random.Generator,
+        perm0: np.ndarray,
+        ranks: np.ndarray,
+        events: np.ndarray,
+        a: np.ndarray,
+        b: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The phased walk behind :meth:`sample`, given its first draws (regime 0's
+        permutation, the Zipf ranks, the swap times and pairs); draws the other regimes'
+        permutations from ``rng``.
+
+        Returns ``(requests, times, perms)``: ``times[0] = 0`` and then every request index
+        at which the popularity changes (a regime switch or a rank swap, before that
+        request is drawn), and ``perms[i]`` (``perms[i][rank] = model``), the ranking in
+        force from ``times[i]`` until the next change. The popularity oracles
+        (``mei_envs.baselines.edge_llm_cache_popularity``) replay it.
+        """
+        M, n, L = self.n_models, len(ranks), self.phase_length
+        cur = np.empty((self.phase_count, M), dtype=np.int64)
+        cur[0] = perm0
+        for k in range(1, self.phase_count):
+            cur[k] = rng.permutation(M)
+        pos = np.empty_like(cur)  # pos[k, model] = rank of the model in regime k
+        for k in range(self.phase_count):
+            pos[k, cur[k]] = np.arange(M)
+        swap = dict(zip(events.tolist(), zip(a.tolist(), b.tolist(), strict=True), strict=True))
+        cuts = sorted(set(swap) | set(range(L, n, L)))
+        out = np.empty(n, dtype=np.int64)
+        times, rows = [0], [cur[0].copy()]
+        start, k = 0, 0
+        for t in cuts:
+            out[start:t] = cur[k][ranks[start:t]]
+            k = int(self.regime(t))
+            if t in swap:
+                ak, bk = swap[t]
+                ra, rb = pos[k, ak], pos[k, bk]
+                cur[k, ra], cur[k, rb] = bk, ak
+                pos[k, ak], pos[k, bk] = rb, ra
+            start = t
+            times.append(t)
+            rows.append(cur[k].copy())
+        out[start:] = cur[k][ranks[start:]]
+        return out, np.asarray(times, dtype=np.int64), np.asarray(rows, dtype=np.int64)
 
 
 def load_trace(path: str | Path, names: Sequence[str]) -> np.ndarray:

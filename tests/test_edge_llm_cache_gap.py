@@ -211,3 +211,52 @@ def test_online_room_agents_must_be_on_the_json_preset(tmp_path, capsys):
     row = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| m/seed0 |")]
     assert row and row[0].startswith("| m/seed0 | 45.0 | +10.0 [+10.0, +10.0] | +5.0 [+5.0, +5.0]")
     assert "| -10.0 [-10.0, -10.0] | 33% | 50% |" in row[0]
+
+
+def test_baselines_json_rows_equal_an_evaluation_and_the_clock_column(tmp_path):
+    import json
+
+    cfg = tmp_path / "cfg.yml"
+    cfg.write_text(
+        f"env_id: {ENV}\n"
+        "env_config: {phase_count: 3, phase_length: 20, requests_per_episode: 60}\n"
+        "algos: [maskable_ppo]\nseeds: [0]\ntotal_timesteps: 1000\n"
+        "eval_episodes: 3\neval_seed: 500\n"
+        "baselines: [lru, knapsack_greedy, phase_knapsack, belady_shared]\n"
+        f"out_dir: {tmp_path / 'out'}\n"
+    )
+    base = gap.evaluate_baselines(cfg, quiet=True)
+    want, want_kinds = gap.load_with_kinds([str(base)])
+    # The baselines script's JSON layout, from the same policies on the same seeds.
+    env_cfg = {"phase_count": 3, "phase_length": 20, "requests_per_episode": 60}
+    table = {}
+    for name in ("lru", "knapsack_greedy", "phase_knapsack", "belady_shared"):
+        res = run_episodes(ENV, name, episodes=3, seed=500, env_config=env_cfg)
+        table[name] = {"per_episode": {m: res.metrics[m].tolist() for m in gap.METRICS}}
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps({"seed": 500, "episodes": 3, "scenarios": {"phased": table}}))
+    got, kinds = gap.load_baselines_json(path, "phased")
+    assert got == want and kinds == want_kinds
+    with pytest.raises(ValueError, match="no scenario 'other'"):
+        gap.load_baselines_json(path, "other")
+    ep = sorted(want["lru"])
+    _write_agent_run(tmp_path / "a0", "maskable_ppo", 0, {s: (0.5, 0.5) for s in ep})
+    text = gap.main([f"m={tmp_path / 'a0'}", "--baselines-json", str(path), "phased"])
+    assert "hit ratio - phase_knapsack (clock-aware" in text
+    row = next(line for line in text.splitlines() if line.startswith("| m/seed0 |"))
+    ph = np.mean([want["phase_knapsack"][s]["hit_ratio"] for s in ep])
+    assert row.rstrip(" |").split("| ")[-1].startswith(f"{100 * (0.5 - ph):+.1f}")
+
+
+def test_baselines_script_only_runs_the_named_policies_in_order(tmp_path):
+    from mei_envs.experiments import edge_llm_cache_baselines as script
+
+    out = tmp_path / "b.md"
+    res = script.main(
+        ["--episodes", "1", "--presets", "small_cache", "--no-sharing-off", "--tiny", "0"]
+        + ["--ip", "0", "--only", "trim_greedy", "lru", "--out", str(out)]
+    )
+    assert list(res["scenarios"]["small_cache"]) == ["trim_greedy", "lru"]
+    assert "--only trim_greedy lru" in out.read_text()
+    with pytest.raises(ValueError, match="--only \\['nope'\\]"):
+        script.main(["--episodes", "1", "--presets", "small_cache", "--only", "nope"])

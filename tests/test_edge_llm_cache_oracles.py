@@ -17,7 +17,7 @@ from tests.test_edge_llm_cache import POLICIES
 ENV_ID = "mei_envs/EdgeLLMCache-v0"
 # Every registered policy the exact optimum must dominate: the cache tests' list plus the
 # popularity knapsack heuristic.
-ONLINE_AND_OFFLINE = [*POLICIES, "knapsack_greedy"]
+ONLINE_AND_OFFLINE = [*POLICIES, "knapsack_greedy", "phase_knapsack"]
 
 
 def _env(tmp_path, rng: np.random.Generator, *, unit: bool, reward: str = "hits"):

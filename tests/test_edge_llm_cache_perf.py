@@ -113,6 +113,12 @@ def _assert_infos_equal(got: dict, want: dict, where: str) -> None:
         ({"requests_per_episode": 150, "preset": "adapter_heavy", "reward": "latency"}, 5, True),
         ({"requests_per_episode": 80, "preset": "quantised", "sharing": False}, 11, True),
         ({"requests_per_episode": 100, "preset": "fast_drift", "reward": "bytes"}, 7, True),
+        # Periodic demand: regimes, drift in the active regime, the clock in the observation.
+        (
+            {"requests_per_episode": 130, "phase_count": 3, "phase_length": 20, "drift_rate": 0.1},
+            4,
+            True,
+        ),
         # Unmasked actions served as bypasses; episodes too long for the look-up tables.
         ({"requests_per_episode": 70, "invalid_action": "bypass", "half_lives": [3.0]}, 2, False),
     ],

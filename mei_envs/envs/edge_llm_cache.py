@@ -31,6 +31,7 @@ INVALID_ACTIONS = ("bypass", "raise")
 INFO_LEVELS = ("full", "lean")
 N_MODEL_FEATURES_BASE = 9  # per-model features besides the moving averages
 N_GLOBAL_FEATURES = 3
+N_CLOCK_FEATURES = 2  # sin and cos of the demand cycle's position (phase_count > 1 only)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +66,14 @@ class EdgeLLMCacheConfig(EnvConfig):
     # Probability per request that two models swap popularity ranks (ASSUMPTION: no
     # published drift rate for model popularity was found; REFERENCE.md 7).
     drift_rate: float = 0.01
+    # Periodic (e.g. diurnal) demand: popularity cycles through phase_count regimes of
+    # phase_length requests each, every regime with its own rank permutation drawn at reset
+    # (mei_envs.cache.ZipfDriftRequests); drift swaps apply to the regime in force. 1: no
+    # cycle (the default; phase_length is then unused). LLM serving demand is periodic:
+    # BurstGPT (Wang et al., arXiv 2401.17644) and the Azure LLM inference traces (Patel et
+    # al., Splitwise, ISCA 2024); the regime count and length are ASSUMPTIONS (see PRESETS).
+    phase_count: int = 1
+    phase_length: int = 100  # requests per regime
     requests_per_episode: int = 1000
     trace_file: str = ""  # CSV of model names/ids: episodes replay windows of it
     # --- costs ---
@@ -112,6 +121,16 @@ class EdgeLLMCacheConfig(EnvConfig):
         },
         "fast_drift": {"drift_rate": 0.05},  # 5x the default rank-swap rate
         "small_cache": {"capacity_fraction": 0.08},
+        # Periodic (diurnal) demand: four regimes of 125 requests (a "day" of 500 requests;
+        # an episode spans two), each with its own popularity ranking, e.g. code assistants
+        # by day and chat in the evening. LLM serving demand varies with the time of day
+        # (BurstGPT, Wang et al., arXiv 2401.17644, Azure OpenAI GPT traces; Splitwise, Patel
+        # et al., ISCA 2024, Azure code and conversation traces); the regime count, length
+        # and independent rankings are ASSUMPTIONS. Capacity 0.4 of the unique bytes and the
+        # regime length were chosen on validation episodes (200000..) so that the best
+        # clock-blind online rule is >= 5 points below belady_shared
+        # (edge_llm_cache_note.md, section 8).
+        "diurnal": {"phase_count": 4, "phase_length": 125, "capacity_fraction": 0.4},
     }
 
     def validate(self) -> None:
@@ -136,6 +155,13 @@ class EdgeLLMCacheConfig(EnvConfig):
             )
         self._check_range("zipf_exponent", 0.0, 5.0)
         self._check_range("drift_rate", 0.0, 1.0)
+        self._check_range("phase_count", 1, 1000, integer=True)
+        self._check_range("phase_length", 1, 10_000_000, integer=True)
+        if self.phase_count > 1 and self.trace_file:
+            raise ConfigError(
+                f"{name}.phase_count={self.phase_count}: regimes need generated requests, but "
+                f"trace_file={self.trace_file!r} is set (use phase_count=1 with a trace)"
+            )
         self._check_range("requests_per_episode", 1, 10_000_000, integer=True)
         self._check_range("backhaul_rate_bps", 0.0, 1e15, lo_open=True)
         self._check_range("user_rate_bps", 0.0, 1e15, lo_open=True)
@@ -291,6 +317,8 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
 
     Requests follow a Zipf popularity over models (exponent 1: S-LoRA) whose ranking drifts
     (two models swap ranks with probability `drift_rate` per request), or replay a trace.
+    With `phase_count > 1` the popularity cycles through that many regimes (own rankings,
+    `phase_length` requests each; periodic demand, preset `diurnal`).
     The whole episode's request sequence is drawn at `reset` from `np_random`, so every
     policy sees the same requests for a seed (and offline oracles can read it).
 
@@ -340,7 +368,12 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
     | 9.. | moving average of its request indicator, one per half-life | 0 | 1 |
 
     followed by free bytes / capacity, bytes still needed for the request / capacity
-    (clipped) and the share of the episode's requests served.
+    (clipped) and the share of the episode's requests served. When demand cycles
+    (`phase_count > 1`) two more entries end the vector, the clock a server reads: with
+    `x = (t mod (phase_count * phase_length)) / (phase_count * phase_length)` the position of
+    the pending request `t` in the cycle, `0.5 + 0.5 sin(2 pi x)` and `0.5 + 0.5 cos(2 pi x)`
+    (both in [0, 1]); the size is then `F * M + 5`. With `phase_count = 1` (the default)
+    there is no clock.
 
     ## Rewards
 
@@ -392,6 +425,9 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
 
     * v0: initial version. (Issue 10 later made `invalid_action="raise"` the default; a
       legal action's results did not change.)
+    * v0, session 7: periodic demand (`phase_count`, `phase_length`, preset `diurnal`), the
+      clock entries when `phase_count > 1`, and `decision_state()["past_requests"]`; with the
+      default `phase_count=1` every trajectory and observation is unchanged (pinned tests).
     """
 
     config_class = EdgeLLMCacheConfig
@@ -424,7 +460,12 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         )
         self.state = cache.CacheState(cat, self.capacity_bytes)
         self.stats = cache.RequestStats(M, cfg.half_lives, pad_rows=2)
-        self.generator = cache.ZipfDriftRequests(M, cfg.zipf_exponent, cfg.drift_rate)
+        self.generator = cache.ZipfDriftRequests(
+            M, cfg.zipf_exponent, cfg.drift_rate, int(cfg.phase_count), int(cfg.phase_length)
+        )
+        # The clock (time within the demand cycle) ends the observation when demand cycles.
+        self.n_clock = N_CLOCK_FEATURES if cfg.phase_count > 1 else 0
+        self._cycle = int(cfg.phase_count) * int(cfg.phase_length)
         self._trace = (
             _load_trace(cfg.trace_file, _file_stamp(cfg.trace_file), tuple(cat.names))
             if cfg.trace_file
@@ -433,7 +474,10 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         self.n_features = N_MODEL_FEATURES_BASE + len(cfg.half_lives)
         self.action_space = spaces.Discrete(M + 1)
         self.observation_space = spaces.Box(
-            0.0, 1.0, shape=(M * self.n_features + N_GLOBAL_FEATURES,), dtype=np.float32
+            0.0,
+            1.0,
+            shape=(M * self.n_features + N_GLOBAL_FEATURES + self.n_clock,),
+            dtype=np.float32,
         )
         self.bypass_action = M
         # Per-model constants as Python lists for the per-request hot path.
@@ -454,7 +498,7 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         self._static_rows = np.vstack(
             [np.minimum(cat.model_bytes * self._inv_cap, 1.0), cat.shared_fraction]
         )
-        self._ob = np.zeros(F * M + N_GLOBAL_FEATURES, dtype=np.float32)
+        self._ob = np.zeros(F * M + N_GLOBAL_FEATURES + self.n_clock, dtype=np.float32)
         self._rows = self._ob[: F * M].reshape(F, M)
         self._rows[[2, 5]] = self._static_rows
         self._scratch = np.empty(M)
@@ -480,6 +524,8 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
     def _reset(self, options: dict[str, Any] | None) -> tuple[np.ndarray, dict[str, Any]]:
         requests = self._draw_requests(options)
         self._requests = requests
+        self._past_view = requests.view()
+        self._past_view.flags.writeable = False
         self._req_list = requests.tolist()
         self._T = len(self._req_list)
         self._log_T = math.log1p(self._T)
@@ -562,8 +608,9 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         Keys: ``t`` (request index), ``model`` (requested model, -1 if no decision is
         pending), ``decision``, ``cached`` / ``freed_bytes`` / ``missing_bytes`` (arrays over
         models), ``needed_bytes`` (bytes still to free), ``free_bytes``, ``last_request``,
-        ``count``, ``cached_since`` (request indices, -1 = never) and ``ema`` (moving
-        averages, one row per half-life). Arrays are copies.
+        ``count``, ``cached_since`` (request indices, -1 = never), ``ema`` (moving
+        averages, one row per half-life) and ``past_requests``, the model ids of the requests
+        before ``t`` (the server's request log; a read-only view). Other arrays are copies.
         """
         st, t = self.state, min(self._t, max(self._T - 1, 0))
         j = self._pending
@@ -584,6 +631,7 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
             "count": self.stats.count.copy(),
             "cached_since": self.stats.since.copy(),
             "ema": self.stats.ema(t),
+            "past_requests": self._past_view[: self._t],
         }
 
     @property
@@ -636,6 +684,9 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         self._rows = self._ob[: self.n_features * self.n_models].reshape(self.n_features, -1)
         if "_src" in state:
             self._mk, self._ema_src = self._src[:2], self._src[2:]
+        if state.get("_requests") is not None:
+            self._past_view = self._requests.view()
+            self._past_view.flags.writeable = False
 
     # ---- internals ---------------------------------------------------------------------
     def _draw_requests(self, options: Mapping[str, Any] | None) -> np.ndarray:
@@ -840,7 +891,17 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         out[F * M] = min(max((cap - st.used_bytes) / cap, 0.0), 1.0)
         out[F * M + 1] = min(max(need / cap, 0.0), 1.0)
         out[F * M + 2] = t / T
+        if self.n_clock:
+            out[F * M + N_GLOBAL_FEATURES :] = self.clock_features(t)
         return out.copy()
+
+    def clock_features(self, t: int) -> tuple[float, float]:
+        """The observation's clock at request index ``t`` (``phase_count > 1``): the position
+        ``x = (t mod cycle) / cycle`` in the demand cycle of ``phase_count * phase_length``
+        requests as ``(0.5 + 0.5 sin 2 pi x, 0.5 + 0.5 cos 2 pi x)`` (plain floats; the vector
+        env calls this per sub-env, so both give the same bits)."""
+        angle = 2.0 * math.pi * (t % self._cycle) / self._cycle
+        return 0.5 + 0.5 * math.sin(angle), 0.5 + 0.5 * math.cos(angle)
 
     def _info(self, step: bool = False) -> dict[str, Any]:
         tot = self._tot

@@ -380,7 +380,7 @@ class EdgeLLMCacheVectorEnv(MeiVectorEnv):
         float32)."""
         n, M, F, T = self.num_envs, self.n_models, self.n_features, self.T
         inv_cap = self.single_env._inv_cap
-        out = np.empty((n, F * M + N_GLOBAL_FEATURES), dtype=np.float32)
+        out = np.empty((n, F * M + N_GLOBAL_FEATURES + self.single_env.n_clock), dtype=np.float32)
         w = out[:, : F * M].reshape(n, F, M)  # a view: rows are cast as they are written
         w[:, 0] = self.cached
         w[:, 1] = 0.0
@@ -422,4 +422,7 @@ class EdgeLLMCacheVectorEnv(MeiVectorEnv):
         out[:, F * M] = np.minimum(np.maximum((cap - used) / cap, 0.0), 1.0)
         out[:, F * M + 1] = np.minimum(np.maximum(need / cap, 0.0), 1.0)
         out[:, F * M + 2] = t / T
+        if self.single_env.n_clock:
+            clock = self.single_env.clock_features
+            out[:, F * M + N_GLOBAL_FEATURES :] = [clock(ti) for ti in t.tolist()]
         return out
