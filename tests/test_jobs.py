@@ -82,7 +82,17 @@ def _start(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     cmd = [sys.executable, "-m", "mei_envs.cli", "compare", "--config", str(_config(tmp_path))]
     env = dict(os.environ, PYTHONPATH=str(REPO), MPLBACKEND="Agg")
     log = open(tmp_path / "compare.log", "w")  # noqa: SIM115 - closed by the caller via proc
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    # A shell's background job (``pytest ... &``) starts with SIGINT ignored, the child would
+    # inherit that and Python would then install no KeyboardInterrupt handler: give the
+    # compare the default disposition, as a terminal's foreground process has.
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
+    )
     return proc, tmp_path / "out"
 
 
