@@ -802,7 +802,7 @@ class ZipfDriftRequests:
         a = rng.integers(0, M, size=events.size)
         b = (a + 1 + rng.integers(0, max(M - 1, 1), size=events.size)) % M
         if self.phase_count > 1:
-            return self._sample_phased(rng, perm, ranks, events, a, b)
+            return self.phased_schedule(rng, perm, ranks, events, a, b)[0]
         if events.size == 0:
             return perm[ranks]
         out = np.empty(n, dtype=np.int64)
@@ -818,18 +818,6 @@ class ZipfDriftRequests:
             start = t
         out[start:] = perm[ranks[start:]]
         return out
-
-    def _sample_phased(
-        self,
-        rng: np.random.Generator,
-        perm0: np.ndarray,
-        ranks: np.ndarray,
-        events: np.ndarray,
-        a: np.ndarray,
-        b: np.ndarray,
-    ) -> np.ndarray:
-        """The requests of :meth:`sample` with regimes (``phase_count > 1``)."""
-        return self.phased_schedule(rng, perm0, ranks, events, a, b)[0]
 
     def phased_schedule(
         self,
