@@ -193,11 +193,11 @@ def table(
 
     Raises:
         ValueError: a policy's held-out episodes differ from ``lru``'s (or lack one of the
-            first ``episodes``), or ``lru`` or ``belady_shared`` is missing.
+            first ``episodes``), or ``lru`` is missing. Without ``belady_shared`` rows (e.g.
+            on more episodes than it was run on) the gap-closed column is ``-``.
     """
-    for needed in ("lru", "belady_shared"):
-        if needed not in data:
-            raise ValueError(f"no {needed!r} rows: the table needs lru and belady_shared")
+    if "lru" not in data:
+        raise ValueError("no 'lru' rows: the table needs lru")
     kinds = dict(kinds or {})
     seeds = sorted(data["lru"])
     if episodes is not None:
@@ -224,7 +224,7 @@ def table(
         groups |= {a: [a] for a in members}
         groups[f"{lab}/all"] = members
     lru = arr("lru", "hit_ratio").mean()
-    bs = arr("belady_shared", "hit_ratio").mean()
+    bs = arr("belady_shared", "hit_ratio").mean() if "belady_shared" in data else None
     best = max((k for k in ONLINE if k in data), key=lambda k: arr(k, "hit_ratio").mean())
     rows = []
     for label, members in groups.items():
@@ -241,7 +241,7 @@ def table(
                 "kind": "agent" if "/" in label else kinds.get(label, ""),
                 "hit": (hit.mean(), *bootstrap_ci(hit, rng)),
                 "byte": (byte.mean(), *bootstrap_ci(byte, rng)),
-                "gap_closed": (hit.mean() - lru) / (bs - lru),
+                "gap_closed": None if bs is None else (hit.mean() - lru) / (bs - lru),
                 "vs_best": (diff.mean(), *bootstrap_ci(diff, rng)),
                 **extra,
             }
@@ -258,10 +258,11 @@ def table(
     ]
     for r in rows:
         h, b, v = r["hit"], r["byte"], r["vs_best"]
+        closed = "-" if r["gap_closed"] is None else f"{100 * r['gap_closed']:.0f}%"
         lines.append(
             f"| {r['policy']} | {r['kind']} | {100 * h[0]:.1f} [{100 * h[1]:.1f}, "
             f"{100 * h[2]:.1f}] | {100 * b[0]:.1f} [{100 * b[1]:.1f}, {100 * b[2]:.1f}] | "
-            f"{100 * r['gap_closed']:.0f}% | {100 * v[0]:+.1f} [{100 * v[1]:+.1f}, "
+            f"{closed} | {100 * v[0]:+.1f} [{100 * v[1]:+.1f}, "
             f"{100 * v[2]:+.1f}] |"
             + (
                 f" {100 * r['vs_clock'][0]:+.1f} [{100 * r['vs_clock'][1]:+.1f}, "

@@ -101,6 +101,28 @@ def test_table_merges_agents_and_computes_gap_and_paired_difference(tmp_path):
     assert by["belady_shared"]["kind"] == "oracle"
 
 
+def test_table_without_belady_shared_still_pairs_against_the_best_heuristic(tmp_path):
+    # e.g. 100 episodes where belady_shared ran on 40: the gap-closed column is "-", the
+    # paired difference is still computed; lru stays required
+    base = gap.evaluate_baselines(_config(tmp_path), quiet=True)
+    data = gap.load([str(base)])
+    eps = sorted(data["lru"])
+    lru = {s: data["lru"][s]["hit_ratio"] for s in eps}
+    _write_agent_run(tmp_path / "a0", "maskable_ppo", 0, {s: (lru[s], 0.1) for s in eps})
+    merged, kinds = gap.load_with_kinds([f"m={tmp_path / 'a0'}", str(base)])
+    del merged["belady_shared"]
+    rows, text = gap.table(merged, np.random.default_rng(0), kinds)
+    by = {r["policy"]: r for r in rows}
+    assert by["m/seed0"]["gap_closed"] is None
+    best = max(("lru", "trim_greedy", "knapsack_greedy"), key=lambda k: by[k]["hit"][0])
+    want = np.mean([lru[s] - data[best][s]["hit_ratio"] for s in eps])
+    assert by["m/seed0"]["vs_best"][0] == pytest.approx(want)
+    assert "| m/seed0 | agent |" in text and "| - |" in text
+    del merged["lru"]
+    with pytest.raises(ValueError, match="needs lru"):
+        gap.table(merged, np.random.default_rng(0), kinds)
+
+
 def test_conflicting_baselines_need_baselines_from(tmp_path):
     base = gap.evaluate_baselines(_config(tmp_path), quiet=True)
     other = tmp_path / "other"
