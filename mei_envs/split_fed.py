@@ -41,6 +41,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import sys
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -134,12 +135,19 @@ FLOAT_OPS = _FloatOps()
 ARRAY_OPS = _ArrayOps()
 
 
+# Builtin sum adds floats in sequence, in C, up to Python 3.11 (from 3.12 it compensates
+# the rounding, Neumaier's sum, so pairwise_sum loops there)
+_SEQUENTIAL_BUILTIN_SUM = sys.version_info < (3, 12)
+
+
 def pairwise_sum(values: list[float]) -> float:
     """Sum of a list of floats in numpy's order for a contiguous float64 ``sum`` (pairwise:
     sequential below 8 terms, eight interleaved partial sums up to 128 terms, halves above),
     so the float and array paths agree bit for bit."""
     n = len(values)
     if n < 8:
+        if _SEQUENTIAL_BUILTIN_SUM:
+            return sum(values, -0.0)
         acc = -0.0
         for v in values:
             acc += v
@@ -283,8 +291,12 @@ def round_costs_float(
         shares = itertools.repeat(1.0 if sequential else shares)
     t_i: list[float] = []
     t_ups: list[float] = []
-    r_ups: list[float] = []
-    for s, d, g, eff_d in zip(shares, types, gamma_up_hz, down_eff, strict=False):
+    # each device's compute and transmit energy, the first two terms of its energy sum
+    # (added in the order of device_energy_j: compute, transmit, then idle)
+    part: list[float] = []
+    # zip without strict= (parsing the keyword costs as much as a device's arithmetic);
+    # shares may be an endless repeat, the other lists have one entry per device
+    for s, d, g, eff_d in zip(shares, types, gamma_up_hz, down_eff):  # noqa: B905
         b_up = s * w_up
         eff = log2(1.0 + g / (tiny if tiny > b_up else b_up))
         eff = lo if lo > eff else eff
@@ -297,17 +309,12 @@ def round_costs_float(
             t_up = t_down = 0.0
         t_i.append(base_s[d] + t_up + t_down)
         t_ups.append(t_up)
-        r_ups.append(r_up)
+        part.append(active_w[d] * t_dev_s[d] + (alpha * r_up * 1e-6 + beta) * t_up)
     round_s = pairwise_sum(t_i) if sequential else max(t_i)
-    energy: list[float] = []
-    for d, t_up, r_up in zip(types, t_ups, r_ups, strict=True):
-        t_dev = t_dev_s[d]
-        idle_s = round_s - t_dev - t_up
-        energy.append(
-            active_w[d] * t_dev
-            + (alpha * r_up * 1e-6 + beta) * t_up
-            + idle_w[d] * (0.0 if 0.0 > idle_s else idle_s)
-        )
+    energy = [
+        e + idle_w[d] * (0.0 if 0.0 > (idle_s := round_s - t_dev_s[d] - t_up) else idle_s)
+        for e, d, t_up in zip(part, types, t_ups)  # noqa: B905 (equal lengths, built above)
+    ]
     return round_s, t_i, t_ups, energy
 
 
@@ -836,12 +843,13 @@ class SplitFedModel:
         self.adapter_list = self.adapter_bits.tolist()
         self.active_power_list = self.active_power_w.tolist()
         self.idle_power_list = self.idle_power_w.tolist()
-        self._progress_lists = (
-            self.loss_floor.tolist(),
-            self.loss_span.tolist(),
-            self.token_scale.tolist(),
-            self.round_effective_tokens.tolist(),
-        )
+        # advance_loss's constants of each (cut, rank) as floats, [j][k] (next_loss on floats)
+        lf, span, scale = (v.tolist() for v in (self.loss_floor, self.loss_span, self.token_scale))
+        dec, inv = self.decay_exponent, self.inv_decay_exponent
+        self._loss_params = [
+            [(lf[k], span[k], scale[k], dec, inv, du) for k in range(K)]
+            for du in self.round_effective_tokens.tolist()
+        ]
 
     # ---- devices and channel --------------------------------------------------------------
     def path_gain(self, distance_m: Any, shadow_db: Any) -> Any:
@@ -951,19 +959,9 @@ class SplitFedModel:
     def next_loss(self, loss: Any, cut_index: Any, rank_index: Any) -> Any:
         """Loss after one round at (cut, rank) from ``loss`` (fitted progress model,
         :func:`advance_loss`); a float for a float loss and int indices."""
-        if isinstance(cut_index, int) and isinstance(rank_index, int) and isinstance(loss, float):
-            lf, span, scale, du = self._progress_lists
-            k = rank_index
-            return advance_loss(
-                loss,
-                lf[k],
-                span[k],
-                scale[k],
-                self.decay_exponent,
-                self.inv_decay_exponent,
-                du[cut_index],
-                FLOAT_OPS,
-            )
+        if type(loss) is float and type(cut_index) is int and type(rank_index) is int:
+            floor, span, scale, dec, inv, du = self._loss_params[cut_index][rank_index]
+            return advance_loss(loss, floor, span, scale, dec, inv, du, FLOAT_OPS)
         j, k = np.asarray(cut_index), np.asarray(rank_index)
         out = advance_loss(
             np.asarray(loss, float),

@@ -184,6 +184,11 @@ def test_pairwise_sum_is_numpy_sum() -> None:
         for _ in range(20):
             a = rng.random(n) * 10.0 ** rng.uniform(-6, 6, n)
             assert pairwise_sum(a.tolist()) == a.sum(), n
+            # signed terms (cancellation shows the order of additions) and zeros (numpy's sum
+            # of all negative zeros is +0.0, pairwise_sum's -0.0: equal as numbers)
+            b = rng.standard_normal(n) * 10.0 ** rng.uniform(-8, 8, n)
+            b[rng.random(n) < 0.2] = -0.0
+            assert pairwise_sum(b.tolist()) == b.sum(), n
 
 
 def test_actions_within_the_tolerance_are_clipped_to_the_box() -> None:

@@ -400,7 +400,9 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         self._continuous = cfg.action_mode == "continuous"
         self._act_shape = self.action_space.shape
         self._sl = cfg.scheme == "sl"
+        self._interval = m.interval
         self._types: np.ndarray | None = None
+        self._done = True  # no episode yet (step checks this flag only)
         self._build_tables()
 
     def _build_tables(self) -> None:
@@ -440,17 +442,19 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
             self._cum_pi = fsmc._cum_pi.tolist()
             self._fade_list = (fsmc.snr_linear / self.channel.mean_snr).tolist()
             self._gm = None
-            n_states = fsmc.n_states
-            # an episode's link rows per (device, FSMC state), at flat index i * S + s
-            self._row_offsets = [i * n_states for i in range(N)]
-            self._row_cache_empty = [None] * (N * n_states)
+            self._n_states = fsmc.n_states
+            # an episode's link rows per device and FSMC state (filled as states occur)
+            self._row_cache: list[list[Any]] = []
             self._draws_per_round = N  # uniforms
         else:
             self._gm = wireless.GaussMarkovFading(
                 self.channel.rho, k_factor=self.config.k_factor, n_links=N
             )
             self._draws_per_round = 2 * N  # normals (real, then imaginary parts)
-        self._obs_static = [0.0] * (4 * N)
+        # the observation as floats; the device compute and memory entries are set at reset
+        self._obs_vals = [0.0] * (4 * N + 6)
+        # (cut index, rank index) -> the round's constants (see _set_cut_rank)
+        self._jk_consts: dict[tuple[int, int], tuple] = {}
         # SplitFedModel.link_params' constants: (tx power [W], downlink PSD [W/Hz], N0 [W/Hz])
         self._link_consts = (cfg.tx_power_w, m.downlink_psd_w_per_hz, m.noise_w_per_hz)
         self._span = m.initial_loss - m.target_loss
@@ -488,8 +492,9 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         if self._gm is None:
             cum = self._cum_pi
             self._states = [bisect.bisect_right(cum, u) for u in first.tolist()]
-            self._row_cache = self._row_cache_empty[:]
-            self._set_link_rows(self._fsmc_rows(self._states))
+            S = self._n_states
+            self._row_cache = [[None] * S for _ in tl]
+            self._set_fsmc_rows(self._states)
         else:
             self._fade_l = fade = self._gm.reset(_Rows(first)).tolist()
             self._set_link_rows(self._link_row_list(gain, fade))
@@ -497,9 +502,9 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         dmin = min(tl, key=usable.__getitem__)
         self._dmin = dmin
         self._feasible = self._feasible_by_type[dmin]
-        static, tf, head = self._obs_static, self._tflops_obs, self._headroom_by_type
-        static[1::4] = [tf[d] for d in tl]
-        static[2::4] = [head[d] for d in tl]
+        vals, tf, head, n4 = self._obs_vals, self._tflops_obs, self._headroom_by_type, 4 * N
+        vals[1:n4:4] = [tf[d] for d in tl]
+        vals[2:n4:4] = [head[d] for d in tl]
         # The reference action on mean channels sets the reward scales.
         ref_j = self._clip(self._ref_cut_j, self._ref_rank_k)[0]
         self._ref_j, self._ref_k = ref_j, self._ref_rank_k
@@ -511,7 +516,7 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         self._time = 0.0
         self._energy = 0.0
         self._cut_sum = self._rank_sum = self._clip_sum = 0
-        self._cut_j, self._rank_k = ref_j, self._ref_k
+        self._set_cut_rank(ref_j, self._ref_k)
         self._last_t = [0.0] * N
         self._done = False
 
@@ -550,27 +555,44 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         return types, dist, shadow, first
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        if self._types is None:
-            raise RuntimeError("SplitFedAllocEnv.step called before reset()")
         if self._done:
+            if self._types is None:
+                raise RuntimeError("SplitFedAllocEnv.step called before reset()")
             raise RuntimeError("SplitFedAllocEnv.step called after the episode ended; reset()")
-        cfg, m = self.config, self.model
+        cfg = self.config
         cut_pos, rank_k, share_spec = self._decode(action)  # validates; no state change yet
-        epoch = self._sl or self._round % m.interval == 0  # _decision_epoch()
+        rnd = self._round
+        epoch = self._sl or rnd % self._interval == 0  # _decision_epoch()
         cut_clipped = rank_clipped = False
         if epoch:
             want_j = self._allowed_list[cut_pos]
-            j, k, cut_clipped, rank_clipped = self._clip(want_j, rank_k)
-            self._cut_j, self._rank_k = j, k
+            hit = self._clip_cache.get((self._dmin, want_j, rank_k))
+            j, k, cut_clipped, rank_clipped = hit or self._clip(want_j, rank_k)
+            if j != self._cut_j or k != self._rank_k:
+                self._set_cut_rank(j, k)
         j, k = self._cut_j, self._rank_k
-        aggregate = 1.0 if (not self._sl and (self._round + 1) % m.interval == 0) else 0.0
+        base, t_dev, bits, bits_exchange, m = self._jk
+        aggregate = 1.0 if (not self._sl and (rnd + 1) % self._interval == 0) else 0.0
         gamma = self._gamma  # this round's channel (the observation's)
         shares = (
             self._shares(share_spec, j, k, aggregate, gamma, self._snr_d)
             if type(share_spec) is str
             else share_spec
         )
-        rt, t_i, _, energy = self._round_costs(j, k, aggregate, shares, gamma, self._eff_d)
+        rt, t_i, _, energy = round_costs_float(
+            shares,
+            self._types_l,
+            base,
+            t_dev,
+            bits_exchange if aggregate else bits,
+            gamma,
+            self._eff_d,
+            m.active_power_list,
+            m.idle_power_list,
+            m.band,
+            m.radio,
+            self._sl,
+        )
         e_total = pairwise_sum(energy)
         terminated = book_round(self, j, k, rt, t_i, e_total)
         truncated = not terminated and (
@@ -598,30 +620,34 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
             }
             if self._done:
                 info.update(self.episode_totals())
-        else:
-            info = {
-                "round_time_s": rt,
-                "device_times_s": np.array(t_i),
-                "energy_J": e_total,
-                "device_energy_J": np.array(energy),
-                "loss": self._loss,
-                "cut": cut,
-                "rank": rank,
-                "shares": np.array([shares] * cfg.n_devices)
-                if isinstance(shares, float)
-                else np.array(shares, float),
-                "straggler": t_i.index(max(t_i)),
-                "time_s": self._time,
-                "rounds": 1,
-                "cut_clipped": cut_clipped,
-                "rank_clipped": rank_clipped,
-                "decision_epoch": epoch,
-                "aggregated": bool(aggregate),
-                "reached_target": terminated,
-                "time_cost": t_cost,
-                "energy_cost": e_cost,
-                "action_mask": self.action_masks().copy(),
-            }
+            return self._obs(), -(t_cost + e_cost), terminated, truncated, info
+        # the three per-device arrays as views of one new array (one conversion, not three)
+        n = len(t_i)
+        per_device = np.array(
+            t_i + energy + ([shares] * n if type(shares) is float else shares), dtype=float
+        )
+        info = {
+            "round_time_s": rt,
+            "device_times_s": per_device[:n],
+            "energy_J": e_total,
+            "device_energy_J": per_device[n : 2 * n],
+            "loss": self._loss,
+            "cut": cut,
+            "rank": rank,
+            "shares": per_device[2 * n :],
+            "straggler": t_i.index(max(t_i)),
+            "time_s": self._time,
+            "rounds": 1,
+            "cut_clipped": cut_clipped,
+            "rank_clipped": rank_clipped,
+            "decision_epoch": epoch,
+            "aggregated": bool(aggregate),
+            "reached_target": terminated,
+            "time_cost": t_cost,
+            "energy_cost": e_cost,
+            # a copy: Gymnasium's checker warns about objects shared between infos
+            "action_mask": self._mask_by_type[self._dmin].copy(),
+        }
         return self._obs(), -(t_cost + e_cost), terminated, truncated, info
 
     def episode_totals(self) -> dict[str, Any]:
@@ -681,6 +707,24 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
     def _decision_epoch(self) -> bool:
         return self._sl or self._round % self.model.interval == 0
 
+    def _set_cut_rank(self, j: int, k: int) -> None:
+        """Make (cut index ``j``, rank index ``k``) current, with its round constants: base
+        and device compute times per device type, the bits of a round without and with the
+        adapter exchange (:meth:`SplitFedModel.round_bits`), and the model."""
+        self._cut_j, self._rank_k = j, k
+        c = self._jk_consts.get((j, k))
+        if c is None:
+            m = self.model
+            c = (
+                m.base_list[j][k],
+                m.dev_train_list[j][k],
+                m.round_bits(j, k, 0.0),
+                m.round_bits(j, k, 1.0),
+                m,
+            )
+            self._jk_consts[j, k] = c
+        self._jk = c
+
     def _decode(self, action: Any) -> tuple[int, int, Any]:
         cfg, m = self.config, self.model
         if self._continuous:
@@ -692,8 +736,9 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
                 and action.dtype.kind == "f"
             ):
                 al = action.tolist()
-                # in the box, and no NaN (which max/min may skip; the sum carries it)
-                ok = -1.0 <= min(al) and max(al) <= 1.0 and not math.isnan(sum(al))
+                # in the box, and no NaN (which max/min may skip; the sum carries it, and
+                # is finite otherwise: NaN is the one float unequal to itself)
+                ok = -1.0 <= min(al) and max(al) <= 1.0 and (t := sum(al)) == t
             else:
                 ok = False
             if not ok:
@@ -804,19 +849,24 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
             rows.append((gamma, snr_d, hi if hi < e else e, 1.0 if 1.0 < o else o))
         return rows
 
-    def _fsmc_rows(self, states: list[int]) -> list[tuple[float, float, float, float]]:
-        """The link rows of the devices in FSMC ``states`` (computed once per episode,
-        device and state)."""
-        cache = self._row_cache
-        keys = [o + s for o, s in zip(self._row_offsets, states, strict=True)]
-        rows = [cache[q] for q in keys]
-        if None in rows:
-            table, gain = self._fade_list, self._gain_l
-            todo = [i for i, r in enumerate(rows) if r is None]
-            new = self._link_row_list([gain[i] for i in todo], [table[states[i]] for i in todo])
-            for i, r in zip(todo, new, strict=True):
-                rows[i] = cache[keys[i]] = r
+    def _fill_rows(self, rows: list[Any], states: list[int]) -> list[Any]:
+        """``rows`` (this round's cached link rows, None where not yet computed) completed:
+        the devices' :func:`link_rows` in FSMC ``states`` on floats, each row with its state
+        appended, kept in ``self._row_cache[device][state]`` for the rest of the episode."""
+        todo = [i for i, r in enumerate(rows) if r is None]
+        gain, fade, cache = self._gain_l, self._fade_list, self._row_cache
+        new = self._link_row_list([gain[i] for i in todo], [fade[states[i]] for i in todo])
+        rows = list(rows)
+        for i, r in zip(todo, new, strict=True):
+            rows[i] = cache[i][states[i]] = (*r, states[i])
         return rows
+
+    def _set_fsmc_rows(self, states: list[int]) -> None:
+        """This round's link quantities from the devices' FSMC ``states``."""
+        rows = [c[s] for c, s in zip(self._row_cache, states, strict=True)]
+        if None in rows:
+            rows = self._fill_rows(rows, states)
+        self._gamma, self._snr_d, self._eff_d, self._snr_obs, self._states = zip(*rows)  # noqa: B905
 
     def _set_link_rows(self, rows: list[tuple[float, float, float, float]]) -> None:
         self._gamma, self._snr_d, self._eff_d, self._snr_obs = zip(*rows, strict=True)
@@ -826,27 +876,6 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         if self._gm is None:
             return [self._fade_list[s] for s in self._states]
         return self._fade_l
-
-    def _round_costs(
-        self, j: int, k: int, aggregate: float, shares: Any, gamma: Any, down_eff: Any
-    ) -> tuple[float, list[float], list[float], list[float]]:
-        """(round time, per-device times, uplink airtimes, energies) of one round on floats
-        (:func:`mei_envs.split_fed.round_costs_float`, the model's formulas)."""
-        m = self.model
-        return round_costs_float(
-            shares,
-            self._types_l,
-            m.base_list[j][k],
-            m.dev_train_list[j][k],
-            m.round_bits(j, k, aggregate),
-            gamma,
-            down_eff,
-            m.active_power_list,
-            m.idle_power_list,
-            m.band,
-            m.radio,
-            self._sl,
-        )
 
     def _shares(self, spec: Any, j: int, k: int, aggregate: float, gamma: list, snr_d: list) -> Any:
         """Bandwidth shares (a list, or one float for the equal split) of an action."""
@@ -908,9 +937,13 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         u = self._round_draws()
         if self._gm is None:
             cum, right = self._cum_rows, bisect.bisect_right
-            states = [right(cum[s], v) for s, v in zip(self._states, u, strict=True)]
-            self._states = states
-            self._set_link_rows(self._fsmc_rows(states))
+            # _set_fsmc_rows, written out (the hot path; zips of per-device lists without
+            # strict=, whose keyword parsing costs more than the loop)
+            states = [right(cum[s], v) for s, v in zip(self._states, u)]  # noqa: B905
+            rows = [c[s] for c, s in zip(self._row_cache, states)]  # noqa: B905
+            if None in rows:
+                rows = self._fill_rows(rows, states)
+            self._gamma, self._snr_d, self._eff_d, self._snr_obs, self._states = zip(*rows)  # noqa: B905
         else:
             N = self.config.n_devices
             z = np.array(u).reshape(2, N)
@@ -919,12 +952,12 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
 
     def _obs(self) -> np.ndarray:
         cfg, m = self.config, self.model
-        n4 = 4 * cfg.n_devices
-        vals = self._obs_static + [0.0] * 6
+        vals = self._obs_vals  # the device compute and memory entries are set at reset
+        n4 = len(vals) - 6
         vals[0:n4:4] = self._snr_obs
         scale = self._obs_scale  # last round times / (4 ref round time), at most 1
         vals[3:n4:4] = [1.0 if t > scale else t / scale for t in self._last_t]
-        interval, rnd = m.interval, self._round
+        interval, rnd = self._interval, self._round
         x = (self._loss - m.target_loss) / self._span
         t = self._time / cfg.time_budget_s
         vals[n4:] = (
