@@ -208,3 +208,61 @@ def test_residual_policy_starts_as_the_heuristic(tmp_path: Path):
     ref = run_episodes(ENV_ID, "knapsack_greedy", episodes=2, seed=11, env_config=SHORT)
     np.testing.assert_array_equal(agent.returns, ref.returns)
     np.testing.assert_array_equal(agent.metrics["hit_ratio"], ref.metrics["hit_ratio"])
+
+
+# phase_knapsack (baselines/edge_llm_cache_phase.py) keeps a clock and per-regime estimates
+# across calls; as a hint it must keep the contract "reset at each episode start, act once per
+# step". 300 requests of the diurnal preset span three regimes of 125 requests.
+DIURNAL = {"preset": "diurnal", "requests_per_episode": 300}
+
+
+def _hint_trace(env: PolicyHintWrapper, seed: int, actions: list[int] | None = None):
+    """Play one episode (the given actions, else the hinted one) and return the hint features
+    at every decision and the actions taken."""
+    n, M = env.action_space.n, env.unwrapped.n_models
+    obs, _ = env.reset(seed=seed)
+    feats, taken, done = [], [], False
+    while not done:
+        feats.append(obs[-(n + M) :].copy())
+        a = actions[len(taken)] if actions is not None else int(np.argmax(obs[-(n + M) : -M]))
+        taken.append(a)
+        obs, _, done, _, info = env.step(a)
+    return np.array(feats), taken, info
+
+
+def test_phase_knapsack_hint_is_its_policy_on_random_states():
+    """Under random legal actions (repeated decisions at one request, states phase_knapsack
+    never reaches), the one-hot is the action an independent phase_knapsack takes at that
+    state and the keep part its keep set, through regime changes."""
+    env = PolicyHintWrapper(gym.make(ENV_ID, config=DIURNAL), "phase_knapsack")
+    inner = env.unwrapped
+    n, M = env.action_space.n, inner.n_models
+    twin = make_policy(ENV_ID, "phase_knapsack", inner)
+    rng = np.random.default_rng(1)
+    obs, info = env.reset(seed=31)
+    twin.reset(obs, info)
+    done, regimes, checked = False, set(), 0
+    while not done:
+        want = twin.act(obs, info)
+        assert int(np.argmax(obs[-(n + M) : -M])) == want and obs[-(n + M) : -M].sum() == 1.0
+        np.testing.assert_array_equal(obs[-M:].astype(bool), twin.keep_set())
+        regimes.add(int(twin.regime(inner.decision_state()["t"])))
+        checked += 1
+        obs, _, done, _, info = env.step(int(rng.choice(np.flatnonzero(env.action_masks()))))
+    assert checked > 30 and regimes == {0, 1, 2}
+
+
+def test_following_the_phase_knapsack_hint_is_phase_knapsack():
+    """Acting on the one-hot reproduces phase_knapsack's own episodes exactly, and an episode
+    after another one gives the same hints as in a fresh wrapper (reset clears the per-regime
+    estimates and the clock)."""
+    env = PolicyHintWrapper(gym.make(ENV_ID, config=DIURNAL), "phase_knapsack")
+    hits = []
+    for seed in (40, 41):
+        feats, taken, info = _hint_trace(env, seed)
+        hits.append(info["hit_ratio"])
+    ref = run_episodes(ENV_ID, "phase_knapsack", episodes=2, seed=40, env_config=DIURNAL)
+    np.testing.assert_array_equal(hits, ref.metrics["hit_ratio"])
+    fresh = PolicyHintWrapper(gym.make(ENV_ID, config=DIURNAL), "phase_knapsack")
+    again, _, _ = _hint_trace(fresh, 41, taken)
+    np.testing.assert_array_equal(feats, again)
