@@ -416,6 +416,7 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
     `gym.make_vec("mei_envs/EdgeLLMCache-v0", num_envs=n,
     vectorization_mode="vector_entry_point")` builds the native vector version
     (`mei_envs.envs.edge_llm_cache_vector.EdgeLLMCacheVectorEnv`: numpy over the n caches,
+    or one of this env per sub-env up to 32 sub-envs, where the batch does not pay;
     SAME_STEP autoreset, lean infos, `action_masks()` of shape `(n, M + 1)`); sub-env `i`
     seeded `seed + i` reproduces this env seeded `seed + i`. Its batched matrix products
     are small: run it with `OMP_NUM_THREADS=1` (multi-threaded OpenBLAS made a 256-env
