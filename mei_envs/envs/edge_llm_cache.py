@@ -513,7 +513,6 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         self._no_freed = np.zeros(M)
         self._no_freed.flags.writeable = False
         self._exact = cat.exact_sums
-        self._one = np.ones(1)
         self._bypass_only = np.zeros(M + 1, dtype=bool)
         self._bypass_only[M] = True
         self._bypass_only.flags.writeable = False
@@ -777,8 +776,11 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         self._pending = j
 
     def _mask_of(self, freed: np.ndarray) -> np.ndarray:
-        mask = np.concatenate((freed, self._one)) > 0.0  # the bypass (last) is legal
-        mask.flags.writeable = False
+        M = self.n_models
+        mask = np.empty(M + 1, dtype=bool)
+        np.greater(freed, 0.0, out=mask[:M])
+        mask[M] = True  # the bypass is legal
+        mask.setflags(write=False)
         return mask
 
     def _decide(self, j: int) -> bool:

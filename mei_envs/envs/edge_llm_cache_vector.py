@@ -61,6 +61,8 @@ _SUM_COLS = [_A[k] for k in LEAN_SUM_KEYS]
 _TOT_COLS = [_A[k] for k in _TOTAL_KEYS]  # acc columns that the episode totals also add
 _LEAN_KEYS = (*LEAN_LAST_KEYS, *LEAN_SUM_KEYS)
 _EPISODE_KEYS = tuple(f"episode_{k}" for k in _LEAN_KEYS)
+_LEAN_MASKS = tuple("_" + k for k in _LEAN_KEYS)
+_EPISODE_MASKS = tuple("_" + k for k in _EPISODE_KEYS)
 _lean_values = operator.itemgetter(*_LEAN_KEYS)  # a lean info's values, in that order
 _episode_values = operator.itemgetter(*_EPISODE_KEYS)
 
@@ -436,22 +438,20 @@ class EdgeLLMCacheVectorEnv(MeiVectorEnv):
             rows.append(_lean_values(info))
             if done:
                 ended.append((i, _episode_values(info)))
-        vals = np.array(rows).T.copy()
-        term_a = np.array(term)
         everyone = np.ones(n, dtype=bool)
         infos: dict[str, Any] = {}
-        for c, k in enumerate(_LEAN_KEYS):
-            infos[k], infos["_" + k] = vals[c], everyone
+        for k, mk, v in zip(_LEAN_KEYS, _LEAN_MASKS, np.array(rows).T, strict=True):
+            infos[k], infos[mk] = v, everyone
+        term_a, trunc = np.array(term), np.zeros(n, dtype=bool)
         if ended:
             episode = np.zeros((len(_EPISODE_KEYS), n))
             for i, values in ended:
                 episode[:, i] = values
-            for c, k in enumerate(_EPISODE_KEYS):
-                infos[k], infos["_" + k] = episode[c], term_a
-        trunc = np.zeros(n, dtype=bool)
-        obs, infos = self._autoreset(obs, term_a, trunc, infos)
-        for k in _EPISODE_KEYS if ended else ():  # only in final_info (SyncVectorEnv)
-            del infos[k], infos["_" + k]
+            for k, mk, v in zip(_EPISODE_KEYS, _EPISODE_MASKS, episode, strict=True):
+                infos[k], infos[mk] = v, term_a
+            obs, infos = self._autoreset(obs, term_a, trunc, infos)
+            for k, mk in zip(_EPISODE_KEYS, _EPISODE_MASKS, strict=True):
+                del infos[k], infos[mk]  # only in final_info (SyncVectorEnv)
         return obs, np.array(rew), term_a, trunc, infos
 
     def _sub_obs(self) -> np.ndarray:
