@@ -748,11 +748,6 @@ def zipf_probabilities(n: int, exponent: float) -> np.ndarray:
     return p / p.sum()
 
 
-# Up to this many entries (rankings x models) ZipfDriftRequests.sample builds the table of all
-# the episode's rankings at once (8 MB of int64); beyond, it walks the swaps one by one.
-MAX_RANKING_TABLE = 1 << 20
-
-
 class ZipfDriftRequests:
     """Zipf popularity over models whose ranking drifts, optionally cycling through regimes.
 
@@ -810,8 +805,6 @@ class ZipfDriftRequests:
             return self.phased_schedule(rng, perm, ranks, events, a, b)[0]
         if events.size == 0:
             return perm[ranks]
-        if (events.size + 1) * M <= MAX_RANKING_TABLE:
-            return self._drifted(perm, ranks, events, a, b)
         out = np.empty(n, dtype=np.int64)
         start = 0
         pos = [0] * M  # rank of each model
@@ -825,31 +818,6 @@ class ZipfDriftRequests:
             start = t
         out[start:] = perm[ranks[start:]]
         return out
-
-    @staticmethod
-    def _drifted(
-        perm: np.ndarray, ranks: np.ndarray, events: np.ndarray, a: np.ndarray, b: np.ndarray
-    ) -> np.ndarray:
-        """The requests of :meth:`sample`'s unphased walk in one look-up: every ranking the
-        swaps produce, one row each (``(len(events) + 1, M)``), and per request the row in
-        force (the swaps at or before it). The same models as the walk segment by segment
-        (which :meth:`sample` keeps for tables too large to hold), a few numpy calls in
-        place of a few per swap."""
-        p = perm.tolist()
-        pos = [0] * len(p)  # rank of each model
-        for r, m in enumerate(p):
-            pos[m] = r
-        rows = [p]
-        for ak, bk in zip(a.tolist(), b.tolist(), strict=True):
-            p = p.copy()
-            ra, rb = pos[ak], pos[bk]
-            p[ra], p[rb] = bk, ak
-            pos[ak], pos[bk] = rb, ra
-            rows.append(p)
-        row = np.zeros(ranks.size, dtype=np.intp)
-        row[events] = 1
-        np.cumsum(row, out=row)
-        return np.array(rows, dtype=np.int64)[row, ranks]
 
     def phased_schedule(
         self,

@@ -203,21 +203,3 @@ def test_training_sizes_step_one_single_env_per_sub_env() -> None:
         assert vec.unwrapped.scalar is scalar
         assert len(vec.unwrapped.subs) == (n if scalar else 0)
         assert all(s.config.info == "lean" for s in vec.unwrapped.subs)
-
-
-@pytest.mark.parametrize("n_models", [2, 3, 45, 300])
-@pytest.mark.parametrize("drift_rate", [0.01, 0.05, 0.5, 1.0])
-def test_request_table_equals_the_swap_by_swap_walk(n_models, drift_rate, monkeypatch) -> None:
-    """ZipfDriftRequests.sample's table of rankings gives the walk's requests (which it keeps
-    for tables too large), for every seed and length, swaps at request 0 included."""
-    from mei_envs import cache
-
-    gen = cache.ZipfDriftRequests(n_models, 0.8, drift_rate)
-    for seed in range(6):
-        for n in (1, 5, 400):
-            table = gen.sample(np.random.default_rng(seed), n)
-            monkeypatch.setattr(cache, "MAX_RANKING_TABLE", 0)
-            walk = gen.sample(np.random.default_rng(seed), n)
-            monkeypatch.setattr(cache, "MAX_RANKING_TABLE", 1 << 20)
-            assert table.dtype == walk.dtype == np.int64
-            np.testing.assert_array_equal(table, walk)
