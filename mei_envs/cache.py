@@ -947,6 +947,7 @@ class RequestStats:
         self.marks = np.full((2, M), -1, dtype=np.int64)
         self._count = [0] * M  # lists: the per-request path touches single entries
         self._ema[:] = 0.0
+        self._ema_l = [[0.0] * M for _ in self.decay]  # the averages' values, read per request
         self._ema_t_l = [0] * M  # request index of each average's last update
 
     def copy(self) -> RequestStats:
@@ -954,6 +955,7 @@ class RequestStats:
         new.__dict__.update(self.__dict__)
         for k in ("marks", "_count", "_padded", "_ema_t_l"):
             setattr(new, k, getattr(self, k).copy())
+        new._ema_l = [row.copy() for row in self._ema_l]
         new._ema = new._padded[new.pad_rows :]
         return new
 
@@ -988,8 +990,12 @@ class RequestStats:
         gap = t - et[model]
         et[model] = t
         e = self._ema
-        for i, d in enumerate(self.decay):
-            e[i, model] = float(e[i, model]) * d**gap + self._one_minus[i]
+        # The values are read from Python lists (a numpy element read costs more than the
+        # arithmetic) and written to both.
+        for i, (d, row) in enumerate(zip(self.decay, self._ema_l, strict=True)):
+            v = row[model] * d**gap + self._one_minus[i]
+            row[model] = v
+            e[i, model] = v
         self.marks[0, model] = t
         self._count[model] += 1
 

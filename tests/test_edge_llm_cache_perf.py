@@ -123,9 +123,12 @@ def _assert_infos_equal(got: dict, want: dict, where: str) -> None:
         ({"requests_per_episode": 70, "invalid_action": "bypass", "half_lives": [3.0]}, 2, False),
     ],
 )
-def test_vector_env_equals_sync_vector_env(config, seed, tables, monkeypatch) -> None:
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "scalar"])
+def test_vector_env_equals_sync_vector_env(config, seed, tables, batched, monkeypatch) -> None:
     from mei_envs.envs import edge_llm_cache, edge_llm_cache_vector
 
+    # The batched numpy path, or one single env per sub-env (what 4 sub-envs get by default).
+    monkeypatch.setattr(edge_llm_cache_vector, "SCALAR_MAX_ENVS", 0 if batched else 32)
     if not tables:  # the formulas instead of the tables, in both envs
         monkeypatch.setattr(edge_llm_cache, "MAX_TABLE_REQUESTS", 10)
         monkeypatch.setattr(edge_llm_cache_vector, "_python_pow_table", lambda T, d: None)
@@ -159,12 +162,19 @@ def test_vector_env_equals_sync_vector_env(config, seed, tables, monkeypatch) ->
                 np.testing.assert_array_equal(i1["final_obs"][i], i2["final_obs"][i])
             _assert_infos_equal(i1["final_info"], i2["final_info"], where + " final_info")
     assert ends >= n, f"only {ends} episode ends in 400 steps"
+    assert vec.unwrapped.scalar is not batched
     if not tables:
         assert vec.unwrapped.tables is None
         edge_llm_cache._time_tables.cache_clear()
 
 
-def test_vector_env_raises_on_a_masked_action_before_stepping_any_sub_env() -> None:
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "scalar"])
+def test_vector_env_raises_on_a_masked_action_before_stepping_any_sub_env(
+    batched, monkeypatch
+) -> None:
+    from mei_envs.envs import edge_llm_cache_vector
+
+    monkeypatch.setattr(edge_llm_cache_vector, "SCALAR_MAX_ENVS", 0 if batched else 32)
     vec = gym.make_vec(
         ENV_ID, num_envs=3, vectorization_mode="vector_entry_point", requests_per_episode=200
     )
@@ -182,3 +192,14 @@ def test_vector_env_raises_on_a_masked_action_before_stepping_any_sub_env() -> N
     )
     twin.reset(seed=1)
     np.testing.assert_array_equal(vec.step(acts)[0], twin.step(acts)[0])
+
+
+def test_training_sizes_step_one_single_env_per_sub_env() -> None:
+    """At the sizes SB3 trains with (1-32 envs), the batched numpy path cost 1.4-7x a single
+    env per env-step (session 8, benchmarks/README.md), so the vector env steps single envs;
+    from 33 sub-envs on, the batch."""
+    for n, scalar in ((1, True), (4, True), (16, True), (32, True), (33, False)):
+        vec = gym.make_vec(ENV_ID, num_envs=n, vectorization_mode="vector_entry_point")
+        assert vec.unwrapped.scalar is scalar
+        assert len(vec.unwrapped.subs) == (n if scalar else 0)
+        assert all(s.config.info == "lean" for s in vec.unwrapped.subs)

@@ -416,6 +416,7 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
     `gym.make_vec("mei_envs/EdgeLLMCache-v0", num_envs=n,
     vectorization_mode="vector_entry_point")` builds the native vector version
     (`mei_envs.envs.edge_llm_cache_vector.EdgeLLMCacheVectorEnv`: numpy over the n caches,
+    or one of this env per sub-env up to 32 sub-envs, where the batch does not pay;
     SAME_STEP autoreset, lean infos, `action_masks()` of shape `(n, M + 1)`); sub-env `i`
     seeded `seed + i` reproduces this env seeded `seed + i`. Its batched matrix products
     are small: run it with `OMP_NUM_THREADS=1` (multi-threaded OpenBLAS made a 256-env
@@ -512,7 +513,6 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         self._no_freed = np.zeros(M)
         self._no_freed.flags.writeable = False
         self._exact = cat.exact_sums
-        self._one = np.ones(1)
         self._bypass_only = np.zeros(M + 1, dtype=bool)
         self._bypass_only[M] = True
         self._bypass_only.flags.writeable = False
@@ -776,8 +776,11 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         self._pending = j
 
     def _mask_of(self, freed: np.ndarray) -> np.ndarray:
-        mask = np.concatenate((freed, self._one)) > 0.0  # the bypass (last) is legal
-        mask.flags.writeable = False
+        M = self.n_models
+        mask = np.empty(M + 1, dtype=bool)
+        np.greater(freed, 0.0, out=mask[:M])
+        mask[M] = True  # the bypass is legal
+        mask.setflags(write=False)
         return mask
 
     def _decide(self, j: int) -> bool:

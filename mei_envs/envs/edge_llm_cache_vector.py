@@ -19,6 +19,13 @@ loop over the sub-envs that reset, each from its own generator, through the sing
 quantity is bit-identical to the single env's; a custom catalog whose sizes are arbitrary
 floats may differ in the last bit of byte sums (the batched products add in another order).
 
+With at most :data:`SCALAR_MAX_ENVS` sub-envs (the training sizes) the batch is not worth
+its numpy overhead: the vector env then holds one single env (``info="lean"``) per sub-env
+and steps them in turn (``_step_subs``), so sub-env ``i`` IS the single env, drawing from
+``self.rngs[i]``; the batched state above is unused. Both paths give the same observations,
+rewards and infos (``tests/test_edge_llm_cache_perf.py`` checks each against
+``SyncVectorEnv``).
+
 Infos carry the lean keys (the single env's ``info="lean"``, whatever the config's ``info``
 says): the four episode-so-far ratios and the per-step sums of
 ``EdgeLLMCacheEnv.metadata["info_metrics"]``, plus ``episode_<key>`` in ``final_info`` on the
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from typing import Any
 
 import numpy as np
@@ -45,13 +53,27 @@ from mei_envs.envs.edge_llm_cache import (
     _time_lookup,
     _time_tables,
 )
-from mei_envs.vector import MeiVectorEnv
+from mei_envs.vector import MeiVectorEnv, VectorStep
 
 _A = {k: i for i, k in enumerate(_ACC_KEYS)}
 _TT = {k: i for i, k in enumerate(_TOTAL_KEYS)}
 _SUM_COLS = [_A[k] for k in LEAN_SUM_KEYS]
 _TOT_COLS = [_A[k] for k in _TOTAL_KEYS]  # acc columns that the episode totals also add
-_EPISODE_KEYS = tuple(f"episode_{k}" for k in (*LEAN_LAST_KEYS, *LEAN_SUM_KEYS))
+_LEAN_KEYS = (*LEAN_LAST_KEYS, *LEAN_SUM_KEYS)
+_EPISODE_KEYS = tuple(f"episode_{k}" for k in _LEAN_KEYS)
+_LEAN_MASKS = tuple("_" + k for k in _LEAN_KEYS)
+_EPISODE_MASKS = tuple("_" + k for k in _EPISODE_KEYS)
+_lean_values = operator.itemgetter(*_LEAN_KEYS)  # a lean info's values, in that order
+_episode_values = operator.itemgetter(*_EPISODE_KEYS)
+
+#: Up to this many sub-envs the vector env steps one single env per sub-env instead of the
+#: batched numpy path: each batched call costs microseconds of numpy overhead whatever the
+#: batch's size, and a step fast-forwards over several requests (an iteration each), so the
+#: batch only pays with many sub-envs. CPU us per env-step (session 8, default config, legal
+#: random actions; benchmarks/README.md, session-8 section): batched 517 / 262 / 192 / 146 /
+#: 71 / 25 at 1 / 4 / 8 / 16 / 64 / 256 sub-envs, one single env each ~70-96 at every n;
+#: instructions per env-step at 4 envs 749k batched, 246k per sub-env.
+SCALAR_MAX_ENVS = 32
 
 
 @functools.lru_cache(maxsize=8)
@@ -73,6 +95,10 @@ class EdgeLLMCacheVectorEnv(MeiVectorEnv):
     def _setup(self, single: EdgeLLMCacheEnv) -> None:
         cfg, cat = single.config, single.catalog
         n, M, B = self.num_envs, single.n_models, cat.n_blocks
+        # Few sub-envs: one single env (lean info) per sub-env, stepped in turn (see
+        # SCALAR_MAX_ENVS); the batched state below is then unused.
+        self.scalar = n <= SCALAR_MAX_ENVS
+        self.subs = [EdgeLLMCacheEnv(cfg, info="lean") for _ in range(n)] if self.scalar else []
         S = len(single.stats.decay)
         self.catalog, self.n_models, self.n_features = cat, M, single.n_features
         self.raise_on_invalid = cfg.invalid_action == "raise"
@@ -260,6 +286,8 @@ class EdgeLLMCacheVectorEnv(MeiVectorEnv):
                 f"reset options {sorted(options)}: the vector env takes none (replay a "
                 "request sequence with the single env)"
             )
+        if self.scalar:
+            return self._reset_subs(mask)
         r = np.flatnonzero(mask)
         single = self.single_env
         for i in r.tolist():
@@ -298,24 +326,20 @@ class EdgeLLMCacheVectorEnv(MeiVectorEnv):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         n, M = self.num_envs, self.n_models
         acts = np.asarray(actions)
-        if acts.shape != (n,) or not np.issubdtype(acts.dtype, np.integer):
+        if acts.shape != (n,) or acts.dtype.kind not in "iu":
             raise ValueError(
                 f"actions={actions!r}: must be {n} integers in [0, {M}] (one per sub-env)"
             )
+        if self.scalar:
+            return self._step_subs(acts.tolist())
         out = (acts < 0) | (acts > M)
         if out.any():
-            i = int(np.flatnonzero(out)[0])
-            raise ValueError(f"actions[{i}]={acts[i]}: must be in [0, {M}]")
+            self._raise_out_of_range(acts.tolist())
         deciding = ~self.final_pending
         illegal = deciding & ~self.mask[self._rows, acts]
         if illegal.any():
             if self.raise_on_invalid:
-                i = int(np.flatnonzero(illegal)[0])
-                legal = np.flatnonzero(self.mask[i]).tolist()
-                raise ValueError(
-                    f"actions[{i}]={acts[i]}: evicting model {acts[i]} "
-                    f"({self.catalog.names[acts[i]]!r}) is masked; legal actions: {legal}"
-                )
+                self._raise_masked(int(np.flatnonzero(illegal)[0]), int(acts[illegal][0]))
             self.acc[illegal, _A["invalid_actions"]] += 1.0
             acts = np.where(illegal, M, acts)
         self.final_pending[:] = False
@@ -361,7 +385,79 @@ class EdgeLLMCacheVectorEnv(MeiVectorEnv):
 
     def action_masks(self) -> np.ndarray:
         """``(num_envs, M + 1)`` legal actions of every sub-env (a copy)."""
+        if self.scalar:
+            return np.stack([s._mask for s in self.subs])
         return self.mask.copy()
+
+    # ---- few sub-envs: one single env each -----------------------------------------------
+    def _reset_subs(self, mask: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+        """:meth:`_reset_envs` on the single envs: sub-env ``i`` draws its episode from
+        ``self.rngs[i]`` in the single env's own ``reset``."""
+        subs, rows = self.subs, np.flatnonzero(mask).tolist()
+        obs = self._sub_obs()
+        vals = np.zeros((len(_LEAN_KEYS), self.num_envs))
+        for i in rows:
+            sub = subs[i]
+            sub._np_random = self.rngs[i]
+            obs[i], info = sub._reset(None)
+            vals[:, i] = _lean_values(info)
+        infos: dict[str, Any] = {}
+        for c, k in enumerate(_LEAN_KEYS):
+            infos[k], infos["_" + k] = vals[c], mask.copy()
+        return obs, infos
+
+    def _raise_out_of_range(self, acts: list[int]) -> None:
+        M = self.n_models
+        i = next(i for i, a in enumerate(acts) if not 0 <= a <= M)
+        raise ValueError(f"actions[{i}]={acts[i]}: must be in [0, {M}]")
+
+    def _raise_masked(self, i: int, a: int) -> None:
+        legal = np.flatnonzero(self.action_masks()[i]).tolist()
+        raise ValueError(
+            f"actions[{i}]={a}: evicting model {a} ({self.catalog.names[a]!r}) is masked; "
+            f"legal actions: {legal}"
+        )
+
+    def _step_subs(self, acts: list[int]) -> VectorStep:
+        """:meth:`_step` on the single envs: validate every action first (a ValueError before
+        any sub-env moves), step each, and lay the batch's infos out as the batched path
+        does. A masked action under ``invalid_action="bypass"`` is counted and bypassed by
+        the single env itself."""
+        n, M, subs = self.num_envs, self.n_models, self.subs
+        if not all(0 <= a <= M for a in acts):
+            self._raise_out_of_range(acts)
+        if self.raise_on_invalid:
+            for i, (sub, a) in enumerate(zip(subs, acts, strict=True)):
+                if a != M and not sub._final_pending and not sub._mask[a]:
+                    self._raise_masked(i, a)
+        obs = np.empty((n, *self.single_observation_space.shape), dtype=np.float32)
+        rew, term, rows, ended = [], [], [], []
+        for i, (sub, a) in enumerate(zip(subs, acts, strict=True)):
+            obs[i], r, done, _, info = sub.step(a)
+            rew.append(r)
+            term.append(done)
+            rows.append(_lean_values(info))
+            if done:
+                ended.append((i, _episode_values(info)))
+        everyone = np.ones(n, dtype=bool)
+        infos: dict[str, Any] = {}
+        for k, mk, v in zip(_LEAN_KEYS, _LEAN_MASKS, np.array(rows).T, strict=True):
+            infos[k], infos[mk] = v, everyone
+        term_a, trunc = np.array(term), np.zeros(n, dtype=bool)
+        if ended:
+            episode = np.zeros((len(_EPISODE_KEYS), n))
+            for i, values in ended:
+                episode[:, i] = values
+            for k, mk, v in zip(_EPISODE_KEYS, _EPISODE_MASKS, episode, strict=True):
+                infos[k], infos[mk] = v, term_a
+            obs, infos = self._autoreset(obs, term_a, trunc, infos)
+            for k, mk in zip(_EPISODE_KEYS, _EPISODE_MASKS, strict=True):
+                del infos[k], infos[mk]  # only in final_info (SyncVectorEnv)
+        return obs, np.array(rew), term_a, trunc, infos
+
+    def _sub_obs(self) -> np.ndarray:
+        """The single envs' current observations, stacked (a new array)."""
+        return np.stack([s._ob for s in self.subs])
 
     # ---- observations and info ---------------------------------------------------------
     def _ratios(self) -> dict[str, np.ndarray]:
