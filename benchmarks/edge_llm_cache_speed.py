@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import subprocess
 import sys
 import tempfile
 
 import gymnasium as gym
 import numpy as np
+from instructions import callgrind_count  # benchmarks/instructions.py (this script's folder)
 
 ENV_ID = "mei_envs/EdgeLLMCache-v0"
 REFERENCE_ID = "CartPole-v1"
@@ -90,24 +89,8 @@ def loop(env_id: str, what: str, preset: str, n: int, actions_path: str) -> None
 
 
 def count(env_id: str, what: str, preset: str, n: int, actions_path: str) -> int:
-    cmd = [
-        "valgrind",
-        "--tool=callgrind",
-        "--callgrind-out-file=/dev/null",
-        sys.executable,
-        os.path.abspath(__file__),
-        "--inner",
-        env_id,
-        what,
-        preset,
-        str(n),
-        actions_path,
-    ]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stderr
-    match = re.search(r"Collected : (\d+)", out)
-    if match is None:
-        raise RuntimeError(f"no instruction count in valgrind's output:\n{out[-2000:]}")
-    return int(match.group(1))
+    """Instructions of one valgrind run of :func:`loop`."""
+    return callgrind_count(__file__, [env_id, what, preset, str(n), actions_path])
 
 
 def per_unit(env_id: str, what: str, preset: str, n1: int, n2: int) -> float:

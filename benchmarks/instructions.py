@@ -78,25 +78,28 @@ def loop(env_id: str, what: str, n: int, actions_path: str) -> None:
             env.reset()
 
 
-def count(env_id: str, what: str, n: int, actions_path: str) -> int:
-    """Instructions of one valgrind run of :func:`loop`."""
+def callgrind_count(script: str, args: list[str]) -> int:
+    """Instructions of one valgrind (callgrind) run of ``python script --inner *args``;
+    shared with the other instruction-count scripts in this folder."""
     cmd = [
         "valgrind",
         "--tool=callgrind",
         "--callgrind-out-file=/dev/null",
         sys.executable,
-        os.path.abspath(__file__),
+        os.path.abspath(script),
         "--inner",
-        env_id,
-        what,
-        str(n),
-        actions_path,
+        *args,
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stderr
     match = re.search(r"Collected : (\d+)", out)
     if match is None:
         raise RuntimeError(f"no instruction count in valgrind's output:\n{out[-2000:]}")
     return int(match.group(1))
+
+
+def count(env_id: str, what: str, n: int, actions_path: str) -> int:
+    """Instructions of one valgrind run of :func:`loop`."""
+    return callgrind_count(__file__, [env_id, what, str(n), actions_path])
 
 
 def per_unit(env_id: str, what: str, n1: int, n2: int) -> float:
