@@ -53,10 +53,10 @@ from mei_envs.vector import MeiVectorEnv, seed_list
 
 # Up to this many sub-envs the vector env steps one single env (info="lean") per sub-env in
 # turn (_step_subs): a batched numpy step costs tens of microseconds per call whatever the
-# batch's size, a lean single step about ten (benchmarks/README.md, session 9). Rollouts are
-# the same either way (sub-env i is the single env seeded seed + i). 4 and more sub-envs
-# (PPO's usual n_envs) take the batched path, which tests/test_early_exit_vector.py checks
-# at 4 and 5 sub-envs.
+# batch's size. CPU time per env-step, scalar / batched, same process (session 9,
+# benchmarks/README.md): 1 sub-env 54 / 98 us, 2: 40 / 54, 4: 35 / 34, 8: 34 / 16 (load
+# ~10, so about 3x an idle machine's). Rollouts are the same either way (sub-env i is the
+# single env seeded seed + i).
 SCALAR_MAX_ENVS = 3
 # Rows of the token table (fsmc mode) beyond which costs are evaluated per step instead.
 _MAX_TABLE_ROWS = 1 << 18
