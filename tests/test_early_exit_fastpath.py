@@ -248,14 +248,12 @@ def test_step_memo_misses_from_the_decision_table_match_the_token_loop(config) -
 )
 def test_forced_runs_from_the_run_table_match_the_token_loop(config) -> None:
     """Runs of non-exited tokens from backlog 0 (radio in its tail) are summed from the
-    run table (token_cost on arrays, built once) instead of the token memo, and the token
-    memo's misses on forced tokens filled from the forced-token table: the same
-    observations, rewards and infos, bit for bit, at resets and steps, as the token loop
-    with scalar costs."""
+    run table (token_cost on arrays, built once) instead of the token memo: the same
+    observations, rewards and infos, bit for bit, at resets and steps, with the step memo
+    on and off."""
     table, loop = EarlyExitUploadEnv(config=config), EarlyExitUploadEnv(config=config)
     assert table._run is not None
     loop._run = None  # the token loop (_advance's memo) for every forced token
-    loop._forced_tab = False  # token_cost on scalars at every token memo miss
     loop._step_memo = None  # and every step through _advance
     rng = np.random.default_rng(1)
     got, want = table.reset(seed=7), loop.reset(seed=7)

@@ -757,8 +757,6 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
         self._step_memo: dict[tuple[int, ...], tuple[Any, ...]] | None = {} if self._lazy else None
         # fsmc mode: the decision token's costs for the step memo's misses (_decision_row).
         self._dec_tab: np.ndarray | bool | None = None
-        # fsmc mode: forced tokens' costs for the token memo's misses (_forced_row).
-        self._forced_tab: np.ndarray | bool | None = None
         self._state_bits = m.state_bits
         # fsmc mode: per token and FSMC state, the latency, energy, stall and airtime of a
         # non-exited token from backlog 0 with the radio in its tail (it uploads its own
@@ -1009,32 +1007,6 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
             return None
         return tab[k, b, a, c, int(asleep)].tolist()
 
-    def _forced_row(self, k: int, b: int, c: int, asleep: bool, exited: int) -> list[float] | None:
-        """fsmc mode: :meth:`EarlyExitUploadModel.token_cost` (latency, energy, stall,
-        airtime, wake flag) of token ``k`` uploading its backlog ``b`` and itself, exited
-        or not, at FSMC state ``c``, radio asleep or not, from a table evaluated once over
-        every ``(k, b, c, asleep, exited)`` on arrays (the same bits as on scalars); built
-        at the token memo's first such miss, None if it would exceed
-        ``_DECISION_TABLE_ROWS`` rows."""
-        tab = self._forced_tab
-        if tab is None:
-            m = self.model
-            K, B, C = m.K, m.limit, m.fsmc.n_states
-            if K * (B + 1) * C * 4 > _DECISION_TABLE_ROWS:
-                self._forced_tab = False
-                return None
-            kk = np.arange(K)[:, None, None, None, None]
-            bb = np.arange(B + 1)[None, :, None, None, None]
-            rate = np.asarray(m.state_rate_bps, float)[None, None, :, None, None]
-            timer = np.array([0, m.tail_steps])[None, None, None, :, None]
-            ex = np.arange(2)[None, None, None, None, :]
-            out = m.token_cost(kk, bb, bb + 1, rate, timer, ex)
-            shape = (K, B + 1, C, 2, 2)
-            tab = self._forced_tab = np.stack([np.broadcast_to(x, shape) for x in out], axis=-1)
-        elif tab is False:
-            return None
-        return tab[k, b, c, int(asleep), exited].tolist()
-
     def decision_state(self) -> dict[str, int | bool]:
         """The true state an oracle acts on: token index, backlog, channel state (the FSMC
         bin of this token step), radio timer, and whether a decision is pending (False on
@@ -1156,14 +1128,7 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
                 if effect is None:
                     if len(memo) >= _MEMO_MAX:
                         memo.clear()
-                    row = None
-                    if n == b + 1:  # a forced token (or a decision uploading everything)
-                        row = self._forced_row(k, b, key[3], key[4], exited)
-                    if row is None:
-                        effect = effect_of(k, b, n, rt[k + h1], timer, exited)
-                    else:  # it leaves backlog 0
-                        effect = (*row, n * self._state_bits / 8.0, 0)
-                    memo[key] = effect
+                    effect = memo[key] = effect_of(k, b, n, rt[k + h1], timer, exited)
             latency, energy, stall, airtime, wake, sent_bytes, b = effect
             lat += latency
             en += energy
