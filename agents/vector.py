@@ -40,6 +40,8 @@ from stable_baselines3.common.monitor import Monitor, ResultsWriter
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvStepReturn
 
+from mei_envs.vector import MeiVectorEnv
+
 _SKIP = frozenset({"final_obs", "final_info"})
 
 
@@ -84,6 +86,48 @@ def unbatch_infos(
             if p:
                 out[i][key] = values[i]
     return out
+
+
+def unbatch_rows(infos: Mapping[str, Any], rows: Sequence[int]) -> list[dict[str, Any]]:
+    """``[unbatch_infos(infos, n)[i] for i in rows]`` without splitting the other sub-envs'
+    values: the same keys in the same order, the same values (Python scalars from 1-D
+    numeric arrays, copied rows otherwise, nested dicts split alike)."""
+    whole: list[tuple[str, Any]] = []
+    partial: list[tuple[str, Any, Any]] = []
+    all_set: dict[int, bool] = {}  # mask id -> mask.all() (envs share masks across keys)
+    for key, value in infos.items():
+        if key[:1] == "_" or key in _SKIP:
+            continue
+        mask = infos.get("_" + key)
+        if mask is None:
+            whole.append((key, value))
+            continue
+        full = all_set.get(id(mask))
+        if full is None:
+            full = all_set[id(mask)] = bool(mask.all())
+        if full:
+            whole.append((key, value))
+        else:
+            partial.append((key, value, mask))
+    out = []
+    for i in rows:
+        row: dict[str, Any] = {}
+        for key, value in whole:
+            row[key] = _value_at(value, i)
+        for key, value, mask in partial:
+            if mask[i]:
+                row[key] = _value_at(value, i)
+        out.append(row)
+    return out
+
+
+def _value_at(value: Any, i: int) -> Any:
+    """Sub-env ``i``'s entry of one batched info value, as :func:`unbatch_infos` gives it."""
+    if type(value) is np.ndarray and value.ndim == 1 and value.dtype.kind != "O":
+        return value.item(i)
+    if type(value) is dict or isinstance(value, Mapping):
+        return unbatch_rows(value, [i])[0]
+    return np.array(value[i], copy=True)
 
 
 class VectorEnvAdapter(VecEnv):
@@ -174,8 +218,14 @@ class VectorEnvAdapter(VecEnv):
                 for i in range(self.num_envs)
             ]
         # Per-step aggregation is needed until an episode's end shows the env reports the
-        # per-episode totals (episode_<key>) for every metric; then it stops.
-        self._aggregate = bool(self.info_metrics)
+        # per-episode totals (episode_<key>) for every metric; then it stops. The native
+        # vector envs of mei-envs report them for every key of their metadata's info_metrics
+        # at every episode end (the mei_envs.vector contract), so for those keys it never
+        # starts (a missing total would then be recorded as NaN, with a warning).
+        own = venv.metadata.get("info_metrics", {}) or {}
+        self._aggregate = bool(self.info_metrics) and not (
+            isinstance(venv, MeiVectorEnv) and set(self.info_metrics) <= set(own)
+        )
         self._warned = False
         self._start_episodes(np.ones(self.num_envs, dtype=bool))
 
@@ -220,6 +270,20 @@ class VectorEnvAdapter(VecEnv):
                 out = unbatch_infos(infos, n, self._no_truncation)
             else:
                 out = [{"TimeLimit.truncated": False} for _ in range(n)]
+        elif not self.step_info:  # split only the sub-envs that ended
+            ended = np.flatnonzero(dones).tolist()
+            time_limit = (truncated & ~terminated).tolist()
+            final_info = infos.get("final_info")
+            final = (
+                unbatch_rows(final_info, ended) if final_info is not None else [{} for _ in ended]
+            )
+            final_obs = infos["final_obs"]
+            out = [{"TimeLimit.truncated": False} for _ in range(n)]
+            for i, top, last in zip(ended, unbatch_rows(infos, ended), final, strict=True):
+                self.reset_infos[i] = top
+                last["terminal_observation"] = final_obs[i]
+                last["TimeLimit.truncated"] = time_limit[i]
+                out[i] = last
         else:
             ended = np.flatnonzero(dones).tolist()
             out = unbatch_infos(infos, n)
@@ -328,7 +392,10 @@ class VectorEnvAdapter(VecEnv):
             n, k = self.num_envs, len(self.info_metrics)
             self._keys = list(self.info_metrics)
             self._returns = np.zeros(n)
-            self._lengths = np.zeros(n, dtype=np.int64)
+            # Episode lengths: steps recorded so far minus each sub-env's count at the start
+            # of its episode (one Python int a step instead of an array update).
+            self._steps = 0
+            self._start_step = np.zeros(n, dtype=np.int64)
             # Row j: metric self._keys[j]; column i: sub-env i.
             self._sums = np.zeros((k, n))
             self._counts = np.zeros((k, n), dtype=np.int64)
@@ -337,7 +404,7 @@ class VectorEnvAdapter(VecEnv):
             self._trues = np.ones(n, dtype=bool)
             self._falses = np.zeros(n, dtype=bool)
         self._returns[mask] = 0.0
-        self._lengths[mask] = 0
+        self._start_step[mask] = self._steps
         if not self._aggregate:
             return
         self._sums[:, mask] = 0.0
@@ -371,7 +438,7 @@ class VectorEnvAdapter(VecEnv):
         out: list[dict[str, Any]],
     ) -> None:
         self._returns += rewards
-        self._lengths += 1
+        self._steps += 1
         if self._aggregate:
             if not ended:  # all metrics of all sub-envs at once
                 keys = self._keys
@@ -403,7 +470,7 @@ class VectorEnvAdapter(VecEnv):
         for i in ended:
             ep: dict[str, Any] = {
                 "r": round(float(self._returns[i]), 6),
-                "l": int(self._lengths[i]),
+                "l": self._steps - int(self._start_step[i]),
                 "t": round(now - self.t_start, 6),
             }
             info = out[i]

@@ -17,14 +17,25 @@ instead: each env is seeded once, every block continues where the last one stopp
 random actions (episodes never repeat; the memo fills as it would in training).
 ``--cold``: every block steps a new env instance (built outside the timed loop, seeded with
 the block's number): the first ``--steps`` steps of an env, memos empty at the start.
+
+``--instr single,reset,vec256`` counts instructions instead (callgrind, as
+``benchmarks/instructions.py`` does, but at any ``--preset`` and with ``--info``): ``single``
+is steps ``n1..n2`` of a new env (``--instr-steps``, default 500,2500: the step memo mostly
+cold), actions from ``action_space.seed(0)`` sampled outside the counted process; ``warm``
+the same after 30,000 warm-up steps (memo warm); ``reset`` is ``reset()`` without a seed;
+``vecN`` the native vector env per env-step (``n1 / 10 .. n2 / 10`` steps). Each is also
+counted for CartPole-v1 unless ``--no-reference``. To count an older tree, run this script
+with ``PYTHONPATH`` on an export of it (``git archive <rev> | tar -x -C /tmp/old``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +47,72 @@ import mei_envs  # noqa: F401  (registers the ids)
 
 ENV_ID = "mei_envs/EarlyExitUpload-v1"
 REFERENCE_ID = "CartPole-v1"
+WARM_STEPS = 30_000  # --instr warm: steps before the counted ones
+
+
+def _instr_make(env_id: str, what: str, kwargs: dict[str, Any]) -> Any:
+    kw = kwargs if env_id == ENV_ID else {}
+    if what.startswith("vec"):
+        return gym.make_vec(env_id, int(what[3:]), vectorization_mode="vector_entry_point", **kw)
+    return gym.make(env_id, **kw)
+
+
+def _instr_loop(env_id: str, what: str, n: int, kwargs: dict[str, Any], path: str) -> None:
+    """The counted loop (inside valgrind): ``n`` units of ``what`` after the uncounted
+    warm-up (the same in both runs, so it cancels)."""
+    env = _instr_make(env_id, what, kwargs)
+    env.reset(seed=0)
+    if what == "reset":
+        for _ in range(n):
+            env.reset()
+        return
+    acts = np.load(path)
+    skip = WARM_STEPS if what == "warm" else 0
+    if what.startswith("vec"):
+        for a in acts[:n]:
+            env.step(a)
+        return
+    step, reset = env.step, env.reset
+    for a in acts[: skip + n]:
+        _, _, term, trunc, _ = step(a)
+        if term or trunc:
+            reset()
+
+
+def instructions_per_unit(
+    env_id: str, what: str, n1: int, n2: int, kwargs: dict[str, Any]
+) -> float:
+    """``(I(n2) - I(n1)) / (n2 - n1)`` of :func:`_instr_loop` (per env-step for ``vecN``)."""
+    from instructions import callgrind_count  # benchmarks/instructions.py (this folder)
+
+    env = _instr_make(env_id, what, kwargs)
+    env.action_space.seed(0)
+    skip = WARM_STEPS if what == "warm" else 0
+    acts = np.stack([np.asarray(env.action_space.sample()) for _ in range(skip + n2)])
+    env.close()
+    args = [env_id, what, repr(kwargs)]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "actions.npy")
+        np.save(path, acts)
+        c1 = callgrind_count(__file__, [*args, str(n1), path])
+        c2 = callgrind_count(__file__, [*args, str(n2), path])
+    per = (c2 - c1) / (n2 - n1)
+    return per / int(what[3:]) if what.startswith("vec") else per
+
+
+def instr_main(args: argparse.Namespace, kwargs: dict[str, Any]) -> int:
+    n1, n2 = (int(x) for x in args.instr_steps.split(","))
+    for what in args.instr.split(","):
+        a, b = (max(n1 // 10, 5), max(n2 // 10, 10)) if what.startswith("vec") else (n1, n2)
+        v = instructions_per_unit(ENV_ID, what, a, b, kwargs)
+        line = f"{ENV_ID} {kwargs} {what}: {v:,.0f} instructions"
+        if not args.no_reference:
+            ref = instructions_per_unit(
+                REFERENCE_ID, "single" if what == "warm" else what, a, b, {}
+            )
+            line += f"; {REFERENCE_ID} {ref:,.0f} (ratio {ref / v:.3f}: higher is faster)"
+        print(line, flush=True)
+    return 0
 
 
 def load_module(path: str, name: str) -> Any:
@@ -101,6 +178,13 @@ def report(title: str, res: dict[str, list[float]], unit: str, ref: str) -> None
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--inner":  # inside valgrind (--instr)
+        import ast
+
+        env_id, what, kw, n, path = argv[1:6]
+        _instr_loop(env_id, what, int(n), ast.literal_eval(kw), path)
+        return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--old", help="an older early_exit_upload.py to time against")
     p.add_argument("--old-vec", help="an older early_exit_upload_vector.py")
@@ -113,8 +197,16 @@ def main(argv: list[str] | None = None) -> int:
         "--fresh", action="store_true", help="single env: fresh episodes (see the docstring)"
     )
     p.add_argument("--cold", action="store_true", help="single env: a new env every block")
+    p.add_argument("--instr", default=None, help="count instructions: single,warm,reset,vecN")
+    p.add_argument("--instr-steps", default="500,2500", help="--instr: n1,n2")
+    p.add_argument("--info", default=None, help="the env's info level (full, lean)")
+    p.add_argument("--no-reference", action="store_true", help="--instr: skip CartPole-v1")
     args = p.parse_args(argv)
-    kwargs = {"preset": args.preset}
+    kwargs: dict[str, Any] = {"preset": args.preset}
+    if args.info:
+        kwargs["info"] = args.info
+    if args.instr:
+        return instr_main(args, kwargs)
     envs = {"new": gym.make(ENV_ID, **kwargs)}
     if args.old:
         old = load_module(args.old, "_ee_old")

@@ -27,7 +27,8 @@ The settings are ``mei-envs bench --ppo``'s (4 envs, n_steps 256, batch 64, 10 e
   ``dummy``; with ``--old-adapter FILE`` (``git show <rev>:agents/vector.py > FILE``) also
   ``native_old``, that revision's adapter. All paths live in one process and are timed in
   short blocks (``--block`` steps), interleaved in rotating order, ``--rounds`` times;
-  medians (``time.process_time``, so waiting for a core does not count).
+  medians (``time.process_time``, so waiting for a core does not count). It also reports
+  each adapter path's own cost per ``step_wait`` call, ``(path - raw) * n_envs``.
 
 Prints one JSON object per env (``--out FILE`` also writes them as a list).
 """
@@ -235,14 +236,22 @@ def vecstep(
                     env.step_wait()
             if r:  # round 0 warms up
                 times[p].append((time.process_time() - t0) / (block * n_envs) * 1e6)
-    return {
+    med = {p: statistics.median(v) for p, v in times.items()}
+    out = {
         "env_id": env_id,
         "mode": "vecstep",
         "n_envs": n_envs,
         "block": block,
         "rounds": rounds,
-        "cpu_us_per_env_step": {p: round(statistics.median(v), 2) for p, v in times.items()},
+        "cpu_us_per_env_step": {p: round(v, 2) for p, v in med.items()},
     }
+    if "raw" in med:  # the adapter's own cost per step_wait call: (path - raw) x n_envs
+        out["adapter_cpu_us_per_call"] = {
+            p: round((med[p] - med["raw"]) * n_envs, 1)
+            for p in ("native", "native_step_info", "native_old")
+            if p in med
+        }
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:

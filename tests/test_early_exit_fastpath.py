@@ -234,3 +234,53 @@ def test_step_memo_misses_from_the_decision_table_match_the_token_loop(config) -
             table.reset()
             loop.reset()
     assert isinstance(table._dec_tab, np.ndarray)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {},
+        {"preset": "bursty_exits"},
+        {"preset": "lte_phone", "initial_radio": "connected"},
+        {"exit_prob": 0.3, "tokens": 40, "flush_at_end": False},
+        {"upload_fractions": [0.0, 0.5, 1.0], "backlog_limit": 3},
+    ],
+)
+def test_forced_runs_from_the_run_table_match_the_token_loop(config) -> None:
+    """Runs of non-exited tokens from backlog 0 (radio in its tail) are summed from the
+    run table (token_cost on arrays, built once) instead of the token memo: the same
+    observations, rewards and infos, bit for bit, at resets and steps, with the step memo
+    on and off."""
+    table, loop = EarlyExitUploadEnv(config=config), EarlyExitUploadEnv(config=config)
+    assert table._run is not None
+    loop._run = None  # the token loop (_advance's memo) for every forced token
+    loop._step_memo = None  # and every step through _advance
+    rng = np.random.default_rng(1)
+    got, want = table.reset(seed=7), loop.reset(seed=7)
+    for _ in range(2000):
+        np.testing.assert_array_equal(got[0], want[0])
+        assert list(got[-1]) == list(want[-1])
+        for key, value in want[-1].items():
+            np.testing.assert_array_equal(got[-1][key], value, err_msg=key)
+        if len(got) == 5 and got[2]:
+            got, want = table.reset(), loop.reset()
+            continue
+        a = int(rng.integers(table.action_space.n))
+        got, want = table.step(a), loop.step(a)
+        assert got[1:4] == want[1:4]
+
+
+def test_numpy_integer_actions_step_like_python_ints() -> None:
+    """`action_space.sample()` returns np.int64 (a fast path in `step`); other integer types
+    and bad actions take the checked path, with the same errors."""
+    envs = [EarlyExitUploadEnv() for _ in range(3)]
+    for e in envs:
+        e.reset(seed=2)
+    for a in [1, 0, 0, 1, 1, 0, 1]:
+        outs = [e.step(x) for e, x in zip(envs, (a, np.int64(a), np.int32(a)), strict=True)]
+        for o in outs[1:]:
+            np.testing.assert_array_equal(o[0], outs[0][0])
+            assert o[1:4] == outs[0][1:4]
+    for bad in (np.int64(2), np.int64(-1), 2, 1.0):
+        with pytest.raises(ValueError, match="action="):
+            envs[0].step(bad)

@@ -758,6 +758,20 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
         # fsmc mode: the decision token's costs for the step memo's misses (_decision_row).
         self._dec_tab: np.ndarray | bool | None = None
         self._state_bits = m.state_bits
+        # fsmc mode: per token and FSMC state, the latency, energy, stall and airtime of a
+        # non-exited token from backlog 0 with the radio in its tail (it uploads its own
+        # state: token_cost on arrays, the same bits as on scalars), for _advance's runs of
+        # such tokens; None in gauss_markov mode or past _RUN_TABLE_ENTRIES entries.
+        self._run: list[list[tuple[float, ...]]] | None = None
+        if self._lazy and K * m.fsmc.n_states <= _RUN_TABLE_ENTRIES:
+            rate = np.asarray(m.state_rate_bps, float)[None, :]
+            lat, en, stl, air, wake = m.token_cost(np.arange(K)[:, None], 0, 1, rate, 0, 0)
+            if np.any(wake):  # pragma: no cover - timer 0 < tail_steps: never asleep
+                raise RuntimeError("EarlyExitUploadEnv: a run token woke the radio")
+            shape = (K, m.fsmc.n_states)
+            cols = [np.broadcast_to(x, shape) for x in (lat, en, stl, air)]
+            self._run = [list(map(tuple, row)) for row in np.stack(cols, axis=-1).tolist()]
+        self._sent1 = 1 * m.state_bits / 8.0  # bytes of one state (_token_effect's n = 1)
         self._mask = np.ones(self._n_actions, dtype=bool)
         self._mask.flags.writeable = False
         # reset's full info when token 0 exits, but for its channel keys and action mask.
@@ -858,8 +872,11 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
             if not self._started:
                 raise RuntimeError("EarlyExitUploadEnv.step called before reset()")
             raise RuntimeError("EarlyExitUploadEnv.step called after the episode ended; reset()")
-        if type(action) is int and 0 <= action < self._n_actions:
+        t = type(action)
+        if t is int and 0 <= action < self._n_actions:
             a = action
+        elif t is _INT64 and 0 <= (a := int(action)) < self._n_actions:
+            pass  # what action_space.sample() returns
         else:
             a = check_discrete_action(action, self._n_actions)
         acc = self._acc
@@ -881,29 +898,19 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
                     acc = self._advance(ZERO_ACC, n, k + 1)
                     k = self._k
                     b, timer = self._backlog, self._timer
+                    lc, ec = self._cost_terms(acc[0], acc[1])
+                    entry = (acc, b, lc, ec, -(lc + ec), _info_base(acc, lc, ec))
                 else:
-                    # What _advance(ZERO_ACC, n, k + 1) sums for the decision token alone,
-                    # from zero (0.0 + x: the same bits), and the state after it.
-                    lat, en, stl, air, wake = row
-                    acc = (
-                        0.0 + lat,
-                        0.0 + en,
-                        0.0 + stl,
-                        0.0 + air,
-                        0.0 + n * self._state_bits / 8.0,
-                        0.0 + wake,
-                        0.0 + self._hot[4][k],
-                        1.0,
-                        float(n > 0),
-                        0.0,
-                        0.0,
-                        0.0,
-                    )
+                    # What _advance(ZERO_ACC, n, k + 1) sums for the decision token alone
+                    # and its cost terms (_decision_row), and the state after it.
+                    acc = tuple(row[:_N_ACC])
                     b = b + 1 - n
                     timer = self._timer_after[n > 0][timer]
                     k += 1
-                lc, ec = self._cost_terms(acc[0], acc[1])
-                entry = memo[key] = (acc, b, lc, ec, -(lc + ec), _info_base(acc, lc, ec))
+                    info = _STEP_INFO.copy()
+                    info.update(zip(_SUM_COST_KEYS, row[:-1], strict=True))
+                    entry = (acc, b, row[_N_ACC], row[_N_ACC + 1], row[_N_ACC + 2], info)
+                memo[key] = entry
             else:
                 acc, b = entry[0], entry[1]
                 timer = self._timer_after[n > 0][timer]
@@ -957,12 +964,13 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
         return self._obs(), reward, self._done, False, self._fill_info(info)
 
     def _decision_row(self, k: int, b: int, a: int, c: int, asleep: bool) -> list[float] | None:
-        """fsmc mode: :meth:`EarlyExitUploadModel.token_cost`'s latency, energy, stall,
-        airtime and wake flag of decision token ``k`` (exited, backlog ``b``, action ``a``,
-        FSMC state ``c``, radio asleep or not), from a table evaluated once over every
+        """fsmc mode: the step sums (``ACCOUNT_KEYS`` order) of decision token ``k`` alone
+        (exited, backlog ``b``, action ``a``, FSMC state ``c``, radio asleep or not), then
+        its cost terms and reward: what :meth:`_advance` from zero sums (``0.0 + x``) and
+        :meth:`EarlyExitUploadModel.cost_terms` give, from a table evaluated once over every
         ``(k, b, a, c, asleep)`` on arrays (the same bits as the scalar evaluation: the
-        cost function is arithmetic only); built at the step memo's first miss, None if it
-        would exceed ``_DECISION_TABLE_ROWS`` rows."""
+        cost function and the sums are arithmetic only); built at the step memo's first
+        miss, None if it would exceed ``_DECISION_TABLE_ROWS`` rows."""
         tab = self._dec_tab
         if tab is None:
             m = self.model
@@ -975,9 +983,26 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
             n = m.n_up_table[np.arange(A)[None, None, :, None, None], bb]
             rate = np.asarray(m.state_rate_bps, float)[None, None, None, :, None]
             timer = np.array([0, m.tail_steps])[None, None, None, None, :]
-            out = m.token_cost(kk, bb, n, rate, timer, 1)
+            lat, en, stl, air, wake = m.token_cost(kk, bb, n, rate, timer, 1)
+            zero = np.zeros(())
+            sums = (
+                0.0 + lat,
+                0.0 + en,
+                0.0 + stl,
+                0.0 + air,
+                0.0 + n * m.state_bits / 8.0,
+                0.0 + wake,
+                0.0 + m.device_energy_j[kk],
+                zero + 1.0,
+                (n > 0) + zero,
+                zero,
+                zero,
+                zero,
+            )
+            lc, ec = m.cost_terms(sums[0], sums[1])
+            cols = (*sums, lc, ec, -(lc + ec))
             shape = (K, B + 1, A, C, 2)
-            tab = self._dec_tab = np.stack([np.broadcast_to(x, shape) for x in out], axis=-1)
+            tab = self._dec_tab = np.stack([np.broadcast_to(x, shape) for x in cols], axis=-1)
         elif tab is False:
             return None
         return tab[k, b, a, c, int(asleep)].tolist()
@@ -1076,6 +1101,7 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
         lat, en, stl, air, sent, wakes, comp, toks, vol, forced, lim, flush = acc
         K, limit, h1, tail, dev_energy, timer_after = self._hot
         memo, effect_of = self._memo, self._token_effect
+        run, sent1 = self._run, self._sent1
         ex, st, rt = self._ex, self._st, self._rt
         k, b, timer = self._k, self._backlog, self._timer
         known = self._known
@@ -1119,6 +1145,25 @@ class EarlyExitUploadEnv(MeiEnv[np.ndarray, np.int64]):
             timer = timer_after[n > 0][timer]
             k += 1
             n = None
+            if run is not None and b == 0 and timer == 0:
+                # A run of non-exited tokens from backlog 0 with the radio in its tail (each
+                # uploads its own state and leaves them so): their costs from the run table,
+                # added in token order as above (wakeups add 0: the radio is awake).
+                while k < end:
+                    if k >= known:
+                        known = self._grow()
+                    if ex[k]:
+                        break
+                    latency, energy, stall, airtime = run[k][st[k + h1]]
+                    lat += latency
+                    en += energy
+                    stl += stall
+                    air += airtime
+                    sent += sent1
+                    comp += dev_energy[k]
+                    toks += 1
+                    forced += 1.0
+                    k += 1
             if k == K:
                 self._done = True
                 if self.config.flush_at_end and b > 0:
@@ -1277,6 +1322,10 @@ def _info_base(
 
 
 _RESET_ZERO_INFO = _info_base(ZERO_ACC)  # reset's info when no token was processed
+_N_ACC = len(ACCOUNT_KEYS)
+# A decision-table row's keys in the full info: the sums, then the two cost terms.
+_SUM_COST_KEYS = ACCOUNT_KEYS + ("latency_cost", "energy_cost")
+_INT64 = np.int64
 
 
 # fsmc mode: tokens the first _grow works out (reset works out token 0; _grow doubles them as
@@ -1288,5 +1337,7 @@ _MEMO_MAX = 1 << 18
 # fsmc mode: memoised decision steps kept (each ~1 kB with its info dict; the default config
 # fills ~6.4k of them in 100k random steps).
 _STEP_MEMO_MAX = 1 << 16
-# fsmc mode: the largest table of decision-token costs (rows of 5 floats) an env builds.
+# fsmc mode: the largest table of decision-token rows (15 floats) an env builds.
 _DECISION_TABLE_ROWS = 1 << 16
+# fsmc mode: the largest table of run-token costs ((token, FSMC state) entries) an env builds.
+_RUN_TABLE_ENTRIES = 1 << 16

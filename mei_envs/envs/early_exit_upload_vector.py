@@ -38,6 +38,8 @@ and infos are bit-identical to it.
 
 from __future__ import annotations
 
+import dataclasses
+import operator
 from typing import Any
 
 import numpy as np
@@ -49,6 +51,13 @@ from mei_envs.envs.early_exit_upload import (
 )
 from mei_envs.vector import MeiVectorEnv, seed_list
 
+# Up to this many sub-envs the vector env steps one single env (info="lean") per sub-env in
+# turn (_step_subs): a batched numpy step costs tens of microseconds per call whatever the
+# batch's size. CPU time per env-step, scalar / batched, same process (session 9,
+# benchmarks/README.md): 1 sub-env 54 / 98 us, 2: 40 / 54, 4: 35 / 34, 8: 34 / 16 (load
+# ~10, so about 3x an idle machine's). Rollouts are the same either way (sub-env i is the
+# single env seeded seed + i).
+SCALAR_MAX_ENVS = 3
 # Rows of the token table (fsmc mode) beyond which costs are evaluated per step instead.
 _MAX_TABLE_ROWS = 1 << 18
 # Memory for the episode pool (episodes drawn ahead and their per-episode tables): at most
@@ -78,6 +87,8 @@ _EPISODE_COLS = tuple(
     (ep_key, _COL_OF_KEY[key]) for key, ep_key in zip(LEAN_KEYS, EPISODE_KEYS, strict=True)
 )
 _N_COLS = len(_COL_OF_KEY)
+_lean_values = operator.itemgetter(*LEAN_KEYS)
+_episode_values = operator.itemgetter(*EPISODE_KEYS)
 # Columns of the per-episode decision table (see EarlyExitUploadVectorEnv._prepare).
 _DEC, _FIRST, _MULT, _FORCE, _CLEAR, _NEXT2 = range(6)
 
@@ -100,6 +111,21 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         m = self.model = single.model
         cfg = self.config
         n, K, H = self.num_envs, m.K, cfg.snr_history
+        self._masks = np.ones((n, single.action_space.n), dtype=bool)
+        self._masks.flags.writeable = False
+        self._all = np.ones(n, dtype=bool)
+        self._all.flags.writeable = False
+        self._truncated = np.zeros(n, dtype=bool)
+        self._truncated.flags.writeable = False
+        # Few sub-envs: one single env each (see SCALAR_MAX_ENVS); the batched state below
+        # is then not built.
+        self.scalar = n <= SCALAR_MAX_ENVS
+        self._step_obs: np.ndarray | None = None
+        if self.scalar:
+            lean = dataclasses.replace(cfg, info="lean")
+            self.subs = [EarlyExitUploadEnv(lean) for _ in range(n)]
+            self._fsmc = False  # no episode pool to drop at a reseed
+            return
         N = K + H - 1
         self._H, self._K, self._N = H, K, N
         self._rows = np.arange(n)
@@ -191,13 +217,6 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         self._zero_acc.flags.writeable = False
         self._acc = self._zero_acc
         self._episode = np.zeros((n, _N_COLS))
-        self._masks = np.ones((n, single.action_space.n), dtype=bool)
-        self._masks.flags.writeable = False
-        self._all = np.ones(n, dtype=bool)
-        self._all.flags.writeable = False
-        self._truncated = np.zeros(n, dtype=bool)
-        self._truncated.flags.writeable = False
-        self._step_obs: np.ndarray | None = None
 
     def _build_token_table(self) -> None:
         """fsmc mode: the step-sum rows (``_N_COLS`` columns) of every token a step can
@@ -464,6 +483,8 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
     def _reset_envs(
         self, mask: np.ndarray, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
+        if self.scalar:
+            return self._reset_subs(mask, options)
         m, K, H, E = self.model, self._K, self._H, self._E
         opts = self.single_env._check_options(options) if options else {}
         idx = np.flatnonzero(mask)
@@ -550,6 +571,8 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
             )
         if a.min() < 0 or a.max() >= n_actions:
             raise ValueError(f"actions={actions!r}: every action must be in [0, {n_actions - 1}]")
+        if self.scalar:
+            return self._step_subs(a.tolist())
         a = a.astype(np.int64, copy=False)  # index arithmetic without small-int overflow
         if self._pending.any():  # ended at reset: this step only delivers their costs
             live = np.flatnonzero(~self._pending)
@@ -599,6 +622,72 @@ class EarlyExitUploadVectorEnv(MeiVectorEnv):
         out["final_obs"], out["_final_obs"] = final_obs, done
         out["final_info"], out["_final_info"] = final_info, done
         return obs, reward, terminated, self._truncated.copy(), out
+
+    # ---- few sub-envs: one single env each ------------------------------------------------
+    def _reset_subs(
+        self, mask: np.ndarray, options: dict[str, Any] | None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """:meth:`_reset_envs` on the single envs: sub-env ``i`` draws its episode from
+        ``self.rngs[i]`` in the single env's own ``reset`` (options checked first, so a bad
+        one moves no sub-env)."""
+        if options:
+            self.single_env._check_options(options)
+        obs = self._step_obs
+        self._step_obs = None
+        if obs is None:  # reset(): every sub-env (else the others' observations stay)
+            obs = np.empty((self.num_envs, *self.single_observation_space.shape), np.float32)
+            if not mask.all():
+                obs[:] = [sub._obs() for sub in self.subs]
+        for i in np.flatnonzero(mask).tolist():
+            sub = self.subs[i]
+            sub._np_random = self.rngs[i]
+            obs[i] = sub._reset(options)[0]
+        return obs, {}
+
+    def _step_subs(self, acts: list[int]) -> tuple[np.ndarray, ...]:
+        """:meth:`_step` on the single envs (actions checked by the caller): step each in
+        turn, reset those that ended (SAME_STEP) and lay the infos out as the batched path
+        does."""
+        n = self.num_envs
+        obs = np.empty((n, *self.single_observation_space.shape), dtype=np.float32)
+        rew, term, rows, ended = [], [], [], []
+        for i, (sub, a) in enumerate(zip(self.subs, acts, strict=True)):
+            obs[i], r, done, _, info = sub.step(a)
+            rew.append(r)
+            term.append(done)
+            rows.append(_lean_values(info))
+            if done:
+                ended.append((i, _episode_values(info)))
+        values = np.array(rows).T  # (key, sub-env): a new array
+        terminated = np.array(term)
+        infos: dict[str, Any] = {}
+        if not ended:
+            for key, v in zip(LEAN_KEYS, values, strict=True):
+                infos[key], infos["_" + key] = v, self._all
+            return obs, np.array(rew), terminated, self._truncated.copy(), infos
+        # SAME_STEP autoreset, in the batched path's layout.
+        done = terminated.copy()
+        done.flags.writeable = False
+        live = ~done
+        live.flags.writeable = False
+        tot = np.zeros((len(EPISODE_KEYS), n))
+        for i, totals in ended:
+            tot[:, i] = totals
+        final_info: dict[str, Any] = {}
+        for key, v in zip(LEAN_KEYS, values, strict=True):
+            final_info[key], final_info["_" + key] = v, done
+            infos[key], infos["_" + key] = v, live
+        for key, v in zip(EPISODE_KEYS, tot, strict=True):
+            final_info[key], final_info["_" + key] = v, done
+            infos[key], infos["_" + key] = v, self._truncated
+        final_obs = np.empty(n, dtype=object)  # None but where it ended
+        for i, _ in ended:
+            final_obs[i] = obs[i].copy()
+        self._step_obs = obs
+        obs, _ = self._reset_subs(done, None)
+        infos["final_obs"], infos["_final_obs"] = final_obs, done
+        infos["final_info"], infos["_final_info"] = final_info, done
+        return obs, np.array(rew), terminated, self._truncated.copy(), infos
 
     # ---- internals ---------------------------------------------------------------------
     def _state(self, idx: np.ndarray | None) -> tuple[np.ndarray, ...]:
