@@ -52,6 +52,8 @@ __all__ = [
     "ARRAY_OPS",
     "FLOAT_OPS",
     "Band",
+    "advance_loss",
+    "advance_loss_float",
     "chain_times",
     "device_energy_j",
     "device_round_times",
@@ -960,8 +962,7 @@ class SplitFedModel:
         """Loss after one round at (cut, rank) from ``loss`` (fitted progress model,
         :func:`advance_loss`); a float for a float loss and int indices."""
         if type(loss) is float and type(cut_index) is int and type(rank_index) is int:
-            floor, span, scale, dec, inv, du = self._loss_params[cut_index][rank_index]
-            return advance_loss(loss, floor, span, scale, dec, inv, du, FLOAT_OPS)
+            return advance_loss_float(loss, *self._loss_params[cut_index][rank_index])
         j, k = np.asarray(cut_index), np.asarray(rank_index)
         out = advance_loss(
             np.asarray(loss, float),
@@ -995,6 +996,30 @@ def advance_loss(
     u = u0 + effective_tokens
     new = floor + span / (1.0 + (u / scale) ** decay_exponent)
     return ops.where(u0 < _INF, ops.minimum(new, loss), loss)
+
+
+def advance_loss_float(
+    loss: float,
+    floor: float,
+    span: float,
+    scale: float,
+    decay_exponent: float,
+    inv_decay_exponent: float,
+    effective_tokens: float,
+) -> float:
+    """:func:`advance_loss` on Python floats, written out for the single env's hot path (the
+    ``FLOAT_OPS`` calls cost ~3x the arithmetic): the same operations in the same order, with
+    builtin ``max``/``min`` semantics (``max(a, b) = b if b > a else a``), so the same bits
+    (``tests/test_split_fed_speed.py`` checks it against the array formula)."""
+    x = (loss - floor) / span
+    x = 0.0 if 0.0 > x else x
+    frac = 1.0 if 1.0 < x else x
+    r = (1.0 / frac if frac > 0 else _INF) - 1.0
+    u0 = scale * (0.0 if 0.0 > r else r) ** inv_decay_exponent
+    if u0 < _INF:
+        new = floor + span / (1.0 + ((u0 + effective_tokens) / scale) ** decay_exponent)
+        return loss if loss < new else new
+    return loss
 
 
 def _affine_in_cut(fn: Any, lo: int, hi: int) -> np.ndarray:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import math
+import struct
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -23,6 +24,7 @@ from mei_envs.config import ConfigError
 from mei_envs.envs.base import MeiEnv
 from mei_envs.llm import catalog, costs
 from mei_envs.split_fed import (
+    _SEQUENTIAL_BUILTIN_SUM,
     ARRAY_OPS,
     FLOAT_OPS,
     LORA_TARGETS,
@@ -399,6 +401,8 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         self._lean = cfg.info == "lean"
         self._continuous = cfg.action_mode == "continuous"
         self._act_shape = self.action_space.shape
+        # pairwise_sum of the N softmax weights is the builtin sum (see pairwise_sum)
+        self._builtin_sum = _SEQUENTIAL_BUILTIN_SUM and N < 8
         self._sl = cfg.scheme == "sl"
         self._interval = m.interval
         self._types: np.ndarray | None = None
@@ -453,6 +457,12 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
             self._draws_per_round = 2 * N  # normals (real, then imaginary parts)
         # the observation as floats; the device compute and memory entries are set at reset
         self._obs_vals = [0.0] * (4 * N + 6)
+        # packers of the observation (float32) and of the full info's per-device float64
+        # arrays: struct's C cast of each float to float32 is numpy's (round to nearest), and
+        # a bytearray of packed floats read by np.frombuffer costs ~2/3 of np.array(list);
+        # format strings, not Struct objects (those do not pickle; struct caches them)
+        self._obs_format = f"{4 * N + 6}f"
+        self._devices_format = f"{3 * N}d"
         # (cut index, rank index) -> the round's constants (see _set_cut_rank)
         self._jk_consts: dict[tuple[int, int], tuple] = {}
         # SplitFedModel.link_params' constants: (tx power [W], downlink PSD [W/Hz], N0 [W/Hz])
@@ -623,8 +633,16 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
             return self._obs(), -(t_cost + e_cost), terminated, truncated, info
         # the three per-device arrays as views of one new array (one conversion, not three)
         n = len(t_i)
-        per_device = np.array(
-            t_i + energy + ([shares] * n if type(shares) is float else shares), dtype=float
+        per_device = _frombuffer(
+            bytearray(
+                _pack(
+                    self._devices_format,
+                    *t_i,
+                    *energy,
+                    *([shares] * n if type(shares) is float else shares),
+                )
+            ),
+            np.float64,
         )
         info = {
             "round_time_s": rt,
@@ -752,8 +770,10 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
             zmax = scale * max(logits)
             exp = math.exp
             w = [exp(scale * x - zmax) for x in logits]
-            total = pairwise_sum(w)
-            return pos, k, [v / total for v in w]
+            # pairwise_sum (the builtin sum below 8 terms up to Python 3.11, inline)
+            total = sum(w, -0.0) if self._builtin_sum else pairwise_sum(w)
+            # v / total for each v (float.__rtruediv__: the same division, no Python frame)
+            return pos, k, list(map(total.__rtruediv__, w))
         a = np.asarray(action)
         nvec = self.action_space.nvec
         al = a.tolist() if a.shape == (3,) and np.issubdtype(a.dtype, np.integer) else None
@@ -939,9 +959,11 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
             cum, right = self._cum_rows, bisect.bisect_right
             # _set_fsmc_rows, written out (the hot path; zips of per-device lists without
             # strict=, whose keyword parsing costs more than the loop)
-            states = [right(cum[s], v) for s, v in zip(self._states, u)]  # noqa: B905
-            rows = [c[s] for c, s in zip(self._row_cache, states)]  # noqa: B905
+            # each device's next state and its cached row in one pass (the row holds the
+            # state; a row not computed yet is None, and the states are taken again)
+            rows = [c[right(cum[s], v)] for c, s, v in zip(self._row_cache, self._states, u)]  # noqa: B905
             if None in rows:
+                states = [right(cum[s], v) for s, v in zip(self._states, u)]  # noqa: B905
                 rows = self._fill_rows(rows, states)
             self._gamma, self._snr_d, self._eff_d, self._snr_obs, self._states = zip(*rows)  # noqa: B905
         else:
@@ -968,7 +990,11 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
             self._rank_k / (m.K - 1) if m.K > 1 else 0.0,
             1.0 if self._sl or rnd % interval == 0 else 0.0,
         )
-        return np.array(vals, dtype=np.float32)
+        return _frombuffer(bytearray(_pack(self._obs_format, *vals)), np.float32)
+
+
+_frombuffer = np.frombuffer
+_pack = struct.pack
 
 
 class _Rows:
