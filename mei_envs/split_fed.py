@@ -62,6 +62,7 @@ __all__ = [
     "minmax_shares_float",
     "pairwise_sum",
     "proportional_shares",
+    "round_costs_devices",
     "round_costs_float",
     "spectral_efficiency",
 ]
@@ -285,6 +286,38 @@ def round_costs_float(
     Returns:
         ``(round_s, per-device T_i, uplink airtimes, energies [J])``.
     """
+    return round_costs_devices(
+        shares,
+        [base_s[d] for d in types],
+        [t_dev_s[d] for d in types],
+        [active_w[d] * t_dev_s[d] for d in types],
+        [idle_w[d] for d in types],
+        bits,
+        gamma_up_hz,
+        down_eff,
+        band,
+        radio_params,
+        sequential,
+    )
+
+
+def round_costs_devices(
+    shares: Any,
+    base_s: list[float],
+    t_dev_s: list[float],
+    compute_j: list[float],
+    idle_w: list[float],
+    bits: float,
+    gamma_up_hz: list[float],
+    down_eff: list[float],
+    band: Band,
+    radio_params: Any,
+    sequential: bool,
+) -> tuple[float, list[float], list[float], list[float]]:
+    """:func:`round_costs_float` with the per-type constants gathered per device: base time,
+    device compute time [s], compute energy ``active_w * t_dev_s`` [J] (the same product) and
+    idle power [W] of each device (the single env gathers them once per episode and (cut,
+    rank), not every round)."""
     w_up, w_down, lo, hi = band
     alpha, beta = radio_params.alpha_u_w_per_mbps, radio_params.beta_w
     log2, inf, tiny = math.log2, _INF, _TINY
@@ -298,7 +331,7 @@ def round_costs_float(
     part: list[float] = []
     # zip without strict= (parsing the keyword costs as much as a device's arithmetic);
     # shares may be an endless repeat, the other lists have one entry per device
-    for s, d, g, eff_d in zip(shares, types, gamma_up_hz, down_eff):  # noqa: B905
+    for s, base, e_dev, g, eff_d in zip(shares, base_s, compute_j, gamma_up_hz, down_eff):  # noqa: B905
         b_up = s * w_up
         eff = log2(1.0 + g / (tiny if tiny > b_up else b_up))
         eff = lo if lo > eff else eff
@@ -309,13 +342,13 @@ def round_costs_float(
             t_down = bits / r_down if r_down > 0 else inf
         else:
             t_up = t_down = 0.0
-        t_i.append(base_s[d] + t_up + t_down)
+        t_i.append(base + t_up + t_down)
         t_ups.append(t_up)
-        part.append(active_w[d] * t_dev_s[d] + (alpha * r_up * 1e-6 + beta) * t_up)
+        part.append(e_dev + (alpha * r_up * 1e-6 + beta) * t_up)
     round_s = pairwise_sum(t_i) if sequential else max(t_i)
     energy = [
-        e + idle_w[d] * (0.0 if 0.0 > (idle_s := round_s - t_dev_s[d] - t_up) else idle_s)
-        for e, d, t_up in zip(part, types, t_ups)  # noqa: B905 (equal lengths, built above)
+        e + idle * (0.0 if 0.0 > (idle_s := round_s - t_dev - t_up) else idle_s)
+        for e, idle, t_dev, t_up in zip(part, idle_w, t_dev_s, t_ups)  # noqa: B905 (equal lengths)
     ]
     return round_s, t_i, t_ups, energy
 

@@ -31,6 +31,7 @@ from mei_envs.split_fed import (
     SplitFedModel,
     minmax_shares_float,
     pairwise_sum,
+    round_costs_devices,
     round_costs_float,
     spectral_efficiency,
 )
@@ -526,6 +527,9 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         self._time = 0.0
         self._energy = 0.0
         self._cut_sum = self._rank_sum = self._clip_sum = 0
+        # (cut index, rank index) -> the round's constants per device (this episode's)
+        self._jk_dev: dict[tuple[int, int], tuple] = {}
+        self._idle_i = [m.idle_power_list[d] for d in tl]
         self._set_cut_rank(ref_j, self._ref_k)
         self._last_t = [0.0] * N
         self._done = False
@@ -581,7 +585,7 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
             if j != self._cut_j or k != self._rank_k:
                 self._set_cut_rank(j, k)
         j, k = self._cut_j, self._rank_k
-        base, t_dev, bits, bits_exchange, m = self._jk
+        base, t_dev, compute_j, bits, bits_exchange, m = self._jk
         aggregate = 1.0 if (not self._sl and (rnd + 1) % self._interval == 0) else 0.0
         gamma = self._gamma  # this round's channel (the observation's)
         shares = (
@@ -589,16 +593,15 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
             if type(share_spec) is str
             else share_spec
         )
-        rt, t_i, _, energy = round_costs_float(
+        rt, t_i, _, energy = round_costs_devices(
             shares,
-            self._types_l,
             base,
             t_dev,
+            compute_j,
+            self._idle_i,
             bits_exchange if aggregate else bits,
             gamma,
             self._eff_d,
-            m.active_power_list,
-            m.idle_power_list,
             m.band,
             m.radio,
             self._sl,
@@ -730,18 +733,31 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         and device compute times per device type, the bits of a round without and with the
         adapter exchange (:meth:`SplitFedModel.round_bits`), and the model."""
         self._cut_j, self._rank_k = j, k
-        c = self._jk_consts.get((j, k))
-        if c is None:
+        dev = self._jk_dev.get((j, k))
+        if dev is None:
+            c = self._jk_consts.get((j, k))
             m = self.model
-            c = (
-                m.base_list[j][k],
-                m.dev_train_list[j][k],
-                m.round_bits(j, k, 0.0),
-                m.round_bits(j, k, 1.0),
+            if c is None:
+                c = (
+                    m.base_list[j][k],
+                    m.dev_train_list[j][k],
+                    m.round_bits(j, k, 0.0),
+                    m.round_bits(j, k, 1.0),
+                )
+                self._jk_consts[j, k] = c
+            base, t_dev, bits, bits_exchange = c
+            tl, active = self._types_l, m.active_power_list
+            # gathered per device as round_costs_float gathers them
+            dev = (
+                [base[d] for d in tl],
+                [t_dev[d] for d in tl],
+                [active[d] * t_dev[d] for d in tl],
+                bits,
+                bits_exchange,
                 m,
             )
-            self._jk_consts[j, k] = c
-        self._jk = c
+            self._jk_dev[j, k] = dev
+        self._jk = dev
 
     def _decode(self, action: Any) -> tuple[int, int, Any]:
         cfg, m = self.config, self.model
