@@ -530,7 +530,10 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         # (cut index, rank index) -> the round's constants per device (this episode's)
         self._jk_dev: dict[tuple[int, int], tuple] = {}
         self._idle_i = [m.idle_power_list[d] for d in tl]
-        self._set_cut_rank(ref_j, self._ref_k)
+        # the reference (cut, rank); its constants are gathered at the first step (a reset
+        # need not pay for them)
+        self._cut_j, self._rank_k = ref_j, self._ref_k
+        self._jk = None
         self._last_t = [0.0] * N
         self._done = False
 
@@ -582,7 +585,7 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
             want_j = self._allowed_list[cut_pos]
             hit = self._clip_cache.get((self._dmin, want_j, rank_k))
             j, k, cut_clipped, rank_clipped = hit or self._clip(want_j, rank_k)
-            if j != self._cut_j or k != self._rank_k:
+            if j != self._cut_j or k != self._rank_k or self._jk is None:
                 self._set_cut_rank(j, k)
         j, k = self._cut_j, self._rank_k
         base, t_dev, compute_j, bits, bits_exchange, m = self._jk
