@@ -41,6 +41,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import operator
 import sys
 from typing import Any, NamedTuple
 
@@ -286,12 +287,14 @@ def round_costs_float(
     Returns:
         ``(round_s, per-device T_i, uplink airtimes, energies [J])``.
     """
+    # each per-device sequence is read once, in order: lazy maps, no lists
+    t_dev = t_dev_s.__getitem__
     return round_costs_devices(
         shares,
-        [base_s[d] for d in types],
-        [t_dev_s[d] for d in types],
-        [active_w[d] * t_dev_s[d] for d in types],
-        [idle_w[d] for d in types],
+        map(base_s.__getitem__, types),
+        map(t_dev, types),
+        map(operator.mul, map(active_w.__getitem__, types), map(t_dev, types)),
+        map(idle_w.__getitem__, types),
         bits,
         gamma_up_hz,
         down_eff,
@@ -317,7 +320,8 @@ def round_costs_devices(
     """:func:`round_costs_float` with the per-type constants gathered per device: base time,
     device compute time [s], compute energy ``active_w * t_dev_s`` [J] (the same product) and
     idle power [W] of each device (the single env gathers them once per episode and (cut,
-    rank), not every round)."""
+    rank), not every round). Each of these four is iterated once, in device order (an
+    iterator will do)."""
     w_up, w_down, lo, hi = band
     alpha, beta = radio_params.alpha_u_w_per_mbps, radio_params.beta_w
     log2, inf, tiny = math.log2, _INF, _TINY
