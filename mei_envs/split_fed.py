@@ -41,6 +41,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import operator
 import sys
 from typing import Any, NamedTuple
 
@@ -52,6 +53,8 @@ __all__ = [
     "ARRAY_OPS",
     "FLOAT_OPS",
     "Band",
+    "advance_loss",
+    "advance_loss_float",
     "chain_times",
     "device_energy_j",
     "device_round_times",
@@ -60,6 +63,7 @@ __all__ = [
     "minmax_shares_float",
     "pairwise_sum",
     "proportional_shares",
+    "round_costs_devices",
     "round_costs_float",
     "spectral_efficiency",
 ]
@@ -283,6 +287,41 @@ def round_costs_float(
     Returns:
         ``(round_s, per-device T_i, uplink airtimes, energies [J])``.
     """
+    # each per-device sequence is read once, in order: lazy maps, no lists
+    t_dev = t_dev_s.__getitem__
+    return round_costs_devices(
+        shares,
+        map(base_s.__getitem__, types),
+        map(t_dev, types),
+        map(operator.mul, map(active_w.__getitem__, types), map(t_dev, types)),
+        map(idle_w.__getitem__, types),
+        bits,
+        gamma_up_hz,
+        down_eff,
+        band,
+        radio_params,
+        sequential,
+    )
+
+
+def round_costs_devices(
+    shares: Any,
+    base_s: list[float],
+    t_dev_s: list[float],
+    compute_j: list[float],
+    idle_w: list[float],
+    bits: float,
+    gamma_up_hz: list[float],
+    down_eff: list[float],
+    band: Band,
+    radio_params: Any,
+    sequential: bool,
+) -> tuple[float, list[float], list[float], list[float]]:
+    """:func:`round_costs_float` with the per-type constants gathered per device: base time,
+    device compute time [s], compute energy ``active_w * t_dev_s`` [J] (the same product) and
+    idle power [W] of each device (the single env gathers them once per episode and (cut,
+    rank), not every round). Each of these four is iterated once, in device order (an
+    iterator will do)."""
     w_up, w_down, lo, hi = band
     alpha, beta = radio_params.alpha_u_w_per_mbps, radio_params.beta_w
     log2, inf, tiny = math.log2, _INF, _TINY
@@ -296,7 +335,7 @@ def round_costs_float(
     part: list[float] = []
     # zip without strict= (parsing the keyword costs as much as a device's arithmetic);
     # shares may be an endless repeat, the other lists have one entry per device
-    for s, d, g, eff_d in zip(shares, types, gamma_up_hz, down_eff):  # noqa: B905
+    for s, base, e_dev, g, eff_d in zip(shares, base_s, compute_j, gamma_up_hz, down_eff):  # noqa: B905
         b_up = s * w_up
         eff = log2(1.0 + g / (tiny if tiny > b_up else b_up))
         eff = lo if lo > eff else eff
@@ -307,13 +346,13 @@ def round_costs_float(
             t_down = bits / r_down if r_down > 0 else inf
         else:
             t_up = t_down = 0.0
-        t_i.append(base_s[d] + t_up + t_down)
+        t_i.append(base + t_up + t_down)
         t_ups.append(t_up)
-        part.append(active_w[d] * t_dev_s[d] + (alpha * r_up * 1e-6 + beta) * t_up)
+        part.append(e_dev + (alpha * r_up * 1e-6 + beta) * t_up)
     round_s = pairwise_sum(t_i) if sequential else max(t_i)
     energy = [
-        e + idle_w[d] * (0.0 if 0.0 > (idle_s := round_s - t_dev_s[d] - t_up) else idle_s)
-        for e, d, t_up in zip(part, types, t_ups)  # noqa: B905 (equal lengths, built above)
+        e + idle * (0.0 if 0.0 > (idle_s := round_s - t_dev - t_up) else idle_s)
+        for e, idle, t_dev, t_up in zip(part, idle_w, t_dev_s, t_ups)  # noqa: B905 (equal lengths)
     ]
     return round_s, t_i, t_ups, energy
 
@@ -960,8 +999,7 @@ class SplitFedModel:
         """Loss after one round at (cut, rank) from ``loss`` (fitted progress model,
         :func:`advance_loss`); a float for a float loss and int indices."""
         if type(loss) is float and type(cut_index) is int and type(rank_index) is int:
-            floor, span, scale, dec, inv, du = self._loss_params[cut_index][rank_index]
-            return advance_loss(loss, floor, span, scale, dec, inv, du, FLOAT_OPS)
+            return advance_loss_float(loss, *self._loss_params[cut_index][rank_index])
         j, k = np.asarray(cut_index), np.asarray(rank_index)
         out = advance_loss(
             np.asarray(loss, float),
@@ -995,6 +1033,30 @@ def advance_loss(
     u = u0 + effective_tokens
     new = floor + span / (1.0 + (u / scale) ** decay_exponent)
     return ops.where(u0 < _INF, ops.minimum(new, loss), loss)
+
+
+def advance_loss_float(
+    loss: float,
+    floor: float,
+    span: float,
+    scale: float,
+    decay_exponent: float,
+    inv_decay_exponent: float,
+    effective_tokens: float,
+) -> float:
+    """:func:`advance_loss` on Python floats, written out for the single env's hot path (the
+    ``FLOAT_OPS`` calls cost ~3x the arithmetic): the same operations in the same order, with
+    builtin ``max``/``min`` semantics (``max(a, b) = b if b > a else a``), so the same bits
+    (``tests/test_split_fed_speed.py`` checks it against the array formula)."""
+    x = (loss - floor) / span
+    x = 0.0 if 0.0 > x else x
+    frac = 1.0 if 1.0 < x else x
+    r = (1.0 / frac if frac > 0 else _INF) - 1.0
+    u0 = scale * (0.0 if 0.0 > r else r) ** inv_decay_exponent
+    if u0 < _INF:
+        new = floor + span / (1.0 + ((u0 + effective_tokens) / scale) ** decay_exponent)
+        return loss if loss < new else new
+    return loss
 
 
 def _affine_in_cut(fn: Any, lo: int, hi: int) -> np.ndarray:

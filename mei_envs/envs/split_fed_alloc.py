@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import math
+import struct
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -23,12 +24,14 @@ from mei_envs.config import ConfigError
 from mei_envs.envs.base import MeiEnv
 from mei_envs.llm import catalog, costs
 from mei_envs.split_fed import (
+    _SEQUENTIAL_BUILTIN_SUM,
     ARRAY_OPS,
     FLOAT_OPS,
     LORA_TARGETS,
     SplitFedModel,
     minmax_shares_float,
     pairwise_sum,
+    round_costs_devices,
     round_costs_float,
     spectral_efficiency,
 )
@@ -399,6 +402,8 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         self._lean = cfg.info == "lean"
         self._continuous = cfg.action_mode == "continuous"
         self._act_shape = self.action_space.shape
+        # pairwise_sum of the N softmax weights is the builtin sum (see pairwise_sum)
+        self._builtin_sum = _SEQUENTIAL_BUILTIN_SUM and N < 8
         self._sl = cfg.scheme == "sl"
         self._interval = m.interval
         self._types: np.ndarray | None = None
@@ -453,6 +458,12 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
             self._draws_per_round = 2 * N  # normals (real, then imaginary parts)
         # the observation as floats; the device compute and memory entries are set at reset
         self._obs_vals = [0.0] * (4 * N + 6)
+        # packers of the observation (float32) and of the full info's per-device float64
+        # arrays: struct's C cast of each float to float32 is numpy's (round to nearest), and
+        # a bytearray of packed floats read by np.frombuffer costs ~2/3 of np.array(list);
+        # format strings, not Struct objects (those do not pickle; struct caches them)
+        self._obs_format = f"{4 * N + 6}f"
+        self._devices_format = f"{3 * N}d"
         # (cut index, rank index) -> the round's constants (see _set_cut_rank)
         self._jk_consts: dict[tuple[int, int], tuple] = {}
         # SplitFedModel.link_params' constants: (tx power [W], downlink PSD [W/Hz], N0 [W/Hz])
@@ -516,7 +527,13 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         self._time = 0.0
         self._energy = 0.0
         self._cut_sum = self._rank_sum = self._clip_sum = 0
-        self._set_cut_rank(ref_j, self._ref_k)
+        # (cut index, rank index) -> the round's constants per device (this episode's)
+        self._jk_dev: dict[tuple[int, int], tuple] = {}
+        self._idle_i = [m.idle_power_list[d] for d in tl]
+        # the reference (cut, rank); its constants are gathered at the first step (a reset
+        # need not pay for them)
+        self._cut_j, self._rank_k = ref_j, self._ref_k
+        self._jk = None
         self._last_t = [0.0] * N
         self._done = False
 
@@ -568,10 +585,10 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
             want_j = self._allowed_list[cut_pos]
             hit = self._clip_cache.get((self._dmin, want_j, rank_k))
             j, k, cut_clipped, rank_clipped = hit or self._clip(want_j, rank_k)
-            if j != self._cut_j or k != self._rank_k:
+            if j != self._cut_j or k != self._rank_k or self._jk is None:
                 self._set_cut_rank(j, k)
         j, k = self._cut_j, self._rank_k
-        base, t_dev, bits, bits_exchange, m = self._jk
+        base, t_dev, compute_j, bits, bits_exchange, m = self._jk
         aggregate = 1.0 if (not self._sl and (rnd + 1) % self._interval == 0) else 0.0
         gamma = self._gamma  # this round's channel (the observation's)
         shares = (
@@ -579,16 +596,15 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
             if type(share_spec) is str
             else share_spec
         )
-        rt, t_i, _, energy = round_costs_float(
+        rt, t_i, _, energy = round_costs_devices(
             shares,
-            self._types_l,
             base,
             t_dev,
+            compute_j,
+            self._idle_i,
             bits_exchange if aggregate else bits,
             gamma,
             self._eff_d,
-            m.active_power_list,
-            m.idle_power_list,
             m.band,
             m.radio,
             self._sl,
@@ -623,8 +639,16 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
             return self._obs(), -(t_cost + e_cost), terminated, truncated, info
         # the three per-device arrays as views of one new array (one conversion, not three)
         n = len(t_i)
-        per_device = np.array(
-            t_i + energy + ([shares] * n if type(shares) is float else shares), dtype=float
+        per_device = _frombuffer(
+            bytearray(
+                _pack(
+                    self._devices_format,
+                    *t_i,
+                    *energy,
+                    *([shares] * n if type(shares) is float else shares),
+                )
+            ),
+            np.float64,
         )
         info = {
             "round_time_s": rt,
@@ -712,18 +736,31 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
         and device compute times per device type, the bits of a round without and with the
         adapter exchange (:meth:`SplitFedModel.round_bits`), and the model."""
         self._cut_j, self._rank_k = j, k
-        c = self._jk_consts.get((j, k))
-        if c is None:
+        dev = self._jk_dev.get((j, k))
+        if dev is None:
+            c = self._jk_consts.get((j, k))
             m = self.model
-            c = (
-                m.base_list[j][k],
-                m.dev_train_list[j][k],
-                m.round_bits(j, k, 0.0),
-                m.round_bits(j, k, 1.0),
+            if c is None:
+                c = (
+                    m.base_list[j][k],
+                    m.dev_train_list[j][k],
+                    m.round_bits(j, k, 0.0),
+                    m.round_bits(j, k, 1.0),
+                )
+                self._jk_consts[j, k] = c
+            base, t_dev, bits, bits_exchange = c
+            tl, active = self._types_l, m.active_power_list
+            # gathered per device as round_costs_float gathers them
+            dev = (
+                [base[d] for d in tl],
+                [t_dev[d] for d in tl],
+                [active[d] * t_dev[d] for d in tl],
+                bits,
+                bits_exchange,
                 m,
             )
-            self._jk_consts[j, k] = c
-        self._jk = c
+            self._jk_dev[j, k] = dev
+        self._jk = dev
 
     def _decode(self, action: Any) -> tuple[int, int, Any]:
         cfg, m = self.config, self.model
@@ -752,8 +789,10 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
             zmax = scale * max(logits)
             exp = math.exp
             w = [exp(scale * x - zmax) for x in logits]
-            total = pairwise_sum(w)
-            return pos, k, [v / total for v in w]
+            # pairwise_sum (the builtin sum below 8 terms up to Python 3.11, inline)
+            total = sum(w, -0.0) if self._builtin_sum else pairwise_sum(w)
+            # v / total for each v (float.__rtruediv__: the same division, no Python frame)
+            return pos, k, list(map(total.__rtruediv__, w))
         a = np.asarray(action)
         nvec = self.action_space.nvec
         al = a.tolist() if a.shape == (3,) and np.issubdtype(a.dtype, np.integer) else None
@@ -939,9 +978,11 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
             cum, right = self._cum_rows, bisect.bisect_right
             # _set_fsmc_rows, written out (the hot path; zips of per-device lists without
             # strict=, whose keyword parsing costs more than the loop)
-            states = [right(cum[s], v) for s, v in zip(self._states, u)]  # noqa: B905
-            rows = [c[s] for c, s in zip(self._row_cache, states)]  # noqa: B905
+            # each device's next state and its cached row in one pass (the row holds the
+            # state; a row not computed yet is None, and the states are taken again)
+            rows = [c[right(cum[s], v)] for c, s, v in zip(self._row_cache, self._states, u)]  # noqa: B905
             if None in rows:
+                states = [right(cum[s], v) for s, v in zip(self._states, u)]  # noqa: B905
                 rows = self._fill_rows(rows, states)
             self._gamma, self._snr_d, self._eff_d, self._snr_obs, self._states = zip(*rows)  # noqa: B905
         else:
@@ -968,7 +1009,11 @@ class SplitFedAllocEnv(MeiEnv[np.ndarray, np.ndarray]):
             self._rank_k / (m.K - 1) if m.K > 1 else 0.0,
             1.0 if self._sl or rnd % interval == 0 else 0.0,
         )
-        return np.array(vals, dtype=np.float32)
+        return _frombuffer(bytearray(_pack(self._obs_format, *vals)), np.float32)
+
+
+_frombuffer = np.frombuffer
+_pack = struct.pack
 
 
 class _Rows:
