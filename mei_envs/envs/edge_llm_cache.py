@@ -854,9 +854,10 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         if drawn_version != st.version:  # the cache changed: rows 0 and 4
             touched = st.drain_touched()
             if drawn_version < 0 or touched is None or len(touched) > TOUCHED_MAX:
-                rows[0] = st._cached
-                scratch[:] = st._miss
-                np.multiply(scratch, self._inv_cap_arr, out=scratch)
+                # Lists to arrays: bytes() and fromiter convert ~2x / ~1.3x cheaper than
+                # numpy's own list conversion (the same values).
+                rows[0] = np.frombuffer(bytes(st._cached), dtype=np.bool_)
+                np.multiply(np.fromiter(st._miss, np.float64, M), self._inv_cap_arr, out=scratch)
                 np.minimum(scratch, self._ones, out=scratch)
                 rows[4] = scratch
             else:  # the same float64 values, cast to float32 entry by entry
