@@ -748,12 +748,6 @@ def zipf_probabilities(n: int, exponent: float) -> np.ndarray:
     return p / p.sum()
 
 
-# (Rank swaps + 1) times models up to which ZipfDriftRequests.sample reads one flat table of
-# every ranking the drift produces (catalogs of up to 256 models); above it, it copies the
-# requests segment by segment (a segment costs ~13k instructions, a table entry ~80).
-TABLE_MAX_ENTRIES = 1 << 14
-
-
 def _rank_buckets(cdf: np.ndarray) -> tuple[float, np.ndarray, np.ndarray] | None:
     """A bucket look-up for ``searchsorted(cdf, u, side="right")``, u in [0, 1): the unit
     interval cut into ``K`` (a power of two) equal buckets, each holding at most one of the
@@ -841,40 +835,11 @@ class ZipfDriftRequests:
             return self.phased_schedule(rng, perm, ranks, events, a, b)[0]
         if events.size == 0:
             return perm[ranks]
-        # Walk the swaps on Python lists (pos: rank of each model) and keep the ranking in
-        # force after each, one row per segment of a flat table; request t reads row
-        # (swaps at indices <= t) at its rank.
-        perm_l = perm.tolist()
-        pos = [0] * M
-        for r, m in enumerate(perm_l):
-            pos[m] = r
-        if M > 256 or (events.size + 1) * M > TABLE_MAX_ENTRIES:  # copy segment by segment
-            return self._walk(perm, perm_l, pos, ranks, events, a, b)
-        table = perm_l.copy()
-        for ak, bk in zip(a.tolist(), b.tolist(), strict=True):
-            ra, rb = pos[ak], pos[bk]
-            perm_l[ra], perm_l[rb] = bk, ak
-            pos[ak], pos[bk] = rb, ra
-            table += perm_l
-        idx = np.cumsum(swapped)  # the row of each request
-        idx *= M
-        idx += ranks
-        # Model ids < 256 as bytes: numpy converts a list of Python ints element by element
-        # (~4x dearer than bytes()).
-        return np.frombuffer(bytes(table), dtype=np.uint8).take(idx).astype(np.int64)
-
-    @staticmethod
-    def _walk(
-        perm: np.ndarray,
-        perm_l: list[int],
-        pos: list[int],
-        ranks: np.ndarray,
-        events: np.ndarray,
-        a: np.ndarray,
-        b: np.ndarray,
-    ) -> np.ndarray:
-        out = np.empty(len(ranks), dtype=np.int64)
+        out = np.empty(n, dtype=np.int64)
         start = 0
+        pos = [0] * M  # rank of each model
+        for r, m in enumerate(perm.tolist()):
+            pos[m] = r
         for t, ak, bk in zip(events.tolist(), a.tolist(), b.tolist(), strict=True):
             out[start:t] = perm[ranks[start:t]]
             ra, rb = pos[ak], pos[bk]

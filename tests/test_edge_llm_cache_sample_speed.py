@@ -1,7 +1,8 @@
 """The faster EdgeLLMCache-v0 reset (session 9) against brute force: the request sampler's
-bucket look-up of the Zipf ranks and its table of drifted rankings give the requests (and
-leave the generator in the state) of a per-request walk that draws in the documented order,
-and an env whose episode length changes between resets observes what a new env observes."""
+bucket look-up of the Zipf ranks and its one call for both blocks of uniforms give the
+requests (and leave the generator in the state) of a per-request walk that draws in the
+documented order, and an env whose episode length changes between resets observes what a
+new env observes."""
 
 from __future__ import annotations
 
@@ -37,10 +38,10 @@ def _brute_force(gen: cache.ZipfDriftRequests, rng: np.random.Generator, n: int)
 @pytest.mark.parametrize(
     ("n_models", "exponent", "drift_rate", "n"),
     [
-        (45, 1.0, 0.01, 1000),  # the default: the bucket look-up and the table
+        (45, 1.0, 0.01, 1000),  # the default: the bucket look-up
         (45, 1.0, 0.05, 2000),  # fast_drift
-        (45, 1.0, 0.9, 1000),  # a table above TABLE_MAX_ENTRIES: segment by segment
-        (300, 0.8, 0.02, 800),  # more than 256 models: segment by segment
+        (45, 1.0, 0.9, 1000),  # a swap before most requests
+        (300, 0.8, 0.02, 800),
         (45, 5.0, 0.02, 500),  # ranks too close for buckets: searchsorted
         (2, 0.0, 0.5, 200),
         (1, 1.0, 0.3, 50),
