@@ -577,7 +577,7 @@ class CacheState:
         c = self.catalog
         if not c.exact_sums:
             return freed_bytes(c, self.cached, self.refcount, pinned)
-        return np.array(self.freed_list(pinned))
+        return np.fromiter(self.freed_list(pinned), np.float64, c.n_models)
 
     def freed_list(self, pinned: int | None = None) -> list[float]:
         """:meth:`freed_bytes` as a Python list (catalogs whose sizes add exactly)."""
@@ -748,6 +748,30 @@ def zipf_probabilities(n: int, exponent: float) -> np.ndarray:
     return p / p.sum()
 
 
+def _rank_buckets(cdf: np.ndarray) -> tuple[float, np.ndarray, np.ndarray] | None:
+    """A bucket look-up for ``searchsorted(cdf, u, side="right")``, u in [0, 1): the unit
+    interval cut into ``K`` (a power of two) equal buckets, each holding at most one of the
+    values ``cdf[:-1]``. Returns ``(K, base, bound)``: ``base[k]`` counts the cdf values below
+    bucket ``k``, ``bound[k]`` is ``K`` times the value inside it (2K if none), so the rank of
+    ``u`` in bucket ``k = floor(K u)`` is ``base[k] + (bound[k] <= K u)`` (exact: scaling by a
+    power of two rounds nothing). None if no ``K <= 2**16`` separates the values."""
+    inner = cdf[:-1]
+    for bits in range(6, 17):
+        K = float(1 << bits)
+        if len(inner) > K:
+            continue
+        kb = np.floor(inner * K).astype(np.intp)
+        if kb.size and ((np.diff(kb) <= 0).any() or kb[-1] >= K):
+            continue
+        base = np.searchsorted(inner * K, np.arange(1 << bits), side="left")
+        bound = np.full(1 << bits, 2.0 * K)
+        bound[kb] = inner * K
+        base.flags.writeable = False
+        bound.flags.writeable = False
+        return K, base, bound
+    return None
+
+
 class ZipfDriftRequests:
     """Zipf popularity over models whose ranking drifts, optionally cycling through regimes.
 
@@ -787,6 +811,7 @@ class ZipfDriftRequests:
             )
         self.cdf = np.cumsum(zipf_probabilities(self.n_models, self.exponent))
         self.cdf[-1] = 1.0
+        self._buckets = _rank_buckets(self.cdf)
 
     def regime(self, t: Any) -> Any:
         """Index of the popularity regime in force at request index ``t`` (broadcasts)."""
@@ -796,9 +821,14 @@ class ZipfDriftRequests:
         """``n_requests`` model ids (int64), drawn from ``rng`` in a fixed order."""
         M, n = self.n_models, int(n_requests)
         perm = rng.permutation(M)
-        ranks = np.searchsorted(self.cdf, rng.random(n), side="right")
-        ranks = np.minimum(ranks, M - 1)
-        events = np.flatnonzero(rng.random(n) < self.drift_rate) if M > 1 else np.empty(0, int)
+        if M > 1:  # the ranks' and the swaps' uniforms in one call: the same doubles
+            u = rng.random(2 * n)
+            swapped = u[n:] < self.drift_rate
+            events = np.flatnonzero(swapped)
+            ranks = self.ranks(u[:n])
+        else:
+            ranks = self.ranks(rng.random(n))
+            events = np.empty(0, int)
         a = rng.integers(0, M, size=events.size)
         b = (a + 1 + rng.integers(0, max(M - 1, 1), size=events.size)) % M
         if self.phase_count > 1:
@@ -818,6 +848,19 @@ class ZipfDriftRequests:
             start = t
         out[start:] = perm[ranks[start:]]
         return out
+
+    def ranks(self, u: np.ndarray) -> np.ndarray:
+        """Zipf ranks of uniform draws ``u`` in [0, 1): ``searchsorted(cdf, u, "right")``
+        (at most ``M - 1``, as ``cdf[-1] = 1 > u``), by a bucket look-up when the catalog's
+        cdf allows it (the same integers; ``u`` is overwritten)."""
+        if self._buckets is None:
+            return np.searchsorted(self.cdf, u, side="right")
+        scale, base, bound = self._buckets
+        u *= scale  # exact: a power of two
+        k = u.astype(np.intp)  # the bucket of each draw: floor(u * scale)
+        ranks = base.take(k)
+        ranks += bound.take(k) <= u
+        return ranks
 
     def phased_schedule(
         self,

@@ -527,8 +527,6 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         self._past_view = requests.view()
         self._past_view.flags.writeable = False
         self._req_list = requests.tolist()
-        self._T = len(self._req_list)
-        self._log_T = math.log1p(self._T)
         self._next_use: np.ndarray | None = None
         self.state.clear()
         self.stats.clear()
@@ -536,20 +534,11 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         self._pending = -1
         self._freed = self._no_freed
         self._mask = self._bypass_only
-        self._tables = _time_tables(self._T, tuple(self.stats.decay))
-        decay = tuple(self.stats.decay)
-        self._lookup = _time_lookup(self._T, decay) if self._tables is not None else None
-        # Rows 7.. of the observation are lookup[t - src] * stats' [1, 1, averages]: src
-        # rows 0-1 are the last-request and cached-since marks, where -1 ("never", "not
-        # cached") is stored as _never (its look-up is the zero the formula gives); row
-        # 2 + s is the averages' last update time minus the offset of decay s's powers.
-        T = self._T
-        self._never = -(T + 3)
-        self._src = np.full((2 + len(decay), self.n_models), self._never, dtype=np.int64)
-        self._src[2:] = -(2 * T + 4 + T * np.arange(len(decay)))[:, None]
-        self._mk = self._src[:2]
-        self._ema_src = self._src[2:]
-        self._ema_off = (2 * T + 4 + T * np.arange(len(decay))).tolist()
+        T = len(self._req_list)
+        if T != getattr(self, "_T", None) or getattr(self, "_src0", None) is None:
+            self._set_horizon(T)
+        else:  # the same horizon: back to the start values, in the same buffer
+            self._src[:] = self._src0
         self._drawn: tuple[int, Any] = (-1, None)  # state version and freed array drawn
         self._rows[1] = 0.0
         self._done = False
@@ -559,6 +548,28 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         self._advance()
         self._final_pending = self._done
         return self._obs(), self._info()
+
+    def _set_horizon(self, T: int) -> None:
+        """The per-episode-length constants of the observation's time rows (kept while
+        episodes keep the same length)."""
+        self._T = T
+        self._log_T = math.log1p(T)
+        decay = tuple(self.stats.decay)
+        self._tables = _time_tables(T, decay)
+        self._lookup = _time_lookup(T, decay) if self._tables is not None else None
+        # Rows 7.. of the observation are lookup[t - src] * stats' [1, 1, averages]: src
+        # rows 0-1 are the last-request and cached-since marks, where -1 ("never", "not
+        # cached") is stored as _never (its look-up is the zero the formula gives); row
+        # 2 + s is the averages' last update time minus the offset of decay s's powers.
+        self._never = -(T + 3)
+        src = np.full((2 + len(decay), self.n_models), self._never, dtype=np.int64)
+        src[2:] = -(2 * T + 4 + T * np.arange(len(decay)))[:, None]
+        src.flags.writeable = False
+        self._src0 = src
+        self._src = src.copy()
+        self._mk = self._src[:2]
+        self._ema_src = self._src[2:]
+        self._ema_off = (2 * T + 4 + T * np.arange(len(decay))).tolist()
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._requests is None:
@@ -591,8 +602,8 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
                 self._decide(j)
             if self._pending < 0:
                 self._advance()
-        info = self._info(step=True)
         reward = acc["reward"]
+        info = self._info(step=True)
         self._acc = _zero_acc()
         return self._obs(), reward, self._done, False, info
 
@@ -799,7 +810,8 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
             if max(freed_list) <= 0.0:  # only the bypass
                 self._bypass(j)
                 return False
-            freed = np.array(freed_list)
+            # fromiter: ~25% fewer instructions than np.array on a list of floats
+            freed = np.fromiter(freed_list, np.float64, len(freed_list))
             mask = self._mask_of(freed)
         else:
             freed = st.freed_bytes(pinned=j)
@@ -842,9 +854,10 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         if drawn_version != st.version:  # the cache changed: rows 0 and 4
             touched = st.drain_touched()
             if drawn_version < 0 or touched is None or len(touched) > TOUCHED_MAX:
-                rows[0] = st._cached
-                scratch[:] = st._miss
-                np.multiply(scratch, self._inv_cap_arr, out=scratch)
+                # Lists to arrays: bytes() and fromiter convert ~2x / ~1.3x cheaper than
+                # numpy's own list conversion (the same values).
+                rows[0] = np.frombuffer(bytes(st._cached), dtype=np.bool_)
+                np.multiply(np.fromiter(st._miss, np.float64, M), self._inv_cap_arr, out=scratch)
                 np.minimum(scratch, self._ones, out=scratch)
                 rows[4] = scratch
             else:  # the same float64 values, cast to float32 entry by entry
@@ -911,18 +924,17 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         n = max(tot["requests"], 1.0)
         if self._lean:
             return self._lean_info(tot, n, step)
-        info = dict(self._acc)
-        info.pop("reward")
-        info.update(
-            hit_ratio=tot["hits"] / n,
-            byte_hit_ratio=tot["bytes_hit"] / max(tot["bytes_requested"], 1e-300),
-            mean_latency_s=tot["latency_s"] / n,
-            deadline_satisfaction=tot["deadline_met"] / n,
-            t=self._t,
-            model=self._pending,
-            used_bytes=self.state.used_bytes,
-            action_mask=self._mask,
-        )
+        # A step hands its sums over (step() starts new ones); reset keeps them for step 1.
+        info = self._acc if step else dict(self._acc)
+        del info["reward"]
+        info["hit_ratio"] = tot["hits"] / n
+        info["byte_hit_ratio"] = tot["bytes_hit"] / max(tot["bytes_requested"], 1e-300)
+        info["mean_latency_s"] = tot["latency_s"] / n
+        info["deadline_satisfaction"] = tot["deadline_met"] / n
+        info["t"] = self._t
+        info["model"] = self._pending
+        info["used_bytes"] = self.state.used_bytes
+        info["action_mask"] = self._mask
         return info
 
     def _lean_info(self, tot: dict[str, float], n: float, step: bool) -> dict[str, Any]:
