@@ -13,6 +13,7 @@ import pytest
 
 import mei_envs  # noqa: F401  (registers the ids)
 from mei_envs.config import ConfigError
+from mei_envs.envs import edge_llm_cache
 from mei_envs.envs.edge_llm_cache import (
     N_CLOCK_FEATURES,
     N_GLOBAL_FEATURES,
@@ -81,7 +82,12 @@ def _check_obs(env: EdgeLLMCacheEnv, obs: np.ndarray, n_off: int, where: str) ->
 
 @pytest.mark.parametrize("config", CONFIGS)
 @pytest.mark.parametrize("seed", [0, 7])
-def test_regime_rows_equal_the_log_and_the_rest_is_the_old_observation(config, seed) -> None:
+@pytest.mark.parametrize("rebase", [None, 6])
+def test_regime_rows_equal_the_log_and_the_rest_is_the_old_observation(
+    config, seed, rebase, monkeypatch
+) -> None:
+    if rebase is not None:  # rescale the lazily scaled sums often (normally every 20000)
+        monkeypatch.setattr(edge_llm_cache, "REGIME_REBASE", rebase)
     on = EdgeLLMCacheEnv(config={**config, "obs_regime_features": True})
     off = EdgeLLMCacheEnv(config=config)
     M = on.n_models

@@ -41,6 +41,9 @@ N_REGIME_GLOBALS = 3
 # (mei_envs.baselines.edge_llm_cache_phase.PHASE_HALF_LIFE, itself knapsack_greedy's middle
 # half-life); an ASSUMPTION set a priori, not tuned.
 REGIME_HALF_LIFE = 200.0
+# Requests of a regime between rescales of its lazily scaled sums: d ** -20000 = 2 ** 100 at
+# half-life 200 stays far from float64's range (a numerical choice, not a model constant).
+REGIME_REBASE = 20_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -514,7 +517,10 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         self.n_features = N_MODEL_FEATURES_BASE + len(cfg.half_lives)
         # Per-regime rows after the clock (obs_regime_features; 0 entries when off).
         self.n_regime = N_REGIME_ROWS * M + N_REGIME_GLOBALS if cfg.obs_regime_features else 0
+        self._reg_K, self._reg_L = int(cfg.phase_count), int(cfg.phase_length)
         self._reg_d = 0.5 ** (1.0 / REGIME_HALF_LIFE)
+        self._reg_inv_d = 1.0 / self._reg_d
+        self._reg_scratch = np.empty(M)
         self._reg_log: np.ndarray | None = None  # the episode the averages were folded from
         self._reg_seen = 0  # requests folded into them
         self.action_space = spaces.Discrete(M + 1)
@@ -959,37 +965,49 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
     def _write_regime_features(self, out: np.ndarray) -> None:
         """Write the ``obs_regime_features`` entries (see the class docstring) into ``out``.
 
-        The per-regime averages are folded in lazily from the request log: each request is
-        added once, in O(1) (only its model's entry, scaled as ``val * d ** (n_k - upd)``
-        when read, so the other models' entries are never touched); a new episode or a
-        :meth:`restore` to an earlier request starts the fold again from the log."""
+        The per-regime averages are folded in lazily from the request log, each request once
+        and in O(1): regime ``k`` keeps ``s_k`` with ``e_k = s_k * d ** (n_k - b_k)``, so a
+        request adds ``(1 - d) * d ** (b_k - r)`` to its model's entry only (``r`` its count
+        in the regime) and the row is one scaling of ``s_k``; ``b_k`` moves up (one O(M)
+        rescale) every ``REGIME_REBASE`` requests of the regime so ``d ** (b_k - r)`` stays
+        finite. A row is rewritten only when its regime got a request since it was drawn. A
+        new episode or a :meth:`restore` to an earlier request starts the fold again."""
         n_rec = self._t + (self._pending >= 0)
+        K, L, M = self._reg_K, self._reg_L, self.n_models
         if self._reg_log is not self._requests or n_rec < self._reg_seen:
-            K, M = int(self.config.phase_count), self.n_models
             self._reg_log = self._requests
             self._reg_seen = 0
-            self._reg_val = [[0.0] * M for _ in range(K)]  # average at its last update
-            self._reg_upd = [[0] * M for _ in range(K)]  # regime count at that update
+            self._reg_s = np.zeros((K, M))  # scaled sums (above)
+            self._reg_b = [0] * K  # their reference counts b_k
             self._reg_n = [0] * K  # requests seen per regime
-        L, K, d = int(self.config.phase_length), int(self.config.phase_count), self._reg_d
-        val, upd, cnt, reqs = self._reg_val, self._reg_upd, self._reg_n, self._req_list
+            self._reg_drawn = [None, None]  # (regime, count) each row slot shows
+        d, inv_d, one_minus = self._reg_d, self._reg_inv_d, 1.0 - self._reg_d
+        ssum, base, cnt, reqs = self._reg_s, self._reg_b, self._reg_n, self._req_list
         for i in range(self._reg_seen, n_rec):
-            k, m = (i // L) % K, reqs[i]
-            n = cnt[k]
-            val[k][m] = val[k][m] * d ** (n - upd[k][m] + 1) + (1.0 - d)
-            cnt[k] = upd[k][m] = n + 1
+            k = (i // L) % K
+            r = cnt[k] + 1
+            if r - base[k] > REGIME_REBASE:
+                ssum[k] *= d ** (r - 1 - base[k])
+                base[k] = r - 1
+            ssum[k, reqs[i]] += one_minus * inv_d ** (r - base[k])
+            cnt[k] = r
         self._reg_seen = max(self._reg_seen, n_rec)
-        M, t = self.n_models, self._t
+        t = self._t
         k = (t // L) % K
-        for row, r in enumerate((k, (k + 1) % K)):
-            n = cnt[r]
+        for row, reg in enumerate((k, (k + 1) % K)):
+            n = cnt[reg]
+            if self._reg_drawn[row] == (reg, n):
+                continue
+            self._reg_drawn[row] = (reg, n)
             weight = 1.0 - d**n
+            seg = out[row * M : (row + 1) * M]
             if n == 0:
-                out[row * M : (row + 1) * M] = 0.0
+                seg[:] = 0.0
             else:
-                ages = n - np.asarray(upd[r])
-                est = np.asarray(val[r]) * np.power(d, ages) / weight
-                out[row * M : (row + 1) * M] = np.minimum(est, 1.0)
+                scratch = self._reg_scratch
+                np.multiply(ssum[reg], d ** (n - base[reg]) / weight, out=scratch)
+                np.minimum(scratch, 1.0, out=scratch)
+                seg[:] = scratch
             out[N_REGIME_ROWS * M + row] = weight
         out[N_REGIME_ROWS * M + 2] = (t % L) / L
 
