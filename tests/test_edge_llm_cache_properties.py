@@ -28,7 +28,10 @@ valid_configs = st.fixed_dictionaries(
         "reward": st.sampled_from(["hits", "bytes", "latency"]),
         "cloud_rtt_s": st.floats(0.0, 0.5),
         "fetch_deadline_s": st.floats(0.0, 5.0),
+        "obs_regime_features": st.booleans(),
     }
+).map(  # the per-regime rows need regimes (phase_count > 1; otherwise a ConfigError)
+    lambda c: {**c, "obs_regime_features": c["obs_regime_features"] and c["phase_count"] > 1}
 )
 
 
@@ -136,6 +139,7 @@ any_configs = st.fixed_dictionaries(
             st.lists(st.floats(1.0, 1e4), min_size=1, max_size=3),
             st.sampled_from([[], [0.5], [1.0] * 9]),
         ),
+        "obs_regime_features": _maybe(st.booleans(), st.sampled_from([2, "maybe"])),
     },
 )
 

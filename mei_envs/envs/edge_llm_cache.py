@@ -32,6 +32,18 @@ INFO_LEVELS = ("full", "lean")
 N_MODEL_FEATURES_BASE = 9  # per-model features besides the moving averages
 N_GLOBAL_FEATURES = 3
 N_CLOCK_FEATURES = 2  # sin and cos of the demand cycle's position (phase_count > 1 only)
+# obs_regime_features: per-model rows (the current and the next regime's request-rate
+# estimates) and these globals (the two estimates' weights 1 - d ** n and the share of the
+# current regime elapsed).
+N_REGIME_ROWS = 2
+N_REGIME_GLOBALS = 3
+# Half-life [requests of the same regime] of the per-regime averages: phase_knapsack's
+# (mei_envs.baselines.edge_llm_cache_phase.PHASE_HALF_LIFE, itself knapsack_greedy's middle
+# half-life); an ASSUMPTION set a priori, not tuned.
+REGIME_HALF_LIFE = 200.0
+# Requests of a regime between rescales of its lazily scaled sums: d ** -20000 = 2 ** 100 at
+# half-life 200 stays far from float64's range (a numerical choice, not a model constant).
+REGIME_REBASE = 20_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +105,10 @@ class EdgeLLMCacheConfig(EnvConfig):
     info: str = "full"
     # Half-lives of the per-model request-rate moving averages in the observation [requests].
     half_lives: tuple[float, ...] = (20.0, 200.0, 2000.0)
+    # Per-regime request-rate rows in the observation (phase_count > 1 only; see the env's
+    # observation table): what was popular the last time each regime was in force, as
+    # phase_knapsack remembers it. Off by default (the observation is then unchanged).
+    obs_regime_features: bool = False
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "default": {},
@@ -161,6 +177,11 @@ class EdgeLLMCacheConfig(EnvConfig):
             raise ConfigError(
                 f"{name}.phase_count={self.phase_count}: regimes need generated requests, but "
                 f"trace_file={self.trace_file!r} is set (use phase_count=1 with a trace)"
+            )
+        if self.obs_regime_features and self.phase_count == 1:
+            raise ConfigError(
+                f"{name}.obs_regime_features=True: needs demand regimes (phase_count > 1), "
+                f"but phase_count={self.phase_count}"
             )
         self._check_range("requests_per_episode", 1, 10_000_000, integer=True)
         self._check_range("backhaul_rate_bps", 0.0, 1e15, lo_open=True)
@@ -375,6 +396,26 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
     (both in [0, 1]); the size is then `F * M + 5`. With `phase_count = 1` (the default)
     there is no clock.
 
+    With `obs_regime_features=True` (needs `phase_count > 1`) `2 * M + 3` more entries end
+    the vector (size `F * M + 5 + 2 * M + 3`), per-regime memory such as `phase_knapsack`
+    keeps. Let `n = t + 1` while request `t` is pending (it is counted, as in the moving
+    averages above) and `n = t` otherwise; the requests `0..n-1` of the log
+    (`decision_state()["past_requests"]` plus the pending one) are split by the regime
+    `(i // phase_length) % phase_count` they fell in. For regime `k` with `n_k` of them, the
+    moving average of the request indicator over those requests only, with `d = 0.5 **
+    (1 / 200)` (half-life 200 requests of that regime, `REGIME_HALF_LIFE`), is `e_k[m] = sum
+    (1 - d) d ** (n_k - r)` over the regime's requests `r = 1..n_k` that asked for `m`; the
+    estimate is bias-corrected, `e_k / (1 - d ** n_k)` (a distribution over models; all 0
+    when `n_k = 0`). With `k = (t // phase_length) % phase_count` the regime in force:
+
+    | entries | meaning | min | max |
+    |---|---|---|---|
+    | `M` | estimate of regime `k` per model | 0 | 1 |
+    | `M` | estimate of regime `(k + 1) % phase_count` (the next) per model | 0 | 1 |
+    | 1 | weight of the current estimate, `1 - d ** n_k` | 0 | 1 |
+    | 1 | weight of the next estimate, `1 - d ** n_(k+1)` | 0 | 1 |
+    | 1 | share of the current regime elapsed, `(t mod phase_length) / phase_length` | 0 | 1 |
+
     ## Rewards
 
     Summed over the requests a step completes (the decided one and those fast-forwarded to
@@ -429,6 +470,7 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
     * v0, session 7: periodic demand (`phase_count`, `phase_length`, preset `diurnal`), the
       clock entries when `phase_count > 1`, and `decision_state()["past_requests"]`; with the
       default `phase_count=1` every trajectory and observation is unchanged (pinned tests).
+    * v0, session 9: `obs_regime_features` (off by default: nothing changes unless set).
     """
 
     config_class = EdgeLLMCacheConfig
@@ -473,11 +515,19 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
             else None
         )
         self.n_features = N_MODEL_FEATURES_BASE + len(cfg.half_lives)
+        # Per-regime rows after the clock (obs_regime_features; 0 entries when off).
+        self.n_regime = N_REGIME_ROWS * M + N_REGIME_GLOBALS if cfg.obs_regime_features else 0
+        self._reg_K, self._reg_L = int(cfg.phase_count), int(cfg.phase_length)
+        self._reg_d = 0.5 ** (1.0 / REGIME_HALF_LIFE)
+        self._reg_inv_d = 1.0 / self._reg_d
+        self._reg_scratch = np.empty(M)
+        self._reg_log: np.ndarray | None = None  # the episode the averages were folded from
+        self._reg_seen = 0  # requests folded into them
         self.action_space = spaces.Discrete(M + 1)
         self.observation_space = spaces.Box(
             0.0,
             1.0,
-            shape=(M * self.n_features + N_GLOBAL_FEATURES + self.n_clock,),
+            shape=(M * self.n_features + N_GLOBAL_FEATURES + self.n_clock + self.n_regime,),
             dtype=np.float32,
         )
         self.bypass_action = M
@@ -499,7 +549,9 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         self._static_rows = np.vstack(
             [np.minimum(cat.model_bytes * self._inv_cap, 1.0), cat.shared_fraction]
         )
-        self._ob = np.zeros(F * M + N_GLOBAL_FEATURES + self.n_clock, dtype=np.float32)
+        self._ob = np.zeros(
+            F * M + N_GLOBAL_FEATURES + self.n_clock + self.n_regime, dtype=np.float32
+        )
         self._rows = self._ob[: F * M].reshape(F, M)
         self._rows[[2, 5]] = self._static_rows
         self._scratch = np.empty(M)
@@ -908,7 +960,11 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         out[F * M + 1] = min(max(need / cap, 0.0), 1.0)
         out[F * M + 2] = t / T
         if self.n_clock:
-            out[F * M + N_GLOBAL_FEATURES :] = self.clock_features(t)
+            out[F * M + N_GLOBAL_FEATURES : F * M + N_GLOBAL_FEATURES + N_CLOCK_FEATURES] = (
+                self.clock_features(t)
+            )
+        if self.n_regime:
+            self._write_regime_features(out[out.size - self.n_regime :])
         return out.copy()
 
     def clock_features(self, t: int) -> tuple[float, float]:
@@ -918,6 +974,55 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         env calls this per sub-env, so both give the same bits)."""
         angle = 2.0 * math.pi * (t % self._cycle) / self._cycle
         return 0.5 + 0.5 * math.sin(angle), 0.5 + 0.5 * math.cos(angle)
+
+    def _write_regime_features(self, out: np.ndarray) -> None:
+        """Write the ``obs_regime_features`` entries (see the class docstring) into ``out``.
+
+        The per-regime averages are folded in lazily from the request log, each request once
+        and in O(1): regime ``k`` keeps ``s_k`` with ``e_k = s_k * d ** (n_k - b_k)``, so a
+        request adds ``(1 - d) * d ** (b_k - r)`` to its model's entry only (``r`` its count
+        in the regime) and the row is one scaling of ``s_k``; ``b_k`` moves up (one O(M)
+        rescale) every ``REGIME_REBASE`` requests of the regime so ``d ** (b_k - r)`` stays
+        finite. A row is rewritten only when its regime got a request since it was drawn. A
+        new episode or a :meth:`restore` to an earlier request starts the fold again."""
+        n_rec = self._t + (self._pending >= 0)
+        K, L, M = self._reg_K, self._reg_L, self.n_models
+        if self._reg_log is not self._requests or n_rec < self._reg_seen:
+            self._reg_log = self._requests
+            self._reg_seen = 0
+            self._reg_s = np.zeros((K, M))  # scaled sums (above)
+            self._reg_b = [0] * K  # their reference counts b_k
+            self._reg_n = [0] * K  # requests seen per regime
+            self._reg_drawn = [None, None]  # (regime, count) each row slot shows
+        d, inv_d, one_minus = self._reg_d, self._reg_inv_d, 1.0 - self._reg_d
+        ssum, base, cnt, reqs = self._reg_s, self._reg_b, self._reg_n, self._req_list
+        for i in range(self._reg_seen, n_rec):
+            k = (i // L) % K
+            r = cnt[k] + 1
+            if r - base[k] > REGIME_REBASE:
+                ssum[k] *= d ** (r - 1 - base[k])
+                base[k] = r - 1
+            ssum[k, reqs[i]] += one_minus * inv_d ** (r - base[k])
+            cnt[k] = r
+        self._reg_seen = max(self._reg_seen, n_rec)
+        t = self._t
+        k = (t // L) % K
+        for row, reg in enumerate((k, (k + 1) % K)):
+            n = cnt[reg]
+            if self._reg_drawn[row] == (reg, n):
+                continue
+            self._reg_drawn[row] = (reg, n)
+            weight = 1.0 - d**n
+            seg = out[row * M : (row + 1) * M]
+            if n == 0:
+                seg[:] = 0.0
+            else:
+                scratch = self._reg_scratch
+                np.multiply(ssum[reg], d ** (n - base[reg]) / weight, out=scratch)
+                np.minimum(scratch, 1.0, out=scratch)
+                seg[:] = scratch
+            out[N_REGIME_ROWS * M + row] = weight
+        out[N_REGIME_ROWS * M + 2] = (t % L) / L
 
     def _info(self, step: bool = False) -> dict[str, Any]:
         tot = self._tot

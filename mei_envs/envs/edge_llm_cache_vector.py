@@ -97,7 +97,9 @@ class EdgeLLMCacheVectorEnv(MeiVectorEnv):
         n, M, B = self.num_envs, single.n_models, cat.n_blocks
         # Few sub-envs: one single env (lean info) per sub-env, stepped in turn (see
         # SCALAR_MAX_ENVS); the batched state below is then unused.
-        self.scalar = n <= SCALAR_MAX_ENVS
+        # obs_regime_features: the batched path has no per-regime rows, so every size uses
+        # the single envs (which compute them).
+        self.scalar = n <= SCALAR_MAX_ENVS or bool(cfg.obs_regime_features)
         self.subs = [EdgeLLMCacheEnv(cfg, info="lean") for _ in range(n)] if self.scalar else []
         S = len(single.stats.decay)
         self.catalog, self.n_models, self.n_features = cat, M, single.n_features
