@@ -205,8 +205,11 @@ def train(args: TrainArgs) -> Path:
                 hint.build(probe)
         finally:
             probe.close()
-        if resolve_config(args)[1].get("policy") == "HintResidualPolicy":
+        chosen = resolve_config(args)[1].get("policy")
+        if chosen == "HintResidualPolicy":
             _check_hint_residual(args, hint)
+        elif chosen == "ItemScorerPolicy":
+            _item_layout(args)
         # "native" without a vector env, or with a hint: say so now
         resolve_vec_env(args.env_id, args.vec_env, hint=args.obs_hint is not None)
     run_dir, args, hp = _prepare_run_dir(args)
@@ -226,6 +229,8 @@ def train(args: TrainArgs) -> Path:
     policy: Any = rh.policy
     if policy == "HintResidualPolicy":  # mei_envs.agents.hint_policy
         policy = _hint_residual(args, hint, rh)
+    elif policy == "ItemScorerPolicy":  # mei_envs.agents.item_policy
+        policy = _item_scorer(args, rh)
     masked = args.algo in MASKABLE
     off_policy = args.algo in OFF_POLICY
     ckpt_dir = run_dir / "checkpoints"
@@ -368,6 +373,45 @@ def _hint_residual(args: TrainArgs, hint: HintSpec | None, rh: ResolvedHyperpara
     kw.setdefault("hint_size", size)
     rh.model_kwargs["policy_kwargs"] = kw
     return HintResidualPolicy
+
+
+def _item_layout(args: TrainArgs) -> dict[str, int]:
+    """The env's ``obs_item_layout()`` for :class:`ItemScorerPolicy`.
+
+    Raises:
+        ValueError: the algorithm is not maskable_ppo, the env has no item layout, or a hint
+            is appended (its entries would be read as globals; use one or the other).
+    """
+    if args.algo != "maskable_ppo" or args.obs_hint is not None:
+        raise ValueError(
+            "policy=ItemScorerPolicy: needs algo maskable_ppo and no obs_hint (got "
+            f"algo={args.algo!r}, obs_hint={args.obs_hint!r})"
+        )
+    probe = make_env(args.env_id, args.env_config)
+    try:
+        layout = getattr(probe.unwrapped, "obs_item_layout", None)
+        if layout is None:
+            raise ValueError(
+                f"policy=ItemScorerPolicy: {args.env_id} has no obs_item_layout() (its "
+                "observation is not a table of items); use MlpPolicy"
+            )
+        return dict(layout())
+    finally:
+        probe.close()
+
+
+def _item_scorer(args: TrainArgs, rh: ResolvedHyperparams) -> type:
+    """The :class:`~mei_envs.agents.item_policy.ItemScorerPolicy` class, with ``n_items``,
+    ``n_features`` and ``request_feature`` set in ``rh.model_kwargs["policy_kwargs"]`` from
+    the env's ``obs_item_layout()``."""
+    from mei_envs.agents.item_policy import ItemScorerPolicy
+
+    items = _item_layout(args)
+    kw = dict(rh.model_kwargs.get("policy_kwargs") or {})
+    for key in ("n_items", "n_features", "request_feature"):
+        kw.setdefault(key, int(items[key]))
+    rh.model_kwargs["policy_kwargs"] = kw
+    return ItemScorerPolicy
 
 
 def planned_timesteps(

@@ -665,6 +665,15 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         A read-only array, computed once per decision (copy it to change it)."""
         return self._mask
 
+    def obs_item_layout(self) -> dict[str, int]:
+        """The observation as a table of items, for policies that share weights across
+        models (``mei_envs.agents.item_policy``): ``{"n_items": M, "n_features": F,
+        "request_feature": 1}``. The first ``F * M`` entries are feature-major (entry
+        ``k * M + m`` is feature ``k`` of model ``m``), the rest are global; action ``m < M``
+        acts on model ``m`` and action ``M`` (bypass) on none; feature 1 marks the pending
+        request (the observation table in the class docstring)."""
+        return {"n_items": self.n_models, "n_features": self.n_features, "request_feature": 1}
+
     def decision_state(self) -> dict[str, Any]:
         """What an online cache knows at the current decision (read by baselines).
 

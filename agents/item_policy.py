@@ -1,0 +1,182 @@
+"""A MaskablePPO policy that scores every item (cached model) with one shared network.
+
+Environments whose observation is a table of items (EdgeLLMCache-v0: one row of features per
+catalog model, action ``i`` evicts model ``i``) expose that layout through
+``env.unwrapped.obs_item_layout()``: ``{"n_items": M, "n_features": F}``, the first ``F * M``
+observation entries feature-major (entry ``k * M + m`` is feature ``k`` of item ``m``), the
+rest global, and actions ``0..M-1`` acting on items ``0..M-1``; actions from ``M`` on (the
+bypass) are not items.
+
+:class:`ItemScorerPolicy` replaces the actor of ``MaskableActorCriticPolicy`` (a plain MLP
+over the flat observation, whose first layer gives every model its own weights) with a
+permutation-equivariant one, so what it learns about one model carries over to every other:
+
+    h_m = enc([x_m, g])                      item m's features x_m, globals g
+    c   = mean_m h_m                         the cache as a whole
+    z_m = mix([h_m, c])                      item m in its context
+    z_B = extra([c, sum_m x_m[req] h_m, g])  one row per non-item action (the bypass), from
+                                             the context and the pending request's embedding
+    logit_a = w . z_a + b                    one scorer for every action
+
+``enc``, ``mix`` and ``extra`` are one-hidden-layer-deep MLPs of width ``item_hidden``; the
+scorer starts near zero (gain 0.01, as SB3 initialises its action head), so the untrained
+agent plays uniformly over the legal actions. The critic is SB3's MLP on the flat
+observation (``net_arch``'s ``vf`` part). ``request_feature`` names the item feature that
+marks the pending request (EdgeLLMCache-v0: feature 1, "requested now").
+
+The rows are read from the raw observation: train with ``normalize: dict(norm_obs=False,
+...)`` (EdgeLLMCache-v0's observation is already in [0, 1]); per-entry ``VecNormalize``
+statistics would give each model's row its own scale and undo the weight sharing.
+
+Use: ``policy: ItemScorerPolicy`` in the hyperparameters (``--hp policy=ItemScorerPolicy``);
+the trainer fills ``n_items`` and ``n_features`` from the env.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch as th
+from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
+from torch import nn
+
+POLICY_NAME = "ItemScorerPolicy"
+
+
+class ItemExtractor(nn.Module):
+    """The actor's permutation-equivariant latent (one ``hidden``-wide row per action) and
+    the critic's MLP latent, in SB3's ``mlp_extractor`` interface."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        n_items: int,
+        n_features: int,
+        n_actions: int,
+        hidden: int,
+        vf_arch: list[int],
+        activation_fn: type[nn.Module],
+        request_feature: int,
+    ) -> None:
+        super().__init__()
+        self.M, self.F, self.hidden = n_items, n_features, hidden
+        self.G = obs_dim - n_items * n_features
+        self.n_extra = n_actions - n_items
+        self.request_feature = request_feature
+        act = activation_fn
+        self.enc = nn.Sequential(
+            nn.Linear(n_features + self.G, hidden), act(), nn.Linear(hidden, hidden), act()
+        )
+        self.mix = nn.Sequential(nn.Linear(2 * hidden, hidden), act())
+        self.extra = nn.Sequential(
+            nn.Linear(2 * hidden + self.G, hidden), act(), nn.Linear(hidden, self.n_extra * hidden)
+        )
+        layers: list[nn.Module] = []
+        width = obs_dim
+        for size in vf_arch:
+            layers += [nn.Linear(width, size), act()]
+            width = size
+        self.value = nn.Sequential(*layers)
+        self.latent_dim_pi = n_actions * hidden
+        self.latent_dim_vf = width
+
+    def forward(self, features: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        return self.forward_actor(features), self.forward_critic(features)
+
+    def forward_actor(self, features: th.Tensor) -> th.Tensor:
+        B, M, F = features.shape[0], self.M, self.F
+        items = features[:, : M * F].reshape(B, F, M).transpose(1, 2)  # (B, M, F)
+        g = features[:, M * F :]
+        h = self.enc(th.cat([items, g.unsqueeze(1).expand(B, M, self.G)], dim=2))
+        c = h.mean(dim=1)
+        z = self.mix(th.cat([h, c.unsqueeze(1).expand(B, M, self.hidden)], dim=2))
+        req = th.einsum("bm,bmh->bh", items[:, :, self.request_feature], h)
+        zx = self.extra(th.cat([c, req, g], dim=1)).reshape(B, self.n_extra, self.hidden)
+        return th.cat([z, zx], dim=1).reshape(B, -1)
+
+    def forward_critic(self, features: th.Tensor) -> th.Tensor:
+        return self.value(features)
+
+
+class SlotScorer(nn.Module):
+    """One linear scorer applied to each action's ``hidden``-wide row: ``(B, A * H) -> (B, A)``."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.score = nn.Linear(hidden, 1)
+
+    def forward(self, latent: th.Tensor) -> th.Tensor:
+        return self.score(latent.reshape(latent.shape[0], -1, self.hidden)).squeeze(-1)
+
+
+class ItemScorerPolicy(MaskableActorCriticPolicy):
+    """``MaskableActorCriticPolicy`` with a shared per-item actor (see the module docstring)."""
+
+    def __init__(
+        self,
+        observation_space: Any,
+        action_space: Any,
+        lr_schedule: Any,
+        *args: Any,
+        n_items: int = 0,
+        n_features: int = 0,
+        item_hidden: int = 64,
+        request_feature: int = 1,
+        **kwargs: Any,
+    ) -> None:
+        dim = int(np.prod(observation_space.shape))
+        n = int(action_space.n)
+        if not (
+            1 <= n_items < n
+            and 1 <= n_features
+            and n_items * n_features <= dim
+            and 0 <= request_feature < n_features
+            and item_hidden >= 1
+        ):
+            raise ValueError(
+                f"ItemScorerPolicy: n_items={n_items}, n_features={n_features}, "
+                f"request_feature={request_feature}, item_hidden={item_hidden}: need 1 <= "
+                f"n_items < {n} actions, n_items * n_features <= {dim} observation entries, "
+                "0 <= request_feature < n_features and item_hidden >= 1 (the env's "
+                "obs_item_layout() gives n_items and n_features)"
+            )
+        self.n_items, self.n_features = int(n_items), int(n_features)
+        self.item_hidden, self.request_feature = int(item_hidden), int(request_feature)
+        super().__init__(observation_space, action_space, lr_schedule, *args, **kwargs)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(
+            n_items=self.n_items,
+            n_features=self.n_features,
+            item_hidden=self.item_hidden,
+            request_feature=self.request_feature,
+        )
+        return data
+
+    def _build_mlp_extractor(self) -> None:
+        arch = self.net_arch
+        vf = list(arch.get("vf", [])) if isinstance(arch, dict) else list(arch or [])
+        self.mlp_extractor = ItemExtractor(
+            self.features_dim,
+            self.n_items,
+            self.n_features,
+            int(self.action_space.n),
+            self.item_hidden,
+            vf,
+            self.activation_fn,
+            self.request_feature,
+        ).to(self.device)
+
+    def _build(self, lr_schedule: Any) -> None:
+        super()._build(lr_schedule)
+        self.action_net = SlotScorer(self.item_hidden).to(self.device)
+        if self.ortho_init:
+            self.action_net.apply(lambda m: self.init_weights(m, gain=0.01))
+        self.optimizer = self.optimizer_class(
+            self.parameters(),
+            lr=lr_schedule(1),  # type: ignore[call-arg]
+            **self.optimizer_kwargs,
+        )
