@@ -2,10 +2,11 @@
 
 Environments whose observation is a table of items (EdgeLLMCache-v0: one row of features per
 catalog model, action ``i`` evicts model ``i``) expose that layout through
-``env.unwrapped.obs_item_layout()``: ``{"n_items": M, "n_features": F}``, the first ``F * M``
-observation entries feature-major (entry ``k * M + m`` is feature ``k`` of item ``m``), the
-rest global, and actions ``0..M-1`` acting on items ``0..M-1``; actions from ``M`` on (the
-bypass) are not items.
+``env.unwrapped.obs_item_layout()``: ``{"n_items": M, "n_features": F, "item_blocks":
+[[offset, rows], ...]}``, each block ``rows`` per-item features stored feature-major from
+``offset`` (entry ``offset + k * M + m`` is feature ``k`` of item ``m``; default one block
+``[0, F]``), every other entry global, and actions ``0..M-1`` acting on items ``0..M-1``;
+actions from ``M`` on (the bypass) are not items.
 
 :class:`ItemScorerPolicy` replaces the actor of ``MaskableActorCriticPolicy`` (a plain MLP
 over the flat observation, whose first layer gives every model its own weights) with a
@@ -58,10 +59,19 @@ class ItemExtractor(nn.Module):
         vf_arch: list[int],
         activation_fn: type[nn.Module],
         request_feature: int,
+        item_blocks: list[list[int]],
     ) -> None:
         super().__init__()
         self.M, self.F, self.hidden = n_items, n_features, hidden
         self.G = obs_dim - n_items * n_features
+        table = np.concatenate(
+            [off + np.arange(rows * n_items).reshape(rows, n_items) for off, rows in item_blocks]
+        )  # table[k, m]: the observation entry of feature k of item m
+        rest = np.setdiff1d(np.arange(obs_dim), table.ravel())
+        self.register_buffer(
+            "table_idx", th.as_tensor(table.T.ravel(), dtype=th.long), persistent=False
+        )
+        self.register_buffer("global_idx", th.as_tensor(rest, dtype=th.long), persistent=False)
         self.n_extra = n_actions - n_items
         self.request_feature = request_feature
         act = activation_fn
@@ -86,8 +96,8 @@ class ItemExtractor(nn.Module):
 
     def forward_actor(self, features: th.Tensor) -> th.Tensor:
         B, M, F = features.shape[0], self.M, self.F
-        items = features[:, : M * F].reshape(B, F, M).transpose(1, 2)  # (B, M, F)
-        g = features[:, M * F :]
+        items = features[:, self.table_idx].reshape(B, M, F)
+        g = features[:, self.global_idx]
         h = self.enc(th.cat([items, g.unsqueeze(1).expand(B, M, self.G)], dim=2))
         c = h.mean(dim=1)
         z = self.mix(th.cat([h, c.unsqueeze(1).expand(B, M, self.hidden)], dim=2))
@@ -124,10 +134,26 @@ class ItemScorerPolicy(MaskableActorCriticPolicy):
         n_features: int = 0,
         item_hidden: int = 64,
         request_feature: int = 1,
+        item_blocks: list[list[int]] | None = None,
         **kwargs: Any,
     ) -> None:
         dim = int(np.prod(observation_space.shape))
         n = int(action_space.n)
+        blocks = [[0, int(n_features)]] if item_blocks is None else item_blocks
+        blocks = [[int(off), int(rows)] for off, rows in blocks]
+        spans = sorted((off, off + rows * int(n_items)) for off, rows in blocks)
+        if (
+            sum(rows for _, rows in blocks) != n_features
+            or any(rows < 1 for _, rows in blocks)
+            or spans[0][0] < 0
+            or spans[-1][1] > dim
+            or any(a[1] > b[0] for a, b in zip(spans, spans[1:], strict=False))
+        ):
+            raise ValueError(
+                f"ItemScorerPolicy: item_blocks={item_blocks}: need [offset, rows] blocks of "
+                f"{n_items} entries per row inside the {dim}-entry observation, not overlapping, "
+                f"with rows adding up to n_features={n_features}"
+            )
         if not (
             1 <= n_items < n
             and 1 <= n_features
@@ -144,6 +170,7 @@ class ItemScorerPolicy(MaskableActorCriticPolicy):
             )
         self.n_items, self.n_features = int(n_items), int(n_features)
         self.item_hidden, self.request_feature = int(item_hidden), int(request_feature)
+        self.item_blocks = blocks
         super().__init__(observation_space, action_space, lr_schedule, *args, **kwargs)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
@@ -153,6 +180,7 @@ class ItemScorerPolicy(MaskableActorCriticPolicy):
             n_features=self.n_features,
             item_hidden=self.item_hidden,
             request_feature=self.request_feature,
+            item_blocks=self.item_blocks,
         )
         return data
 
@@ -168,6 +196,7 @@ class ItemScorerPolicy(MaskableActorCriticPolicy):
             vf,
             self.activation_fn,
             self.request_feature,
+            self.item_blocks,
         ).to(self.device)
 
     def _build(self, lr_schedule: Any) -> None:

@@ -375,7 +375,7 @@ def _hint_residual(args: TrainArgs, hint: HintSpec | None, rh: ResolvedHyperpara
     return HintResidualPolicy
 
 
-def _item_layout(args: TrainArgs) -> dict[str, int]:
+def _item_layout(args: TrainArgs) -> dict[str, Any]:
     """The env's ``obs_item_layout()`` for :class:`ItemScorerPolicy`.
 
     Raises:
@@ -402,14 +402,17 @@ def _item_layout(args: TrainArgs) -> dict[str, int]:
 
 def _item_scorer(args: TrainArgs, rh: ResolvedHyperparams) -> type:
     """The :class:`~mei_envs.agents.item_policy.ItemScorerPolicy` class, with ``n_items``,
-    ``n_features`` and ``request_feature`` set in ``rh.model_kwargs["policy_kwargs"]`` from
-    the env's ``obs_item_layout()``."""
+    ``n_features``, ``request_feature`` and ``item_blocks`` set in
+    ``rh.model_kwargs["policy_kwargs"]`` from the env's ``obs_item_layout()``."""
     from mei_envs.agents.item_policy import ItemScorerPolicy
 
     items = _item_layout(args)
     kw = dict(rh.model_kwargs.get("policy_kwargs") or {})
     for key in ("n_items", "n_features", "request_feature"):
         kw.setdefault(key, int(items[key]))
+    kw.setdefault(
+        "item_blocks", [[int(o), int(r)] for o, r in items.get("item_blocks", [])] or None
+    )
     rh.model_kwargs["policy_kwargs"] = kw
     return ItemScorerPolicy
 

@@ -35,22 +35,43 @@ COMMON = dict(
 )
 
 
-@pytest.mark.parametrize("cfg", [{}, {"preset": "diurnal"}, {"half_lives": [50.0]}])
+def _table(lay: dict) -> np.ndarray:
+    """table[k, m]: the observation entry of feature k of item m, from the layout's blocks."""
+    M = lay["n_items"]
+    return np.concatenate(
+        [off + np.arange(rows * M).reshape(rows, M) for off, rows in lay["item_blocks"]]
+    )
+
+
+DIURNAL_ROWS = {"preset": "diurnal", "obs_regime_features": True}
+
+
+@pytest.mark.parametrize("cfg", [{}, {"preset": "diurnal"}, {"half_lives": [50.0]}, DIURNAL_ROWS])
 def test_layout_names_the_observation_rows(cfg):
-    """obs_item_layout(): feature ``request_feature`` of the F x M feature-major table is 1 at
-    the pending model only, feature 0 is the cached set, and the table fits the observation."""
+    """obs_item_layout(): feature ``request_feature`` of the table is 1 at the pending model
+    only, feature 0 is the cached set, the blocks fit the observation without overlap, and
+    with per-regime rows their block holds the env's two regime rows."""
     env = gym.make(ENV_ID, config={**SHORT, **cfg})
-    lay = env.unwrapped.obs_item_layout()
+    inner = env.unwrapped
+    lay = inner.obs_item_layout()
     M, F = lay["n_items"], lay["n_features"]
-    assert M == env.action_space.n - 1 and M * F <= env.observation_space.shape[0]
+    table = _table(lay)
+    dim = env.observation_space.shape[0]
+    assert M == env.action_space.n - 1 and table.shape == (F, M)
+    assert len(np.unique(table)) == F * M and table.max() < dim
+    assert len(lay["item_blocks"]) == (2 if cfg.get("obs_regime_features") else 1)
     obs, _ = env.reset(seed=5)
     rng = np.random.default_rng(0)
     for _ in range(20):
-        st = env.unwrapped.decision_state()
-        rows = obs[: M * F].reshape(F, M)
+        st = inner.decision_state()
+        rows = obs[table]
         np.testing.assert_array_equal(np.flatnonzero(rows[lay["request_feature"]]), [st["model"]])
         np.testing.assert_array_equal(rows[0].astype(bool), st["cached"])
-        obs, _, done, _, _ = env.step(int(rng.choice(np.flatnonzero(env.unwrapped.action_masks()))))
+        if len(lay["item_blocks"]) == 2:  # the regime rows: the observation's tail minus 3
+            np.testing.assert_array_equal(
+                rows[inner.n_features :].ravel(), obs[-inner.n_regime : -3]
+            )
+        obs, _, done, _, _ = env.step(int(rng.choice(np.flatnonzero(inner.action_masks()))))
         if done:
             break
 
@@ -62,27 +83,29 @@ def _policy(env: gym.Env, **kw) -> ItemScorerPolicy:
     )
 
 
-def test_scores_are_permutation_equivariant():
-    """Renaming the models (permuting the rows of every feature) permutes the models' logits
-    the same way and leaves the bypass logit and the value's input shape alone: one network
-    scores every model. A policy reading the table model-major, or with per-model weights,
-    fails this."""
+@pytest.mark.parametrize("cfg", [{}, DIURNAL_ROWS])
+def test_scores_are_permutation_equivariant(cfg):
+    """Renaming the models (permuting the columns of the whole item table, in every block)
+    permutes the models' logits the same way and leaves the bypass logit alone: one network
+    scores every model. A policy reading the table model-major, missing a block, or with
+    per-model weights fails this."""
     th.manual_seed(0)
-    env = gym.make(ENV_ID, config=SHORT)
+    env = gym.make(ENV_ID, config={**SHORT, **cfg})
     pol = _policy(env)
     for layer in pol.action_net.modules():  # away from the near-zero start, so it can fail
         if isinstance(layer, th.nn.Linear):
             th.nn.init.normal_(layer.weight)
     lay = env.unwrapped.obs_item_layout()
-    M, F = lay["n_items"], lay["n_features"]
+    M, table = lay["n_items"], _table(lay)
     obs, _ = env.reset(seed=3)
-    o = th.as_tensor(obs)[None]
+    for _ in range(3):  # a state with regime rows filled in
+        obs, *_ = env.step(int(np.flatnonzero(env.unwrapped.action_masks())[-1]))
     perm = np.random.default_rng(1).permutation(M)
-    table = o[:, : M * F].reshape(1, F, M)[:, :, perm].reshape(1, -1)
-    op = th.cat([table, o[:, M * F :]], dim=1)
+    moved = obs.copy()
+    moved[table] = obs[table[:, perm]]
     with th.no_grad():
-        a = pol.get_distribution(o).distribution.logits[0]
-        b = pol.get_distribution(op).distribution.logits[0]
+        a = pol.get_distribution(th.as_tensor(obs)[None]).distribution.logits[0]
+        b = pol.get_distribution(th.as_tensor(moved)[None]).distribution.logits[0]
     assert a[:M].std() > 0.1  # the scores differ across models
     th.testing.assert_close(a[:M][perm], b[:M], rtol=1e-5, atol=1e-5)
     th.testing.assert_close(a[M], b[M], rtol=1e-5, atol=1e-5)
@@ -166,9 +189,30 @@ def test_trainer_refuses_what_the_policy_cannot_read(tmp_path: Path):
 
 
 @pytest.mark.parametrize(
-    "kw", [{"n_items": 0}, {"n_items": 46}, {"n_features": 0}, {"request_feature": 12}]
+    "kw",
+    [
+        {"n_items": 0, "item_blocks": [[0, 12]]},
+        {"n_items": 46, "n_features": 1, "item_blocks": [[0, 1]], "request_feature": 0},
+        {"request_feature": 12},
+        {"item_hidden": 0},
+    ],
 )
 def test_bad_layout_is_refused(kw):
     env = gym.make(ENV_ID, config=SHORT)
     with pytest.raises(ValueError, match="ItemScorerPolicy: n_items="):
         _policy(env, **kw)
+
+
+@pytest.mark.parametrize(
+    "blocks",
+    [
+        [[0, 11]],  # rows do not add up to n_features
+        [[0, 12], [40, 1]],  # overlaps the first block
+        [[500, 12]],  # past the observation's end
+        [[-1, 12]],
+    ],
+)
+def test_bad_blocks_are_refused(blocks):
+    env = gym.make(ENV_ID, config=SHORT)
+    with pytest.raises(ValueError, match=r"ItemScorerPolicy: item_blocks="):
+        _policy(env, item_blocks=blocks)

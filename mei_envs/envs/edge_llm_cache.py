@@ -665,14 +665,29 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         A read-only array, computed once per decision (copy it to change it)."""
         return self._mask
 
-    def obs_item_layout(self) -> dict[str, int]:
+    def obs_item_layout(self) -> dict[str, Any]:
         """The observation as a table of items, for policies that share weights across
-        models (``mei_envs.agents.item_policy``): ``{"n_items": M, "n_features": F,
-        "request_feature": 1}``. The first ``F * M`` entries are feature-major (entry
-        ``k * M + m`` is feature ``k`` of model ``m``), the rest are global; action ``m < M``
-        acts on model ``m`` and action ``M`` (bypass) on none; feature 1 marks the pending
-        request (the observation table in the class docstring)."""
-        return {"n_items": self.n_models, "n_features": self.n_features, "request_feature": 1}
+        models (``mei_envs.agents.item_policy``).
+
+        Returns ``{"n_items": M, "n_features": F', "request_feature": 1, "item_blocks":
+        [[offset, rows], ...]}``: each block is ``rows`` per-model features stored
+        feature-major from ``offset`` (entry ``offset + k * M + m`` is feature ``k`` of model
+        ``m``); the table's ``F'`` features are the blocks' rows in order, and every other
+        entry is global. The first block is the ``F`` features of the class docstring's
+        table at offset 0; with ``obs_regime_features`` a second block holds the two
+        per-regime rows. Action ``m < M`` acts on model ``m`` and action ``M`` (bypass) on
+        none; table feature 1 marks the pending request.
+        """
+        M, F = self.n_models, self.n_features
+        blocks = [[0, F]]
+        if self.n_regime:
+            blocks.append([self.observation_space.shape[0] - self.n_regime, N_REGIME_ROWS])
+        return {
+            "n_items": M,
+            "n_features": sum(rows for _, rows in blocks),
+            "request_feature": 1,
+            "item_blocks": blocks,
+        }
 
     def decision_state(self) -> dict[str, Any]:
         """What an online cache knows at the current decision (read by baselines).
