@@ -77,7 +77,7 @@ class SeededEvalCallback(BaseCallback):
     def evaluate(self) -> None:
         if isinstance(self.eval_env, VecNormalize):
             train_env = self.model.get_vec_normalize_env()
-            if train_env is not None:
+            if train_env is not None and train_env.norm_obs:  # no obs_rms without norm_obs
                 self.eval_env.obs_rms = train_env.obs_rms.copy()
         self.eval_env.seed(self.eval_seed)
         metrics: dict[str, list[float]] = {k: [] for k in self.info_metrics}

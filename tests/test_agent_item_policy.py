@@ -129,12 +129,18 @@ def test_untrained_policy_is_uniform_over_legal_actions():
 def test_trainer_fills_the_layout_and_the_model_reloads(tmp_path: Path):
     """--hp policy=ItemScorerPolicy: the trainer reads n_items/n_features from the env, the
     saved model reloads as the same policy, and evaluation plays only legal actions (the env
-    raises on a masked one) reproducibly."""
+    raises on a masked one) reproducibly. Training-time evaluation works with VecNormalize's
+    norm_obs=False (it once read the absent obs_rms)."""
     run = train(
         TrainArgs(
-            ENV_ID, "maskable_ppo", hyperparams_override=HP, run_dir=str(tmp_path / "r"), **COMMON
+            ENV_ID,
+            "maskable_ppo",
+            hyperparams_override=HP,
+            run_dir=str(tmp_path / "r"),
+            **{**COMMON, "eval_freq": 32, "eval_episodes": 1},
         )
     )
+    assert (run / "evaluations.npz").is_file()
     from sb3_contrib import MaskablePPO
 
     model = MaskablePPO.load(run / "model.zip")
