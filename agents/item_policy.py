@@ -14,9 +14,9 @@ permutation-equivariant one, so what it learns about one model carries over to e
 
     h_m = enc([x_m, g])                      item m's features x_m, globals g
     c   = mean_m h_m                         the cache as a whole
-    z_m = mix([h_m, c])                      item m in its context
-    z_B = extra([c, sum_m x_m[req] h_m, g])  one row per non-item action (the bypass), from
-                                             the context and the pending request's embedding
+    r   = sum_m x_m[req] h_m                 the pending request's embedding
+    z_m = mix([h_m, c, r])                   item m next to the cache and the request
+    z_B = extra([c, r, g])                   one row per non-item action (the bypass)
     logit_a = w . z_a + b                    one scorer for every action
 
 ``enc``, ``mix`` and ``extra`` are one-hidden-layer-deep MLPs of width ``item_hidden``; the
@@ -78,7 +78,7 @@ class ItemExtractor(nn.Module):
         self.enc = nn.Sequential(
             nn.Linear(n_features + self.G, hidden), act(), nn.Linear(hidden, hidden), act()
         )
-        self.mix = nn.Sequential(nn.Linear(2 * hidden, hidden), act())
+        self.mix = nn.Sequential(nn.Linear(3 * hidden, hidden), act())
         self.extra = nn.Sequential(
             nn.Linear(2 * hidden + self.G, hidden), act(), nn.Linear(hidden, self.n_extra * hidden)
         )
@@ -100,8 +100,9 @@ class ItemExtractor(nn.Module):
         g = features[:, self.global_idx]
         h = self.enc(th.cat([items, g.unsqueeze(1).expand(B, M, self.G)], dim=2))
         c = h.mean(dim=1)
-        z = self.mix(th.cat([h, c.unsqueeze(1).expand(B, M, self.hidden)], dim=2))
         req = th.einsum("bm,bmh->bh", items[:, :, self.request_feature], h)
+        ctx = th.cat([c, req], dim=1).unsqueeze(1).expand(B, M, 2 * self.hidden)
+        z = self.mix(th.cat([h, ctx], dim=2))
         zx = self.extra(th.cat([c, req, g], dim=1)).reshape(B, self.n_extra, self.hidden)
         return th.cat([z, zx], dim=1).reshape(B, -1)
 
