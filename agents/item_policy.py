@@ -80,7 +80,10 @@ class ItemExtractor(nn.Module):
         )
         self.mix = nn.Sequential(nn.Linear(3 * hidden, hidden), act())
         self.extra = nn.Sequential(
-            nn.Linear(2 * hidden + self.G, hidden), act(), nn.Linear(hidden, self.n_extra * hidden)
+            nn.Linear(2 * hidden + self.G, hidden),
+            act(),
+            nn.Linear(hidden, self.n_extra * hidden),
+            act(),  # bounded like the items' rows, so no action's score starts out of scale
         )
         layers: list[nn.Module] = []
         width = obs_dim
