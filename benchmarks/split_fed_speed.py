@@ -122,6 +122,14 @@ PATH_CASES: dict[str, tuple[dict[str, Any], int | None]] = {
     "discrete_equal": ({"action_mode": "discrete"}, 0),
     "many_devices_weak_server": ({"preset": "many_devices_weak_server"}, None),
     "devices_50": ({"n_devices": 50, "device_types": ("jetson_orin_nano",)}, None),
+    "discrete_many_devices_weak_server": (
+        {"preset": "many_devices_weak_server", "action_mode": "discrete"},
+        None,
+    ),
+    "discrete_devices_50": (
+        {"n_devices": 50, "device_types": ("jetson_orin_nano",), "action_mode": "discrete"},
+        None,
+    ),
 }
 
 
@@ -143,7 +151,7 @@ def paths(reps: int) -> None:
         cfg, rule = PATH_CASES[name]
         envs, acts = {}, {}
         for n in sizes:
-            for path, limit in (("subs", n), ("batched", 0)):
+            for path, limit in (("subs", 1 << 20), ("batched", 0)):
                 vmod.SCALAR_MAX_ENVS = vmod.SCALAR_MAX_ENVS_DISCRETE = limit
                 env = vmod.SplitFedAllocVectorEnv(n, **cfg)
                 assert env.scalar is (path == "subs")

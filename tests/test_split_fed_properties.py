@@ -102,11 +102,12 @@ def test_config_space(cfg: dict, seed: int) -> None:
     # (one single env per sub-env, the batched numpy step), the two alike, and its first
     # sub-env is the single env seeded alike
     want = SplitFedAllocEnv(config=cfg).reset(seed=seed)[0]
-    vec = SplitFedAllocVectorEnv(2, config=cfg)
-    assert vec.scalar  # 2 sub-envs: the per-sub-env path
+    big = 1 << 20
+    with mock.patch.multiple(vector_module, SCALAR_MAX_ENVS=big, SCALAR_MAX_ENVS_DISCRETE=big):
+        vec = SplitFedAllocVectorEnv(2, config=cfg)
     with mock.patch.multiple(vector_module, SCALAR_MAX_ENVS=0, SCALAR_MAX_ENVS_DISCRETE=0):
         batched = SplitFedAllocVectorEnv(2, config=cfg)
-    assert not batched.scalar
+    assert vec.scalar and not batched.scalar
     vec.action_space.seed(seed)
     actions = vec.action_space.sample()
     out = []

@@ -182,31 +182,40 @@ def test_bad_actions_raise_and_leave_the_batch_unchanged(mode: str, path: str) -
         _check_infos(out[4], out_t[4], LEAN_KEYS, f"step {t}")
 
 
-@pytest.mark.parametrize("mode", ["continuous", "discrete"])
-def test_small_batches_step_one_lean_single_env_per_sub_env(mode: str) -> None:
-    """Up to the mode's threshold, one single env per sub-env (info="lean", whatever the
-    config's level); from one more on, the batched path (no single envs)."""
-    limit = (
+@pytest.mark.parametrize(
+    "config",
+    [
+        {},
+        {"preset": "few_devices"},
+        {"preset": "many_devices_weak_server"},
+        {"preset": "few_devices", "action_mode": "discrete"},
+    ],
+    ids=["default", "few_devices", "many_devices", "discrete"],
+)
+def test_small_batches_step_one_lean_single_env_per_sub_env(config: dict) -> None:
+    """Up to scalar_max_envs(config) sub-envs, one single env per sub-env (info="lean",
+    whatever the config's level); from one more on, the batched path (no single envs)."""
+    single = SplitFedAllocEnv(config=config)
+    cfg = single.config
+    limit = vector_module.scalar_max_envs(cfg)
+    # the mode's measured threshold at 5 devices, fewer sub-envs with more devices
+    at_5 = (
         vector_module.SCALAR_MAX_ENVS_DISCRETE
-        if mode == "discrete"
+        if cfg.action_mode == "discrete"
         else vector_module.SCALAR_MAX_ENVS
     )
-    assert limit >= 1
-    single = SplitFedAllocEnv(preset="few_devices", action_mode=mode)
+    assert vector_module.scalar_max_envs(dataclasses.replace(cfg, n_devices=5)) == at_5
+    more = dataclasses.replace(cfg, n_devices=cfg.n_devices + 20)
+    assert 1 <= vector_module.scalar_max_envs(more) < limit
     for n, scalar in ((1, True), (limit, True), (limit + 1, False)):
         vec = gym.make_vec(
-            ENV_ID,
-            num_envs=n,
-            vectorization_mode="vector_entry_point",
-            preset="few_devices",
-            action_mode=mode,
+            ENV_ID, num_envs=n, vectorization_mode="vector_entry_point", config=config
         )
         assert vec.scalar is scalar
         assert len(vec.subs) == (n if scalar else 0)
         assert all(type(s) is SplitFedAllocEnv for s in vec.subs)
-        assert all(s.config.info == "lean" for s in vec.subs)
-        assert all(s.config == dataclasses.replace(vec.config, info="lean") for s in vec.subs)
-        assert vec.config.info == "full" and vec.config.n_devices == 3  # the preset's
+        assert all(s.config == dataclasses.replace(cfg, info="lean") for s in vec.subs)
+        assert vec.config == cfg and cfg.info == "full"
         # sub-env i is the single env seeded seed + i (the sub-envs share no generator)
         obs, _ = vec.reset(seed=7)
         want, masks = [], []

@@ -29,6 +29,16 @@ uplink SNR-bandwidth product, downlink SNR and spectral efficiency, observation 
 one of ``fsmc_states`` values per episode; they are tabulated per sub-env, device and state
 at reset (the single env fills the same table lazily on floats), and a step gathers them.
 
+**Few sub-envs.** Up to :data:`SCALAR_MAX_ENVS` sub-envs (:data:`SCALAR_MAX_ENVS_DISCRETE`
+with discrete actions) the batch is not worth its numpy overhead: the vector env then holds
+one single env (``info="lean"``) per sub-env and steps them in turn (``_step_subs``), so
+sub-env ``i`` IS the single env, drawing from ``self.rngs[i]`` (no second copy of the
+dynamics); the batched state above is not built. The whole batch of actions is validated
+before any sub-env moves (an invalid action raises with every sub-env unchanged), and the
+infos, ``final_obs``/``final_info`` and ``action_masks()`` are laid out as on the batched
+path. ``self.scalar`` says which path an instance takes; ``tests/test_split_fed_vector.py``
+checks both against ``SyncVectorEnv``.
+
 **Info.** Always the lean level (whatever ``config.info`` says): per step the keys of
 ``metadata["info_metrics"]``, and at an episode end the ``episode_<key>`` totals (in
 ``final_info``, as :class:`gymnasium.vector.SyncVectorEnv` over ``info="lean"`` single envs
@@ -47,6 +57,7 @@ from mei_envs import wireless
 from mei_envs.envs.split_fed_alloc import (
     ALLOCATION_RULES,
     BLOCK_ROUNDS,
+    SplitFedAllocConfig,
     SplitFedAllocEnv,
     _Rows,
     book_round,
@@ -55,7 +66,13 @@ from mei_envs.envs.split_fed_alloc import (
 from mei_envs.split_fed import chain_times, device_energy_j, spectral_efficiency
 from mei_envs.vector import MeiVectorEnv, VectorStep
 
-__all__ = ["BLOCK_ROUNDS", "SCALAR_MAX_ENVS", "SCALAR_MAX_ENVS_DISCRETE", "SplitFedAllocVectorEnv"]
+__all__ = [
+    "BLOCK_ROUNDS",
+    "SCALAR_MAX_ENVS",
+    "SCALAR_MAX_ENVS_DISCRETE",
+    "SplitFedAllocVectorEnv",
+    "scalar_max_envs",
+]
 
 _LEAN_KEYS = tuple(SplitFedAllocEnv.metadata["info_metrics"])
 _EPISODE_KEYS = tuple(f"episode_{k}" for k in _LEAN_KEYS)
@@ -110,16 +127,31 @@ def _stack_infos(infos: list[dict[str, Any]], columns: tuple) -> dict[str, np.nd
 _NO_TOTALS = dict.fromkeys(_EPISODE_KEYS, 0)  # where a sub-env's episode goes on
 
 
-#: Up to this many sub-envs (continuous actions) the vector env holds one single env
-#: (``info="lean"``) per sub-env and steps them in turn instead of the batched numpy path:
-#: a batched step costs ~300 us of numpy calls whatever the batch's size, a single env
-#: ~30-40 us. Provisional (session 10, being measured): CPU us per env-step, per-sub-env /
-#: batched, ``python benchmarks/split_fed_speed.py paths 7``: n = 1 75 / 297, 4 47 / 64,
-#: 8 43 / 40, 16 43 / 22.
+#: Up to this many sub-envs (continuous actions, 5 devices) the vector env holds one single
+#: env (``info="lean"``) per sub-env and steps them in turn instead of the batched numpy
+#: path: a batched step costs ~300-400 us of numpy calls whatever the batch's size, a single
+#: env's step ~30-60 us at 5 devices. CPU us per env-step, per-sub-env / batched, one
+#: process, load ~3 (session 10, ``python benchmarks/split_fed_speed.py paths 7``, the
+#: medians in benchmarks/README.md): n = 1 98 / 417, 4 67 / 115, 8 57 / 61, 16 71 / 34.
+#: See :func:`scalar_max_envs` for other device counts.
 SCALAR_MAX_ENVS = 8
-#: The same threshold with discrete actions (the min-max rule's batched solve costs more
-#: than the single env's float solve up to many sub-envs). Provisional: n = 64 154 / 251.
+#: The same with discrete actions: the min-max rule's batched solve costs ~1-3 ms a call,
+#: so the single envs' float solves stay cheaper up to many more sub-envs. Uniform random
+#: choices (a third min-max): n = 16 162 / 636, 64 180 / 308, 128 181 / 186, 256 165 / 124;
+#: every action min-max: 64 275 / 291; every action the equal split: 8 50 / 40, 64 47 / 6
+#: (the per-sub-env path never costs more than single envs do, the batched one may).
 SCALAR_MAX_ENVS_DISCRETE = 64
+
+
+def scalar_max_envs(cfg: SplitFedAllocConfig) -> int:
+    """The most sub-envs :class:`SplitFedAllocVectorEnv` steps as one single env each for
+    ``cfg`` (more take the batched path): the mode's threshold at 5 devices
+    (:data:`SCALAR_MAX_ENVS`, :data:`SCALAR_MAX_ENVS_DISCRETE`) times ``5 / n_devices``,
+    rounded down: a single env's step costs about in proportion to the devices, the batched
+    step's overhead does not. Measured crossovers (``split_fed_speed.py paths``): 10 devices
+    continuous ~5 sub-envs, discrete ~40; 50 devices continuous ~1.4, discrete ~5."""
+    limit = SCALAR_MAX_ENVS_DISCRETE if cfg.action_mode == "discrete" else SCALAR_MAX_ENVS
+    return limit * 5 // cfg.n_devices
 
 
 def _row_max(a: np.ndarray) -> np.ndarray:
@@ -181,7 +213,7 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
         self._obs_shape = (B, *single.observation_space.shape)
         # Few sub-envs: one single env (lean info) per sub-env, stepped in turn (see
         # SCALAR_MAX_ENVS); the batched state below is then not built.
-        self.scalar = B <= (SCALAR_MAX_ENVS_DISCRETE if self._discrete else SCALAR_MAX_ENVS)
+        self.scalar = B <= scalar_max_envs(cfg)
         lean = dataclasses.replace(cfg, info="lean")
         self.subs = [SplitFedAllocEnv(lean) for _ in range(B)] if self.scalar else []
         if self.scalar:
