@@ -131,10 +131,13 @@ _NO_TOTALS = dict.fromkeys(_EPISODE_KEYS, 0)  # where a sub-env's episode goes o
 #: env (``info="lean"``) per sub-env and steps them in turn instead of the batched numpy
 #: path: a batched step costs ~300-400 us of numpy calls whatever the batch's size, a single
 #: env's step ~30-60 us at 5 devices. CPU us per env-step, per-sub-env / batched, one
-#: process, load ~3 (session 10, ``python benchmarks/split_fed_speed.py paths 7``, the
-#: medians in benchmarks/README.md): n = 1 98 / 417, 4 67 / 115, 8 57 / 61, 16 71 / 34.
-#: See :func:`scalar_max_envs` for other device counts.
-SCALAR_MAX_ENVS = 8
+#: process (session 10, ``python benchmarks/split_fed_speed.py paths 7``; benchmarks/README.md
+#: has every run): n = 1 98 / 417, 4 67 / 115, 6 58 / 65, 8 57 / 61 (even: 0.94-1.08 over
+#: three runs), 16 71 / 34. Callgrind instructions per env-step put the batched path ahead
+#: at 8 (136k against 166k) and behind at 4 (260k against 177k), so the last size where the
+#: per-sub-env path wins on both counts is 6. See :func:`scalar_max_envs` for other device
+#: counts.
+SCALAR_MAX_ENVS = 6
 #: The same with discrete actions: the min-max rule's batched solve costs ~1-3 ms a call,
 #: so the single envs' float solves stay cheaper up to many more sub-envs. Uniform random
 #: choices (a third min-max): n = 16 162 / 636, 64 180 / 308, 128 181 / 186, 256 165 / 124;
@@ -148,8 +151,9 @@ def scalar_max_envs(cfg: SplitFedAllocConfig) -> int:
     ``cfg`` (more take the batched path): the mode's threshold at 5 devices
     (:data:`SCALAR_MAX_ENVS`, :data:`SCALAR_MAX_ENVS_DISCRETE`) times ``5 / n_devices``,
     rounded down: a single env's step costs about in proportion to the devices, the batched
-    step's overhead does not. Measured crossovers (``split_fed_speed.py paths``): 10 devices
-    continuous ~5 sub-envs, discrete ~40; 50 devices continuous ~1.4, discrete ~5."""
+    step's overhead does not. Measured crossovers (``split_fed_speed.py paths``): 5 devices
+    continuous ~7-8 sub-envs, discrete 64-128; 10 devices continuous ~5, discrete ~40; 50
+    devices continuous ~1.4, discrete ~5 (so 6, 64; 3, 32; 0, 6 here)."""
     limit = SCALAR_MAX_ENVS_DISCRETE if cfg.action_mode == "discrete" else SCALAR_MAX_ENVS
     return limit * 5 // cfg.n_devices
 
