@@ -29,9 +29,10 @@ uplink SNR-bandwidth product, downlink SNR and spectral efficiency, observation 
 one of ``fsmc_states`` values per episode; they are tabulated per sub-env, device and state
 at reset (the single env fills the same table lazily on floats), and a step gathers them.
 
-**Few sub-envs.** Up to :data:`SCALAR_MAX_ENVS` sub-envs (:data:`SCALAR_MAX_ENVS_DISCRETE`
-with discrete actions) the batch is not worth its numpy overhead: the vector env then holds
-one single env (``info="lean"``) per sub-env and steps them in turn (``_step_subs``), so
+**Few sub-envs.** Up to :func:`scalar_max_envs` sub-envs (6 with continuous actions, 64 with
+discrete ones at 5 devices; times ``5 / n_devices``) the batch is not worth its numpy
+overhead (measured: see :data:`SCALAR_MAX_ENVS`): the vector env then holds one single env
+(``info="lean"``) per sub-env and steps them in turn (``_step_subs``), so
 sub-env ``i`` IS the single env, drawing from ``self.rngs[i]`` (no second copy of the
 dynamics); the batched state above is not built. The whole batch of actions is validated
 before any sub-env moves (an invalid action raises with every sub-env unchanged), and the
@@ -132,11 +133,12 @@ _NO_TOTALS = dict.fromkeys(_EPISODE_KEYS, 0)  # where a sub-env's episode goes o
 #: path: a batched step costs ~300-400 us of numpy calls whatever the batch's size, a single
 #: env's step ~30-60 us at 5 devices. CPU us per env-step, per-sub-env / batched, one
 #: process (session 10, ``python benchmarks/split_fed_speed.py paths 7``; benchmarks/README.md
-#: has every run): n = 1 98 / 417, 4 67 / 115, 6 58 / 65, 8 57 / 61 (even: 0.94-1.08 over
-#: three runs), 16 71 / 34. Callgrind instructions per env-step put the batched path ahead
-#: at 8 (136k against 166k) and behind at 4 (260k against 177k), so the last size where the
-#: per-sub-env path wins on both counts is 6. See :func:`scalar_max_envs` for other device
-#: counts.
+#: has every run): n = 1 98 / 417, 4 67 / 115, 8 57 / 61 (even: 0.94-1.08 over three
+#: runs), 16 71 / 34; a finer run (``paths 11 continuous 4,6,8,10,12``): 6 58 / 65.
+#: Callgrind instructions per env-step put the batched path ahead at 8 (136k against 166k)
+#: and behind at 6 (178k against 171k) and 4 (260k against 177k), so the last size where
+#: the per-sub-env path wins on both counts is 6. See :func:`scalar_max_envs` for other
+#: device counts.
 SCALAR_MAX_ENVS = 6
 #: The same with discrete actions: the min-max rule's batched solve costs ~1-3 ms a call,
 #: so the single envs' float solves stay cheaper up to many more sub-envs. Uniform random
@@ -216,7 +218,7 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
         self._step_obs: np.ndarray | None = None
         self._obs_shape = (B, *single.observation_space.shape)
         # Few sub-envs: one single env (lean info) per sub-env, stepped in turn (see
-        # SCALAR_MAX_ENVS); the batched state below is then not built.
+        # scalar_max_envs); the batched state below is then not built.
         self.scalar = B <= scalar_max_envs(cfg)
         lean = dataclasses.replace(cfg, info="lean")
         self.subs = [SplitFedAllocEnv(lean) for _ in range(B)] if self.scalar else []
@@ -510,8 +512,8 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
         if not (any(term) or any(trunc)):
             return obs, reward, terminated, truncated, infos
         done = terminated | truncated
-        # the episode totals of those that ended (zeros elsewhere, as the batched path
-        # has its running totals there: masked out either way)
+        # the episode totals of those that ended (zeros elsewhere, where the batched path
+        # has running totals: masked out either way)
         ended = [info if d else _NO_TOTALS for info, d in zip(infos_list, done, strict=True)]
         for key, v in _stack_infos(ended, _EPISODE_COLUMNS).items():
             infos[key], infos[_MASK_KEYS[key]] = v, done.copy()
