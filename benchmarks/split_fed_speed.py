@@ -3,6 +3,7 @@ measured in the same process, medians of interleaved repeats).
 
     python benchmarks/split_fed_speed.py single [repeats]  # gym.make step/s ratio, reset us
     python benchmarks/split_fed_speed.py vector [repeats]   # native vector env at 1/16/256 envs
+    python benchmarks/split_fed_speed.py paths [repeats] [cases] [sizes]  # vector env's 2 paths
     python benchmarks/split_fed_speed.py scale [repeats]    # cost vs n_devices 2/10/50/200
     python benchmarks/split_fed_speed.py oracle             # myopic_oracle per solve (1 episode)
     python benchmarks/split_fed_speed.py minmax [repeats]   # one min-max split: float vs array
@@ -111,6 +112,75 @@ def vector(reps: int) -> None:
             f"vector n={n:4d} ({mode}) {m:10.0f} env-steps/s  CartPole native {cm:10.0f}  "
             f"ratio {m / cm:.4f}"
         )
+
+
+# paths' cases: (config, the discrete rule every action takes: None for uniform choices)
+PATH_CASES: dict[str, tuple[dict[str, Any], int | None]] = {
+    "continuous": ({}, None),
+    "discrete": ({"action_mode": "discrete"}, None),
+    "discrete_minmax": ({"action_mode": "discrete"}, 2),
+    "discrete_equal": ({"action_mode": "discrete"}, 0),
+    "many_devices_weak_server": ({"preset": "many_devices_weak_server"}, None),
+    "devices_50": ({"n_devices": 50, "device_types": ("jetson_orin_nano",)}, None),
+    "discrete_many_devices_weak_server": (
+        {"preset": "many_devices_weak_server", "action_mode": "discrete"},
+        None,
+    ),
+    "discrete_devices_50": (
+        {"n_devices": 50, "device_types": ("jetson_orin_nano",), "action_mode": "discrete"},
+        None,
+    ),
+}
+
+
+def paths(reps: int) -> None:
+    """CPU us per env-step of the native vector env's two paths (one lean single env per
+    sub-env, stepped in turn, and the batched numpy step), in one process: the thresholds
+    ``SCALAR_MAX_ENVS*`` are chosen from this. ``paths REPS CASES SIZES`` (comma lists;
+    cases of :data:`PATH_CASES`, default continuous and discrete; sizes default
+    1,2,4,8,16,32,64). Random actions drawn beforehand (uniform boxes; uniform discrete
+    choices, or every rule the case's); blocks of about 1,024 env-steps (episodes end and
+    reset inside them), interleaved in rotating order, ``reps`` rounds after a warm-up round;
+    medians of ``time.process_time``."""
+    from mei_envs.envs import split_fed_alloc_vector as vmod
+
+    cases = (sys.argv[3] if len(sys.argv) > 3 else "continuous,discrete").split(",")
+    sizes = [int(x) for x in (sys.argv[4] if len(sys.argv) > 4 else "1,2,4,8,16,32,64").split(",")]
+    kept = vmod.SCALAR_MAX_ENVS, vmod.SCALAR_MAX_ENVS_DISCRETE
+    for name in cases:
+        cfg, rule = PATH_CASES[name]
+        envs, acts = {}, {}
+        for n in sizes:
+            for path, limit in (("subs", 1 << 20), ("batched", 0)):
+                vmod.SCALAR_MAX_ENVS = vmod.SCALAR_MAX_ENVS_DISCRETE = limit
+                env = vmod.SplitFedAllocVectorEnv(n, **cfg)
+                assert env.scalar is (path == "subs")
+                env.reset(seed=0)
+                envs[n, path] = env
+            space = envs[n, "subs"].action_space
+            space.seed(n)
+            acts[n] = [space.sample() for _ in range(max(1024 // n, 16))]
+            if rule is not None:
+                for a in acts[n]:
+                    a[:, 2] = rule
+        vmod.SCALAR_MAX_ENVS, vmod.SCALAR_MAX_ENVS_DISCRETE = kept
+        keys = list(envs)
+        times: dict[Any, list[float]] = {k: [] for k in keys}
+        for r in range(reps + 1):
+            for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
+                env, a = envs[key], acts[key[0]]
+                t0 = time.process_time()
+                for x in a:
+                    env.step(x)
+                if r:  # round 0 warms up
+                    times[key].append((time.process_time() - t0) / (len(a) * key[0]) * 1e6)
+        for n in sizes:
+            sub, bat = (statistics.median(times[n, p]) for p in ("subs", "batched"))
+            print(
+                f"paths {name:24s} n={n:3d}  per-sub-env {sub:7.1f} us/env-step  "
+                f"batched {bat:7.1f} us/env-step  batched/per-sub-env {bat / sub:5.2f}",
+                flush=True,
+            )
 
 
 def scale(reps: int) -> None:
@@ -283,5 +353,12 @@ def instr(_reps: int) -> None:
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "single"
     repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-    modes = {"single": single, "vector": vector, "scale": scale, "minmax": minmax, "instr": instr}
+    modes = {
+        "single": single,
+        "vector": vector,
+        "paths": paths,
+        "scale": scale,
+        "minmax": minmax,
+        "instr": instr,
+    }
     modes.get(what, lambda _r: oracle())(repeats)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from unittest import mock
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mei_envs.config import ConfigError
+from mei_envs.envs import split_fed_alloc_vector as vector_module
 from mei_envs.envs.split_fed_alloc import SplitFedAllocConfig, SplitFedAllocEnv
 from mei_envs.envs.split_fed_alloc_vector import SplitFedAllocVectorEnv
 
@@ -96,12 +98,26 @@ def test_config_space(cfg: dict, seed: int) -> None:
         assert np.all(m.mem_need_bytes[info["cut"] - 1, k] <= usable)
         if term or trunc:
             break
-    # the native vector env builds, resets and steps on the same config, and its first
+    # the native vector env builds, resets and steps on the same config on both its paths
+    # (one single env per sub-env, the batched numpy step), the two alike, and its first
     # sub-env is the single env seeded alike
-    vec = SplitFedAllocVectorEnv(2, config=cfg)
-    obs_v, _ = vec.reset(seed=seed)
-    assert vec.observation_space.contains(obs_v)
-    np.testing.assert_array_equal(obs_v[0], SplitFedAllocEnv(config=cfg).reset(seed=seed)[0])
+    want = SplitFedAllocEnv(config=cfg).reset(seed=seed)[0]
+    big = 1 << 20
+    with mock.patch.multiple(vector_module, SCALAR_MAX_ENVS=big, SCALAR_MAX_ENVS_DISCRETE=big):
+        vec = SplitFedAllocVectorEnv(2, config=cfg)
+    with mock.patch.multiple(vector_module, SCALAR_MAX_ENVS=0, SCALAR_MAX_ENVS_DISCRETE=0):
+        batched = SplitFedAllocVectorEnv(2, config=cfg)
+    assert vec.scalar and not batched.scalar
     vec.action_space.seed(seed)
-    obs_v, rew_v, *_ = vec.step(vec.action_space.sample())
-    assert vec.observation_space.contains(obs_v) and np.all(np.isfinite(rew_v))
+    actions = vec.action_space.sample()
+    out = []
+    for v in (vec, batched):
+        obs_v, _ = v.reset(seed=seed)
+        assert v.observation_space.contains(obs_v)
+        np.testing.assert_array_equal(obs_v[0], want)
+        masks = v.action_masks()
+        obs_v, rew_v, term_v, trunc_v, _ = v.step(actions)
+        assert v.observation_space.contains(obs_v) and np.all(np.isfinite(rew_v))
+        out.append((masks, obs_v, rew_v, term_v, trunc_v))
+    for x, y in zip(*out, strict=True):
+        np.testing.assert_array_equal(x, y)

@@ -3,11 +3,14 @@ the lean info level, and the model's shared formulas against their sources."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
+import mei_envs.envs.split_fed_alloc_vector as vector_module
 from mei_envs import training
 from mei_envs.envs.split_fed_alloc import SplitFedAllocEnv
 from mei_envs.envs.split_fed_alloc_vector import BLOCK_ROUNDS, SplitFedAllocVectorEnv
@@ -36,6 +39,20 @@ CASES = [
 ]
 
 
+# The vector env's two paths: one lean single env per sub-env stepped in turn (what small
+# batches get, up to SCALAR_MAX_ENVS sub-envs) and the batched numpy step.
+PATHS = ("subs", "batched")
+
+
+@pytest.fixture(params=PATHS)
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every vector env the test builds takes this path, whatever its size."""
+    limit = 1 << 20 if request.param == "subs" else 0
+    monkeypatch.setattr(vector_module, "SCALAR_MAX_ENVS", limit)
+    monkeypatch.setattr(vector_module, "SCALAR_MAX_ENVS_DISCRETE", limit)
+    return request.param
+
+
 def _actions(vec: gym.vector.VectorEnv, rng: np.random.Generator) -> np.ndarray:
     """Legal random actions: uniform boxes, or masked cut choices (discrete)."""
     if vec.single_env.config.action_mode == "continuous":
@@ -58,14 +75,17 @@ def _check_infos(got: dict, want: dict, keys: tuple[str, ...], where: str) -> No
         if not mask.any():
             continue
         np.testing.assert_array_equal(got[key][mask], want[key][mask], err_msg=f"{where} {key}")
+        # SyncVectorEnv's layout: an array of the dtype of the key's Python values
+        assert got[key].dtype == want[key].dtype, f"{where} {key}: {got[key].dtype}"
 
 
 @pytest.mark.parametrize(("config", "seed", "steps"), CASES)
-def test_vector_env_matches_sync_vector_env(config: dict, seed: int, steps: int) -> None:
+def test_vector_env_matches_sync_vector_env(config: dict, seed: int, steps: int, path) -> None:
     n = 4
     cfg = {**config, "info": "lean"}
     vec = gym.make_vec(ENV_ID, num_envs=n, vectorization_mode="vector_entry_point", config=cfg)
     assert isinstance(vec, SplitFedAllocVectorEnv)
+    assert vec.scalar is (path == "subs")
     ref = SyncVectorEnv(
         [lambda: gym.make(ENV_ID, config=cfg)] * n, autoreset_mode=AutoresetMode.SAME_STEP
     )
@@ -92,29 +112,118 @@ def test_vector_env_matches_sync_vector_env(config: dict, seed: int, steps: int)
                 np.testing.assert_array_equal(info["final_obs"][i], info_r["final_obs"][i])
             _check_infos(info["final_info"], info_r["final_info"], LEAN_KEYS + EPISODE_KEYS, where)
     assert ends >= n, "the case must cross episode ends"
-    # an explicit reset without a seed continues every generator as the single envs do
-    obs, _ = vec.reset()
-    obs_r, _ = ref.reset()
-    np.testing.assert_array_equal(obs, obs_r)
-    a = _actions(vec, rng)
-    np.testing.assert_array_equal(vec.step(a)[0], ref.step(a)[0])
+    # an explicit reset mid-episode without a seed continues every generator as the single
+    # envs do; then some sub-envs reseeded, the others continuing
+    for reseed in (None, [seed + 50, None, None, seed + 51]):
+        obs, info = vec.reset(seed=reseed)
+        obs_r, info_r = ref.reset(seed=reseed)
+        np.testing.assert_array_equal(obs, obs_r)
+        assert info == info_r == {}
+        for t in range(12):
+            a = _actions(vec, rng)
+            *_, info, info_r = step_both(vec, ref, a, f"after reset({reseed}), step {t}")
+            _check_infos(info, info_r, LEAN_KEYS + EPISODE_KEYS, f"after reset, step {t}")
 
 
-def test_bad_actions_raise_and_leave_the_batch_unchanged() -> None:
-    for mode, bad in (
-        ("continuous", np.full((3, 7), 1.5)),
-        ("continuous", np.full((3, 7), np.nan)),
-        ("discrete", np.array([[99, 0, 0]] * 3)),
-        ("discrete", np.zeros((3, 3), dtype=float)),
-    ):
-        vec = SplitFedAllocVectorEnv(3, action_mode=mode)
-        obs, _ = vec.reset(seed=0)
-        loss, t = vec._loss.copy(), vec._time.copy()
+def _bad_batches(mode: str) -> list[np.ndarray]:
+    """Invalid action batches of 3 sub-envs: wrong in every row, or only in the last (every
+    row before it valid, so a path that stepped sub-envs before checking the rest would
+    move them)."""
+    if mode == "continuous":
+        ok = np.zeros((3, 7))
+        last_high, last_nan = ok.copy(), ok.copy()
+        last_high[2, 0], last_nan[2, 4] = 1.5, np.nan
+        return [np.full((3, 7), 1.5), np.full((3, 7), np.nan), last_high, last_nan, ok[:2]]
+    ok = np.zeros((3, 3), dtype=np.int64)
+    last = ok.copy()
+    last[2] = [0, 0, 3]  # rule index out of range
+    negative = ok.copy()
+    negative[2, 1] = -1
+    return [np.array([[99, 0, 0]] * 3), np.zeros((3, 3), dtype=float), last, negative, ok[:, :2]]
+
+
+@pytest.mark.parametrize("mode", ["continuous", "discrete"])
+def test_bad_actions_raise_and_leave_the_batch_unchanged(mode: str, path: str) -> None:
+    vec = SplitFedAllocVectorEnv(3, action_mode=mode, time_budget_s=200.0)
+    twin = SplitFedAllocVectorEnv(3, action_mode=mode, time_budget_s=200.0)
+    rng = np.random.default_rng(1)
+    for env in (vec, twin):
+        env.reset(seed=0)
+    for _ in range(25):  # mid-episode, past a fading block's first rounds
+        a = _actions(vec, rng)
+        vec.step(a)
+        obs, *_ = twin.step(a)
+
+    def state() -> list:
+        if path == "batched":
+            return [vec._loss.copy(), vec._time.copy(), vec._round.copy(), vec._block_pos.copy()]
+        return [
+            (s._loss, s._time, s._round, s._blk_pos, s._cut_j, s.np_random.bit_generator.state)
+            for s in vec.subs
+        ]
+
+    before = state()
+    for bad in _bad_batches(mode):
         with pytest.raises(ValueError, match="actions"):
             vec.step(bad)
-        np.testing.assert_array_equal(vec._loss, loss)
-        np.testing.assert_array_equal(vec._time, t)
-        np.testing.assert_array_equal(vec._obs(), obs)
+        after = state()
+        if path == "batched":
+            for x, y in zip(after, before, strict=True):
+                np.testing.assert_array_equal(x, y)
+            np.testing.assert_array_equal(vec._obs(), obs)
+        else:
+            assert after == before
+    # and the env goes on exactly as its twin that never saw them
+    for t in range(BLOCK_ROUNDS):
+        a = _actions(vec, rng)
+        out, out_t = vec.step(a), twin.step(a)
+        for x, y in zip(out[:4], out_t[:4], strict=True):
+            np.testing.assert_array_equal(x, y, err_msg=f"step {t}")
+        _check_infos(out[4], out_t[4], LEAN_KEYS, f"step {t}")
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {},
+        {"preset": "few_devices"},
+        {"preset": "many_devices_weak_server"},
+        {"preset": "few_devices", "action_mode": "discrete"},
+    ],
+    ids=["default", "few_devices", "many_devices", "discrete"],
+)
+def test_small_batches_step_one_lean_single_env_per_sub_env(config: dict) -> None:
+    """Up to scalar_max_envs(config) sub-envs, one single env per sub-env (info="lean",
+    whatever the config's level); from one more on, the batched path (no single envs)."""
+    single = SplitFedAllocEnv(config=config)
+    cfg = single.config
+    limit = vector_module.scalar_max_envs(cfg)
+    # the mode's measured threshold at 5 devices, fewer sub-envs with more devices
+    at_5 = (
+        vector_module.SCALAR_MAX_ENVS_DISCRETE
+        if cfg.action_mode == "discrete"
+        else vector_module.SCALAR_MAX_ENVS
+    )
+    assert vector_module.scalar_max_envs(dataclasses.replace(cfg, n_devices=5)) == at_5
+    more = dataclasses.replace(cfg, n_devices=cfg.n_devices + 20)
+    assert 1 <= vector_module.scalar_max_envs(more) < limit
+    for n, scalar in ((1, True), (limit, True), (limit + 1, False)):
+        vec = gym.make_vec(
+            ENV_ID, num_envs=n, vectorization_mode="vector_entry_point", config=config
+        )
+        assert vec.scalar is scalar
+        assert len(vec.subs) == (n if scalar else 0)
+        assert all(type(s) is SplitFedAllocEnv for s in vec.subs)
+        assert all(s.config == dataclasses.replace(cfg, info="lean") for s in vec.subs)
+        assert vec.config == cfg and cfg.info == "full"
+        # sub-env i is the single env seeded seed + i (the sub-envs share no generator)
+        obs, _ = vec.reset(seed=7)
+        want, masks = [], []
+        for i in range(n):
+            want.append(single.reset(seed=7 + i)[0])
+            masks.append(single.action_masks())
+        np.testing.assert_array_equal(obs, np.stack(want))
+        np.testing.assert_array_equal(vec.action_masks(), np.stack(masks))
 
 
 def test_lean_info_keys_and_episode_totals() -> None:
@@ -191,7 +300,7 @@ def test_pairwise_sum_is_numpy_sum() -> None:
             assert pairwise_sum(b.tolist()) == b.sum(), n
 
 
-def test_actions_within_the_tolerance_are_clipped_to_the_box() -> None:
+def test_actions_within_the_tolerance_are_clipped_to_the_box(path: str) -> None:
     """Entries in (1, 1 + 1e-6] act as 1 (float32 round-off of agents), in both envs."""
     a = np.array([1.0, -1.0, 1.0, 0.3, -0.2, 0.9, 1.0], dtype=np.float64)
     nudged = a.copy()
@@ -212,7 +321,7 @@ def test_actions_within_the_tolerance_are_clipped_to_the_box() -> None:
     assert results[0][1] == results[1][1]
 
 
-def test_observations_are_new_arrays() -> None:
+def test_observations_are_new_arrays(path: str) -> None:
     """A step's observation is the caller's: later steps and resets do not write into it."""
     vec = SplitFedAllocVectorEnv(3, time_budget_s=60.0)
     first, _ = vec.reset(seed=0)
@@ -238,3 +347,17 @@ def test_row_sum_and_row_max_are_numpy_reductions() -> None:
             a = rng.standard_normal((32, n)) * 10.0 ** rng.uniform(-8, 8, (32, n))
             np.testing.assert_array_equal(_row_sum(a), a.sum(-1), err_msg=str(n))
             np.testing.assert_array_equal(_row_max(a), a.max(-1), err_msg=str(n))
+
+
+@pytest.mark.parametrize("mode", ["continuous", "discrete"])
+def test_sb3_rollouts_on_both_paths_equal_dummy_vec_env(mode: str, path: str) -> None:
+    """PPO through the SB3 adapter over either path collects what it collects through
+    DummyVecEnv over single envs (buffers, episodes, trained parameters)."""
+    from mei_envs.agents.envs import make_vec_env
+    from tests.test_sb3_vector import SHORT_CONFIGS, assert_same_training, collect, dummy
+
+    cfg = {**SHORT_CONFIGS[ENV_ID], "action_mode": mode}
+    metrics = SplitFedAllocEnv.metadata["info_metrics"]
+    native = make_vec_env(ENV_ID, 3, env_config=cfg, info_metrics=metrics, vec_env="native")
+    assert native.venv.unwrapped.scalar is (path == "subs")
+    assert_same_training(collect(native), collect(dummy(ENV_ID, 3, cfg)))

@@ -29,6 +29,17 @@ uplink SNR-bandwidth product, downlink SNR and spectral efficiency, observation 
 one of ``fsmc_states`` values per episode; they are tabulated per sub-env, device and state
 at reset (the single env fills the same table lazily on floats), and a step gathers them.
 
+**Few sub-envs.** Up to :func:`scalar_max_envs` sub-envs (6 with continuous actions, 64 with
+discrete ones at 5 devices; times ``5 / n_devices``) the batch is not worth its numpy
+overhead (measured: see :data:`SCALAR_MAX_ENVS`): the vector env then holds one single env
+(``info="lean"``) per sub-env and steps them in turn (``_step_subs``), so
+sub-env ``i`` IS the single env, drawing from ``self.rngs[i]`` (no second copy of the
+dynamics); the batched state above is not built. The whole batch of actions is validated
+before any sub-env moves (an invalid action raises with every sub-env unchanged), and the
+infos, ``final_obs``/``final_info`` and ``action_masks()`` are laid out as on the batched
+path. ``self.scalar`` says which path an instance takes; ``tests/test_split_fed_vector.py``
+checks both against ``SyncVectorEnv``.
+
 **Info.** Always the lean level (whatever ``config.info`` says): per step the keys of
 ``metadata["info_metrics"]``, and at an episode end the ``episode_<key>`` totals (in
 ``final_info``, as :class:`gymnasium.vector.SyncVectorEnv` over ``info="lean"`` single envs
@@ -37,6 +48,8 @@ reports them). ``action_masks()`` gives the ``(num_envs, n_actions)`` masks in d
 
 from __future__ import annotations
 
+import dataclasses
+import operator
 from typing import Any
 
 import numpy as np
@@ -45,17 +58,106 @@ from mei_envs import wireless
 from mei_envs.envs.split_fed_alloc import (
     ALLOCATION_RULES,
     BLOCK_ROUNDS,
+    SplitFedAllocConfig,
     SplitFedAllocEnv,
     _Rows,
     book_round,
     link_rows,
 )
 from mei_envs.split_fed import chain_times, device_energy_j, spectral_efficiency
-from mei_envs.vector import MeiVectorEnv
+from mei_envs.vector import MeiVectorEnv, VectorStep
 
-__all__ = ["BLOCK_ROUNDS", "SplitFedAllocVectorEnv"]
+__all__ = [
+    "BLOCK_ROUNDS",
+    "SCALAR_MAX_ENVS",
+    "SCALAR_MAX_ENVS_DISCRETE",
+    "SplitFedAllocVectorEnv",
+    "scalar_max_envs",
+]
 
-_EPISODE_KEYS = tuple(f"episode_{k}" for k in SplitFedAllocEnv.metadata["info_metrics"])
+_LEAN_KEYS = tuple(SplitFedAllocEnv.metadata["info_metrics"])
+_EPISODE_KEYS = tuple(f"episode_{k}" for k in _LEAN_KEYS)
+# The dtypes of the info arrays (the batched path's, and SyncVectorEnv's, which makes an
+# array of each key's first value's type): the per-sub-env path casts its values to them.
+_LEAN_DTYPES = {
+    "round_time_s": np.float64,
+    "energy_J": np.float64,
+    "rounds": np.int64,
+    "cut": np.int64,
+    "rank": np.int64,
+    "loss": np.float64,
+    "reached_target": np.bool_,
+    "cut_clipped": np.bool_,
+    "episode_round_time_s": np.float64,
+    "episode_energy_J": np.float64,
+    "episode_rounds": np.int64,
+    "episode_cut": np.float64,
+    "episode_rank": np.float64,
+    "episode_loss": np.float64,
+    "episode_reached_target": np.bool_,
+    "episode_cut_clipped": np.int64,
+}
+if set(_LEAN_DTYPES) != {*_LEAN_KEYS, *_EPISODE_KEYS}:  # pragma: no cover - a guard for editors
+    raise ImportError(f"SplitFedAllocVectorEnv: update _LEAN_DTYPES for {_LEAN_KEYS}")
+
+
+def _columns(keys: tuple[str, ...]) -> tuple[Any, tuple[tuple[str, int, Any], ...]]:
+    """A getter of ``keys``' values from an info, and per key (key, its column, the dtype to
+    cast the column to: None for float64)."""
+    cast = tuple(
+        (k, c, None if _LEAN_DTYPES[k] is np.float64 else _LEAN_DTYPES[k])
+        for c, k in enumerate(keys)
+    )
+    return operator.itemgetter(*keys), cast
+
+
+_LEAN_COLUMNS = _columns(_LEAN_KEYS)
+_EPISODE_COLUMNS = _columns(_EPISODE_KEYS)
+_MASK_KEYS = {k: "_" + k for k in (*_LEAN_KEYS, *_EPISODE_KEYS)}
+
+
+def _stack_infos(infos: list[dict[str, Any]], columns: tuple) -> dict[str, np.ndarray]:
+    """The values of single-env ``infos`` as one array per key (rows of one float64 array,
+    the integer and boolean keys cast: every value is a float, an int far below 2**53 or a
+    bool, so float64 holds each exactly)."""
+    get, cast = columns
+    table = np.array([get(i) for i in infos], dtype=np.float64).T.copy()
+    return {k: table[c] if dtype is None else table[c].astype(dtype) for k, c, dtype in cast}
+
+
+_NO_TOTALS = dict.fromkeys(_EPISODE_KEYS, 0)  # where a sub-env's episode goes on
+
+
+#: Up to this many sub-envs (continuous actions, 5 devices) the vector env holds one single
+#: env (``info="lean"``) per sub-env and steps them in turn instead of the batched numpy
+#: path: a batched step costs ~300-400 us of numpy calls whatever the batch's size, a single
+#: env's step ~30-60 us at 5 devices. CPU us per env-step, per-sub-env / batched, one
+#: process (session 10, ``python benchmarks/split_fed_speed.py paths 7``; benchmarks/README.md
+#: has every run): n = 1 98 / 417, 4 67 / 115, 8 57 / 61 (even: 0.94-1.08 over three
+#: runs), 16 71 / 34; a finer run (``paths 11 continuous 4,6,8,10,12``): 6 58 / 65.
+#: Callgrind instructions per env-step put the batched path ahead at 8 (136k against 166k)
+#: and behind at 6 (178k against 171k) and 4 (260k against 177k), so the last size where
+#: the per-sub-env path wins on both counts is 6. See :func:`scalar_max_envs` for other
+#: device counts.
+SCALAR_MAX_ENVS = 6
+#: The same with discrete actions: the min-max rule's batched solve costs ~1-3 ms a call,
+#: so the single envs' float solves stay cheaper up to many more sub-envs. Uniform random
+#: choices (a third min-max): n = 16 162 / 636, 64 180 / 308, 128 181 / 186, 256 165 / 124;
+#: every action min-max: 64 275 / 291; every action the equal split: 8 50 / 40, 64 47 / 6
+#: (the per-sub-env path never costs more than single envs do, the batched one may).
+SCALAR_MAX_ENVS_DISCRETE = 64
+
+
+def scalar_max_envs(cfg: SplitFedAllocConfig) -> int:
+    """The most sub-envs :class:`SplitFedAllocVectorEnv` steps as one single env each for
+    ``cfg`` (more take the batched path): the mode's threshold at 5 devices
+    (:data:`SCALAR_MAX_ENVS`, :data:`SCALAR_MAX_ENVS_DISCRETE`) times ``5 / n_devices``,
+    rounded down: a single env's step costs about in proportion to the devices, the batched
+    step's overhead does not. Measured crossovers (``split_fed_speed.py paths``): 5 devices
+    continuous ~7-8 sub-envs, discrete 64-128; 10 devices continuous ~5, discrete ~40; 50
+    devices continuous ~1.4, discrete ~5 (so 6, 64; 3, 32; 0, 6 here)."""
+    limit = SCALAR_MAX_ENVS_DISCRETE if cfg.action_mode == "discrete" else SCALAR_MAX_ENVS
+    return limit * 5 // cfg.n_devices
 
 
 def _row_max(a: np.ndarray) -> np.ndarray:
@@ -81,6 +183,19 @@ def _row_sum(a: np.ndarray) -> np.ndarray:
     return out
 
 
+def _with_masks(vals: dict[str, np.ndarray], n: int) -> dict[str, Any]:
+    """Infos of ``n`` sub-envs that all report ``vals``: each key with its ``_key`` mask (all
+    True; rows of one new array)."""
+    every = np.empty((len(vals), n), dtype=bool)
+    every.fill(True)
+    infos: dict[str, Any] = {}
+    masks = _MASK_KEYS
+    for key, v, m in zip(vals, vals.values(), every):  # noqa: B905 (the same length)
+        infos[key] = v
+        infos[masks[key]] = m
+    return infos
+
+
 class SplitFedAllocVectorEnv(MeiVectorEnv):
     """``num_envs`` SplitFedAlloc-v0 sub-envs stepped together with numpy arrays.
 
@@ -98,6 +213,17 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
         self._N = N
         self._discrete = cfg.action_mode == "discrete"
         self._sl = cfg.scheme == "sl"
+        self._masks = np.stack(single._mask_by_type)  # (D, n_actions)
+        self._dmin = np.zeros(B, dtype=np.int64)  # least-memory device type per sub-env
+        self._step_obs: np.ndarray | None = None
+        self._obs_shape = (B, *single.observation_space.shape)
+        # Few sub-envs: one single env (lean info) per sub-env, stepped in turn (see
+        # scalar_max_envs); the batched state below is then not built.
+        self.scalar = B <= scalar_max_envs(cfg)
+        lean = dataclasses.replace(cfg, info="lean")
+        self.subs = [SplitFedAllocEnv(lean) for _ in range(B)] if self.scalar else []
+        if self.scalar:
+            return
         D, L, K, interval = len(cfg.device_types), m.L, m.K, m.interval
         # The single env's clipping rule, tabulated per least-memory type and request.
         allowed = m.allowed_cuts - 1
@@ -123,7 +249,6 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
         self._aggregate_by_phase = (
             np.zeros(interval) if self._sl else ((phases + 1) % interval == 0).astype(float)
         )
-        self._masks = np.stack(single._mask_by_type)  # (D, n_actions)
         self._ranks = m.ranks
         self._tflops_obs = np.asarray(single._tflops_obs)
         self._headroom = np.asarray(single._headroom_by_type)
@@ -157,7 +282,6 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
         self._type_at = np.zeros((B, N), dtype=np.int64)  # types * L * K (flat table offset)
         self._active_w = np.zeros((B, N))
         self._idle_w = np.zeros((B, N))
-        self._dmin = np.zeros(B, dtype=np.int64)
         self._gain = np.ones((B, N))
         self._fade = np.ones((B, N))  # Gauss-Markov fading (FSMC: self._states)
         self._states = np.zeros((B, N), dtype=np.intp)
@@ -176,7 +300,6 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
         self._rank_k = np.zeros(B, dtype=np.int64)
         self._last_t = np.zeros((B, N))
         self._obs_static = np.zeros((B, 4 * N + 6), dtype=np.float32)
-        self._step_obs: np.ndarray | None = None
 
     @property
     def _gamma(self) -> np.ndarray:
@@ -228,6 +351,8 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         if options:
             raise ValueError(f"reset options {sorted(options)}: this env takes none")
+        if self.scalar:
+            return self._reset_subs(mask)
         idx = np.flatnonzero(mask)
         single = self.single_env
         draws = []
@@ -299,6 +424,8 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
     def _step(
         self, actions: Any
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        if self.scalar:
+            return self._step_subs(self._checked(actions))
         cfg, m = self.config, self.model
         cut_pos, rank_k, rule, shares = self._decode(actions)
         phase = self._round % m.interval  # sl: interval 1, every round a decision epoch
@@ -349,13 +476,68 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
         """``(num_envs, n_actions)`` masks: the single env's ``action_masks()`` of each."""
         return self._masks[self._dmin]
 
+    # ---- few sub-envs: one single env each -----------------------------------------------
+    def _reset_subs(self, mask: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+        """:meth:`_reset_envs` on the single envs: sub-env ``i`` draws its episode from
+        ``self.rngs[i]`` in the single env's own reset (which first rewinds the generator
+        of its fading block, as a reset of the single env does)."""
+        obs = self._step_obs  # an autoreset: the others' observations stay
+        self._step_obs = None
+        if obs is None:  # reset(): every sub-env
+            obs = np.empty(self._obs_shape, np.float32)
+        subs, dmin = self.subs, self._dmin
+        for i in np.flatnonzero(mask).tolist():
+            sub = subs[i]
+            sub._np_random = self.rngs[i]
+            obs[i] = sub._reset(None)[0]
+            dmin[i] = sub._dmin
+        return obs, {}
+
+    def _step_subs(self, actions: np.ndarray) -> VectorStep:
+        """:meth:`_step` on the single envs (``actions`` validated by :meth:`_checked`, so
+        no sub-env raises after another moved): step each in turn, lay the infos out as
+        the batched path does, and reset those that ended (SAME_STEP)."""
+        n = self.num_envs
+        obs = np.empty(self._obs_shape, dtype=np.float32)
+        rew, term, trunc, infos_list = [], [], [], []
+        for i, (sub, a) in enumerate(zip(self.subs, actions, strict=True)):
+            obs[i], r, te, tr, info = sub.step(a)
+            rew.append(r)
+            term.append(te)
+            trunc.append(tr)
+            infos_list.append(info)
+        infos = _with_masks(_stack_infos(infos_list, _LEAN_COLUMNS), n)
+        terminated, truncated = np.array(term), np.array(trunc)
+        reward = np.array(rew)
+        if not (any(term) or any(trunc)):
+            return obs, reward, terminated, truncated, infos
+        done = terminated | truncated
+        # the episode totals of those that ended (zeros elsewhere, where the batched path
+        # has running totals: masked out either way)
+        ended = [info if d else _NO_TOTALS for info, d in zip(infos_list, done, strict=True)]
+        for key, v in _stack_infos(ended, _EPISODE_COLUMNS).items():
+            infos[key], infos[_MASK_KEYS[key]] = v, done.copy()
+        self._step_obs = obs
+        try:
+            obs, infos = self._autoreset(obs, terminated, truncated, infos)
+        finally:
+            self._step_obs = None
+        for key in _EPISODE_KEYS:  # only in final_info, as SyncVectorEnv reports them
+            del infos[key], infos["_" + key]
+        return obs, reward, terminated, truncated, infos
+
     # ---- internals -----------------------------------------------------------------------
-    def _decode(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
-        """Validate the batch (state unchanged on error); cut position, rank index,
-        allocation rule (discrete) and shares (continuous)."""
+    def _checked(self, actions: Any) -> np.ndarray:
+        """The batch of actions validated (a ValueError naming them; no sub-env moves):
+        discrete, the ``(num_envs, 3)`` integer array; continuous, the ``(num_envs, 2 + N)``
+        entries as float64, entries within 1e-6 outside [-1, 1] clipped (as the single env
+        clips them). On the per-sub-env path a batch valid as it is comes back as given
+        (each single env takes its row's floats exactly)."""
         B = self.num_envs
+        a = np.asarray(actions)
+        if self.scalar and self._checked_few(a):
+            return a
         if self._discrete:
-            a = np.asarray(actions)
             if (
                 a.shape != (B, 3)
                 or not np.issubdtype(a.dtype, np.integer)
@@ -366,7 +548,7 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
                     f"actions={actions!r}: must be ({B}, 3) integers with 0 <= a < "
                     f"{self.single_action_space.nvec.tolist()} (cut index, rank index, rule)"
                 )
-            return a[:, 0].astype(np.int64), a[:, 1].astype(np.int64), a[:, 2], None
+            return a
         a = np.asarray(actions, dtype=np.float64)
         if a.shape != (B, *self.single_action_space.shape):
             raise ValueError(
@@ -383,6 +565,29 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
             if lo < -1.0 - 1e-6 or hi > 1.0 + 1e-6:
                 raise ValueError(f"actions={actions!r}: every entry must be in [-1, 1]")
             a = np.minimum(np.maximum(a, -1.0), 1.0)
+        return a
+
+    def _checked_few(self, a: np.ndarray) -> bool:
+        """Whether the batch ``a`` is valid as it is (False: :meth:`_checked`'s numpy tests
+        decide), tested on Python numbers: for a few sub-envs numpy's reductions cost more
+        than the work. Continuous: the single env's own fast test (float entries in [-1, 1],
+        no NaN: the one float unequal to itself, carried by the sum)."""
+        if self._discrete:
+            if a.shape != (self.num_envs, 3) or a.dtype.kind not in "iu":
+                return False
+            n_cuts, K = self.single_action_space.nvec[:2].tolist()
+            return all(0 <= c < n_cuts and 0 <= k < K and 0 <= r < 3 for c, k, r in a.tolist())
+        if a.shape != (self.num_envs, *self.single_action_space.shape) or a.dtype.kind != "f":
+            return False
+        flat = a.ravel().tolist()
+        return -1.0 <= min(flat) and max(flat) <= 1.0 and (t := sum(flat)) == t
+
+    def _decode(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
+        """Validate the batch (state unchanged on error); cut position, rank index,
+        allocation rule (discrete) and shares (continuous)."""
+        a = self._checked(actions)
+        if self._discrete:
+            return a[:, 0].astype(np.int64), a[:, 1].astype(np.int64), a[:, 2], None
         # Python's round() and np.rint both round half to even; cut and rank columns at once
         pos_k = a[:, :2] + 1.0
         pos_k *= 0.5
@@ -505,11 +710,7 @@ class SplitFedAllocVectorEnv(MeiVectorEnv):
             "reached_target": terminated.copy(),
             "cut_clipped": cut_clipped,
         }
-        every = np.ones((len(vals), B), dtype=bool)
-        infos: dict[str, Any] = {}
-        for (key, v), m in zip(vals.items(), every, strict=True):
-            infos[key], infos["_" + key] = v, m
-        return infos
+        return _with_masks(vals, B)
 
     def _add_totals(self, infos: dict[str, Any], done: np.ndarray) -> None:
         """The single env's ``episode_totals()`` of the sub-envs that ended."""
