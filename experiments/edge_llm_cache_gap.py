@@ -185,11 +185,14 @@ def table(
     rng: np.random.Generator,
     kinds: dict[str, str] | None = None,
     episodes: int | None = None,
+    versus: list[str] | None = None,
 ):
     """``(rows, markdown)``: one row per policy, agents per seed and pooled (``LABEL/all``).
 
     ``episodes``: use only the first ``episodes`` held-out seeds (every policy must have
-    them); default: all, and every policy must have the same ones.
+    them); default: all, and every policy must have the same ones. ``versus``: more
+    references (a baseline, an agent seed ``LABEL/seedN`` or pooled ``LABEL/all``), each a
+    column of paired per-episode differences to it (after the clock-aware one).
 
     Raises:
         ValueError: a policy's held-out episodes differ from ``lru``'s (or lack one of the
@@ -223,6 +226,14 @@ def table(
         members = [a for a in agents if a.startswith(lab + "/")]
         groups |= {a: [a] for a in members}
         groups[f"{lab}/all"] = members
+    for ref in versus or []:
+        if ref not in groups:
+            raise ValueError(f"versus={ref!r}: not a row of the table (rows: {sorted(groups)})")
+    refs = ([CLOCK] if CLOCK in data else []) + [r for r in versus or [] if r != CLOCK]
+
+    def hits(label: str) -> np.ndarray:
+        return np.mean([arr(m, "hit_ratio") for m in groups[label]], axis=0)
+
     lru = arr("lru", "hit_ratio").mean()
     bs = arr("belady_shared", "hit_ratio").mean() if "belady_shared" in data else None
     best = max((k for k in ONLINE if k in data), key=lambda k: arr(k, "hit_ratio").mean())
@@ -232,9 +243,10 @@ def table(
         byte = np.mean([arr(m, "byte_hit_ratio") for m in members], axis=0)
         diff = hit - arr(best, "hit_ratio")
         extra = {}
-        if CLOCK in data:
-            d2 = hit - arr(CLOCK, "hit_ratio")
-            extra["vs_clock"] = (d2.mean(), *bootstrap_ci(d2, rng))
+        for ref in refs:
+            d2 = hit - hits(ref)
+            key = "vs_clock" if ref == CLOCK else f"vs_{ref}"
+            extra[key] = (d2.mean(), *bootstrap_ci(d2, rng))
         rows.append(
             {
                 "policy": label,
@@ -253,8 +265,11 @@ def table(
         "",
         "| policy | kind | hit ratio % | byte hit ratio % | LRU-to-belady_shared gap closed | "
         f"hit ratio - {best} (paired, points) |"
-        + (f" hit ratio - {CLOCK} (clock-aware; paired, points) |" if CLOCK in data else ""),
-        "|---|---|---|---|---|---|" + ("---|" if CLOCK in data else ""),
+        + "".join(
+            f" hit ratio - {ref} ({'clock-aware; ' if ref == CLOCK else ''}paired, points) |"
+            for ref in refs
+        ),
+        "|---|---|---|---|---|---|" + "---|" * len(refs),
     ]
     for r in rows:
         h, b, v = r["hit"], r["byte"], r["vs_best"]
@@ -264,11 +279,9 @@ def table(
             f"{100 * h[2]:.1f}] | {100 * b[0]:.1f} [{100 * b[1]:.1f}, {100 * b[2]:.1f}] | "
             f"{closed} | {100 * v[0]:+.1f} [{100 * v[1]:+.1f}, "
             f"{100 * v[2]:+.1f}] |"
-            + (
-                f" {100 * r['vs_clock'][0]:+.1f} [{100 * r['vs_clock'][1]:+.1f}, "
-                f"{100 * r['vs_clock'][2]:+.1f}] |"
-                if "vs_clock" in r
-                else ""
+            + "".join(
+                f" {100 * d[0]:+.1f} [{100 * d[1]:+.1f}, {100 * d[2]:+.1f}] |"
+                for d in (r["vs_clock" if ref == CLOCK else f"vs_{ref}"] for ref in refs)
             )
         )
     return rows, "\n".join(lines)
@@ -373,6 +386,14 @@ def main(argv: list[str] | None = None) -> str:
         "(agents from the run folders)",
     )
     ap.add_argument("--episodes", type=int, default=None, help="use the first N held-out seeds")
+    ap.add_argument(
+        "--versus",
+        nargs="+",
+        default=None,
+        metavar="ROW",
+        help="more paired-difference columns against these rows (a baseline, LABEL/seedN or "
+        "LABEL/all)",
+    )
     ap.add_argument("--evaluate", default=None, metavar="CONFIG.yml", help="baselines-only run")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--policies", nargs="+", default=None)
@@ -395,7 +416,7 @@ def main(argv: list[str] | None = None) -> str:
         extra, extra_kinds = load_baselines_json(*args.baselines_json)
         data |= extra
         kinds = {k: v for k, v in kinds.items() if "/" in k} | extra_kinds
-    _, text = table(data, np.random.default_rng(0), kinds, args.episodes)
+    _, text = table(data, np.random.default_rng(0), kinds, args.episodes, args.versus)
     return emit_text(text, args.out)
 
 

@@ -101,6 +101,34 @@ def test_table_merges_agents_and_computes_gap_and_paired_difference(tmp_path):
     assert by["belady_shared"]["kind"] == "oracle"
 
 
+def test_versus_adds_paired_columns_against_agents_and_baselines(tmp_path):
+    """--versus: a column of paired differences per reference (a pooled agent, a seed, a
+    baseline); the reference's own entry is 0 and an unknown row is refused by name."""
+    base = gap.evaluate_baselines(_config(tmp_path), quiet=True)
+    data = gap.load([str(base)])
+    eps = sorted(data["lru"])
+    lru = {s: data["lru"][s]["hit_ratio"] for s in eps}
+    bs = {s: data["belady_shared"][s]["hit_ratio"] for s in eps}
+    _write_agent_run(tmp_path / "a0", "maskable_ppo", 0, {s: (bs[s], 0.5) for s in eps})
+    _write_agent_run(tmp_path / "b0", "maskable_ppo", 0, {s: (lru[s], 0.1) for s in eps})
+    merged, kinds = gap.load_with_kinds(
+        [f"new={tmp_path / 'a0'}", f"old={tmp_path / 'b0'}", str(base)]
+    )
+    rows, text = gap.table(merged, np.random.default_rng(0), kinds, versus=["old/all", "lru"])
+    by = {r["policy"]: r for r in rows}
+    want = np.mean([bs[s] - lru[s] for s in eps])
+    assert by["new/all"]["vs_old/all"][0] == pytest.approx(want)
+    assert by["new/seed0"]["vs_lru"][0] == pytest.approx(want)
+    assert by["old/all"]["vs_old/all"][0] == 0.0 and by["lru"]["vs_lru"][0] == 0.0
+    header = next(line for line in text.splitlines() if line.startswith("| policy"))
+    assert header.endswith(
+        "| hit ratio - old/all (paired, points) | hit ratio - lru (paired, points) |"
+    )
+    assert all(line.count("|") == header.count("|") for line in text.splitlines()[2:])
+    with pytest.raises(ValueError, match="versus='nope/all': not a row"):
+        gap.table(merged, np.random.default_rng(0), kinds, versus=["nope/all"])
+
+
 def test_table_without_belady_shared_still_pairs_against_the_best_heuristic(tmp_path):
     # e.g. 100 episodes where belady_shared ran on 40: the gap-closed column is "-", the
     # paired difference is still computed; lru stays required
