@@ -75,12 +75,19 @@ def test_evaluate_unknown_policy_fails_before_any_folder(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_table_merges_agents_and_computes_gap_and_paired_difference(tmp_path):
+def _baseline_hits(tmp_path):
+    """A baselines run, its per-episode rows, its seeds, and lru's and belady_shared's hit
+    ratios per seed."""
     base = gap.evaluate_baselines(_config(tmp_path), quiet=True)
     data = gap.load([str(base)])
     eps = sorted(data["lru"])
     lru = {s: data["lru"][s]["hit_ratio"] for s in eps}
     bs = {s: data["belady_shared"][s]["hit_ratio"] for s in eps}
+    return base, data, eps, lru, bs
+
+
+def test_table_merges_agents_and_computes_gap_and_paired_difference(tmp_path):
+    base, data, eps, lru, bs = _baseline_hits(tmp_path)
     # seed 0 plays exactly like belady_shared, seed 1 exactly like lru
     _write_agent_run(tmp_path / "a0", "maskable_ppo", 0, {s: (bs[s], 0.5) for s in eps})
     _write_agent_run(tmp_path / "a1", "maskable_ppo", 1, {s: (lru[s], 0.1) for s in eps})
@@ -104,11 +111,7 @@ def test_table_merges_agents_and_computes_gap_and_paired_difference(tmp_path):
 def test_versus_adds_paired_columns_against_agents_and_baselines(tmp_path):
     """--versus: a column of paired differences per reference (a pooled agent, a seed, a
     baseline); the reference's own entry is 0 and an unknown row is refused by name."""
-    base = gap.evaluate_baselines(_config(tmp_path), quiet=True)
-    data = gap.load([str(base)])
-    eps = sorted(data["lru"])
-    lru = {s: data["lru"][s]["hit_ratio"] for s in eps}
-    bs = {s: data["belady_shared"][s]["hit_ratio"] for s in eps}
+    base, data, eps, lru, bs = _baseline_hits(tmp_path)
     _write_agent_run(tmp_path / "a0", "maskable_ppo", 0, {s: (bs[s], 0.5) for s in eps})
     _write_agent_run(tmp_path / "b0", "maskable_ppo", 0, {s: (lru[s], 0.1) for s in eps})
     merged, kinds = gap.load_with_kinds(
