@@ -15,9 +15,18 @@ permutation-equivariant one, so what it learns about one model carries over to e
     h_m = enc([x_m, g])                      item m's features x_m, globals g
     c   = mean_m h_m                         the cache as a whole
     r   = sum_m x_m[req] h_m                 the pending request's embedding
-    z_m = mix([h_m, c, r])                   item m next to the cache and the request
+    a_m = attn(h_m; h_1..h_M)                optional: multi-head self-attention over items
+    s_m = sum_n R[m, n] h_n / sum_n R[m, n]  optional: the items m shares bytes with
+    z_m = mix([h_m, c, r, a_m, s_m])         item m next to the cache and the request
     z_B = extra([c, r, g])                   one row per non-item action (the bypass)
     logit_a = w . z_a + b                    one scorer for every action
+
+``a_m`` (``item_attention_heads > 0``) lets a model's row weigh the others one by one instead
+of only through their mean. ``s_m`` (``item_relation``: an ``(M, M)`` matrix, EdgeLLMCache-v0's
+``obs_item_layout()["item_relation"]``: the share of model m's bytes that model n also uses)
+pools the rows of the models that share blocks with m, so a foundation model's row sees its
+children's popularity. Both are off by default (the architecture is then the one above
+without them).
 
 ``enc``, ``mix`` and ``extra`` are one-hidden-layer-deep MLPs of width ``item_hidden``; the
 scorer starts near zero (gain 0.01, as SB3 initialises its action head), so the untrained
@@ -30,7 +39,8 @@ The rows are read from the raw observation: train with ``normalize: dict(norm_ob
 statistics would give each model's row its own scale and undo the weight sharing.
 
 Use: ``policy: ItemScorerPolicy`` in the hyperparameters (``--hp policy=ItemScorerPolicy``);
-the trainer fills ``n_items`` and ``n_features`` from the env.
+the trainer fills ``n_items`` and ``n_features`` from the env, and ``item_relation`` when the
+policy kwargs ask for it with ``item_relation=True``.
 """
 
 from __future__ import annotations
@@ -60,6 +70,8 @@ class ItemExtractor(nn.Module):
         activation_fn: type[nn.Module],
         request_feature: int,
         item_blocks: list[list[int]],
+        attention_heads: int = 0,
+        relation: np.ndarray | None = None,
     ) -> None:
         super().__init__()
         self.M, self.F, self.hidden = n_items, n_features, hidden
@@ -78,7 +90,20 @@ class ItemExtractor(nn.Module):
         self.enc = nn.Sequential(
             nn.Linear(n_features + self.G, hidden), act(), nn.Linear(hidden, hidden), act()
         )
-        self.mix = nn.Sequential(nn.Linear(3 * hidden, hidden), act())
+        self.attn = (
+            nn.MultiheadAttention(hidden, attention_heads, batch_first=True)
+            if attention_heads > 0
+            else None
+        )
+        if relation is not None:
+            rel = np.asarray(relation, dtype=np.float64)
+            rows = rel.sum(axis=1, keepdims=True)
+            rel = np.divide(rel, rows, out=np.zeros_like(rel), where=rows > 0)
+            self.register_buffer("relation", th.as_tensor(rel, dtype=th.float32), persistent=False)
+        else:
+            self.relation = None
+        width_mix = hidden * (3 + (self.attn is not None) + (relation is not None))
+        self.mix = nn.Sequential(nn.Linear(width_mix, hidden), act())
         self.extra = nn.Sequential(
             nn.Linear(2 * hidden + self.G, hidden),
             act(),
@@ -105,7 +130,12 @@ class ItemExtractor(nn.Module):
         c = h.mean(dim=1)
         req = th.einsum("bm,bmh->bh", items[:, :, self.request_feature], h)
         ctx = th.cat([c, req], dim=1).unsqueeze(1).expand(B, M, 2 * self.hidden)
-        z = self.mix(th.cat([h, ctx], dim=2))
+        parts = [h, ctx]
+        if self.attn is not None:
+            parts.append(self.attn(h, h, h, need_weights=False)[0])
+        if self.relation is not None:
+            parts.append(th.einsum("mn,bnh->bmh", self.relation, h))
+        z = self.mix(th.cat(parts, dim=2))
         zx = self.extra(th.cat([c, req, g], dim=1)).reshape(B, self.n_extra, self.hidden)
         return th.cat([z, zx], dim=1).reshape(B, -1)
 
@@ -139,6 +169,8 @@ class ItemScorerPolicy(MaskableActorCriticPolicy):
         item_hidden: int = 64,
         request_feature: int = 1,
         item_blocks: list[list[int]] | None = None,
+        item_attention_heads: int = 0,
+        item_relation: Any = None,
         **kwargs: Any,
     ) -> None:
         dim = int(np.prod(observation_space.shape))
@@ -172,6 +204,33 @@ class ItemScorerPolicy(MaskableActorCriticPolicy):
                 "0 <= request_feature < n_features and item_hidden >= 1 (the env's "
                 "obs_item_layout() gives n_items and n_features)"
             )
+        heads = item_attention_heads
+        if (
+            isinstance(heads, bool)
+            or not isinstance(heads, (int, np.integer))
+            or heads < 0
+            or (heads > 0 and item_hidden % heads != 0)
+        ):
+            raise ValueError(
+                f"ItemScorerPolicy: item_attention_heads={heads!r}: need an int >= 0 (0: no "
+                f"attention) that divides item_hidden={item_hidden}"
+            )
+        relation = None
+        if item_relation is not None:
+            relation = np.asarray(item_relation, dtype=np.float64)
+            if (
+                relation.shape != (int(n_items), int(n_items))
+                or not np.isfinite(relation).all()
+                or (relation < 0).any()
+            ):
+                raise ValueError(
+                    f"ItemScorerPolicy: item_relation of shape {relation.shape}: need a "
+                    f"({n_items}, {n_items}) matrix of finite values >= 0 (the env's "
+                    "obs_item_layout()['item_relation']; pass item_relation=True to the "
+                    "trainer to have it filled)"
+                )
+        self.item_attention_heads = int(heads)
+        self.item_relation = None if relation is None else relation.tolist()
         self.n_items, self.n_features = int(n_items), int(n_features)
         self.item_hidden, self.request_feature = int(item_hidden), int(request_feature)
         self.item_blocks = blocks
@@ -185,6 +244,8 @@ class ItemScorerPolicy(MaskableActorCriticPolicy):
             item_hidden=self.item_hidden,
             request_feature=self.request_feature,
             item_blocks=self.item_blocks,
+            item_attention_heads=self.item_attention_heads,
+            item_relation=self.item_relation,
         )
         return data
 
@@ -201,6 +262,8 @@ class ItemScorerPolicy(MaskableActorCriticPolicy):
             self.activation_fn,
             self.request_feature,
             self.item_blocks,
+            self.item_attention_heads,
+            None if self.item_relation is None else np.asarray(self.item_relation),
         ).to(self.device)
 
     def _build(self, lr_schedule: Any) -> None:

@@ -403,7 +403,8 @@ def _item_layout(args: TrainArgs) -> dict[str, Any]:
 def _item_scorer(args: TrainArgs, rh: ResolvedHyperparams) -> type:
     """The :class:`~mei_envs.agents.item_policy.ItemScorerPolicy` class, with ``n_items``,
     ``n_features``, ``request_feature`` and ``item_blocks`` set in
-    ``rh.model_kwargs["policy_kwargs"]`` from the env's ``obs_item_layout()``."""
+    ``rh.model_kwargs["policy_kwargs"]`` from the env's ``obs_item_layout()``, and
+    ``item_relation`` too when the policy kwargs say ``item_relation=True``."""
     from mei_envs.agents.item_policy import ItemScorerPolicy
 
     items = _item_layout(args)
@@ -413,6 +414,15 @@ def _item_scorer(args: TrainArgs, rh: ResolvedHyperparams) -> type:
     kw.setdefault(
         "item_blocks", [[int(o), int(r)] for o, r in items.get("item_blocks", [])] or None
     )
+    if kw.get("item_relation") is True:
+        if "item_relation" not in items:
+            raise ValueError(
+                f"policy=ItemScorerPolicy: item_relation=True but {args.env_id}'s "
+                "obs_item_layout() has no 'item_relation'; drop it or pass a matrix"
+            )
+        kw["item_relation"] = [[float(v) for v in row] for row in items["item_relation"]]
+    elif kw.get("item_relation") is False:
+        kw["item_relation"] = None
     rh.model_kwargs["policy_kwargs"] = kw
     return ItemScorerPolicy
 

@@ -78,6 +78,7 @@ def test_layout_names_the_observation_rows(cfg):
 
 def _policy(env: gym.Env, **kw) -> ItemScorerPolicy:
     lay = env.unwrapped.obs_item_layout()
+    del lay["item_relation"]  # off unless a test asks for it
     return ItemScorerPolicy(
         env.observation_space, env.action_space, lambda _: 3e-4, **{**lay, **kw}
     )
@@ -222,3 +223,111 @@ def test_bad_blocks_are_refused(blocks):
     env = gym.make(ENV_ID, config=SHORT)
     with pytest.raises(ValueError, match=r"ItemScorerPolicy: item_blocks="):
         _policy(env, item_blocks=blocks)
+
+
+def test_layout_relation_is_the_share_of_bytes_used_by_the_other_model():
+    """item_relation[m][n] = bytes of m in blocks n also uses / bytes of m: 1 from a base to
+    each of its LoRA children (the child holds the whole base), the base's share of the child
+    the other way, 0 for a quantised variant (it shares nothing) and on the diagonal."""
+    env = gym.make(ENV_ID, config=SHORT)
+    cat = env.unwrapped.catalog
+    R = np.asarray(env.unwrapped.obs_item_layout()["item_relation"])
+    M = cat.n_models
+    assert R.shape == (M, M) and np.all(np.diag(R) == 0.0)
+    base = cat.kinds.index("base")
+    child = next(
+        m for m in range(M) if cat.kinds[m] == "lora" and cat.families[m] == cat.families[base]
+    )
+    quant = cat.kinds.index("quantised")
+    assert R[base, child] == pytest.approx(1.0)
+    assert R[child, base] == pytest.approx(cat.model_bytes[base] / cat.model_bytes[child])
+    assert 0.9 < R[child, base] < 1.0  # a LoRA adapter is a small part of its model
+    assert np.all(R[quant] == 0.0) and np.all(R[:, quant] == 0.0)
+
+
+def _randomised(pol: ItemScorerPolicy) -> ItemScorerPolicy:
+    th.manual_seed(0)
+    for layer in pol.action_net.modules():  # away from the near-zero start, so it can fail
+        if isinstance(layer, th.nn.Linear):
+            th.nn.init.normal_(layer.weight)
+    return pol
+
+
+def _logits(pol: ItemScorerPolicy, obs: np.ndarray) -> th.Tensor:
+    with th.no_grad():
+        return pol.get_distribution(th.as_tensor(obs)[None]).distribution.logits[0]
+
+
+@pytest.mark.parametrize("heads,relation", [(4, False), (0, True), (2, True)])
+def test_attention_and_relation_keep_equivariance_and_matter(heads, relation):
+    """With attention over the items and/or pooling over related models: renaming the models
+    (permuting the item table and the relation matrix alike) permutes the models' logits and
+    leaves the bypass alone; and the extra context changes the scores (a policy that ignored
+    it, e.g. a relation left unused, fails the last check)."""
+    env = gym.make(ENV_ID, config={**SHORT, "preset": "adapter_heavy"})
+    lay = env.unwrapped.obs_item_layout()
+    M, table = lay["n_items"], _table(lay)
+    R = np.asarray(lay["item_relation"])
+    perm = np.random.default_rng(1).permutation(M)
+    th.manual_seed(0)
+    pol = _randomised(
+        _policy(env, item_attention_heads=heads, item_relation=R if relation else None)
+    )
+    moved_pol = _policy(
+        env, item_attention_heads=heads, item_relation=R[np.ix_(perm, perm)] if relation else None
+    )
+    moved_pol.load_state_dict(pol.state_dict())
+    obs, _ = env.reset(seed=3)
+    for _ in range(3):
+        obs, *_ = env.step(int(np.flatnonzero(env.unwrapped.action_masks())[-1]))
+    moved = obs.copy()
+    moved[table] = obs[table[:, perm]]
+    a, b = _logits(pol, obs), _logits(moved_pol, moved)
+    assert a[:M].std() > 0.1
+    th.testing.assert_close(a[:M][perm], b[:M], rtol=1e-4, atol=1e-4)
+    th.testing.assert_close(a[M], b[M], rtol=1e-4, atol=1e-4)
+    if relation:  # the same weights with no model related to any other score differently
+        flat = _policy(env, item_attention_heads=heads, item_relation=np.zeros((M, M)))
+        flat.load_state_dict(pol.state_dict())
+        assert (_logits(flat, obs)[:M] - a[:M]).abs().max() > 1e-3
+    else:  # attention: one model's features move the other models' scores
+        nudged = obs.copy()
+        nudged[table[:, 0]] = 1.0 - nudged[table[:, 0]]
+        assert (_logits(pol, nudged)[1:M] - a[1:M]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"item_attention_heads": 3}, "item_attention_heads=3"),  # 64 is not a multiple of 3
+        ({"item_attention_heads": -1}, "item_attention_heads=-1"),
+        ({"item_attention_heads": True}, "item_attention_heads=True"),
+        ({"item_relation": np.zeros((4, 4))}, r"item_relation of shape \(4, 4\)"),
+        ({"item_relation": -np.ones((45, 45))}, "item_relation of shape"),
+        ({"item_relation": True}, "item_relation of shape"),
+    ],
+)
+def test_bad_attention_or_relation_is_refused(kw, match):
+    env = gym.make(ENV_ID, config=SHORT)
+    with pytest.raises(ValueError, match=match):
+        _policy(env, **kw)
+
+
+def test_trainer_fills_the_relation_and_the_model_reloads_with_it(tmp_path: Path):
+    """policy_kwargs item_relation=True: the trainer puts the env's matrix in the policy, and
+    the saved model reloads with it and with the attention layer."""
+    hp = {**HP, "policy_kwargs": "dict(net_arch=[32], item_attention_heads=2, item_relation=True)"}
+    run = train(
+        TrainArgs(
+            ENV_ID, "maskable_ppo", hyperparams_override=hp, run_dir=str(tmp_path / "r"), **COMMON
+        )
+    )
+    from sb3_contrib import MaskablePPO
+
+    pol = MaskablePPO.load(run / "model.zip").policy
+    env = gym.make(ENV_ID, config=SHORT)
+    np.testing.assert_allclose(
+        np.asarray(pol.item_relation), np.asarray(env.unwrapped.obs_item_layout()["item_relation"])
+    )
+    assert pol.item_attention_heads == 2 and pol.mlp_extractor.attn is not None
+    assert pol.mlp_extractor.relation is not None

@@ -676,9 +676,15 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
         entry is global. The first block is the ``F`` features of the class docstring's
         table at offset 0; with ``obs_regime_features`` a second block holds the two
         per-regime rows. Action ``m < M`` acts on model ``m`` and action ``M`` (bypass) on
-        none; table feature 1 marks the pending request.
+        none; table feature 1 marks the pending request. ``"item_relation"``: an ``(M, M)``
+        list of lists, entry ``[m][n]`` the share of model ``m``'s bytes in blocks model
+        ``n`` also uses (0 on the diagonal), for a policy that pools over related models.
         """
         M, F = self.n_models, self.n_features
+        cat = self.catalog
+        shared = cat.member_bytes @ cat.member_f.T  # [bytes]: m's bytes that n also uses
+        relation = shared / cat.model_bytes[:, None]
+        np.fill_diagonal(relation, 0.0)
         blocks = [[0, F]]
         if self.n_regime:
             blocks.append([self.observation_space.shape[0] - self.n_regime, N_REGIME_ROWS])
@@ -687,6 +693,7 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
             "n_features": sum(rows for _, rows in blocks),
             "request_feature": 1,
             "item_blocks": blocks,
+            "item_relation": relation.tolist(),
         }
 
     def decision_state(self) -> dict[str, Any]:
