@@ -20,7 +20,9 @@ folders only (e.g. after a baseline changed) and the agents from the others. ``-
 restricts the table to the first N held-out seeds (for policies evaluated on fewer episodes).
 ``--baselines-json PATH.json SCENARIO`` takes every baseline row from an
 ``edge_llm_cache_baselines`` run's JSON instead (its per-episode values of that scenario,
-episodes seeded from its ``seed``) and the agents from the run folders.
+episodes seeded from its ``seed``) and the agents from the run folders; repeat it to join runs
+on other episode seeds (e.g. 100000..100039 and 100040..100099): a policy's rows are the union,
+and a seed found in two files must have the same values there.
 
 ``--evaluate CONFIG.yml`` runs no training: it evaluates the config's baselines (or
 ``--policies``) on its held-out episodes (``eval_episodes`` seeded from ``eval_seed``) and
@@ -177,6 +179,29 @@ def load_baselines_json(path: str | Path, scenario: str) -> tuple[dict, dict[str
             seed0 + i: {m: float(per[m][i]) for m in METRICS} for i in range(len(per["hit_ratio"]))
         }
         kinds[name] = registered.get(name, "")
+    return data, kinds
+
+
+def join_baselines_json(sources: list[list[str]]) -> tuple[dict, dict[str, str]]:
+    """:func:`load_baselines_json` of every ``(path, scenario)``, joined by episode seed.
+
+    Raises:
+        ValueError: one episode seed has different values of one policy in two files.
+    """
+    data: dict[str, dict[int, dict[str, float]]] = {}
+    kinds: dict[str, str] = {}
+    for path, scenario in sources:
+        part, part_kinds = load_baselines_json(path, scenario)
+        kinds |= part_kinds
+        for name, rows in part.items():
+            have = data.setdefault(name, {})
+            for seed, row in rows.items():
+                if seed in have and have[seed] != row:
+                    raise ValueError(
+                        f"--baselines-json {path} {scenario}: {name} on episode seed {seed} "
+                        f"is {row}, but an earlier file has {have[seed]}"
+                    )
+                have[seed] = row
     return data, kinds
 
 
@@ -380,10 +405,11 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument(
         "--baselines-json",
         nargs=2,
+        action="append",
         default=None,
         metavar=("PATH.json", "SCENARIO"),
         help="take every baseline row from an edge_llm_cache_baselines JSON's scenario "
-        "(agents from the run folders)",
+        "(agents from the run folders); repeatable: the files' episodes are joined",
     )
     ap.add_argument("--episodes", type=int, default=None, help="use the first N held-out seeds")
     ap.add_argument(
@@ -413,7 +439,7 @@ def main(argv: list[str] | None = None) -> str:
     data, kinds = load_with_kinds(args.run_dirs, args.baselines_from)
     if args.baselines_json:
         data = {k: v for k, v in data.items() if "/" in k}  # agents only
-        extra, extra_kinds = load_baselines_json(*args.baselines_json)
+        extra, extra_kinds = join_baselines_json(args.baselines_json)
         data |= extra
         kinds = {k: v for k, v in kinds.items() if "/" in k} | extra_kinds
     _, text = table(data, np.random.default_rng(0), kinds, args.episodes, args.versus)

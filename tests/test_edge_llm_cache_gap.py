@@ -301,6 +301,36 @@ def test_baselines_json_rows_equal_an_evaluation_and_the_clock_column(tmp_path):
     assert row.rstrip(" |").split("| ")[-1].startswith(f"{100 * (0.5 - ph):+.1f}")
 
 
+def test_baselines_json_files_join_by_episode_seed(tmp_path):
+    """Two baselines JSONs on seeds 500..501 and 502: one table over the three episodes; the
+    same seed with other values in a second file stops the join, naming policy and seed."""
+    import json
+
+    def write(name, seed, hits):
+        per = {m: list(hits) for m in gap.METRICS}
+        doc = {
+            "seed": seed,
+            "episodes": len(hits),
+            "scenarios": {"s": {"lru": {"per_episode": per}}},
+        }
+        (tmp_path / name).write_text(json.dumps(doc))
+        return str(tmp_path / name)
+
+    a, b = write("a.json", 500, [0.1, 0.2]), write("b.json", 502, [0.3])
+    data, kinds = gap.join_baselines_json([[a, "s"], [b, "s"]])
+    assert sorted(data["lru"]) == [500, 501, 502] and kinds == {"lru": "heuristic"}
+    assert [data["lru"][s]["hit_ratio"] for s in (500, 501, 502)] == [0.1, 0.2, 0.3]
+    _write_agent_run(tmp_path / "a0", "maskable_ppo", 0, {s: (0.5, 0.5) for s in (500, 501, 502)})
+    text = gap.main(
+        [f"m={tmp_path / 'a0'}", "--baselines-json", a, "s", "--baselines-json", b, "s"]
+    )
+    lru = next(line for line in text.splitlines() if line.startswith("| lru |"))
+    assert lru.startswith("| lru | heuristic | 20.0 ")  # the mean over all three episodes
+    clash = write("c.json", 501, [0.9])
+    with pytest.raises(ValueError, match="lru on episode seed 501"):
+        gap.join_baselines_json([[a, "s"], [clash, "s"]])
+
+
 def test_baselines_script_only_runs_the_named_policies_in_order(tmp_path):
     from mei_envs.experiments import edge_llm_cache_baselines as script
 
