@@ -22,7 +22,8 @@ restricts the table to the first N held-out seeds (for policies evaluated on few
 ``edge_llm_cache_baselines`` run's JSON instead (its per-episode values of that scenario,
 episodes seeded from its ``seed``) and the agents from the run folders; repeat it to join runs
 on other episode seeds (e.g. 100000..100039 and 100040..100099): a policy's rows are the union,
-and a seed found in two files must have the same values there.
+a seed found in two files must have the same values there, and a policy missing from one file
+is left out.
 
 ``--evaluate CONFIG.yml`` runs no training: it evaluates the config's baselines (or
 ``--policies``) on its held-out episodes (``eval_episodes`` seeded from ``eval_seed``) and
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -184,12 +186,15 @@ def load_baselines_json(path: str | Path, scenario: str) -> tuple[dict, dict[str
 
 def join_baselines_json(sources: list[list[str]]) -> tuple[dict, dict[str, str]]:
     """:func:`load_baselines_json` of every ``(path, scenario)``, joined by episode seed.
+    Policies missing from one of the files are left out (named on stderr), so every row
+    covers the same episodes.
 
     Raises:
         ValueError: one episode seed has different values of one policy in two files.
     """
     data: dict[str, dict[int, dict[str, float]]] = {}
     kinds: dict[str, str] = {}
+    seen: list[set[str]] = []
     for path, scenario in sources:
         part, part_kinds = load_baselines_json(path, scenario)
         kinds |= part_kinds
@@ -202,7 +207,12 @@ def join_baselines_json(sources: list[list[str]]) -> tuple[dict, dict[str, str]]
                         f"is {row}, but an earlier file has {have[seed]}"
                     )
                 have[seed] = row
-    return data, kinds
+        seen.append(set(part))
+    common = set.intersection(*seen)
+    if set(data) - common:
+        print(f"--baselines-json: left out (not in every file): {sorted(set(data) - common)}",
+              file=sys.stderr)  # fmt: skip
+    return {k: v for k, v in data.items() if k in common}, {k: kinds[k] for k in common}
 
 
 def table(

@@ -302,22 +302,20 @@ def test_baselines_json_rows_equal_an_evaluation_and_the_clock_column(tmp_path):
 
 
 def test_baselines_json_files_join_by_episode_seed(tmp_path):
-    """Two baselines JSONs on seeds 500..501 and 502: one table over the three episodes; the
-    same seed with other values in a second file stops the join, naming policy and seed."""
+    """Two baselines JSONs on seeds 500..501 and 502: one table over the three episodes, and a
+    policy only one file has is left out; the same seed with other values in a second file
+    stops the join, naming policy and seed."""
     import json
 
-    def write(name, seed, hits):
+    def write(name, seed, hits, more=()):
         per = {m: list(hits) for m in gap.METRICS}
-        doc = {
-            "seed": seed,
-            "episodes": len(hits),
-            "scenarios": {"s": {"lru": {"per_episode": per}}},
-        }
+        rows = {p: {"per_episode": per} for p in ("lru", *more)}
+        doc = {"seed": seed, "episodes": len(hits), "scenarios": {"s": rows}}
         (tmp_path / name).write_text(json.dumps(doc))
         return str(tmp_path / name)
 
-    a, b = write("a.json", 500, [0.1, 0.2]), write("b.json", 502, [0.3])
-    data, kinds = gap.join_baselines_json([[a, "s"], [b, "s"]])
+    a, b = write("a.json", 500, [0.1, 0.2], ["belady"]), write("b.json", 502, [0.3])
+    data, kinds = gap.join_baselines_json([[a, "s"], [b, "s"]])  # belady: only in a
     assert sorted(data["lru"]) == [500, 501, 502] and kinds == {"lru": "heuristic"}
     assert [data["lru"][s]["hit_ratio"] for s in (500, 501, 502)] == [0.1, 0.2, 0.3]
     _write_agent_run(tmp_path / "a0", "maskable_ppo", 0, {s: (0.5, 0.5) for s in (500, 501, 502)})
