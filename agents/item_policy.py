@@ -18,7 +18,9 @@ permutation-equivariant one, so what it learns about one model carries over to e
     a_m = attn(h_m; h_1..h_M)                optional: multi-head self-attention over items
     s_m = sum_n R[m, n] h_n / sum_n R[m, n]  optional: the items m shares bytes with
     z_m = mix([h_m, c, r, a_m, s_m])         item m next to the cache and the request
-    z_B = extra([c, r, g])                   one row per non-item action (the bypass)
+    z_B = extra([c, r, g])                   one row per non-item action (the bypass), or,
+                                             with item_bypass="request", z_B = z_req: the
+                                             pending request's own row (Belady's candidate)
     logit_a = w . z_a + b                    one scorer for every action
 
 ``a_m`` (``item_attention_heads > 0``) lets a model's row weigh the others one by one instead
@@ -26,7 +28,9 @@ of only through their mean. ``s_m`` (``item_relation``: an ``(M, M)`` matrix, Ed
 ``obs_item_layout()["item_relation"]``: the share of model m's bytes that model n also uses)
 pools the rows of the models that share blocks with m, so a foundation model's row sees its
 children's popularity. Both are off by default (the architecture is then the one above
-without them).
+without them). ``item_bypass="request"`` scores the one non-item action (the bypass) with the
+pending request's own row instead of a separate head: bypassing is "the request is the item to
+drop", as in Belady's rule, and its score is the same function of features as every eviction.
 
 ``enc``, ``mix`` and ``extra`` are one-hidden-layer-deep MLPs of width ``item_hidden``; the
 scorer starts near zero (gain 0.01, as SB3 initialises its action head), so the untrained
@@ -72,8 +76,10 @@ class ItemExtractor(nn.Module):
         item_blocks: list[list[int]],
         attention_heads: int = 0,
         relation: np.ndarray | None = None,
+        bypass: str = "extra",
     ) -> None:
         super().__init__()
+        self.bypass_from_request = bypass == "request"
         self.M, self.F, self.hidden = n_items, n_features, hidden
         self.G = obs_dim - n_items * n_features
         table = np.concatenate(
@@ -104,11 +110,15 @@ class ItemExtractor(nn.Module):
             self.relation = None
         width_mix = hidden * (3 + (self.attn is not None) + (relation is not None))
         self.mix = nn.Sequential(nn.Linear(width_mix, hidden), act())
-        self.extra = nn.Sequential(
-            nn.Linear(2 * hidden + self.G, hidden),
-            act(),
-            nn.Linear(hidden, self.n_extra * hidden),
-            act(),  # bounded like the items' rows, so no action's score starts out of scale
+        self.extra = (
+            None
+            if self.bypass_from_request
+            else nn.Sequential(
+                nn.Linear(2 * hidden + self.G, hidden),
+                act(),
+                nn.Linear(hidden, self.n_extra * hidden),
+                act(),  # bounded like the items' rows, so no action's score starts out of scale
+            )
         )
         layers: list[nn.Module] = []
         width = obs_dim
@@ -136,7 +146,10 @@ class ItemExtractor(nn.Module):
         if self.relation is not None:
             parts.append(th.einsum("mn,bnh->bmh", self.relation, h))
         z = self.mix(th.cat(parts, dim=2))
-        zx = self.extra(th.cat([c, req, g], dim=1)).reshape(B, self.n_extra, self.hidden)
+        if self.bypass_from_request:  # the pending request's own row
+            zx = th.einsum("bm,bmh->bh", items[:, :, self.request_feature], z).unsqueeze(1)
+        else:
+            zx = self.extra(th.cat([c, req, g], dim=1)).reshape(B, self.n_extra, self.hidden)
         return th.cat([z, zx], dim=1).reshape(B, -1)
 
     def forward_critic(self, features: th.Tensor) -> th.Tensor:
@@ -171,6 +184,7 @@ class ItemScorerPolicy(MaskableActorCriticPolicy):
         item_blocks: list[list[int]] | None = None,
         item_attention_heads: int = 0,
         item_relation: Any = None,
+        item_bypass: str = "extra",
         **kwargs: Any,
     ) -> None:
         dim = int(np.prod(observation_space.shape))
@@ -229,6 +243,16 @@ class ItemScorerPolicy(MaskableActorCriticPolicy):
                     "obs_item_layout()['item_relation']; pass item_relation=True to the "
                     "trainer to have it filled)"
                 )
+        if item_bypass not in ("extra", "request") or (
+            item_bypass == "request" and int(action_space.n) - int(n_items) != 1
+        ):
+            raise ValueError(
+                f"ItemScorerPolicy: item_bypass={item_bypass!r}: need 'extra' (a head of its "
+                "own for every non-item action) or 'request' (exactly one non-item action, "
+                f"scored with the pending request's row; this space has {int(action_space.n)} "
+                f"actions for {n_items} items)"
+            )
+        self.item_bypass = item_bypass
         self.item_attention_heads = int(heads)
         self.item_relation = None if relation is None else relation.tolist()
         self.n_items, self.n_features = int(n_items), int(n_features)
@@ -246,6 +270,7 @@ class ItemScorerPolicy(MaskableActorCriticPolicy):
             item_blocks=self.item_blocks,
             item_attention_heads=self.item_attention_heads,
             item_relation=self.item_relation,
+            item_bypass=self.item_bypass,
         )
         return data
 
@@ -264,6 +289,7 @@ class ItemScorerPolicy(MaskableActorCriticPolicy):
             self.item_blocks,
             self.item_attention_heads,
             None if self.item_relation is None else np.asarray(self.item_relation),
+            self.item_bypass,
         ).to(self.device)
 
     def _build(self, lr_schedule: Any) -> None:

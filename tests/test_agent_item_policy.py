@@ -331,3 +331,34 @@ def test_trainer_fills_the_relation_and_the_model_reloads_with_it(tmp_path: Path
     )
     assert pol.item_attention_heads == 2 and pol.mlp_extractor.attn is not None
     assert pol.mlp_extractor.relation is not None
+
+
+def test_request_bypass_is_the_pending_models_own_score():
+    """item_bypass="request": the bypass logit is the logit the pending model's row gets (the
+    same scorer as every eviction, Belady's "the request is the candidate to drop"); renaming
+    the models leaves it unchanged; the policy has no separate bypass head; other values, or a
+    space with more than one non-item action, are refused."""
+    env = gym.make(ENV_ID, config=SHORT)
+    pol = _randomised(_policy(env, item_bypass="request"))
+    assert pol.mlp_extractor.extra is None
+    lay = env.unwrapped.obs_item_layout()
+    M, table = lay["n_items"], _table(lay)
+    obs, _ = env.reset(seed=3)
+    for _ in range(3):
+        obs, *_ = env.step(int(np.flatnonzero(env.unwrapped.action_masks())[-1]))
+    req = env.unwrapped.decision_state()["model"]
+    assert req >= 0
+    raw = pol.mlp_extractor.forward_actor(th.as_tensor(obs)[None])  # (1, (M + 1) * H)
+    scores = pol.action_net(raw)[0]
+    assert scores[:M].std() > 0.1
+    th.testing.assert_close(scores[M], scores[req])
+    perm = np.random.default_rng(2).permutation(M)
+    moved = obs.copy()
+    moved[table] = obs[table[:, perm]]
+    th.testing.assert_close(_logits(pol, moved)[M], _logits(pol, obs)[M], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="item_bypass='both'"):
+        _policy(env, item_bypass="both")
+    wide = gym.spaces.Discrete(env.action_space.n + 1)
+    lay.pop("item_relation")
+    with pytest.raises(ValueError, match="exactly one non-item action"):
+        ItemScorerPolicy(env.observation_space, wide, lambda _: 3e-4, item_bypass="request", **lay)
