@@ -200,3 +200,12 @@ def test_precision_table_has_what_the_presets_use() -> None:
     for name in EdgeLLMCacheConfig.PRESETS:
         for p in EdgeLLMCacheConfig.from_dict(preset=name).quant_precisions:
             assert p in costs.PRECISION_BITS
+
+
+def test_recency_rounding_stays_in_the_box():
+    """Hypothesis found it: with T = 2 requests, 1 - log(1 + T) / log(1 + T) rounded to
+    -2.2e-16, just outside the observation's [0, 1] box (recency and time-cached rows)."""
+    env = EdgeLLMCacheEnv(EdgeLLMCacheConfig(half_lives=(1.0,), requests_per_episode=2))
+    for seed in (0, 2):  # both gave -2.2e-16 entries before the fix
+        obs, _ = env.reset(seed=seed)
+        assert env.observation_space.contains(obs) and obs.min() >= 0.0

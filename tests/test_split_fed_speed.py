@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 import mei_envs  # noqa: F401  (registers the ids)
 from mei_envs.split_fed import FLOAT_OPS, advance_loss, advance_loss_float, pairwise_sum
+from tests.vector_checks import assert_same
 
 ENV_ID = "mei_envs/SplitFedAlloc-v0"
 _pos = st.floats(1e-6, 1e6, allow_nan=False)
@@ -29,7 +30,8 @@ _pos = st.floats(1e-6, 1e6, allow_nan=False)
     du=st.floats(0.0, 1e7),
 )
 def test_advance_loss_float_is_the_array_formula(loss, floor, span, scale, dec, du) -> None:
-    """advance_loss_float gives numpy's bits (and FLOAT_OPS's), or the same exception."""
+    """advance_loss_float gives FLOAT_OPS's bits and numpy's to rounding, or the same
+    exception."""
     args = (floor, span, scale, dec, 1.0 / dec, du)
     try:
         want_f = advance_loss(loss, *args, FLOAT_OPS)
@@ -43,7 +45,9 @@ def test_advance_loss_float_is_the_array_formula(loss, floor, span, scale, dec, 
     with np.errstate(all="ignore"):
         want_a = float(advance_loss(np.array(loss), *(np.array(v) for v in args)))
     if math.isfinite(want_a) and math.isfinite(want_f):
-        assert np.float64(got).tobytes() == np.float64(want_a).tobytes()
+        # numpy's power on an array is its own AVX-512 kernel on some CPUs: to rounding
+        # there (tests/vector_checks.py), bit for bit elsewhere
+        assert_same(got, want_a, "array formula", close=True)
 
 
 def test_next_loss_float_path_matches_array_path() -> None:
@@ -53,7 +57,8 @@ def test_next_loss_float_path_matches_array_path() -> None:
     for _ in range(500):
         loss = float(rng.uniform(m.target_loss - 0.1, m.initial_loss + 0.1))
         j, k = int(rng.integers(m.L)), int(rng.integers(m.K))
-        assert m.next_loss(loss, j, k) == float(m.next_loss(np.array([loss]), j, k)[0])
+        want = float(m.next_loss(np.array([loss]), j, k)[0])
+        assert_same(m.next_loss(loss, j, k), want, str((loss, j, k)), close=True)
 
 
 @settings(max_examples=200, deadline=None)

@@ -982,6 +982,7 @@ class EdgeLLMCacheEnv(MeiEnv[np.ndarray, int]):
             rec = np.log1p(np.maximum(t - marks, 0))
             rec *= -1.0 / self._log_T
             rec += 1.0
+            np.maximum(rec, 0.0, out=rec)  # as _log_table: no rounding below 0
             rec[marks < 0] = 0.0
             rows[7:9] = rec
             rows[9:] = stats.ema(min(t, T - 1))
@@ -1125,6 +1126,10 @@ def _log_table(T: int) -> np.ndarray:
     log_tab = np.log1p(np.arange(T + 2))
     log_tab *= -1.0 / math.log1p(T)
     log_tab += 1.0
+    # k = T gives 1 - log(1 + T) / log(1 + T), which rounds to -2.2e-16 for some T (e.g. 2),
+    # and k = T + 1 is below 0 (only read for never-requested models, whose row is zeroed):
+    # the observation's bound is 0.
+    np.maximum(log_tab, 0.0, out=log_tab)
     return log_tab
 
 
